@@ -1,0 +1,1 @@
+"""World-model metrics: FVD, LPIPS, SSIM and PSNR, computed as the reference implementations do."""
