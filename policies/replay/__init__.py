@@ -1,0 +1,43 @@
+"""`replay`: plays back the actions recorded for the same (suite, task, trial) in an earlier run.
+
+Re-running recorded actions from the same init state and seed must reproduce the recorded
+outcome and final simulator state: the check that the harness is deterministic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worldvla_bench.errors import BenchError
+from worldvla_bench.policy import EpisodeContext, Policy
+from worldvla_bench.records import episode_stem, load_episode_arrays
+
+
+class ReplayPolicy(Policy):
+    """Replays `actions` of `<run>/episodes/<suite>_taskTT_trialNN.npz`, `chunk_size` at a time."""
+
+    def __init__(self, run: str, chunk_size: int = 50) -> None:
+        self.run_dir = Path(run)
+        if not (self.run_dir / "episodes").is_dir():
+            raise BenchError(f"replay run {run!r} has no episodes/ directory with recorded actions")
+        self.chunk_size = int(chunk_size)
+        self._actions = np.zeros((0, 7))
+        self._cursor = 0
+
+    def reset(self, context: EpisodeContext) -> None:
+        stem = episode_stem(context.suite, context.task_id, context.trial)
+        path = self.run_dir / "episodes" / f"{stem}.npz"
+        if not path.exists():
+            raise BenchError(f"no recorded episode {path}")
+        self._actions = load_episode_arrays(path)["actions"]
+        self._cursor = 0
+
+    def act(self, observation: dict[str, Any]) -> np.ndarray:
+        if self._cursor >= len(self._actions):
+            raise BenchError("replay ran out of recorded actions: the episode diverged")
+        chunk = self._actions[self._cursor : self._cursor + self.chunk_size]
+        self._cursor += len(chunk)
+        return chunk

@@ -1,0 +1,201 @@
+"""A Gymnasium environment around one LIBERO task (MuJoCo/robosuite), under the official protocol.
+
+Conventions:
+- action: 7-d float in [-1, 1]: delta end-effector position (3) and rotation (3, axis-angle) for
+  robosuite's OSC_POSE controller (1.0 = 0.05 m / 0.5 rad per step), gripper (-1 open, +1 close);
+  the convention every LIBERO policy (OpenVLA, openpi, WorldVLA) emits.
+- observation: `<camera>_image` uint8 (H, W, 3), upright (LIBERO renders upside down: we rotate by
+  180 degrees, i.e. flip both axes, as the published evaluation scripts do); `state` float64 (8,):
+  end-effector position (m), end-effector orientation as axis-angle (rad), gripper joint positions;
+  `instruction`: the task's language instruction.
+- reset(seed, options={'init_state': i}) loads init state i of the task, then runs the suite's
+  no-op wait steps; an episode terminates on success and truncates after `max_steps` policy steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import string
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from worldvla_bench.envs.libero_tasks import LiberoTask, init_states, libero_task
+from worldvla_bench.envs.rendering import configure_gl, looks_like_gl_failure, rendering_error
+from worldvla_bench.errors import BenchError, UnknownChoiceError
+from worldvla_bench.tasks import SuiteSpec, load_suite
+
+STATE_DIM = 8
+ACTION_DIM = 7
+_TEXT_CHARSET = frozenset(string.printable)
+
+
+def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
+    """Axis-angle (rad) of a unit quaternion in robosuite's (x, y, z, w) order.
+
+    Same as robosuite's `transform_utils.quat2axisangle` (used by OpenVLA and openpi), including
+    its sign convention: w is clipped to [-1, 1] and the angle is 2*acos(w) in [0, 2*pi].
+    """
+    quat = np.asarray(quat_xyzw, dtype=np.float64).copy()
+    quat[3] = np.clip(quat[3], -1.0, 1.0)
+    den = np.sqrt(1.0 - quat[3] * quat[3])
+    if np.isclose(den, 0.0):
+        return np.zeros(3)
+    return quat[:3] * 2.0 * np.arccos(quat[3]) / den
+
+
+class LiberoEnv(gym.Env):
+    """One LIBERO task as a `gymnasium.Env`; see the module docstring for conventions.
+
+    The simulator is built lazily on the first `reset()`, inside the calling process, so the env
+    can be created in one process and used in another (EGL contexts do not survive a fork).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        suite: str | SuiteSpec = "libero_spatial",
+        task_id: int = 0,
+        image_size: int | None = None,
+        cameras: tuple[str, ...] | list[str] | None = None,
+        max_steps: int | None = None,
+        wait_steps: int | None = None,
+        render_mode: str | None = "rgb_array",
+    ) -> None:
+        self.suite = suite if isinstance(suite, SuiteSpec) else load_suite(suite)
+        self.task: LiberoTask = libero_task(self.suite, task_id)
+        self.image_size = int(image_size or self.suite.image_size)
+        self.cameras = tuple(cameras or self.suite.cameras)
+        self.max_steps = int(max_steps or self.suite.max_steps)
+        self.wait_steps = self.suite.wait_steps if wait_steps is None else int(wait_steps)
+        if self.image_size <= 0 or self.max_steps <= 0 or self.wait_steps < 0:
+            raise BenchError(
+                f"image_size and max_steps must be positive, wait_steps >= 0; got "
+                f"{self.image_size}, {self.max_steps}, {self.wait_steps}"
+            )
+        self.render_mode = render_mode
+        self.instruction = self.task.instruction
+        image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+        self.observation_space = spaces.Dict(
+            {
+                **{f"{camera}_image": image_space for camera in self.cameras},
+                "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float64),
+                "instruction": spaces.Text(max_length=512, charset=_TEXT_CHARSET),
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self._sim = None
+        self._steps = 0
+        self._last_obs: dict[str, Any] | None = None
+
+    # -- simulator -------------------------------------------------------------------------
+    def _build_sim(self):
+        backend = configure_gl()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                from libero.libero.envs import OffScreenRenderEnv
+
+                sim = OffScreenRenderEnv(
+                    bddl_file_name=self.task.bddl_file,
+                    camera_names=list(self.cameras),
+                    camera_heights=self.image_size,
+                    camera_widths=self.image_size,
+                    control_freq=self.suite.control_freq,
+                    ignore_done=True,
+                )
+        except Exception as error:  # robosuite raises plain exceptions for GL failures
+            if looks_like_gl_failure(error):
+                raise rendering_error(backend, error) from error
+            if "camera" in str(error).lower():
+                raise UnknownChoiceError(
+                    "camera", list(self.cameras), "agentview, robot0_eye_in_hand, frontview, ..."
+                ) from error
+            raise
+        return sim
+
+    @property
+    def robosuite_env(self):
+        """The inner robosuite environment (privileged: for the scripted expert and tests)."""
+        if self._sim is None:
+            raise BenchError("call reset() before accessing the simulator")
+        return self._sim.env
+
+    def get_sim_state(self) -> np.ndarray:
+        """The flattened MuJoCo state (time, qpos, qvel, ...), float64."""
+        return np.asarray(self._sim.get_sim_state(), dtype=np.float64).copy()
+
+    # -- gymnasium API ---------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        index = int(options.pop("init_state", 0))
+        if options:
+            raise UnknownChoiceError("reset option", sorted(options), ["init_state"])
+        states = init_states(self.suite, self.task.task_id)
+        if not 0 <= index < len(states):
+            raise UnknownChoiceError(
+                f"init_state for {self.suite.name} task {self.task.task_id}",
+                index,
+                f"0..{len(states) - 1}",
+            )
+        if self._sim is None:
+            self._sim = self._build_sim()
+        if seed is not None:
+            self._sim.seed(int(seed))  # seeds robosuite's global numpy RNG: identical frames
+        self._sim.reset()
+        raw = self._sim.set_init_state(states[index])
+        wait = np.asarray(self.suite.wait_action, dtype=np.float64)
+        success = False
+        for _ in range(self.wait_steps):
+            raw, _, _, _ = self._sim.step(wait)
+        success = bool(self._sim.check_success())
+        self._steps = 0
+        obs = self._convert(raw)
+        self._last_obs = obs
+        return obs, {"success": success, "init_state": index, "wait_steps": self.wait_steps}
+
+    def step(self, action):
+        if self._sim is None:
+            raise BenchError("call reset() before step()")
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
+            raise BenchError(f"action must be {ACTION_DIM} finite numbers, got {action!r}")
+        raw, _, _, _ = self._sim.step(action)
+        self._steps += 1
+        success = bool(self._sim.check_success())
+        obs = self._convert(raw)
+        self._last_obs = obs
+        truncated = (not success) and self._steps >= self.max_steps
+        return obs, float(success), success, truncated, {"success": success, "steps": self._steps}
+
+    def render(self):
+        if self._last_obs is None:
+            return None
+        return self._last_obs[f"{self.cameras[0]}_image"]
+
+    def close(self) -> None:
+        if self._sim is not None:
+            with contextlib.suppress(Exception):
+                self._sim.close()
+            self._sim = None
+        super().close()
+
+    # -- observation conversion ------------------------------------------------------------
+    def _convert(self, raw: dict[str, Any]) -> dict[str, Any]:
+        obs: dict[str, Any] = {}
+        for camera in self.cameras:
+            frame = raw[f"{camera}_image"]
+            obs[f"{camera}_image"] = np.ascontiguousarray(frame[::-1, ::-1])  # rotate 180 degrees
+        obs["state"] = np.concatenate(
+            [
+                raw["robot0_eef_pos"],
+                quat_to_axis_angle(raw["robot0_eef_quat"]),
+                raw["robot0_gripper_qpos"],
+            ]
+        ).astype(np.float64)
+        obs["instruction"] = self.instruction
+        return obs

@@ -1,0 +1,124 @@
+"""One episode: reset the env to a trial's init state, ask the policy, run chunks open loop."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from worldvla_bench.envs.libero_env import LiberoEnv
+from worldvla_bench.errors import BenchError
+from worldvla_bench.policy import EpisodeContext, Policy, validate_chunk
+from worldvla_bench.records import EpisodeRecord, save_episode_arrays, slugify
+
+
+def run_episode(
+    env: LiberoEnv,
+    policy: Policy,
+    context: EpisodeContext,
+    policy_name: str,
+    episode_path: Path | None = None,
+    video_path: Path | None = None,
+    video_fps: int = 20,
+) -> EpisodeRecord:
+    """Run one episode and return its record; policy errors end the episode as an error record.
+
+    Success is checked after every policy step (never during the wait steps), as in the
+    published LIBERO evaluation scripts. `episode_path` receives the executed actions and the
+    initial and final simulator states (.npz); `video_path` an mp4 of the first camera.
+    """
+    start = time.perf_counter()
+    policy_time = env_time = 0.0
+    actions: list[np.ndarray] = []
+    frames: list[np.ndarray] = []
+    camera_key = f"{env.cameras[0]}_image"
+    error: str | None = None
+    success = False
+    calls = 0
+
+    t0 = time.perf_counter()
+    obs, _ = env.reset(seed=context.seed, options={"init_state": context.trial})
+    reset_time = time.perf_counter() - t0
+    initial_state = env.get_sim_state()
+    if video_path is not None:
+        frames.append(obs[camera_key])
+    try:
+        t0 = time.perf_counter()
+        policy.reset(context)
+        policy_time += time.perf_counter() - t0
+        done = False
+        while not done:
+            t0 = time.perf_counter()
+            chunk = validate_chunk(policy.act(obs))
+            policy_time += time.perf_counter() - t0
+            calls += 1
+            for action in chunk:
+                t0 = time.perf_counter()
+                obs, _, terminated, truncated, info = env.step(action)
+                env_time += time.perf_counter() - t0
+                actions.append(action)
+                if video_path is not None:
+                    frames.append(obs[camera_key])
+                if terminated or truncated:
+                    success = bool(info["success"])
+                    done = True
+                    break
+    except BenchError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a user's policy may raise anything; the run goes on
+        error = f"{type(exc).__name__}: {exc}"
+
+    action_array = np.asarray(actions, dtype=np.float64).reshape(-1, 7)
+    at_bound = float(np.mean(np.abs(action_array[:, :6]) >= 1.0)) if len(action_array) else 0.0
+    outcome = "error" if error else ("success" if success else "failure")
+    record = EpisodeRecord(
+        suite=context.suite,
+        task_id=context.task_id,
+        task_name=context.task_name,
+        instruction=context.instruction,
+        trial=context.trial,
+        init_state=context.trial,
+        seed=context.seed,
+        policy=policy_name,
+        success=success and error is None,
+        steps=len(actions),
+        max_steps=context.max_steps,
+        wall_time_s=0.0,
+        policy_time_s=round(policy_time, 4),
+        env_time_s=round(env_time, 4),
+        reset_time_s=round(reset_time, 4),
+        policy_calls=calls,
+        actions_at_bound_frac=round(at_bound, 4),
+        error=error,
+    )
+    if episode_path is not None:
+        save_episode_arrays(
+            episode_path,
+            actions=action_array,
+            initial_state=initial_state,
+            final_state=env.get_sim_state(),
+        )
+        record.episode_file = str(Path("episodes") / episode_path.name)
+    if video_path is not None and frames:
+        named = video_path.with_name(
+            f"{video_path.stem}_{outcome}_{slugify(context.instruction)}.mp4"
+        )
+        write_video(named, frames, video_fps)
+        record.video = str(Path("videos") / named.name)
+    record.wall_time_s = round(time.perf_counter() - start, 4)
+    record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return record
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """Write uint8 RGB frames to an mp4 (H.264 via imageio-ffmpeg), through a temporary file."""
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    with imageio.get_writer(tmp, fps=fps, macro_block_size=1, quality=8) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    tmp.replace(path)

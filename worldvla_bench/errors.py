@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints them as one line, never as a traceback."""
+
+
+class BenchError(Exception):
+    """Base class for errors caused by user input or the machine, not by a bug."""
+
+
+class UnknownChoiceError(BenchError, ValueError):
+    """A name (suite, task, policy, ...) that is not among the valid choices."""
+
+    def __init__(self, kind: str, value: object, choices: list[str] | str) -> None:
+        listed = choices if isinstance(choices, str) else ", ".join(map(str, choices))
+        super().__init__(f"unknown {kind} {value!r}; valid: {listed}")
+
+
+class RenderingUnavailableError(BenchError, RuntimeError):
+    """MuJoCo's offscreen renderer could not start."""
+
+
+class PolicyOutputError(BenchError, ValueError):
+    """A policy returned an action chunk of the wrong shape or with non-finite values."""
+
+
+class RunDirectoryError(BenchError, OSError):
+    """The results directory cannot be used (not writable, or holds a different run)."""

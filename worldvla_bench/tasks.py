@@ -1,0 +1,116 @@
+"""Suite definitions: `tasks/*.yaml` files parsed into `SuiteSpec`, and task/trial selections."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from worldvla_bench.errors import BenchError, UnknownChoiceError
+
+DEFAULT_TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+
+
+def tasks_dir() -> Path:
+    """Directory of suite yaml files: `$WORLDVLA_TASKS_DIR`, else the repository's `tasks/`."""
+    return Path(os.environ.get("WORLDVLA_TASKS_DIR", DEFAULT_TASKS_DIR))
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """One benchmark suite and its evaluation protocol.
+
+    `max_steps` counts policy steps after the `wait_steps` no-op steps; trial i of a task starts
+    from the suite's init state i. Images are square, `image_size` pixels, upright.
+    """
+
+    name: str
+    libero_benchmark: str
+    max_steps: int
+    wait_steps: int = 10
+    wait_action: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+    trials_per_task: int = 50
+    cameras: tuple[str, ...] = ("agentview", "robot0_eye_in_hand")
+    image_size: int = 256
+    control_freq: int = 20
+    description: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> SuiteSpec:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BenchError(f"{source}: unknown keys {unknown}; valid: {sorted(known)}")
+        missing = [k for k in ("name", "libero_benchmark", "max_steps") if k not in data]
+        if missing:
+            raise BenchError(f"{source}: missing required keys {missing}")
+        values = dict(data)
+        for key in ("wait_action", "cameras", "aliases"):
+            if key in values:
+                values[key] = tuple(values[key])
+        spec = cls(**values)
+        if len(spec.wait_action) != 7:
+            raise BenchError(f"{source}: wait_action must have 7 values, got {spec.wait_action}")
+        for key in ("max_steps", "trials_per_task", "image_size"):
+            if int(getattr(spec, key)) <= 0:
+                raise BenchError(f"{source}: {key} must be positive, got {getattr(spec, key)}")
+        if spec.wait_steps < 0:
+            raise BenchError(f"{source}: wait_steps must be >= 0, got {spec.wait_steps}")
+        return spec
+
+
+def _load_all(directory: Path | None = None) -> dict[str, SuiteSpec]:
+    directory = directory or tasks_dir()
+    if not directory.is_dir():
+        raise BenchError(f"suite directory {directory} does not exist (set WORLDVLA_TASKS_DIR)")
+    suites: dict[str, SuiteSpec] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        with path.open(encoding="utf-8") as stream:
+            data = yaml.safe_load(stream) or {}
+        spec = SuiteSpec.from_dict(data, source=str(path))
+        suites[spec.name] = spec
+    return suites
+
+
+def available_suites(directory: Path | None = None) -> list[str]:
+    """Names of all suites defined in the suite directory."""
+    return sorted(_load_all(directory))
+
+
+def load_suite(name: str, directory: Path | None = None) -> SuiteSpec:
+    """The suite called `name` (or one of its aliases); a clear error lists the valid names."""
+    suites = _load_all(directory)
+    if name in suites:
+        return suites[name]
+    for spec in suites.values():
+        if name in spec.aliases:
+            return spec
+    raise UnknownChoiceError("suite", name, sorted(suites))
+
+
+def parse_index_list(text: str | None, upper: int, kind: str) -> list[int]:
+    """Parse '0,3,5-7' into sorted unique ints in [0, upper); None or '' or 'all' means all."""
+    if text is None or str(text).strip() in ("", "all"):
+        return list(range(upper))
+    chosen: set[int] = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(p) for p in part.split("-", 1))
+                values = range(lo, hi + 1)
+            else:
+                values = range(int(part), int(part) + 1)
+        except ValueError:
+            raise BenchError(f"bad {kind} list {text!r}: use e.g. '0,3,5-7'") from None
+        for value in values:
+            if not 0 <= value < upper:
+                raise UnknownChoiceError(kind, value, f"0..{upper - 1}")
+            chosen.add(value)
+    return sorted(chosen)

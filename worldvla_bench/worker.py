@@ -1,0 +1,160 @@
+"""Worker-process side of the rollout engine: one policy and one env (per task) per process.
+
+Workers build their env after they start (EGL contexts do not survive a fork), keep it while the
+next episode uses the same task, and die with their parent, so a killed run leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worldvla_bench.envs.libero_env import LiberoEnv
+from worldvla_bench.envs.rendering import configure_gl
+from worldvla_bench.episode import run_episode
+from worldvla_bench.policy import EpisodeContext, Policy, make_policy
+from worldvla_bench.records import episode_stem
+from worldvla_bench.tasks import SuiteSpec
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs to build its policy and envs."""
+
+    policy: str
+    policy_kwargs: dict[str, Any]
+    suite: SuiteSpec
+    run_dir: str
+    image_size: int | None = None
+    max_steps: int | None = None
+    save_episodes: bool = True
+    video: bool = False
+    threads_per_worker: int = 1
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    """One (task, trial) to run with its seed."""
+
+    task_id: int
+    trial: int
+    seed: int
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; also poll as a fallback."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def init_worker(config: WorkerConfig) -> None:
+    """Process initializer: renderer set-up, thread limits, the policy instance."""
+    _die_with_parent()
+    configure_gl()
+    threads = str(max(1, config.threads_per_worker))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LP_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, config.threads_per_worker))
+    except ImportError:
+        pass
+    _STATE.clear()
+    _STATE["config"] = config
+    _STATE["policy"] = None
+    _STATE["env"] = None
+    register_shutdown()
+
+
+def _policy(config: WorkerConfig) -> Policy:
+    if _STATE.get("policy") is None:
+        _STATE["policy"] = make_policy(config.policy, **config.policy_kwargs)
+    return _STATE["policy"]
+
+
+def _env(config: WorkerConfig, task_id: int) -> LiberoEnv:
+    env: LiberoEnv | None = _STATE.get("env")
+    if env is not None and env.task.task_id == task_id:
+        return env
+    if env is not None:
+        env.close()
+        _STATE["env"] = None
+    env = LiberoEnv(
+        config.suite, task_id, image_size=config.image_size, max_steps=config.max_steps
+    )
+    _STATE["env"] = env
+    return env
+
+
+def run_job(job: EpisodeJob) -> dict[str, Any]:
+    """Run one episode in this worker and return its record as a dict."""
+    config: WorkerConfig = _STATE["config"]
+    env = _env(config, job.task_id)
+    policy = _policy(config)
+    context = EpisodeContext(
+        suite=config.suite.name,
+        task_id=job.task_id,
+        task_name=env.task.name,
+        instruction=env.instruction,
+        trial=job.trial,
+        seed=job.seed,
+        max_steps=env.max_steps,
+    )
+    run_dir = Path(config.run_dir)
+    stem = episode_stem(config.suite.name, job.task_id, job.trial)
+    try:
+        record = run_episode(
+            env,
+            policy,
+            context,
+            policy_name=config.policy,
+            episode_path=run_dir / "episodes" / f"{stem}.npz" if config.save_episodes else None,
+            video_path=run_dir / "videos" / f"{stem}.mp4" if config.video else None,
+            video_fps=config.suite.control_freq,
+        )
+    except Exception:
+        env.close()  # the simulator may be in a bad state: rebuild it for the next episode
+        _STATE["env"] = None
+        raise
+    record.worker_pid = os.getpid()
+    return record.to_dict()
+
+
+def shutdown_worker() -> None:
+    """Close the env and policy (avoids EGL teardown noise at exit)."""
+    env = _STATE.get("env")
+    if env is not None:
+        env.close()
+    policy = _STATE.get("policy")
+    if policy is not None:
+        policy.close()
+    _STATE.clear()
+
+
+def register_shutdown() -> None:
+    """Run `shutdown_worker` when the worker process exits normally."""
+    from multiprocessing import util
+
+    util.Finalize(None, shutdown_worker, exitpriority=10)
