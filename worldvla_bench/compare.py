@@ -1,0 +1,109 @@
+"""Compare two runs: per-task and overall success deltas with a significance test.
+
+Runs that share init states (the official protocol) are paired by (suite, task, trial) and tested
+with an exact McNemar test on the discordant pairs; episodes without a partner fall back to
+Fisher's exact test on the success counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from scipy.stats import binomtest, fisher_exact
+
+from worldvla_bench.manifest import PROTOCOL_KEYS, read_manifest
+from worldvla_bench.report import load_run
+
+KEY = ["suite", "task_id", "trial"]
+
+
+def exact_mcnemar(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pair counts."""
+    n = only_a + only_b
+    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
+
+
+def _compare_group(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
+    paired = a.merge(b, on=KEY, suffixes=("_a", "_b"))
+    complete_pairing = len(paired) == len(a) == len(b)
+    row: dict[str, Any] = {
+        "trials_a": len(a),
+        "trials_b": len(b),
+        "success_a": 100.0 * a["success"].mean(),
+        "success_b": 100.0 * b["success"].mean(),
+    }
+    row["delta"] = row["success_b"] - row["success_a"]
+    if complete_pairing:
+        only_a = int((paired["success_a"] & ~paired["success_b"]).sum())
+        only_b = int((~paired["success_a"] & paired["success_b"]).sum())
+        row.update(test="mcnemar", only_a=only_a, only_b=only_b,
+                   p_value=exact_mcnemar(only_a, only_b))
+    else:
+        sa, sb = int(a["success"].sum()), int(b["success"].sum())
+        table = [[sa, len(a) - sa], [sb, len(b) - sb]]
+        row.update(test="fisher", only_a=None, only_b=None,
+                   p_value=float(fisher_exact(table)[1]))
+    return row
+
+
+def compare_runs(run_a: Path | str, run_b: Path | str, alpha: float = 0.05) -> dict[str, Any]:
+    """Per-task rows and an overall row (task_id 'all'); deltas are B minus A, in points."""
+    a, b = load_run(run_a), load_run(run_b)
+    rows = []
+    tasks = sorted(set(map(tuple, a[["suite", "task_id"]].values)) |
+                   set(map(tuple, b[["suite", "task_id"]].values)))
+    for suite, task_id in tasks:
+        ga = a[(a["suite"] == suite) & (a["task_id"] == task_id)]
+        gb = b[(b["suite"] == suite) & (b["task_id"] == task_id)]
+        if len(ga) == 0 or len(gb) == 0:
+            rows.append({"suite": suite, "task_id": task_id, "trials_a": len(ga),
+                         "trials_b": len(gb), "test": "missing in one run"})
+            continue
+        rows.append({"suite": suite, "task_id": task_id, **_compare_group(ga, gb)})
+    shared = set(map(tuple, a[["suite", "task_id"]].values)) & set(
+        map(tuple, b[["suite", "task_id"]].values))
+    sa = a[[tuple(x) in shared for x in a[["suite", "task_id"]].values]]
+    sb = b[[tuple(x) in shared for x in b[["suite", "task_id"]].values]]
+    if len(sa) and len(sb):
+        rows.append({"suite": "all", "task_id": "all", **_compare_group(sa, sb)})
+    table = pd.DataFrame(rows)
+    if "p_value" in table:
+        table["significant"] = table["p_value"] < alpha
+    return {"table": table, "differences": protocol_differences(run_a, run_b)}
+
+
+def protocol_differences(run_a: Path | str, run_b: Path | str) -> list[str]:
+    """Protocol settings and package versions that differ between the two runs."""
+    ma, mb = read_manifest(Path(run_a)) or {}, read_manifest(Path(run_b)) or {}
+    notes: list[str] = []
+    ca, cb = ma.get("config", {}), mb.get("config", {})
+    for key in PROTOCOL_KEYS:
+        if key in ("policy", "policy_kwargs"):
+            continue  # comparing policies is the point
+        if ca.get(key) != cb.get(key):
+            notes.append(f"protocol differs: {key} {ca.get(key)!r} vs {cb.get(key)!r}")
+    sa, sb = ma.get("suite", {}), mb.get("suite", {})
+    for key in sorted(set(sa) | set(sb)):
+        if key not in ("description", "aliases") and sa.get(key) != sb.get(key):
+            notes.append(f"suite setting differs: {key} {sa.get(key)!r} vs {sb.get(key)!r}")
+    va, vb = ma.get("versions", {}), mb.get("versions", {})
+    for key in sorted(set(va) | set(vb)):
+        if key != "worldvla-bench" and va.get(key) != vb.get(key):
+            notes.append(f"version differs: {key} {va.get(key)} vs {vb.get(key)}")
+    return notes
+
+
+def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
+    shown = table.copy()
+    for column in ("success_a", "success_b"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    if "delta" in shown:
+        shown["delta"] = shown["delta"].map(lambda v: "" if pd.isna(v) else f"{v:+.1f}")
+    if "p_value" in shown:
+        shown["p_value"] = shown["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    if "significant" in shown:
+        shown["significant"] = shown["significant"].map(lambda v: "*" if v is True else "")
+    return shown.drop(columns=[c for c in ("only_a", "only_b") if c in shown])

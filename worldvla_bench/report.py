@@ -1,0 +1,153 @@
+"""Reports derived from run directories: success rates with 95% Wilson intervals, and warnings.
+
+Every number is computed from `episodes.jsonl`; nothing is stored by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from worldvla_bench.errors import BenchError
+from worldvla_bench.manifest import read_manifest
+from worldvla_bench.records import EPISODES_FILE, read_episodes
+
+CONFIDENCE = 0.95
+
+
+def load_run(run_dir: Path | str) -> pd.DataFrame:
+    """One row per episode of a run, with a `run` column naming it. Errors if there is none."""
+    run_dir = Path(run_dir)
+    if not (run_dir / EPISODES_FILE).exists():
+        raise BenchError(f"{run_dir} is not a run directory (no {EPISODES_FILE})")
+    records = read_episodes(run_dir)
+    if not records:
+        raise BenchError(f"run {run_dir} has no finished episodes yet")
+    frame = pd.DataFrame.from_records(records)
+    frame["run"] = run_dir.name
+    frame["success"] = frame["success"].astype(bool)
+    frame["is_error"] = frame["error"].notna() if "error" in frame else False
+    return frame
+
+
+def load_runs(run_dirs: list[Path | str]) -> pd.DataFrame:
+    """Episodes of several runs stacked, for plots across runs."""
+    return pd.concat([load_run(d) for d in run_dirs], ignore_index=True)
+
+
+def wilson_interval(
+    successes: int, trials: int, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion, as fractions in [0, 1]."""
+    if trials == 0:
+        return (float("nan"), float("nan"))
+    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def _summarise(group: pd.DataFrame) -> pd.Series:
+    trials = len(group)
+    successes = int(group["success"].sum())
+    low, high = wilson_interval(successes, trials)
+    return pd.Series(
+        {
+            "trials": trials,
+            "successes": successes,
+            "success_rate": 100.0 * successes / trials,
+            "ci_low": 100.0 * low,
+            "ci_high": 100.0 * high,
+            "mean_steps": float(group["steps"].mean()),
+            "errors": int(group["is_error"].sum()),
+        }
+    )
+
+
+def success_rate_table(episodes: pd.DataFrame) -> pd.DataFrame:
+    """Per-task rows, then one per-suite row (task_id 'all'); rates and intervals in percent."""
+    keys = ["run", "suite", "task_id"] if "run" in episodes else ["suite", "task_id"]
+    per_task = episodes.groupby(keys, sort=True)[episodes.columns].apply(_summarise).reset_index()
+    names = episodes.drop_duplicates(keys).set_index(keys)["task_name"]
+    per_task["task_name"] = [names.loc[tuple(k)] for k in per_task[keys].itertuples(index=False)]
+    suite_keys = keys[:-1]
+    per_suite = episodes.groupby(suite_keys, sort=True)[episodes.columns].apply(_summarise)
+    per_suite = per_suite.reset_index()
+    per_suite["task_id"] = "all"
+    per_suite["task_name"] = "(suite)"
+    table = pd.concat([per_task.astype({"task_id": object}), per_suite], ignore_index=True)
+    for column in ("trials", "successes", "errors"):
+        table[column] = table[column].astype(int)
+    return table[keys + ["task_name", "trials", "successes", "success_rate", "ci_low", "ci_high",
+                         "mean_steps", "errors"]]
+
+
+def run_warnings(episodes: pd.DataFrame) -> list[str]:
+    """Signs of a broken evaluation (DESIGN 6): all failures, saturated actions, errors."""
+    warnings: list[str] = []
+    valid = episodes[~episodes["is_error"]]
+    if len(valid) >= 5 and not valid["success"].any():
+        warnings.append(
+            f"0 successes in {len(valid)} episodes: check the policy's observation profile "
+            "(image orientation, gripper sign, normalisation statistics, chunk size)"
+        )
+    if "actions_at_bound_frac" in valid and len(valid):
+        saturated = float(valid["actions_at_bound_frac"].mean())
+        if saturated > 0.5:
+            warnings.append(
+                f"{100 * saturated:.0f}% of arm actions sit at the bounds [-1, 1]: "
+                "check action un-normalisation"
+            )
+    n_errors = int(episodes["is_error"].sum())
+    if n_errors:
+        first = episodes.loc[episodes["is_error"], "error"].iloc[0]
+        warnings.append(f"{n_errors} episodes ended in an error; first: {first}")
+    return warnings
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Human-readable columns: 'success %' with its interval, rounded steps."""
+    shown = table.copy()
+    shown["success %"] = shown["success_rate"].map(lambda v: f"{v:.1f}")
+    bounds = zip(shown["ci_low"], shown["ci_high"], strict=True)
+    shown["95% CI"] = [f"[{lo:.1f}, {hi:.1f}]" for lo, hi in bounds]
+    shown["mean steps"] = shown["mean_steps"].map(lambda v: f"{v:.1f}")
+    shown["task"] = shown["task_name"].map(lambda s: s if len(s) <= 60 else s[:57] + "...")
+    columns = [c for c in ("run", "suite") if c in shown] + [
+        "task_id", "task", "trials", "success %", "95% CI", "mean steps", "errors",
+    ]
+    return shown[columns]
+
+
+def write_report(run_dir: Path | str) -> dict[str, Any]:
+    """Compute the report of a run, write `report.md` and `report.csv` into it, return both."""
+    run_dir = Path(run_dir)
+    episodes = load_run(run_dir)
+    table = success_rate_table(episodes)
+    manifest = read_manifest(run_dir) or {}
+    config = manifest.get("config", {})
+    lines = [f"# Run `{run_dir.name}`", ""]
+    if config:
+        lines.append(
+            f"policy `{config.get('policy')}` {config.get('policy_kwargs') or ''} on "
+            f"`{config.get('suite')}`: max steps {config.get('max_steps')}, image "
+            f"{config.get('image_size')} px, seed {config.get('seed')}"
+        )
+        lines.append("")
+    lines.append(format_table(table).drop(columns=["run"]).to_markdown(index=False))
+    warnings = run_warnings(episodes)
+    if warnings:
+        lines += ["", "Warnings:"] + [f"- {w}" for w in warnings]
+    markdown = "\n".join(lines) + "\n"
+    (run_dir / "report.md").write_text(markdown, encoding="utf-8")
+    table.to_csv(run_dir / "report.csv", index=False)
+    return {"table": table, "markdown": markdown, "warnings": warnings}
+
+
+def interval_errors(table: pd.DataFrame) -> np.ndarray:
+    """(2, n) asymmetric error-bar lengths for matplotlib from a success-rate table."""
+    return np.vstack(
+        [table["success_rate"] - table["ci_low"], table["ci_high"] - table["success_rate"]]
+    )
