@@ -49,7 +49,10 @@ def run_episode(
         policy.reset(context)
         policy_time += time.perf_counter() - t0
         done = False
+        privileged = bool(getattr(policy, "requires_privileged_state", False))
         while not done:
+            if privileged:
+                obs = {**obs, "privileged": env.privileged_state()}
             t0 = time.perf_counter()
             chunk = validate_chunk(policy.act(obs))
             policy_time += time.perf_counter() - t0

@@ -46,6 +46,8 @@ class Policy(abc.ABC):
 
     #: Name of the observation profile the policy expects (how images/state are prepared).
     observation_profile: str = "libero"
+    #: Scripted policies set this to receive `obs['privileged']` (see `LiberoEnv.privileged_state`).
+    requires_privileged_state: bool = False
 
     def reset(self, context: EpisodeContext) -> None:  # noqa: B027 - optional hook
         """Start a new episode."""

@@ -124,6 +124,17 @@ class LiberoEnv(gym.Env):
             raise BenchError("call reset() before accessing the simulator")
         return self._sim.env
 
+    def privileged_state(self) -> dict[str, Any]:
+        """Ground-truth scene state for scripted policies (goal predicates, object and site poses).
+
+        The documented privileged channel: see `worldvla_bench.envs.privileged`. Learned policies
+        never see it; the engine adds it to the observation as `obs['privileged']` only for
+        policies that declare `requires_privileged_state = True`.
+        """
+        from worldvla_bench.envs.privileged import privileged_state
+
+        return privileged_state(self.robosuite_env)
+
     def get_sim_state(self) -> np.ndarray:
         """The flattened MuJoCo state (time, qpos, qvel, ...), float64."""
         return np.asarray(self._sim.get_sim_state(), dtype=np.float64).copy()

