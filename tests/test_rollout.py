@@ -82,8 +82,9 @@ def test_replay_reproduces_the_recorded_final_state(recorded_run: Path, tmp_path
 
 def test_bad_policy_output_is_an_error_record_and_the_run_goes_on(tmp_path: Path):
     run_dir = tmp_path / "nan"
-    run_evaluation(RunConfig(suite="libero_spatial", policy="policies_for_tests:NanOnTrialOnePolicy",
-                             tasks="0", trials=3, run_dir=run_dir, workers=1, progress=False,
+    policy = "policies_for_tests:NanOnTrialOnePolicy"
+    run_evaluation(RunConfig(suite="libero_spatial", policy=policy, tasks="0", trials=3,
+                             run_dir=run_dir, workers=1, progress=False,
                              image_size=32, max_steps=4))
     records = {r["trial"]: r for r in read_episodes(run_dir)}
     assert sorted(records) == [0, 1, 2]
