@@ -64,7 +64,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare_runs(run_a, run_b, alpha=args.alpha)
     print(f"A = {run_a}, B = {run_b}; delta = B - A in points; "
           f"* = p < {args.alpha} (exact McNemar on paired trials, else Fisher)")
-    print(format_comparison(result["table"]).to_markdown(index=False))
+    print(format_comparison(result["table"]).to_markdown(index=False, disable_numparse=True))
     for note in result["differences"]:
         print(f"warning: {note}")
     if args.output:

@@ -136,7 +136,8 @@ def write_report(run_dir: Path | str) -> dict[str, Any]:
             f"{config.get('image_size')} px, seed {config.get('seed')}"
         )
         lines.append("")
-    lines.append(format_table(table).drop(columns=["run"]).to_markdown(index=False))
+    shown = format_table(table).drop(columns=["run"])
+    lines.append(shown.to_markdown(index=False, disable_numparse=True))
     warnings = run_warnings(episodes)
     if warnings:
         lines += ["", "Warnings:"] + [f"- {w}" for w in warnings]

@@ -1,0 +1,133 @@
+"""Reports and comparisons, on synthetic run directories with known answers, and via the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worldvla_bench.cli import main
+from worldvla_bench.compare import compare_runs, exact_mcnemar
+from worldvla_bench.errors import BenchError
+from worldvla_bench.manifest import write_or_check_manifest
+from worldvla_bench.records import append_episode
+from worldvla_bench.report import load_run, success_rate_table, wilson_interval, write_report
+
+
+def make_run(path: Path, outcomes: dict[int, list[bool]], max_steps: int = 220,
+             mujoco: str = "3.17.0", errors: tuple = ()) -> Path:
+    """A run directory whose task t has trials with the given successes."""
+    path.mkdir(parents=True)
+    config = {"suite": "libero_spatial", "policy": "p", "policy_kwargs": {}, "seed": 7,
+              "image_size": 256, "max_steps": max_steps}
+    write_or_check_manifest(path, config, {"name": "libero_spatial", "max_steps": max_steps}, {})
+    import json
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["versions"]["mujoco"] = mujoco
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    for task, results in outcomes.items():
+        for trial, success in enumerate(results):
+            append_episode(path, {
+                "suite": "libero_spatial", "task_id": task, "task_name": f"task_{task}",
+                "trial": trial, "success": success, "steps": 10 if success else 20,
+                "error": "PolicyOutputError: x" if (task, trial) in errors else None,
+                "actions_at_bound_frac": 0.0})
+    return path
+
+
+def test_wilson_interval_matches_published_values():
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    low, high = wilson_interval(0, 2)
+    assert low == 0.0 and high == pytest.approx(0.6576, abs=1e-4)
+    low, high = wilson_interval(50, 50)
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.9287, abs=1e-4)
+
+
+def test_success_rate_table_per_task_and_suite(tmp_path):
+    run = make_run(tmp_path / "r", {0: [True] * 5 + [False] * 5, 1: [True] * 10},
+                   errors=((0, 9),))
+    table = success_rate_table(load_run(run)).set_index("task_id")
+    assert table.loc[0, "success_rate"] == 50.0 and table.loc[0, "trials"] == 10
+    assert table.loc[0, "ci_low"] == pytest.approx(23.66, abs=0.01)
+    assert table.loc[1, "success_rate"] == 100.0
+    assert table.loc["all", "successes"] == 15 and table.loc["all", "trials"] == 20
+    assert table.loc["all", "success_rate"] == 75.0
+    assert table.loc[0, "mean_steps"] == 15.0 and table.loc[0, "errors"] == 1
+
+
+def test_write_report_writes_markdown_and_csv_with_warnings(tmp_path):
+    run = make_run(tmp_path / "r", {0: [False] * 6})
+    result = write_report(run)
+    assert (run / "report.md").read_text() == result["markdown"]
+    assert "95% CI" in result["markdown"] and "[0.0, 39.0]" in result["markdown"]
+    assert (run / "report.csv").read_text().startswith("run,suite,task_id")
+    assert any("0 successes" in w for w in result["warnings"])
+
+
+def test_exact_mcnemar_known_values():
+    assert exact_mcnemar(0, 6) == pytest.approx(2 * 0.5**6)
+    assert exact_mcnemar(3, 3) == 1.0 and exact_mcnemar(0, 0) == 1.0
+
+
+def test_compare_pairs_trials_and_flags_protocol_differences(tmp_path):
+    a = make_run(tmp_path / "a", {0: [False] * 10, 1: [True] * 10})
+    b = make_run(tmp_path / "b", {0: [True] * 6 + [False] * 4, 1: [True] * 10},
+                 max_steps=300, mujoco="3.2.0")
+    result = compare_runs(a, b)
+    table = result["table"].set_index("task_id")
+    assert table.loc[0, "test"] == "mcnemar" and table.loc[0, "delta"] == 60.0
+    assert table.loc[0, "p_value"] == pytest.approx(2 * 0.5**6)
+    assert bool(table.loc[0, "significant"]) and not bool(table.loc[1, "significant"])
+    assert table.loc["all", "delta"] == 30.0
+    assert any("max_steps" in d for d in result["differences"])
+    assert any("mujoco" in d for d in result["differences"])
+
+
+def test_compare_unpaired_runs_uses_fisher(tmp_path):
+    a = make_run(tmp_path / "a", {0: [True] * 8 + [False] * 2})
+    b = make_run(tmp_path / "b", {0: [True] * 2 + [False] * 8 + [False] * 2})
+    row = compare_runs(a, b)["table"].set_index("task_id").loc[0]
+    assert row["test"] == "fisher"
+    assert row["p_value"] == pytest.approx(0.0082843, abs=1e-6)  # hypergeometric by hand
+
+
+def test_report_of_a_missing_run_is_a_clear_error(tmp_path):
+    with pytest.raises(BenchError, match="not a run directory"):
+        load_run(tmp_path)
+
+
+def test_cli_report_and_compare_on_a_real_run(recorded_run: Path, capsys):
+    assert main(["report", str(recorded_run)]) == 0
+    out = capsys.readouterr().out
+    assert "libero_spatial" in out and "report.md" in out
+    assert main(["compare", str(recorded_run), str(recorded_run)]) == 0
+    out = capsys.readouterr().out
+    assert "mcnemar" in out and "+0.0" in out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["eval", "--suite", "nope"], "unknown suite 'nope'; valid: libero_90"),
+        (["eval", "--suite", "libero_goal", "--tasks", "10"], "valid: 0..9"),
+        (["eval", "--suite", "libero_goal", "--policy", "nope"], "valid: noop, random"),
+        (["eval", "--suite", "libero_goal", "--trials", "51"], "trials must be in 1..50"),
+        (["eval", "--suite", "libero_goal", "--policy-arg", "x=1"], "bad arguments for policy"),
+        (["report", "/nonexistent/run"], "not a run directory"),
+    ],
+)
+def test_cli_bad_input_is_one_line_naming_the_value(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_unusable_results_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = ["eval", "--suite", "libero_goal", "--tasks", "0", "--trials", "1", "--run",
+            str(blocker)]
+    assert main(argv) == 2
+    assert "not a directory" in capsys.readouterr().err
