@@ -20,7 +20,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from worldvla_bench.envs.libero_tasks import libero_task, n_tasks
-from worldvla_bench.errors import BenchError
+from worldvla_bench.envs.rendering import check_renderer
+from worldvla_bench.errors import BenchError, RenderingUnavailableError
 from worldvla_bench.manifest import write_or_check_manifest
 from worldvla_bench.policy import resolve_policy_class
 from worldvla_bench.records import (
@@ -102,6 +103,7 @@ def run_evaluation(config: RunConfig) -> Path:
         raise BenchError(f"image size must be positive, got {config.image_size}")
     if config.max_steps is not None and int(config.max_steps) <= 0:
         raise BenchError(f"max steps must be positive, got {config.max_steps}")
+    check_renderer()
     run_dir = prepare_run_dir(config.run_dir)
     workers = max(1, int(config.workers or default_workers()))
     protocol = {
@@ -192,6 +194,8 @@ def _execute(jobs: list[EpisodeJob], config: WorkerConfig, workers: int, on_reco
                     job = running.pop(future)
                     try:
                         on_record(future.result())
+                    except RenderingUnavailableError:
+                        raise  # the machine cannot render: stop, do not record every episode
                     except BrokenProcessPool:
                         broken = True
                         _retry_or_fail(job, attempts, queue, config, on_record)

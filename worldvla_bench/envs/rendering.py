@@ -41,3 +41,20 @@ def looks_like_gl_failure(error: BaseException) -> bool:
     """Whether an exception raised while building a LIBERO env came from OpenGL/EGL/OSMesa."""
     text = f"{type(error).__name__} {error}".lower()
     return any(k in text for k in ("egl", "osmesa", "opengl", "glfw", "gl context", "libgl"))
+
+
+def check_renderer() -> str:
+    """Open and free a tiny offscreen GL context with the chosen backend, or raise a clear error.
+
+    Run before workers start, so a machine without working OpenGL fails once, up front.
+    """
+    backend = configure_gl()
+    try:
+        import mujoco
+
+        context = mujoco.GLContext(32, 32)
+        context.make_current()
+        context.free()
+    except Exception as error:  # ImportError, RuntimeError, EGL/OSMesa errors alike
+        raise rendering_error(backend, error) from error
+    return backend
