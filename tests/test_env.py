@@ -127,3 +127,33 @@ def test_async_vector_env_runs_two_libero_envs():
         assert obs["state"].shape == (2, 8) and not truncated.any()
     finally:
         vec.close()
+
+
+def test_render_on_demand_gives_the_same_pixels_and_physics():
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(8, 7))
+
+    def rollout(on_demand: bool):
+        env = LiberoEnv("libero_spatial", 0, image_size=48)
+        if on_demand:
+            env.set_render_cameras([])
+        obs, info = env.reset(seed=3, options={"init_state": 1})
+        frames, rendered = [], []
+        for i, action in enumerate(actions):
+            if on_demand:
+                env.set_render_cameras(["agentview"] if i % 4 == 3 else [])
+            obs, *_, info = env.step(action)
+            rendered.append(info["rendered"])
+            if i % 4 == 3:
+                frames.append(obs["agentview_image"].copy())
+        state = env.get_sim_state()
+        env.close()
+        return frames, state, rendered
+
+    frames_all, state_all, rendered_all = rollout(False)
+    frames_gated, state_gated, rendered_gated = rollout(True)
+    assert rendered_all[0] == ["agentview", "robot0_eye_in_hand"]
+    assert rendered_gated == [[], [], [], ["agentview"]] * 2
+    for a, b in zip(frames_all, frames_gated, strict=True):
+        assert a.std() > 0  # a real picture, not the black placeholder
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(state_all, state_gated)

@@ -47,6 +47,7 @@ def test_video_frames_show_the_episode(recorded_run: Path):
     record = read_episodes(recorded_run)[0]
     frames = iio.imread(recorded_run / record["video"])
     assert frames.shape[0] == SMALL["max_steps"] + 1 and frames.shape[1:] == (64, 64, 3)
+    assert all(frame.std() > 5 for frame in frames)  # rendered, not black placeholders
 
 
 def test_rerunning_a_finished_run_runs_nothing(recorded_run: Path):

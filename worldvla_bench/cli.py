@@ -35,6 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         max_steps=args.max_steps,
         video=args.video,
+        video_every=args.video_every,
         retry_errors=args.retry_errors,
         progress=not args.no_progress,
     )
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--image-size", type=int, default=None, help="camera px (default: suite)")
     ev.add_argument("--max-steps", type=int, default=None, help="step limit (default: suite)")
     ev.add_argument("--video", action="store_true", help="save an mp4 per episode")
+    ev.add_argument("--video-every", type=int, default=1, help="keep every n-th video frame")
     ev.add_argument("--retry-errors", action="store_true", help="re-run episodes that errored")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--no-report", action="store_true", help="do not print the report at the end")

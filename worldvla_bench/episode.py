@@ -22,12 +22,15 @@ def run_episode(
     episode_path: Path | None = None,
     video_path: Path | None = None,
     video_fps: int = 20,
+    video_every: int = 1,
 ) -> EpisodeRecord:
     """Run one episode and return its record; policy errors end the episode as an error record.
 
     Success is checked after every policy step (never during the wait steps), as in the
     published LIBERO evaluation scripts. `episode_path` receives the executed actions and the
-    initial and final simulator states (.npz); `video_path` an mp4 of the first camera.
+    initial and final simulator states (.npz); `video_path` an mp4 of the first camera, one
+    frame every `video_every` steps. Cameras are rendered only on steps whose observation the
+    policy reads (the last step of each chunk) or the video keeps.
     """
     start = time.perf_counter()
     policy_time = env_time = 0.0
@@ -38,6 +41,9 @@ def run_episode(
     success = False
     calls = 0
 
+    policy_cameras = frozenset(env.cameras if policy.cameras is None else policy.cameras)
+    video_cameras = frozenset([env.cameras[0]] if video_path is not None else [])
+    env.set_render_cameras(policy_cameras | video_cameras)
     t0 = time.perf_counter()
     obs, _ = env.reset(seed=context.seed, options={"init_state": context.trial})
     reset_time = time.perf_counter() - t0
@@ -57,12 +63,15 @@ def run_episode(
             chunk = validate_chunk(policy.act(obs))
             policy_time += time.perf_counter() - t0
             calls += 1
-            for action in chunk:
+            for index, action in enumerate(chunk):
+                keep_frame = video_path is not None and (len(actions) + 1) % video_every == 0
+                wanted = policy_cameras if index == len(chunk) - 1 else frozenset()
+                env.set_render_cameras(wanted | (video_cameras if keep_frame else frozenset()))
                 t0 = time.perf_counter()
                 obs, _, terminated, truncated, info = env.step(action)
                 env_time += time.perf_counter() - t0
                 actions.append(action)
-                if video_path is not None:
+                if keep_frame:
                     frames.append(obs[camera_key])
                 if terminated or truncated:
                     success = bool(info["success"])
@@ -108,7 +117,7 @@ def run_episode(
         named = video_path.with_name(
             f"{video_path.stem}_{outcome}_{slugify(context.instruction)}.mp4"
         )
-        write_video(named, frames, video_fps)
+        write_video(named, frames, max(1, round(video_fps / video_every)))
         record.video = str(Path("videos") / named.name)
     record.wall_time_s = round(time.perf_counter() - start, 4)
     record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -46,6 +46,9 @@ class Policy(abc.ABC):
 
     #: Name of the observation profile the policy expects (how images/state are prepared).
     observation_profile: str = "libero"
+    #: Cameras the policy reads (None = all the env renders; () = none, e.g. blind policies).
+    #: Only these are rendered, and only on steps whose observation the policy reads.
+    cameras: tuple[str, ...] | None = None
     #: Scripted policies set this to receive `obs['privileged']` (see `LiberoEnv.privileged_state`).
     requires_privileged_state: bool = False
 

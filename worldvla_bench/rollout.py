@@ -62,6 +62,7 @@ class RunConfig:
     image_size: int | None = None
     max_steps: int | None = None
     video: bool = False
+    video_every: int = 1
     save_episodes: bool = True
     retry_errors: bool = False
     progress: bool = True
@@ -137,6 +138,7 @@ def run_evaluation(config: RunConfig) -> Path:
         max_steps=config.max_steps,
         save_episodes=config.save_episodes,
         video=config.video,
+        video_every=max(1, int(config.video_every)),
         threads_per_worker=max(1, default_workers() // workers),
     )
     bar = tqdm(

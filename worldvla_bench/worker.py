@@ -35,6 +35,7 @@ class WorkerConfig:
     max_steps: int | None = None
     save_episodes: bool = True
     video: bool = False
+    video_every: int = 1
     threads_per_worker: int = 1
 
 
@@ -133,6 +134,7 @@ def run_job(job: EpisodeJob) -> dict[str, Any]:
             episode_path=run_dir / "episodes" / f"{stem}.npz" if config.save_episodes else None,
             video_path=run_dir / "videos" / f"{stem}.mp4" if config.video else None,
             video_fps=config.suite.control_freq,
+            video_every=config.video_every,
         )
     except Exception:
         env.close()  # the simulator may be in a bad state: rebuild it for the next episode

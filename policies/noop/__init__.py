@@ -12,6 +12,8 @@ from worldvla_bench.policy import Policy
 class NoopPolicy(Policy):
     """Zero motion, gripper open (-1), as a chunk of `chunk_size` steps."""
 
+    cameras = ()  # blind: reads no image, so none is rendered
+
     def __init__(self, chunk_size: int = 10) -> None:
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")

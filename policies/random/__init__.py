@@ -12,6 +12,8 @@ from worldvla_bench.policy import EpisodeContext, Policy
 class RandomPolicy(Policy):
     """Uniform actions in [-1, 1]^7, `chunk_size` at a time; the RNG is reseeded every episode."""
 
+    cameras = ()  # blind: reads no image, so none is rendered
+
     def __init__(self, chunk_size: int = 1, scale: float = 1.0) -> None:
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")

@@ -19,6 +19,8 @@ from worldvla_bench.records import episode_stem, load_episode_arrays
 class ReplayPolicy(Policy):
     """Replays `actions` of `<run>/episodes/<suite>_taskTT_trialNN.npz`, `chunk_size` at a time."""
 
+    cameras = ()  # blind: reads no image, so none is rendered
+
     def __init__(self, run: str, chunk_size: int = 50) -> None:
         self.run_dir = Path(run)
         if not (self.run_dir / "episodes").is_dir():

@@ -10,6 +10,10 @@ Conventions:
   `instruction`: the task's language instruction.
 - reset(seed, options={'init_state': i}) loads init state i of the task, then runs the suite's
   no-op wait steps; an episode terminates on success and truncates after `max_steps` policy steps.
+- render on demand: `set_render_cameras(names)` limits which cameras are rendered from the next
+  step on (None = all, the default). A camera that was not rendered comes back as a black frame
+  and is missing from `info['rendered']`. Rendered pixels are identical to the always-render path:
+  robosuite's camera observables keep their sampling schedule, only their render call is skipped.
 """
 
 from __future__ import annotations
@@ -91,6 +95,38 @@ class LiberoEnv(gym.Env):
         self._sim = None
         self._steps = 0
         self._last_obs: dict[str, Any] | None = None
+        self._render_cameras: frozenset[str] = frozenset(self.cameras)
+        self._rendered: set[str] = set()
+        self._blank = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+
+    # -- render on demand ------------------------------------------------------------------
+    def set_render_cameras(self, cameras: Any = None) -> None:
+        """Render only `cameras` (names from `self.cameras`) on the following steps; None = all."""
+        chosen = frozenset(self.cameras if cameras is None else cameras)
+        unknown = sorted(chosen - set(self.cameras))
+        if unknown:
+            raise UnknownChoiceError("camera", unknown, list(self.cameras))
+        self._render_cameras = chosen
+
+    def _install_render_gate(self) -> None:
+        """Wrap each camera observable's sensor so it renders only when its camera is wanted.
+
+        robosuite rebuilds its observables on every hard reset, so this runs after each reset.
+        """
+        observables = self._sim.env._observables
+        for camera in self.cameras:
+            observable = observables[f"{camera}_image"]
+            real = getattr(observable._sensor, "__wrapped_sensor__", observable._sensor)
+
+            def gated(obs_cache, _real=real, _camera=camera):
+                if _camera in self._render_cameras:
+                    self._rendered.add(_camera)
+                    return _real(obs_cache)
+                return self._blank
+
+            gated.__modality__ = getattr(real, "__modality__", "image")
+            gated.__wrapped_sensor__ = real
+            observable._sensor = gated
 
     # -- simulator -------------------------------------------------------------------------
     def _build_sim(self):
@@ -157,17 +193,30 @@ class LiberoEnv(gym.Env):
             self._sim = self._build_sim()
         if seed is not None:
             self._sim.seed(int(seed))  # seeds robosuite's global numpy RNG: identical frames
-        self._sim.reset()
-        raw = self._sim.set_init_state(states[index])
-        wait = np.asarray(self.suite.wait_action, dtype=np.float64)
-        success = False
-        for _ in range(self.wait_steps):
-            raw, _, _, _ = self._sim.step(wait)
+        wanted = self._render_cameras
+        try:
+            self._render_cameras = frozenset()  # nobody looks at the frames of a reset
+            self._sim.reset()
+            self._install_render_gate()
+            if self.wait_steps == 0:
+                self._render_cameras = wanted
+            self._rendered = set()
+            raw = self._sim.set_init_state(states[index])
+            wait = np.asarray(self.suite.wait_action, dtype=np.float64)
+            for step in range(self.wait_steps):
+                if step == self.wait_steps - 1:
+                    self._render_cameras = wanted  # only the last wait step is looked at
+                    self._rendered = set()
+                raw, _, _, _ = self._sim.step(wait)
+        finally:
+            self._render_cameras = wanted
         success = bool(self._sim.check_success())
         self._steps = 0
         obs = self._convert(raw)
         self._last_obs = obs
-        return obs, {"success": success, "init_state": index, "wait_steps": self.wait_steps}
+        info = {"success": success, "init_state": index, "wait_steps": self.wait_steps,
+                "rendered": sorted(self._rendered)}
+        return obs, info
 
     def step(self, action):
         if self._sim is None:
@@ -175,13 +224,15 @@ class LiberoEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
             raise BenchError(f"action must be {ACTION_DIM} finite numbers, got {action!r}")
+        self._rendered = set()
         raw, _, _, _ = self._sim.step(action)
         self._steps += 1
         success = bool(self._sim.check_success())
         obs = self._convert(raw)
         self._last_obs = obs
         truncated = (not success) and self._steps >= self.max_steps
-        return obs, float(success), success, truncated, {"success": success, "steps": self._steps}
+        info = {"success": success, "steps": self._steps, "rendered": sorted(self._rendered)}
+        return obs, float(success), success, truncated, info
 
     def render(self):
         if self._last_obs is None:
@@ -199,7 +250,7 @@ class LiberoEnv(gym.Env):
     def _convert(self, raw: dict[str, Any]) -> dict[str, Any]:
         obs: dict[str, Any] = {}
         for camera in self.cameras:
-            frame = raw[f"{camera}_image"]
+            frame = raw.get(f"{camera}_image", self._blank)
             obs[f"{camera}_image"] = np.ascontiguousarray(frame[::-1, ::-1])  # rotate 180 degrees
         obs["state"] = np.concatenate(
             [
