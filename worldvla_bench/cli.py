@@ -36,6 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         video=args.video,
         video_every=args.video_every,
+        save_frames=args.save_frames,
         retry_errors=args.retry_errors,
         progress=not args.no_progress,
     )
@@ -71,6 +72,56 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.output:
         result["table"].to_csv(args.output, index=False)
         print(f"written: {args.output}")
+    return 0
+
+
+PAPER_WORLD_MODEL = (
+    "WorldVLA paper, world model on LIBERO (SSIM, LPIPS x100): "
+    "10 frames FVD 250.0 / PSNR 29.62 / SSIM 90.73 / LPIPS 11.97; "
+    "50 frames 718.6 / 23.98 / 83.41 / 15.60"
+)
+
+
+def cmd_wm_eval(args: argparse.Namespace) -> int:
+    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.records import slugify
+    from worldvla_bench.tasks import parse_index_list
+    from worldvla_bench.worldmodel.data import read_episodes_from
+    from worldvla_bench.worldmodel.evaluate import evaluate_world_model, write_side_by_side
+    from worldvla_bench.worldmodel.models import make_world_model
+
+    horizons = parse_index_list(args.horizons, 10**6, "horizon")
+    episodes = list(read_episodes_from(args.data, view=args.view))
+    if args.max_episodes:
+        episodes = episodes[: args.max_episodes]
+    model = make_world_model(args.model, **parse_policy_args(args.model_arg))
+    try:
+        result = evaluate_world_model(model, episodes, horizons, protocol=args.protocol,
+                                      progress=not args.no_progress)
+    finally:
+        model.close()
+    name = args.out or f"wm_{slugify(args.model)}_{slugify(Path(args.data).stem)}_{args.protocol}"
+    out = _run_path(name)
+    out.mkdir(parents=True, exist_ok=True)
+    result["per_clip"].to_csv(out / "per_clip.csv", index=False)
+    summary = result["summary"]
+    summary.to_csv(out / "summary.csv", index=False)
+    shown = summary.copy()
+    for column, digits in (("fvd", 1), ("fvd_gt_split", 1), ("psnr", 2), ("ssim", 3 if not
+                           result["protocol"].percent else 2), ("lpips", 3 if not
+                           result["protocol"].percent else 2)):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v, d=digits: "" if v != v else f"{v:.{d}f}")
+    text = (f"# World model `{args.model}` on `{args.data}` ({args.view} view), protocol "
+            f"`{args.protocol}`\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n\n"
+            f"fvd_n = clips per set; fvd_gt_split = FVD between two halves of the ground truth "
+            f"(the small-sample floor).\n{PAPER_WORLD_MODEL}.\n")
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    print(text)
+    if args.save_video:
+        for clip in result["clips"]:
+            write_side_by_side(out / "videos" / f"{clip.episode}_h{clip.horizon}.mp4", clip)
+    print(f"written: {out}/summary.md, summary.csv, per_clip.csv")
     return 0
 
 
@@ -113,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-steps", type=int, default=None, help="step limit (default: suite)")
     ev.add_argument("--video", action="store_true", help="save an mp4 per episode")
     ev.add_argument("--video-every", type=int, default=1, help="keep every n-th video frame")
+    ev.add_argument("--save-frames", action="store_true",
+                    help="store every camera frame and sim state per step (world-model track)")
     ev.add_argument("--retry-errors", action="store_true", help="re-run episodes that errored")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--no-report", action="store_true", help="do not print the report at the end")
@@ -128,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--alpha", type=float, default=0.05)
     cp.add_argument("--output", default=None, help="also write the table as CSV here")
     cp.set_defaults(func=cmd_compare)
+
+    wm = sub.add_parser("wm-eval", help="score a world model's predicted frames")
+    wm.add_argument("--model", required=True, help="copy-last, sim-oracle, or module:Class")
+    wm.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
+    wm.add_argument("--data", required=True, help="run directory (eval --save-frames) or .hdf5")
+    wm.add_argument("--horizons", default="10,50", help="predicted frames per clip, e.g. 10,50")
+    wm.add_argument("--protocol", default="standard", help="standard or worldvla")
+    wm.add_argument("--view", default="agentview", help="agentview or wrist")
+    wm.add_argument("--max-episodes", type=int, default=None)
+    wm.add_argument("--out", default=None, help="output name under results/, or a path")
+    wm.add_argument("--save-video", action="store_true", help="mp4: prediction | ground truth")
+    wm.add_argument("--no-progress", action="store_true")
+    wm.set_defaults(func=cmd_wm_eval)
 
     sub.add_parser("suites", help="list the suites").set_defaults(func=cmd_suites)
     sub.add_parser("policies", help="list the built-in policies").set_defaults(func=cmd_policies)

@@ -23,6 +23,7 @@ def run_episode(
     video_path: Path | None = None,
     video_fps: int = 20,
     video_every: int = 1,
+    save_frames: bool = False,
 ) -> EpisodeRecord:
     """Run one episode and return its record; policy errors end the episode as an error record.
 
@@ -30,7 +31,10 @@ def run_episode(
     published LIBERO evaluation scripts. `episode_path` receives the executed actions and the
     initial and final simulator states (.npz); `video_path` an mp4 of the first camera, one
     frame every `video_every` steps. Cameras are rendered only on steps whose observation the
-    policy reads (the last step of each chunk) or the video keeps.
+    policy reads (the last step of each chunk) or the video keeps. `save_frames` renders every
+    camera at every step and adds them to the .npz as `frames_<camera>` (T+1, H, W, 3) uint8,
+    upright, with `states` (T+1, D): the simulator state after reset and after each step, and
+    `control_states` (T+1, 2): the gripper command robosuite keeps outside the simulator.
     """
     start = time.perf_counter()
     policy_time = env_time = 0.0
@@ -43,13 +47,17 @@ def run_episode(
 
     policy_cameras = frozenset(env.cameras if policy.cameras is None else policy.cameras)
     video_cameras = frozenset([env.cameras[0]] if video_path is not None else [])
-    env.set_render_cameras(policy_cameras | video_cameras)
+    always = frozenset(env.cameras) if save_frames else frozenset()
+    env.set_render_cameras(policy_cameras | video_cameras | always)
     t0 = time.perf_counter()
     obs, _ = env.reset(seed=context.seed, options={"init_state": context.trial})
     reset_time = time.perf_counter() - t0
     initial_state = env.get_sim_state()
     if video_path is not None:
         frames.append(obs[camera_key])
+    recorded = _FrameRecorder(env) if save_frames else None
+    if recorded is not None:
+        recorded.add(obs)
     try:
         t0 = time.perf_counter()
         policy.reset(context)
@@ -66,11 +74,14 @@ def run_episode(
             for index, action in enumerate(chunk):
                 keep_frame = video_path is not None and (len(actions) + 1) % video_every == 0
                 wanted = policy_cameras if index == len(chunk) - 1 else frozenset()
-                env.set_render_cameras(wanted | (video_cameras if keep_frame else frozenset()))
+                wanted |= video_cameras if keep_frame else frozenset()
+                env.set_render_cameras(wanted | always)
                 t0 = time.perf_counter()
                 obs, _, terminated, truncated, info = env.step(action)
                 env_time += time.perf_counter() - t0
                 actions.append(action)
+                if recorded is not None:
+                    recorded.add(obs)
                 if keep_frame:
                     frames.append(obs[camera_key])
                 if terminated or truncated:
@@ -111,6 +122,7 @@ def run_episode(
             actions=action_array,
             initial_state=initial_state,
             final_state=env.get_sim_state(),
+            **(recorded.arrays() if recorded is not None else {}),
         )
         record.episode_file = str(Path("episodes") / episode_path.name)
     if video_path is not None and frames:
@@ -122,6 +134,28 @@ def run_episode(
     record.wall_time_s = round(time.perf_counter() - start, 4)
     record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+class _FrameRecorder:
+    """Collects every camera's frame and the simulator state at each step of an episode."""
+
+    def __init__(self, env: LiberoEnv) -> None:
+        self.env = env
+        self.frames: dict[str, list[np.ndarray]] = {camera: [] for camera in env.cameras}
+        self.states: list[np.ndarray] = []
+        self.control_states: list[np.ndarray] = []
+
+    def add(self, obs: dict) -> None:
+        for camera, frames in self.frames.items():
+            frames.append(obs[f"{camera}_image"])
+        self.states.append(self.env.get_sim_state())
+        self.control_states.append(self.env.get_control_state())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"frames_{camera}": np.stack(f) for camera, f in self.frames.items()}
+        arrays["states"] = np.stack(self.states)
+        arrays["control_states"] = np.stack(self.control_states)
+        return arrays
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:

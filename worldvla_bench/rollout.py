@@ -63,6 +63,7 @@ class RunConfig:
     max_steps: int | None = None
     video: bool = False
     video_every: int = 1
+    save_frames: bool = False
     save_episodes: bool = True
     retry_errors: bool = False
     progress: bool = True
@@ -116,6 +117,7 @@ def run_evaluation(config: RunConfig) -> Path:
         "max_steps": config.max_steps or suite.max_steps,
         "workers": workers,
         "video": config.video,
+        "save_frames": config.save_frames,
     }
     selection = {"tasks": sorted({j.task_id for j in jobs}), "trials": config.trials}
     write_or_check_manifest(run_dir, protocol, suite.to_dict(), selection)
@@ -139,6 +141,7 @@ def run_evaluation(config: RunConfig) -> Path:
         save_episodes=config.save_episodes,
         video=config.video,
         video_every=max(1, int(config.video_every)),
+        save_frames=config.save_frames,
         threads_per_worker=max(1, default_workers() // workers),
     )
     bar = tqdm(

@@ -36,6 +36,7 @@ class WorkerConfig:
     save_episodes: bool = True
     video: bool = False
     video_every: int = 1
+    save_frames: bool = False
     threads_per_worker: int = 1
 
 
@@ -135,6 +136,7 @@ def run_job(job: EpisodeJob) -> dict[str, Any]:
             video_path=run_dir / "videos" / f"{stem}.mp4" if config.video else None,
             video_fps=config.suite.control_freq,
             video_every=config.video_every,
+            save_frames=config.save_frames,
         )
     except Exception:
         env.close()  # the simulator may be in a bad state: rebuild it for the next episode

@@ -14,13 +14,16 @@ class RandomPolicy(Policy):
 
     cameras = ()  # blind: reads no image, so none is rendered
 
-    def __init__(self, chunk_size: int = 1, scale: float = 1.0) -> None:
+    def __init__(self, chunk_size: int = 1, scale: float = 1.0, observe: bool = False) -> None:
+        """`observe=True` makes it read every camera, like a VLA would (for benchmarks)."""
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if not 0.0 < float(scale) <= 1.0:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
         self.chunk_size = int(chunk_size)
         self.scale = float(scale)
+        if observe:
+            self.cameras = None
         self._rng = np.random.default_rng(0)
 
     def reset(self, context: EpisodeContext) -> None:

@@ -171,6 +171,31 @@ class LiberoEnv(gym.Env):
 
         return privileged_state(self.robosuite_env)
 
+    def get_control_state(self) -> np.ndarray:
+        """State robosuite keeps outside MuJoCo: the gripper's commanded opening (per finger).
+
+        Always 2 values (robosuite starts it as a 1-element zero that broadcasts to 2).
+        """
+        action = np.asarray(self._sim.robots[0].gripper.current_action, dtype=np.float64)
+        return np.broadcast_to(action, (2,)).copy()
+
+    def restore_sim_state(self, state: np.ndarray, control_state: np.ndarray | None = None) -> None:
+        """Continue from a recorded state (after a reset): MuJoCo state and gripper command.
+
+        Camera sampling keeps the schedule of a fresh reset, so the next steps render as the
+        recorded episode did (images are sampled at the first physics substep of a step).
+        """
+        if self._sim is None:
+            raise BenchError("call reset() before restore_sim_state()")
+        if self.wait_steps == 0 and self._steps == 0:
+            # robosuite's controller finishes initialising on its first step: take one before
+            # restoring, or the next step differs from the recorded one (measured: 0.07 in qvel)
+            self._sim.step(np.asarray(self.suite.wait_action, dtype=np.float64))
+        self._sim.set_state(np.asarray(state, dtype=np.float64))
+        self._sim.sim.forward()
+        if control_state is not None:
+            self._sim.robots[0].gripper.current_action = np.array(control_state, dtype=np.float64)
+
     def get_sim_state(self) -> np.ndarray:
         """The flattened MuJoCo state (time, qpos, qvel, ...), float64."""
         return np.asarray(self._sim.get_sim_state(), dtype=np.float64).copy()

@@ -23,7 +23,20 @@ def configure_gl(backend: str | None = None) -> str:
     os.environ["MUJOCO_GL"] = chosen
     if chosen in ("egl", "osmesa"):
         os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
+    _preload_triton()
     return chosen
+
+
+def _preload_triton() -> None:
+    """Load triton's LLVM before Mesa's: importing triton (torchvision does, through
+    torch._dynamo) after an EGL/OSMesa context exists segfaults, as both carry LLVM."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        try:
+            import triton  # noqa: F401
+        except Exception:  # a broken triton must not stop the simulator
+            pass
 
 
 def rendering_error(backend: str, cause: BaseException) -> RenderingUnavailableError:

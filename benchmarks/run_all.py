@@ -1,0 +1,137 @@
+"""`make bench`: throughput of the action track and the metrics, measured in one run.
+
+Env steps per second for (a) the naive loop of the published LIBERO scripts (both cameras rendered
+every step), (b) our engine with one worker, (c) our engine on all cores, each with K=1 and K=10
+action chunks (a random policy that reads both cameras, no video), and (d) the physics-only limit.
+Every figure includes resets and the 10 wait steps, as an evaluation pays them. Writes
+results/bench/throughput.{json,md}; ratios are taken within this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _libero_env(suite_name: str, task_id: int, size: int, cameras: bool):
+    from worldvla_bench.envs.libero_tasks import libero_task
+    from worldvla_bench.envs.rendering import configure_gl
+    from worldvla_bench.tasks import load_suite
+
+    configure_gl()
+    suite = load_suite(suite_name)
+    task = libero_task(suite, task_id)
+    with contextlib.redirect_stdout(io.StringIO()):
+        from libero.libero.envs import OffScreenRenderEnv
+
+        env = OffScreenRenderEnv(bddl_file_name=task.bddl_file, camera_heights=size,
+                                 camera_widths=size, use_camera_obs=cameras)
+    return suite, env
+
+
+def naive_loop(trials: int, steps: int, size: int, cameras: bool = True) -> dict:
+    """The loop of LIBERO's / OpenVLA's / openpi's eval scripts: render every step."""
+    from worldvla_bench.envs.libero_tasks import init_states
+
+    suite, env = _libero_env("libero_spatial", 0, size, cameras)
+    states = init_states(suite, 0)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    total = 0
+    for trial in range(trials):
+        env.seed(0)
+        env.reset()
+        obs = env.set_init_state(states[trial])
+        for _ in range(suite.wait_steps):
+            obs, *_ = env.step([0, 0, 0, 0, 0, 0, -1])
+        for _ in range(steps):
+            if cameras:
+                _ = obs["agentview_image"][::-1, ::-1], obs["robot0_eye_in_hand_image"][::-1, ::-1]
+            obs, *_ = env.step(rng.uniform(-1, 1, 7))
+            total += 1
+    elapsed = time.perf_counter() - start
+    env.close()
+    return {"steps": total, "seconds": elapsed, "steps_per_s": total / elapsed}
+
+
+def engine(trials: int, steps: int, size: int, workers: int, chunk: int) -> dict:
+    from worldvla_bench.records import read_episodes
+    from worldvla_bench.rollout import RunConfig, run_evaluation
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        run_dir = run_evaluation(RunConfig(
+            suite="libero_spatial", policy="random",
+            policy_kwargs={"chunk_size": chunk, "observe": True}, tasks="0", trials=trials,
+            run_dir=Path(tmp) / "bench", workers=workers, image_size=size, max_steps=steps,
+            progress=False))
+        elapsed = time.perf_counter() - start
+        total = sum(r["steps"] for r in read_episodes(run_dir))
+    return {"steps": total, "seconds": elapsed, "steps_per_s": total / elapsed}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=2, help="episodes per measurement (x cores)")
+    parser.add_argument("--steps", type=int, default=40, help="policy steps per episode")
+    parser.add_argument("--size", type=int, default=256, help="camera size in px")
+    parser.add_argument("--out", default=str(REPO / "results" / "bench"))
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    rows: dict[str, dict] = {}
+
+    def measure(name, fn, *fn_args):
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        rows[name] = fn(*fn_args)
+        print(f"  {rows[name]['steps_per_s']:.2f} steps/s", file=sys.stderr, flush=True)
+
+    measure("naive loop (render every step)", naive_loop, args.trials, args.steps, args.size)
+    measure("physics only (no cameras)", naive_loop, args.trials, args.steps, args.size, False)
+    for chunk in (1, 10):
+        measure(f"engine 1 worker, K={chunk}", engine, args.trials, args.steps, args.size, 1,
+                chunk)
+        measure(f"engine {cores} workers, K={chunk}", engine, args.trials * cores, args.steps,
+                args.size, cores, chunk)
+    naive = rows["naive loop (render every step)"]["steps_per_s"]
+    physics = rows["physics only (no cameras)"]["steps_per_s"]
+    lines = [f"# Throughput (libero_spatial task 0, {args.size} px, {args.steps} steps/episode, "
+             f"{cores} cores; resets and wait steps included)", "",
+             "| configuration | steps | seconds | steps/s | x naive | per core / physics |",
+             "|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        workers = cores if f"{cores} workers" in name else 1
+        lines.append(f"| {name} | {row['steps']} | {row['seconds']:.1f} | "
+                     f"{row['steps_per_s']:.2f} | {row['steps_per_s'] / naive:.2f} | "
+                     f"{row['steps_per_s'] / workers / physics:.2f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.md").write_text(table)
+    (out / "throughput.json").write_text(json.dumps(
+        {"args": vars(args), "cores": cores, "rows": rows}, indent=2))
+    try:
+        from benchmarks.bench_image_metrics import bench_image_metrics
+
+        metrics = bench_image_metrics()
+        print(json.dumps(metrics, indent=2))
+        (out / "image_metrics.json").write_text(json.dumps(metrics, indent=2))
+    except ImportError as error:
+        print(f"image metrics skipped: {error}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

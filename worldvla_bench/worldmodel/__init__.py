@@ -1,0 +1,1 @@
+"""World-model track: episodes of frames and actions, models that predict frames, scoring."""

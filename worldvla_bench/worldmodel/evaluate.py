@@ -1,0 +1,175 @@
+"""Score a world model on recorded episodes: FVD, PSNR, SSIM and LPIPS at chosen horizons.
+
+Each episode gives one clip per horizon H: the model sees the first frame (context) and the
+first H actions and predicts H frames, compared with the recorded frames 1..H (as the WorldVLA
+authors' evaluator does: one real frame, then the model runs on its own). Episodes shorter than
+H + 1 frames are skipped for that horizon and counted. Two named scoring protocols:
+
+- `standard`: FVD as the TF original (`tf`), LPIPS-AlexNet, SSIM and LPIPS in [0, 1];
+- `worldvla`: the WorldVLA/RynnVLA-002 evaluator: every frame area-resized to 256x256, FVD
+  `rynnvla` (biased covariance, 1e-6 ridge), LPIPS-VGG, SSIM and LPIPS x100.
+
+PSNR (dB) and SSIM (Wang et al.) are per frame, then averaged per clip, then over clips. Every
+FVD is reported with N, the number of clips; a ground-truth-vs-ground-truth split (half the
+clips against the other half) shows FVD's small-sample floor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from worldvla_bench.errors import BenchError, UnknownChoiceError
+from worldvla_bench.worldmodel.data import WMEpisode
+from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
+
+
+@dataclass(frozen=True)
+class ScoringProtocol:
+    """Every choice that changes a world-model score."""
+
+    name: str
+    fvd_protocol: str
+    lpips_net: str
+    resize: int | None  # area-resize every frame to this square size first
+    percent: bool  # SSIM and LPIPS x100
+
+
+SCORING_PROTOCOLS = {
+    "standard": ScoringProtocol("standard", "tf", "alex", None, False),
+    "worldvla": ScoringProtocol("worldvla", "rynnvla", "vgg", 256, True),
+}
+
+
+def get_scoring_protocol(name: str) -> ScoringProtocol:
+    if name not in SCORING_PROTOCOLS:
+        raise UnknownChoiceError("scoring protocol", name, sorted(SCORING_PROTOCOLS))
+    return SCORING_PROTOCOLS[name]
+
+
+def _area_resize(frames: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None or frames.shape[1:3] == (size, size):
+        return frames
+    import cv2
+
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+@dataclass
+class Clip:
+    """A predicted clip and its ground truth, (H, h, w, 3) uint8 each."""
+
+    episode: str
+    horizon: int
+    predicted: np.ndarray
+    target: np.ndarray
+
+
+def predict_clips(model: WorldModel, episodes: list[WMEpisode], horizons: list[int],
+                  progress: bool = True) -> tuple[list[Clip], dict[int, int]]:
+    """Run the model once per episode for the longest horizon that fits; cut shorter ones."""
+    clips: list[Clip] = []
+    skipped = {h: 0 for h in horizons}
+    for episode in tqdm(episodes, desc="predicting", unit="ep", disable=not progress):
+        fitting = [h for h in horizons if len(episode.actions) >= h]
+        for h in horizons:
+            skipped[h] += h not in fitting
+        if not fitting:
+            continue
+        longest = max(fitting)
+        context = PredictionContext(
+            meta=episode.meta,
+            state=None if episode.states is None else episode.states[0],
+            control_state=None if episode.control_states is None else episode.control_states[0],
+        )
+        predicted = np.asarray(model.predict(episode.frames[:1], episode.actions[:longest],
+                                             episode.instruction, context))
+        expected = (longest, *episode.frames.shape[1:])
+        if predicted.shape != expected or predicted.dtype != np.uint8:
+            raise BenchError(f"world model returned {predicted.dtype} {predicted.shape} for "
+                             f"episode {episode.name}; expected uint8 {expected}")
+        for h in fitting:
+            clips.append(Clip(episode.name, h, predicted[:h], episode.frames[1 : h + 1]))
+    return clips, skipped
+
+
+def score_clips(clips: list[Clip], protocol: ScoringProtocol) -> pd.DataFrame:
+    """Per-clip PSNR, SSIM and LPIPS (scaled as the protocol says)."""
+    from worldvla_bench.metrics.image_quality import psnr_frames, ssim_frames
+    from worldvla_bench.metrics.lpips_metric import lpips_frames
+
+    scale = 100.0 if protocol.percent else 1.0
+    rows = []
+    for clip in clips:
+        pred = _area_resize(clip.predicted, protocol.resize)
+        target = _area_resize(clip.target, protocol.resize)
+        psnr = psnr_frames(pred, target, max_db=100.0)
+        rows.append({
+            "episode": clip.episode,
+            "horizon": clip.horizon,
+            "psnr": float(np.mean(psnr)),
+            "ssim": scale * float(np.mean(ssim_frames(pred, target))),
+            "lpips": scale * float(np.mean(lpips_frames(pred, target, net=protocol.lpips_net))),
+        })
+    return pd.DataFrame(rows)
+
+
+def fvd_of_clips(clips: list[Clip], protocol: ScoringProtocol) -> dict[str, Any]:
+    """FVD between predicted and ground-truth clips of one horizon, and the GT-vs-GT floor."""
+    from worldvla_bench.metrics.fvd import fvd_from_features, i3d_features
+
+    target = np.stack([c.target for c in clips])
+    predicted = np.stack([c.predicted for c in clips])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small N is reported next to every value instead
+        feats_t = i3d_features(target, protocol.fvd_protocol)
+        feats_p = i3d_features(predicted, protocol.fvd_protocol)
+        value = fvd_from_features(feats_t, feats_p, protocol.fvd_protocol)
+        floor = None
+        if len(clips) >= 4:
+            half = len(clips) // 2
+            floor = fvd_from_features(feats_t[:half], feats_t[half : 2 * half],
+                                      protocol.fvd_protocol).value
+    return {"fvd": value.value, "fvd_n": value.n, "fvd_gt_split": floor}
+
+
+def evaluate_world_model(model: WorldModel, episodes: list[WMEpisode], horizons: list[int],
+                         protocol: str = "standard", progress: bool = True) -> dict[str, Any]:
+    """Per-clip table and a summary per horizon (FVD with N, mean PSNR/SSIM/LPIPS)."""
+    proto = get_scoring_protocol(protocol)
+    if not horizons or min(horizons) < 1:
+        raise BenchError(f"horizons must be positive integers, got {horizons}")
+    from worldvla_bench.metrics.i3d import MIN_FRAMES
+
+    if min(horizons) < MIN_FRAMES:
+        raise BenchError(f"FVD needs clips of at least {MIN_FRAMES} frames; "
+                         f"horizon {min(horizons)} is too short")
+    clips, skipped = predict_clips(model, episodes, sorted(set(horizons)), progress)
+    per_clip = score_clips(clips, proto) if clips else pd.DataFrame()
+    rows = []
+    for h in sorted(set(horizons)):
+        chosen = [c for c in clips if c.horizon == h]
+        row: dict[str, Any] = {"horizon": h, "clips": len(chosen), "skipped": skipped[h]}
+        if chosen:
+            row.update(fvd_of_clips(chosen, proto))
+            part = per_clip[per_clip["horizon"] == h]
+            row.update({m: float(part[m].mean()) for m in ("psnr", "ssim", "lpips")})
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    summary.insert(0, "protocol", proto.name)
+    return {"per_clip": per_clip, "summary": summary, "clips": clips, "protocol": proto}
+
+
+def write_side_by_side(path: Path, clip: Clip, fps: int = 10) -> None:
+    """An mp4 of predicted (left) next to ground truth (right)."""
+    from worldvla_bench.episode import write_video
+
+    frames = [np.concatenate([p, t], axis=1) for p, t in zip(clip.predicted, clip.target,
+                                                              strict=True)]
+    write_video(path, frames, fps)

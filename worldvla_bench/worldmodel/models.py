@@ -1,0 +1,112 @@
+"""The world-model interface, its registry, and two baselines that frame the scores.
+
+A world model predicts future frames from context frames and the actions taken:
+`predict(context_frames, actions, instruction, context) -> frames`, with `context_frames`
+(C, H, W, 3) uint8, `actions` (N, 7), returning N frames (N, H, W, 3) uint8: the frame after
+each action. `context` carries the episode's metadata (suite, task, simulator state of the last
+context frame) for models that can use it; learned models ignore it.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from worldvla_bench.errors import BenchError, UnknownChoiceError
+
+
+@dataclass
+class PredictionContext:
+    """Metadata of the clip being predicted: episode fields and the last context frame's state."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    state: np.ndarray | None = None
+    control_state: np.ndarray | None = None
+
+
+class WorldModel(abc.ABC):
+    """Override `predict`; `close` releases resources."""
+
+    @abc.abstractmethod
+    def predict(self, context_frames: np.ndarray, actions: np.ndarray, instruction: str,
+                context: PredictionContext | None = None) -> np.ndarray:
+        """Predict one frame per action: (N, H, W, 3) uint8."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+class CopyLast(WorldModel):
+    """Repeats the last context frame: the floor every world model must beat."""
+
+    def predict(self, context_frames, actions, instruction, context=None):
+        return np.repeat(context_frames[-1:], len(actions), axis=0)
+
+
+class SimOracle(WorldModel):
+    """Restores the simulator state of the last context frame and replays the actions in LIBERO.
+
+    The prediction is the simulator itself: a ceiling that should score ~0 FVD/LPIPS, which also
+    validates the pipeline end to end. Needs episodes recorded with simulator states
+    (`eval --save-frames`).
+    """
+
+    def __init__(self) -> None:
+        self._env = None
+        self._key: tuple | None = None
+
+    def _env_for(self, meta: dict[str, Any], size: int):
+        from worldvla_bench.envs.libero_env import LiberoEnv
+
+        key = (meta["suite"], int(meta["task_id"]), size)
+        if self._key != key:
+            self.close()
+            self._env = LiberoEnv(meta["suite"], int(meta["task_id"]), image_size=size,
+                                  cameras=("agentview",), wait_steps=0)
+            self._key = key
+        return self._env
+
+    def predict(self, context_frames, actions, instruction, context=None):
+        if context is None or context.state is None or "suite" not in context.meta:
+            raise BenchError("sim-oracle needs episodes with simulator states and suite/task "
+                             "(record them with `worldvla-bench eval --save-frames`)")
+        env = self._env_for(context.meta, int(context_frames.shape[1]))
+        env.reset(seed=int(context.meta.get("seed", 0)), options={"init_state": 0})
+        env.restore_sim_state(context.state, context.control_state)
+        frames = []
+        for action in actions:
+            obs, *_ = env.step(action)
+            frames.append(obs["agentview_image"])
+        return np.stack(frames)
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+            self._key = None
+
+
+BUILTIN_WORLD_MODELS = {
+    "copy-last": "worldvla_bench.worldmodel.models:CopyLast",
+    "sim-oracle": "worldvla_bench.worldmodel.models:SimOracle",
+}
+
+
+def make_world_model(name: str, **kwargs: Any) -> WorldModel:
+    """A built-in world model by name, or a user's as 'package.module:Class'."""
+    target = BUILTIN_WORLD_MODELS.get(name, name)
+    if ":" not in target:
+        choices = sorted(BUILTIN_WORLD_MODELS) + ["module:Class"]
+        raise UnknownChoiceError("world model", name, choices)
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise BenchError(f"cannot load world model {target!r}: {error}") from None
+    if not (isinstance(cls, type) and issubclass(cls, WorldModel)):
+        raise BenchError(f"{target} is not a subclass of worldvla_bench.worldmodel.WorldModel")
+    return cls(**kwargs)
