@@ -1,0 +1,575 @@
+"""Fréchet Video Distance (FVD), computed as the reference implementations do.
+
+FVD is the Fréchet distance between Gaussians fitted to Kinetics-400 I3D logits of two sets
+of clips (Unterthiner et al., 2019). Numbers are only comparable when the *protocol* matches,
+so the variants are named and never mixed silently:
+
+``"tf"`` (default) — google-research ``frechet_video_distance`` + TF-GAN:
+    frames -> TF1 ``tf.image.resize_bilinear`` to 224x224 (``align_corners=False``, which in
+    TF1 means *legacy* pixel mapping ``src = dst * in/out``, **not** torch's half-pixel
+    ``align_corners=False``; no antialiasing, no crop) -> ``2 * x / 255 - 1`` -> I3D logits;
+    Fréchet distance in float64 with unbiased covariances (``/ (N - 1)``), no epsilon, and
+    TF-GAN's symmetric square root ``trace(sqrt(sqrt(S1) S2 sqrt(S1)))`` (eigen-decomposition;
+    eigenvalues below 1e-10 are not square-rooted, as in TF-GAN).
+
+``"rynnvla"`` (alias ``"worldvla"``) — RynnVLA-002 ``calculate_world_model_performance.py``:
+    frames -> OpenCV ``INTER_AREA`` resize to 256x256 (uint8, as decoded from mp4) -> the
+    StyleGAN-V I3D TorchScript with ``rescale=True, resize=True``: resize to 224x224 with
+    half-pixel bilinear (trilinear on (T, 224, 224) with T unchanged, ``align_corners=False``,
+    no antialiasing) and rescale to [-1, 1]; biased covariances (``/ N``) with ``1e-6`` added
+    to both diagonals; ``trace(real(scipy.linalg.sqrtm(S_a @ S_b)))``. The TorchScript's
+    internal resize is not inspectable here (its weights are not shipped); it is taken to be
+    the StyleGAN-V export's trilinear ``align_corners=False`` resize. RynnVLA's clip
+    selection (skip clips of <= 21 frames, truncate pairs to a common length) is the caller's.
+
+Both protocols feed the same network: the Kinetics-400 I3D of :mod:`.i3d`. Inputs are videos
+``(N, T, H, W, 3)``: ``uint8`` in [0, 255] or float in [0, 1] (numpy or torch), RGB,
+``T >= 9``. Features are the 400 pre-softmax I3D logits averaged over time. Distances are
+returned as float64 (TF-GAN casts its result to float32).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+from worldvla_bench.metrics.i3d import MIN_FRAMES, InceptionI3d, _cached_model
+
+__all__ = [
+    "FVDInterval",
+    "FVDProtocol",
+    "FVDResult",
+    "MIN_CLIPS_RECOMMENDED",
+    "PROTOCOLS",
+    "SmallSampleWarning",
+    "area_resize",
+    "frechet_distance",
+    "fvd",
+    "fvd_bootstrap",
+    "fvd_from_features",
+    "get_protocol",
+    "i3d_features",
+    "preprocess_videos",
+    "resize_bilinear",
+]
+
+#: Below this many clips per set FVD is strongly biased; :func:`fvd` warns.
+MIN_CLIPS_RECOMMENDED = 256
+I3D_SIZE = (224, 224)
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+class SmallSampleWarning(UserWarning):
+    """FVD computed from fewer than :data:`MIN_CLIPS_RECOMMENDED` clips per set."""
+
+
+@dataclass(frozen=True)
+class FVDProtocol:
+    """Every choice that changes an FVD number.
+
+    Attributes:
+        name: canonical protocol name.
+        pre_resize: (H, W) for an OpenCV ``INTER_AREA`` resize applied first, or None.
+        half_pixel_centers: pixel mapping of the bilinear resize to 224x224: False is TF1's
+            legacy ``resize_bilinear`` (``src = dst * in/out``), True is torch's
+            ``align_corners=False`` (``src = (dst + 0.5) * in/out - 0.5``).
+        cov_ddof: covariance denominator ``N - cov_ddof`` (1: unbiased, 0: biased).
+        cov_eps: added to both covariance diagonals before the square root.
+        sqrtm: ``"eigh"`` (TF-GAN symmetric form) or ``"scipy"`` (``real(sqrtm(S_a @ S_b))``).
+    """
+
+    name: str
+    pre_resize: tuple[int, int] | None
+    half_pixel_centers: bool
+    cov_ddof: int
+    cov_eps: float
+    sqrtm: Literal["eigh", "scipy"]
+
+
+PROTOCOLS: dict[str, FVDProtocol] = {
+    "tf": FVDProtocol("tf", None, False, 1, 0.0, "eigh"),
+    "rynnvla": FVDProtocol("rynnvla", (256, 256), True, 0, 1e-6, "scipy"),
+}
+_ALIASES = {"worldvla": "rynnvla"}
+
+
+def get_protocol(protocol: str | FVDProtocol) -> FVDProtocol:
+    """Resolve a protocol name (``"tf"``, ``"rynnvla"``, ``"worldvla"``) or pass one through."""
+    if isinstance(protocol, FVDProtocol):
+        return protocol
+    key = _ALIASES.get(protocol, protocol)
+    if key not in PROTOCOLS:
+        names = sorted([*PROTOCOLS, *_ALIASES])
+        raise ValueError(f"unknown FVD protocol {protocol!r}; choose one of {names}")
+    return PROTOCOLS[key]
+
+
+@dataclass(frozen=True)
+class FVDResult:
+    """An FVD value with what is needed to interpret it.
+
+    ``value`` is the Fréchet distance (float64; the TF reference prints it cast to float32),
+    ``n_a``/``n_b`` the number of clips in each set.
+    """
+
+    value: float
+    n_a: int
+    n_b: int
+    protocol: str
+
+    @property
+    def n(self) -> int:
+        """Clips in the smaller set (the sample size that drives FVD's bias)."""
+        return min(self.n_a, self.n_b)
+
+    def __float__(self) -> float:
+        return self.value
+
+
+@dataclass(frozen=True)
+class FVDInterval:
+    """Percentile bootstrap interval of FVD (clips resampled with replacement in each set)."""
+
+    value: float
+    low: float
+    high: float
+    confidence: float
+    n_boot: int
+    protocol: str
+
+
+# ----------------------------------------------------------------------------- resizing
+
+
+def _legacy_bilinear_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, ...]:
+    """TF1 ``resize_bilinear`` (align_corners=False, half_pixel_centers=False) taps.
+
+    Like TF's kernel, the scale, source coordinates and lerp weights are float32:
+    ``in = float(i) * (in_size / float(out_size))``, lower ``floor(in)``, upper
+    ``min(ceil(in), in_size - 1)``, lerp ``in - floor(in)``.
+    """
+    scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
+    src = torch.arange(out_size, dtype=torch.float32) * scale
+    floor = torch.floor(src)
+    lo = floor.to(torch.int64)
+    hi = torch.clamp(torch.ceil(src).to(torch.int64), max=in_size - 1)
+    return lo, hi, src - floor
+
+
+def resize_bilinear(
+    frames: torch.Tensor, size: tuple[int, int], *, half_pixel_centers: bool
+) -> torch.Tensor:
+    """Bilinear resize of ``(B, C, H, W)`` float frames to ``size`` = (H', W'), no antialias.
+
+    ``half_pixel_centers=False`` reproduces TF1 ``tf.image.resize_bilinear`` (the FVD
+    reference) including its evaluation order ``top + (bottom - top) * y_lerp`` with
+    ``top = left + (right - left) * x_lerp``. ``True`` is ``F.interpolate(mode="bilinear",
+    align_corners=False, antialias=False)``. Neither antialiases: the references do not.
+    """
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    if half_pixel_centers:
+        return F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
+    (h, w), dtype = frames.shape[-2:], frames.dtype
+    y0, y1, ly = _legacy_bilinear_taps(int(h), size[0])
+    x0, x1, lx = _legacy_bilinear_taps(int(w), size[1])
+    ly = ly.to(dtype).view(-1, 1)
+    lx = lx.to(dtype)
+    dev = frames.device
+    y0, y1, x0, x1 = (t.to(dev) for t in (y0, y1, x0, x1))
+    top_rows, bottom_rows = frames[..., y0, :], frames[..., y1, :]
+    top_left, top_right = top_rows[..., x0], top_rows[..., x1]
+    bottom_left, bottom_right = bottom_rows[..., x0], bottom_rows[..., x1]
+    lx, ly = lx.to(dev), ly.to(dev)
+    top = top_left + (top_right - top_left) * lx
+    bottom = bottom_left + (bottom_right - bottom_left) * lx
+    return top + (bottom - top) * ly
+
+
+def _cv2_area_tab(in_size: int, out_size: int) -> np.ndarray:
+    """OpenCV ``computeResizeAreaTab`` as a dense (out_size, in_size) float32 matrix."""
+    weights = np.zeros((out_size, in_size), dtype=np.float64)
+    scale = in_size / out_size
+    for dx in range(out_size):
+        fsx1 = dx * scale
+        fsx2 = fsx1 + scale
+        cell = min(scale, in_size - fsx1)
+        sx2 = min(math.floor(fsx2), in_size - 1)
+        sx1 = min(math.ceil(fsx1), sx2)
+        if sx1 - fsx1 > 1e-3:
+            weights[dx, sx1 - 1] = (sx1 - fsx1) / cell
+        weights[dx, sx1:sx2] = 1.0 / cell
+        if fsx2 - sx2 > 1e-3:
+            weights[dx, sx2] = min(min(fsx2 - sx2, 1.0), cell) / cell
+    return weights.astype(np.float32)
+
+
+def _cv2_linear_area_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two-tap (index, float32 weight of index + 1) kernel OpenCV uses for INTER_AREA when
+    the image grows along some axis."""
+    scale, inv_scale = 1.0 / (out_size / in_size), out_size / in_size
+    index = np.zeros(out_size, dtype=np.int64)
+    frac = np.zeros(out_size, dtype=np.float32)
+    for dx in range(out_size):
+        sx = math.floor(dx * scale)
+        fx = float(np.float32((dx + 1) - (sx + 1) * inv_scale))
+        fx = 0.0 if fx <= 0 else fx - math.floor(fx)
+        if sx < 0:
+            sx, fx = 0, 0.0
+        if sx >= in_size - 1:
+            sx, fx = in_size - 1, 0.0
+        index[dx], frac[dx] = sx, fx
+    return index, frac
+
+
+def _taps_matrix(index: np.ndarray, frac: np.ndarray, in_size: int) -> np.ndarray:
+    weights = np.zeros((index.size, in_size), dtype=np.float64)
+    rows = np.arange(index.size)
+    weights[rows, index] += 1.0 - frac.astype(np.float64)
+    weights[rows, np.minimum(index + 1, in_size - 1)] += frac
+    return weights
+
+
+def _area_resize_uint8(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """OpenCV INTER_AREA of uint8 ``(B, H, W, C)`` frames without OpenCV.
+
+    Mirrors OpenCV's integer arithmetic: the 2x2 block mean ``(sum + 2) >> 2``, other integer
+    factors ``round(sum * (1/area))``, fractional shrinking with float32 area weights, and
+    growing with 11-bit fixed-point taps and the SIMD vertical pass
+    ``((((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16) + 2) >> 2``.
+    """
+    (h, w), (oh, ow) = frames.shape[1:3], size
+    x = frames.astype(np.int64)
+    if h >= oh and w >= ow:
+        sy, sx = h / oh, w / ow
+        if sy.is_integer() and sx.is_integer():
+            iy, ix = int(sy), int(sx)
+            block = x.reshape(x.shape[0], oh, iy, ow, ix, x.shape[-1]).sum(axis=(2, 4))
+            if iy == 2 and ix == 2:
+                return ((block + 2) >> 2).astype(np.uint8)
+            out = block.astype(np.float32) * np.float32(1.0 / (iy * ix))
+        else:
+            wy = _cv2_area_tab(h, oh).astype(np.float64)
+            wx = _cv2_area_tab(w, ow).astype(np.float64)
+            out = np.einsum("yh,bhwc,xw->byxc", wy, x.astype(np.float64), wx, optimize=True)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    iy, fy = _cv2_linear_area_taps(h, oh)
+    ix, fx = _cv2_linear_area_taps(w, ow)
+    ax = np.rint(_taps_matrix(ix, fx, w).astype(np.float32) * 2048).astype(np.int64)
+    by0 = np.rint((1.0 - fy) * np.float32(2048)).astype(np.int64)
+    by1 = np.rint(fy * np.float32(2048)).astype(np.int64)
+    rows = np.einsum("bhwc,xw->bhxc", x, ax) >> 4
+    top = rows[:, iy] * by0[None, :, None, None] >> 16
+    bottom = rows[:, np.minimum(iy + 1, h - 1)] * by1[None, :, None, None] >> 16
+    return np.clip((top + bottom + 2) >> 2, 0, 255).astype(np.uint8)
+
+
+def area_resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """OpenCV ``cv2.resize(..., interpolation=INTER_AREA)`` of ``(B, H, W, C)`` frames.
+
+    ``uint8`` frames go through OpenCV itself when it is importable (the reference's own
+    call); otherwise OpenCV's arithmetic is emulated: bit-exact against OpenCV 4.x (x86) for
+    integer shrink factors and for growing, within 1 grey level on ~1e-5 of the pixels for
+    fractional shrink factors (float32 summation order). Float frames are resized in their
+    own dtype with OpenCV's weights and not rounded.
+    """
+    h, w = int(frames.shape[1]), int(frames.shape[2])
+    if (h, w) == tuple(size):
+        return frames
+    if frames.dtype == torch.uint8:
+        arr = frames.cpu().numpy()
+        try:
+            import cv2
+        except ImportError:
+            return torch.from_numpy(_area_resize_uint8(arr, size)).to(frames.device)
+        out = [
+            cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA).reshape(
+                size[0], size[1], -1
+            )
+            for f in arr
+        ]
+        return torch.from_numpy(np.stack(out)).to(frames.device)
+    if h >= size[0] and w >= size[1]:
+        wy, wx = _cv2_area_tab(h, size[0]), _cv2_area_tab(w, size[1])
+    else:
+        wy = _taps_matrix(*_cv2_linear_area_taps(h, size[0]), h)
+        wx = _taps_matrix(*_cv2_linear_area_taps(w, size[1]), w)
+    ty = torch.from_numpy(wy).to(frames.device, frames.dtype)
+    tx = torch.from_numpy(wx).to(frames.device, frames.dtype)
+    return torch.einsum("yh,bhwc,xw->byxc", ty, frames, tx)
+
+
+# ------------------------------------------------------------------------ video handling
+
+
+def _as_tensor(videos: ArrayLike, name: str) -> torch.Tensor:
+    if isinstance(videos, np.ndarray):
+        tensor = torch.from_numpy(np.ascontiguousarray(videos))
+    elif isinstance(videos, torch.Tensor):
+        tensor = videos.detach()
+    else:
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(videos)}")
+    if tensor.ndim != 5 or tensor.shape[-1] != 3:
+        raise ValueError(
+            f"{name} must have shape (N, T, H, W, 3) (RGB, channels last), "
+            f"got {tuple(tensor.shape)}"
+        )
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} contains no clips")
+    if tensor.shape[1] < MIN_FRAMES:
+        raise ValueError(
+            f"FVD needs clips of at least {MIN_FRAMES} frames (I3D pools time 8x); "
+            f"{name} has clips of {tensor.shape[1]} frames"
+        )
+    if tensor.dtype == torch.uint8:
+        return tensor
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be uint8 in [0, 255] or float in [0, 1], not {tensor.dtype}")
+    lo, hi = float(tensor.min()), float(tensor.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(
+            f"float {name} must be in [0, 1] (got values in [{lo:.4g}, {hi:.4g}]); "
+            "pass uint8 for [0, 255] data"
+        )
+    return tensor
+
+
+def preprocess_videos(
+    videos: ArrayLike,
+    protocol: str | FVDProtocol = "tf",
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Turn ``(N, T, H, W, 3)`` videos into I3D input ``(N, 3, T, 224, 224)`` in [-1, 1].
+
+    uint8 input is handled on the 0..255 scale as the references do (TF: resize, then
+    ``2 * x / 255 - 1``); float input in [0, 1] is resized, then mapped with ``2 * x - 1``.
+    """
+    proto = get_protocol(protocol)
+    x = _as_tensor(videos, "videos").to(device)
+    n, t, h, w, c = x.shape
+    frames = x.reshape(n * t, h, w, c)
+    is_uint8 = frames.dtype == torch.uint8
+    if proto.pre_resize is not None:
+        frames = area_resize(frames, proto.pre_resize)
+        if is_uint8:  # the reference decodes to uint8, resizes, then divides by 255
+            frames = frames.to(dtype) / 255.0
+            is_uint8 = False
+    frames = frames.to(dtype).permute(0, 3, 1, 2)  # (B, C, H, W)
+    frames = resize_bilinear(frames, I3D_SIZE, half_pixel_centers=proto.half_pixel_centers)
+    frames = 2.0 * frames / 255.0 - 1.0 if is_uint8 else frames * 2.0 - 1.0
+    frames = frames.reshape(n, t, c, *I3D_SIZE).permute(0, 2, 1, 3, 4)
+    return frames.contiguous()
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+@torch.inference_mode()
+def i3d_features(
+    videos: ArrayLike,
+    protocol: str | FVDProtocol = "tf",
+    *,
+    batch_size: int = 8,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    model: InceptionI3d | None = None,
+) -> np.ndarray:
+    """I3D Kinetics-400 logits (pre-softmax, averaged over time) of each clip.
+
+    Args:
+        videos: ``(N, T, H, W, 3)`` uint8 [0, 255] or float [0, 1], numpy or torch, T >= 9.
+        protocol: preprocessing protocol (see module docstring).
+        batch_size: clips per forward pass (peak memory about 3.5 MB per frame in float32).
+        dtype: compute dtype of preprocessing and network (float64 for reference checks).
+        device: torch device.
+        model: a loaded :class:`InceptionI3d` to use instead of the cached default.
+
+    Returns:
+        ``(N, 400)`` array in ``dtype``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    proto = get_protocol(protocol)
+    x = _as_tensor(videos, "videos")
+    net = model if model is not None else _cached_model(dtype, str(torch.device(device)))
+    out = []
+    for part in _chunks(x.shape[0], batch_size):
+        batch = preprocess_videos(x[part], proto, dtype=dtype, device=device)
+        out.append(net(batch).cpu())
+    return torch.cat(out).numpy()
+
+
+# ------------------------------------------------------------------- Fréchet distance
+
+
+def _tf_sqrt(values: np.ndarray, eps: float) -> np.ndarray:
+    """TF-GAN's spectral map: sign(v)*sqrt(|v|), but values with |v| < eps kept as is."""
+    mag = np.abs(values)
+    return np.where(mag < eps, values, np.sign(values) * np.sqrt(mag))
+
+
+def _symmetric_sqrt(mat: np.ndarray, eps: float = 1e-10) -> np.ndarray:
+    w, v = np.linalg.eigh((mat + mat.T) / 2.0)
+    return (v * _tf_sqrt(w, eps)) @ v.T
+
+
+def _trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray, method: str) -> float:
+    """``trace(sqrt(sigma_a @ sigma_b))``."""
+    if method == "eigh":
+        root_a = _symmetric_sqrt(sigma_a)
+        inner = root_a @ sigma_b @ root_a
+        return float(np.sum(_tf_sqrt(np.linalg.eigvalsh((inner + inner.T) / 2.0), 1e-10)))
+    if method == "scipy":
+        root = scipy.linalg.sqrtm(sigma_a @ sigma_b)
+        return float(np.trace(np.real(root)))
+    raise ValueError(f"unknown sqrtm method {method!r} (use 'eigh' or 'scipy')")
+
+
+def _as_features(feats: ArrayLike, name: str) -> np.ndarray:
+    if isinstance(feats, torch.Tensor):
+        feats = feats.detach().cpu().numpy()
+    arr = np.asarray(feats, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, D), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains non-finite values")
+    return arr
+
+
+def frechet_distance(
+    feats_a: ArrayLike,
+    feats_b: ArrayLike,
+    *,
+    ddof: int = 1,
+    eps: float = 0.0,
+    sqrtm: Literal["eigh", "scipy"] = "eigh",
+) -> float:
+    """Fréchet distance ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 sqrt(S_a S_b))`` of two sets.
+
+    Means and covariances are computed in float64 from ``(N, D)`` features.
+
+    Args:
+        ddof: covariance denominator ``N - ddof``; 1 (unbiased, TF-GAN) or 0 (biased).
+        eps: added to both covariance diagonals (0 for TF, 1e-6 for RynnVLA).
+        sqrtm: ``"eigh"``: ``tr(sqrt(sqrt(S_a) S_b sqrt(S_a)))`` with symmetric eigen
+            square roots exactly as TF-GAN (eigenvalues < 1e-10 kept unrooted);
+            ``"scipy"``: ``tr(real(scipy.linalg.sqrtm(S_a @ S_b)))``.
+
+    Returns:
+        The distance (in squared logit units), as a Python float.
+    """
+    a, b = _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
+    for name, arr in (("feats_a", a), ("feats_b", b)):
+        if arr.shape[0] - ddof < 1:
+            raise ValueError(f"{name} needs more than {ddof} rows for ddof={ddof}")
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    ca, cb = a - mu_a, b - mu_b
+    sigma_a = ca.T @ ca / (a.shape[0] - ddof)
+    sigma_b = cb.T @ cb / (b.shape[0] - ddof)
+    if eps:
+        sigma_a = sigma_a + eps * np.eye(a.shape[1])
+        sigma_b = sigma_b + eps * np.eye(b.shape[1])
+    trace_sqrt = _trace_sqrt_product(sigma_a, sigma_b, sqrtm)
+    mean_term = float(np.sum(np.square(mu_a - mu_b)))
+    return mean_term + float(np.trace(sigma_a) + np.trace(sigma_b)) - 2.0 * trace_sqrt
+
+
+def _protocol_distance(a: np.ndarray, b: np.ndarray, proto: FVDProtocol) -> float:
+    return frechet_distance(a, b, ddof=proto.cov_ddof, eps=proto.cov_eps, sqrtm=proto.sqrtm)
+
+
+def _warn_small(n_a: int, n_b: int) -> None:
+    if min(n_a, n_b) < MIN_CLIPS_RECOMMENDED:
+        warnings.warn(
+            f"FVD from {n_a} and {n_b} clips: fewer than {MIN_CLIPS_RECOMMENDED} clips per set "
+            "makes FVD strongly biased and noisy; compare only numbers with equal N.",
+            SmallSampleWarning,
+            stacklevel=3,
+        )
+
+
+def fvd_from_features(
+    feats_a: ArrayLike, feats_b: ArrayLike, protocol: str | FVDProtocol = "tf"
+) -> FVDResult:
+    """FVD from precomputed I3D features with the protocol's Fréchet-distance settings."""
+    proto = get_protocol(protocol)
+    a, b = _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b")
+    _warn_small(a.shape[0], b.shape[0])
+    return FVDResult(_protocol_distance(a, b, proto), a.shape[0], b.shape[0], proto.name)
+
+
+def fvd(
+    videos_a: ArrayLike,
+    videos_b: ArrayLike,
+    protocol: str | FVDProtocol = "tf",
+    *,
+    batch_size: int = 8,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    model: InceptionI3d | None = None,
+) -> FVDResult:
+    """FVD between two sets of videos ``(N, T, H, W, 3)`` (uint8 or float in [0, 1]).
+
+    ``videos_a`` is the reference ("real") set, ``videos_b`` the generated one (the order
+    only matters at rounding level). Warns with :class:`SmallSampleWarning` if either set
+    has fewer than 256 clips; raises ``ValueError`` for clips shorter than 9 frames.
+    """
+    proto = get_protocol(protocol)
+    a = _as_tensor(videos_a, "videos_a")
+    b = _as_tensor(videos_b, "videos_b")
+    _warn_small(a.shape[0], b.shape[0])
+    kwargs = dict(batch_size=batch_size, dtype=dtype, device=device, model=model)
+    feats_a = i3d_features(a, proto, **kwargs)
+    feats_b = i3d_features(b, proto, **kwargs)
+    value = _protocol_distance(
+        _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b"), proto
+    )
+    return FVDResult(value, a.shape[0], b.shape[0], proto.name)
+
+
+def fvd_bootstrap(
+    feats_a: ArrayLike,
+    feats_b: ArrayLike,
+    protocol: str | FVDProtocol = "tf",
+    *,
+    n_boot: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> FVDInterval:
+    """Percentile bootstrap interval for FVD from precomputed features.
+
+    Each replicate resamples the clips of both sets with replacement. Note that FVD is a
+    biased estimator and resampling duplicates clips, so the interval describes sampling
+    variability around a biased value; use it to compare runs with equal N.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    proto = get_protocol(protocol)
+    a, b = _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b")
+    value = _protocol_distance(a, b, proto)
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for i in range(n_boot):
+        ia = rng.integers(0, a.shape[0], a.shape[0])
+        ib = rng.integers(0, b.shape[0], b.shape[0])
+        reps[i] = _protocol_distance(a[ia], b[ib], proto)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(reps, [tail, 100.0 - tail])
+    return FVDInterval(value, float(low), float(high), confidence, n_boot, proto.name)
