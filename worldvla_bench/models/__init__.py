@@ -1,0 +1,1 @@
+"""Models the project trains and evaluates itself (currently `worldvla`: the WorldVLA core)."""
