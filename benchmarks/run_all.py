@@ -66,7 +66,24 @@ def naive_loop(trials: int, steps: int, size: int, cameras: bool = True) -> dict
     return {"steps": total, "seconds": elapsed, "steps_per_s": total / elapsed}
 
 
-def engine(trials: int, steps: int, size: int, workers: int, chunk: int) -> dict:
+def fast_render_difference(size: int, steps: int = 10) -> dict:
+    """Mean absolute pixel difference (0-255) of the opt-in fast render mode vs the default."""
+    from worldvla_bench.envs import LiberoEnv
+
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(steps, 7))
+    frames = {}
+    for fast in (False, True):
+        env = LiberoEnv("libero_spatial", 0, image_size=size, fast_render=fast)
+        env.reset(seed=0, options={"init_state": 0})
+        frames[fast] = np.stack([env.step(a)[0]["agentview_image"] for a in actions])
+        env.close()
+    diff = np.abs(frames[True].astype(float) - frames[False].astype(float))
+    return {"mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max()),
+            "pixels_changed": float((diff.max(axis=-1) > 0).mean())}
+
+
+def engine(trials: int, steps: int, size: int, workers: int, chunk: int,
+           fast_render: bool = False) -> dict:
     from worldvla_bench.records import read_episodes
     from worldvla_bench.rollout import RunConfig, run_evaluation
 
@@ -76,7 +93,7 @@ def engine(trials: int, steps: int, size: int, workers: int, chunk: int) -> dict
             suite="libero_spatial", policy="random",
             policy_kwargs={"chunk_size": chunk, "observe": True}, tasks="0", trials=trials,
             run_dir=Path(tmp) / "bench", workers=workers, image_size=size, max_steps=steps,
-            progress=False))
+            fast_render=fast_render, progress=False))
         elapsed = time.perf_counter() - start
         total = sum(r["steps"] for r in read_episodes(run_dir))
     return {"steps": total, "seconds": elapsed, "steps_per_s": total / elapsed}
@@ -104,6 +121,8 @@ def main() -> int:
                 chunk)
         measure(f"engine {cores} workers, K={chunk}", engine, args.trials * cores, args.steps,
                 args.size, cores, chunk)
+    measure(f"engine {cores} workers, K=10, fast render", engine, args.trials * cores, args.steps,
+            args.size, cores, 10, True)
     naive = rows["naive loop (render every step)"]["steps_per_s"]
     physics = rows["physics only (no cameras)"]["steps_per_s"]
     lines = [f"# Throughput (libero_spatial task 0, {args.size} px, {args.steps} steps/episode, "
@@ -115,22 +134,39 @@ def main() -> int:
         lines.append(f"| {name} | {row['steps']} | {row['seconds']:.1f} | "
                      f"{row['steps_per_s']:.2f} | {row['steps_per_s'] / naive:.2f} | "
                      f"{row['steps_per_s'] / workers / physics:.2f} |")
+    difference = fast_render_difference(args.size)
+    lines += ["", f"Fast render (opt-in, never the default): mean |pixel difference| "
+              f"{difference['mean_abs_diff']:.2f}/255, max {difference['max_abs_diff']:.0f}, "
+              f"{100 * difference['pixels_changed']:.0f}% of pixels changed."]
     table = "\n".join(lines) + "\n"
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.md").write_text(table)
     (out / "throughput.json").write_text(json.dumps(
-        {"args": vars(args), "cores": cores, "rows": rows}, indent=2))
-    try:
-        from benchmarks.bench_image_metrics import bench_image_metrics
-
-        metrics = bench_image_metrics()
-        print(json.dumps(metrics, indent=2))
-        (out / "image_metrics.json").write_text(json.dumps(metrics, indent=2))
-    except ImportError as error:
-        print(f"image metrics skipped: {error}", file=sys.stderr)
+        {"args": vars(args), "cores": cores, "rows": rows, "fast_render": difference},
+        indent=2))
+    bench_metrics(out)
     return 0
+
+
+def bench_metrics(out: Path) -> None:
+    """Frames per second of each world-model metric on CPU, with the batch sizes used."""
+    from benchmarks.bench_fvd import bench_fvd
+    from benchmarks.bench_image_metrics import bench_image_metrics
+
+    print("measuring metrics ...", file=sys.stderr, flush=True)
+    image = bench_image_metrics()
+    video = bench_fvd()
+    lines = ["| metric | frames/s | batch |", "|---|---|---|"]
+    for name in ("lpips_alex", "lpips_vgg", "ssim", "psnr"):
+        lines.append(f"| {name} | {image[f'{name}_fps']:.1f} | {image.get('batch_size')} |")
+    fps, batch = video["frames_per_s"], video.get("batch_size")
+    lines.append(f"| fvd (I3D features, 16-frame clips) | {fps:.1f} | {batch} clips |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (out / "metrics.md").write_text(text)
+    (out / "metrics.json").write_text(json.dumps({"image": image, "fvd": video}, indent=2))
 
 
 if __name__ == "__main__":

@@ -157,3 +157,19 @@ def test_render_on_demand_gives_the_same_pixels_and_physics():
         assert a.std() > 0  # a real picture, not the black placeholder
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(state_all, state_gated)
+
+
+def test_fast_render_is_opt_in_and_changes_pixels_only_slightly():
+    actions = np.random.default_rng(1).uniform(-1, 1, size=(3, 7))
+    frames, states = {}, {}
+    for fast in (False, True):
+        env = LiberoEnv("libero_spatial", 0, image_size=48, fast_render=fast)
+        env.reset(seed=2, options={"init_state": 0})
+        for action in actions:
+            obs, *_ = env.step(action)
+        frames[fast], states[fast] = obs["agentview_image"].astype(float), env.get_sim_state()
+        env.close()
+    assert LiberoEnv("libero_spatial", 0).fast_render is False
+    difference = np.abs(frames[True] - frames[False]).mean()
+    assert 0 < difference < 10  # measured ~3/255: no MSAA, no reflections
+    np.testing.assert_array_equal(states[True], states[False])  # physics untouched

@@ -37,6 +37,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         video=args.video,
         video_every=args.video_every,
         save_frames=args.save_frames,
+        fast_render=args.fast_render,
         retry_errors=args.retry_errors,
         progress=not args.no_progress,
     )
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--video-every", type=int, default=1, help="keep every n-th video frame")
     ev.add_argument("--save-frames", action="store_true",
                     help="store every camera frame and sim state per step (world-model track)")
+    ev.add_argument("--fast-render", action="store_true",
+                    help="no MSAA, no reflections: faster, pixels differ slightly (opt-in)")
     ev.add_argument("--retry-errors", action="store_true", help="re-run episodes that errored")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--no-report", action="store_true", help="do not print the report at the end")

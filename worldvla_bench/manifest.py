@@ -25,7 +25,9 @@ VERSIONED_PACKAGES = (
 )
 
 #: Config keys that define what a run measures; resuming with other values is refused.
-PROTOCOL_KEYS = ("suite", "policy", "policy_kwargs", "seed", "image_size", "max_steps")
+PROTOCOL_KEYS = (
+    "suite", "policy", "policy_kwargs", "seed", "image_size", "max_steps", "fast_render",
+)
 
 
 def package_versions() -> dict[str, str | None]:

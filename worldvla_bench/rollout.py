@@ -64,6 +64,7 @@ class RunConfig:
     video: bool = False
     video_every: int = 1
     save_frames: bool = False
+    fast_render: bool = False
     save_episodes: bool = True
     retry_errors: bool = False
     progress: bool = True
@@ -118,6 +119,7 @@ def run_evaluation(config: RunConfig) -> Path:
         "workers": workers,
         "video": config.video,
         "save_frames": config.save_frames,
+        "fast_render": config.fast_render,
     }
     selection = {"tasks": sorted({j.task_id for j in jobs}), "trials": config.trials}
     write_or_check_manifest(run_dir, protocol, suite.to_dict(), selection)
@@ -142,6 +144,7 @@ def run_evaluation(config: RunConfig) -> Path:
         video=config.video,
         video_every=max(1, int(config.video_every)),
         save_frames=config.save_frames,
+        fast_render=config.fast_render,
         threads_per_worker=max(1, default_workers() // workers),
     )
     bar = tqdm(

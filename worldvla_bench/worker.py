@@ -37,6 +37,7 @@ class WorkerConfig:
     video: bool = False
     video_every: int = 1
     save_frames: bool = False
+    fast_render: bool = False
     threads_per_worker: int = 1
 
 
@@ -104,7 +105,8 @@ def _env(config: WorkerConfig, task_id: int) -> LiberoEnv:
         env.close()
         _STATE["env"] = None
     env = LiberoEnv(
-        config.suite, task_id, image_size=config.image_size, max_steps=config.max_steps
+        config.suite, task_id, image_size=config.image_size, max_steps=config.max_steps,
+        fast_render=config.fast_render,
     )
     _STATE["env"] = env
     return env

@@ -69,6 +69,7 @@ class LiberoEnv(gym.Env):
         max_steps: int | None = None,
         wait_steps: int | None = None,
         render_mode: str | None = "rgb_array",
+        fast_render: bool = False,
     ) -> None:
         self.suite = suite if isinstance(suite, SuiteSpec) else load_suite(suite)
         self.task: LiberoTask = libero_task(self.suite, task_id)
@@ -82,6 +83,7 @@ class LiberoEnv(gym.Env):
                 f"{self.image_size}, {self.max_steps}, {self.wait_steps}"
             )
         self.render_mode = render_mode
+        self.fast_render = bool(fast_render)
         self.instruction = self.task.instruction
         image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
         self.observation_space = spaces.Dict(
@@ -200,6 +202,20 @@ class LiberoEnv(gym.Env):
         """The flattened MuJoCo state (time, qpos, qvel, ...), float64."""
         return np.asarray(self._sim.get_sim_state(), dtype=np.float64).copy()
 
+    def _apply_fast_render(self) -> None:
+        """Opt-in fast mode: no multisampling, no reflections. Changes pixels slightly (the
+        benchmark prints by how much); never the default for reported numbers."""
+        import mujoco
+
+        context = self._sim.sim._render_context_offscreen
+        if context is None:
+            return
+        context.gl_ctx.make_current()
+        self._sim.sim.model.vis.quality.offsamples = 0
+        context.con.free()
+        context._set_mujoco_context_and_buffers()
+        context.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+
     # -- gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -223,6 +239,8 @@ class LiberoEnv(gym.Env):
             self._render_cameras = frozenset()  # nobody looks at the frames of a reset
             self._sim.reset()
             self._install_render_gate()
+            if self.fast_render:
+                self._apply_fast_render()
             if self.wait_steps == 0:
                 self._render_cameras = wanted
             self._rendered = set()
