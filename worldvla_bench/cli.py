@@ -12,9 +12,12 @@ RESULTS_ROOT = Path("results")
 
 
 def _run_path(name: str) -> Path:
-    """A run name ('myrun') lives under results/; a path with a separator is taken as is."""
+    """A run name ('myrun', 'examples/x') lives under results/; an absolute path, or one that
+    starts with 'results/' or './', is taken as is."""
     path = Path(name)
-    return path if (path.is_absolute() or len(path.parts) > 1) else RESULTS_ROOT / name
+    if path.is_absolute() or name.startswith(("./", "results/")):
+        return path
+    return RESULTS_ROOT / path
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -40,6 +43,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         fast_render=args.fast_render,
         retry_errors=args.retry_errors,
         progress=not args.no_progress,
+        backend=args.backend,
+        ray_address=args.address,
     )
     run_dir = run_evaluation(config)
     if not args.no_report:
@@ -172,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--retry-errors", action="store_true", help="re-run episodes that errored")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--no-report", action="store_true", help="do not print the report at the end")
+    ev.add_argument("--backend", default="local", choices=("local", "ray"),
+                    help="where workers run: local processes, or Ray (docs/distributed.md)")
+    ev.add_argument("--address", default=None,
+                    help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray instance)")
     ev.set_defaults(func=cmd_eval)
 
     rp = sub.add_parser("report", help="success rates of a run (writes report.md and report.csv)")
