@@ -70,6 +70,7 @@ class LiberoEnv(gym.Env):
         wait_steps: int | None = None,
         render_mode: str | None = "rgb_array",
         fast_render: bool = False,
+        fast_reset: bool = False,
     ) -> None:
         self.suite = suite if isinstance(suite, SuiteSpec) else load_suite(suite)
         self.task: LiberoTask = libero_task(self.suite, task_id)
@@ -84,6 +85,7 @@ class LiberoEnv(gym.Env):
             )
         self.render_mode = render_mode
         self.fast_render = bool(fast_render)
+        self.fast_reset = bool(fast_reset)
         self.instruction = self.task.instruction
         image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
         self.observation_space = spaces.Dict(
@@ -144,6 +146,7 @@ class LiberoEnv(gym.Env):
                     camera_widths=self.image_size,
                     control_freq=self.suite.control_freq,
                     ignore_done=True,
+                    hard_reset=not self.fast_reset,
                 )
         except Exception as error:  # robosuite raises plain exceptions for GL failures
             if looks_like_gl_failure(error):
@@ -202,14 +205,22 @@ class LiberoEnv(gym.Env):
         """The flattened MuJoCo state (time, qpos, qvel, ...), float64."""
         return np.asarray(self._sim.get_sim_state(), dtype=np.float64).copy()
 
+    def _clear_carried_state(self) -> None:
+        """What a soft reset (robosuite `hard_reset=False`) carries over from the last episode:
+        the gripper's commanded opening and MuJoCo's solver warm start. Cleared, a soft reset
+        gives the hard reset's states and pixels exactly (tests/test_env.py)."""
+        for robot in self._sim.robots:
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+        self._sim.sim.data.qacc_warmstart[:] = 0.0
+
     def _apply_fast_render(self) -> None:
         """Opt-in fast mode: no multisampling, no reflections. Changes pixels slightly (the
         benchmark prints by how much); never the default for reported numbers."""
         import mujoco
 
         context = self._sim.sim._render_context_offscreen
-        if context is None:
-            return
+        if context is None or self._sim.sim.model.vis.quality.offsamples == 0:
+            return  # no context yet, or already applied (soft resets keep the context)
         context.gl_ctx.make_current()
         self._sim.sim.model.vis.quality.offsamples = 0
         context.con.free()
@@ -238,6 +249,8 @@ class LiberoEnv(gym.Env):
         try:
             self._render_cameras = frozenset()  # nobody looks at the frames of a reset
             self._sim.reset()
+            if self.fast_reset:
+                self._clear_carried_state()
             self._install_render_gate()
             if self.fast_render:
                 self._apply_fast_render()
