@@ -19,9 +19,11 @@ from worldvla_bench.errors import BenchError, PolicyOutputError, UnknownChoiceEr
 ACTION_DIM = 7
 
 BUILTIN_POLICIES: dict[str, str] = {
+    "expert": "policies.expert:ExpertPolicy",
     "noop": "policies.noop:NoopPolicy",
     "random": "policies.random:RandomPolicy",
     "replay": "policies.replay:ReplayPolicy",
+    "worldvla": "policies.worldvla:WorldVLAPolicy",
 }
 
 

@@ -1,0 +1,74 @@
+"""`expert`: a scripted planner over the privileged channel (BDDL goal + simulator poses).
+
+It reads `obs['privileged']` (see `worldvla_bench.envs.privileged`), plans the goal into skills
+(`policies.expert.planner`) and runs them closed loop (`policies.expert.skills`), one (1, 7)
+action per call, the same actions a learned policy emits. It never calls the success check.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from policies.expert import skills
+from policies.expert.planner import PlanningError, Step, plan
+from worldvla_bench.errors import BenchError
+from worldvla_bench.policy import EpisodeContext, Policy
+
+__all__ = ["ExpertPolicy", "plan", "Step"]
+
+
+class ExpertPolicy(Policy):
+    """Scripted expert for LIBERO; needs the privileged state, returns (1, 7) chunks."""
+
+    requires_privileged_state = True
+
+    def __init__(self, verbose: bool = False) -> None:
+        self.verbose = bool(verbose)
+        self._reset_plan()
+
+    def _reset_plan(self) -> None:
+        self.ctx = skills.Context()
+        self.steps: list[Step] | None = None
+        self._index = 0
+        self._current = None
+        self.results: list[tuple[str, bool]] = []
+
+    def reset(self, context: EpisodeContext | None = None) -> None:
+        self._reset_plan()
+
+    def act(self, observation: dict[str, Any]) -> np.ndarray:
+        state = observation.get("privileged")
+        if state is None:
+            raise BenchError("the expert needs obs['privileged'] (requires_privileged_state)")
+        self.ctx.state = state
+        if self.steps is None:
+            try:
+                self.steps = plan(state)
+            except PlanningError as error:
+                raise BenchError(f"expert cannot plan this goal: {error}") from None
+            if self.verbose:
+                print("plan:", [str(s) for s in self.steps])
+        while self._index < len(self.steps):
+            if self._current is None:
+                self._current = skills.run_step(self.ctx, self.steps[self._index])
+            try:
+                return self._emit(next(self._current))
+            except StopIteration as stop:
+                step = self.steps[self._index]
+                self.results.append((str(step), bool(stop.value)))
+                if self.verbose:
+                    print(f"{step}: {'ok' if stop.value else 'FAILED'}", self.ctx.log[-3:])
+                self._current = None
+                self._index += 1
+        # plan done (the env ends the episode on success): hold still, gripper open
+        self.ctx.grip = skills.OPEN
+        return self._emit(skills.action_towards(self.ctx, self.ctx.eef.copy(), 0.2))
+
+    def _emit(self, action: np.ndarray) -> np.ndarray:
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        self.ctx.grip_target = float(
+            np.clip(self.ctx.grip_target + skills.GRIP_RATE * np.sign(action[6]), -1.0, 1.0)
+        )
+        return action[None, :]

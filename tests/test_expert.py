@@ -1,0 +1,108 @@
+"""The scripted expert: its privileged channel, its planner on real tasks, one real rollout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policies.expert import ExpertPolicy, Step, plan
+from policies.expert.planner import PlanningError, articulation_is
+from worldvla_bench.envs.libero_env import LiberoEnv
+from worldvla_bench.policy import EpisodeContext, Policy
+
+
+def _state(suite: str, task_id: int, init_state: int = 0) -> dict:
+    env = LiberoEnv(suite, task_id, image_size=64, max_steps=10)
+    try:
+        env.reset(seed=0, options={"init_state": init_state})
+        return env.privileged_state()
+    finally:
+        env.close()
+
+
+@pytest.fixture(scope="module")
+def goal_drawer_state():
+    return _state("libero_goal", 3)  # "open the top drawer and put the bowl inside"
+
+
+def test_privileged_state_schema_and_frames(goal_drawer_state):
+    s = goal_drawer_state
+    assert s["goal"] == [["in", "akita_black_bowl_1", "wooden_cabinet_1_top_region"]]
+    assert "akita_black_bowl_1" in s["obj_of_interest"]
+    bowl = s["objects"]["akita_black_bowl_1"]
+    assert bowl["pos"].shape == (3,) and bowl["quat"].shape == (4,)
+    assert np.isclose(np.linalg.norm(bowl["quat"]), 1.0)
+    assert np.all(bowl["aabb_min"] < bowl["aabb_max"])
+    assert 0.85 < bowl["aabb_min"][2] < 0.95  # resting on the table top (world frame, metres)
+    cabinet = s["fixtures"]["wooden_cabinet_1"]
+    top = cabinet["joints"]["wooden_cabinet_1_top_level"]
+    assert top["type"] == "slide" and abs(top["qpos"]) < 0.01  # closed at the start
+    assert np.isclose(np.linalg.norm(top["axis"]), 1.0)
+    assert top["handle_pos"].shape == (3,)
+    region = s["sites"]["wooden_cabinet_1_top_region"]
+    assert region["parent"] == "wooden_cabinet_1"
+    assert region["joints"] == ["wooden_cabinet_1_top_level"]
+    assert region["xmat"].shape == (3, 3) and region["size"].shape == (3,)
+    robot = s["robot"]
+    assert robot["eef_pos"].shape == (3,) and robot["gripper_qpos"].shape == (2,)
+    assert robot["gripper_qpos"][0] > 0.03  # open at the start
+    assert not articulation_is(s, "wooden_cabinet_1_top_level", "open")
+
+
+def test_planner_adds_the_drawer_precondition(goal_drawer_state):
+    steps = plan(goal_drawer_state)
+    assert steps == [
+        Step("open", ("wooden_cabinet_1_top_level",)),
+        Step("pick_place", ("akita_black_bowl_1", "wooden_cabinet_1_top_region", "in")),
+    ]
+
+
+def test_planner_on_top_of_a_cabinet_needs_no_drawer(goal_drawer_state):
+    state = dict(goal_drawer_state)
+    state["goal"] = [["on", "wine_bottle_1", "wooden_cabinet_1_top_side"]]
+    assert plan(state) == [Step("pick_place", ("wine_bottle_1", "wooden_cabinet_1_top_side", "on"))]
+    state["goal"] = [["open", "wooden_cabinet_1_middle_region"]]
+    assert plan(state) == [Step("open", ("wooden_cabinet_1_middle_level",))]
+    state["goal"] = [["turnon", "flat_stove_1"]]
+    assert plan(state) == [Step("turn", ("flat_stove_1_button", True))]
+    state["goal"] = [["stack", "wine_bottle_1", "plate_1"]]
+    with pytest.raises(PlanningError):
+        plan(state)
+
+
+def test_planner_chains_multi_goal_tasks():
+    # libero_long task 3: "put the black bowl in the bottom drawer of the cabinet and close it"
+    steps = plan(_state("libero_long", 3))
+    skills = [step.skill for step in steps]
+    assert skills == ["open", "pick_place", "close"]
+    assert steps[1].args == ("akita_black_bowl_1", "white_cabinet_1_bottom_region", "in")
+    assert steps[0].args == steps[2].args == ("white_cabinet_1_bottom_level",)
+
+
+def test_expert_is_a_privileged_closed_loop_policy():
+    assert issubclass(ExpertPolicy, Policy)
+    assert ExpertPolicy.requires_privileged_state is True
+
+
+def test_expert_solves_the_easiest_task_within_its_step_limit():
+    from worldvla_bench.episode import run_episode
+
+    env = LiberoEnv("libero_object", 0, image_size=64)
+    policy = ExpertPolicy()
+    context = EpisodeContext(
+        suite="libero_object",
+        task_id=0,
+        task_name=env.task.name,
+        instruction=env.instruction,
+        trial=0,
+        seed=7,
+        max_steps=env.max_steps,
+    )
+    try:
+        record = run_episode(env, policy, context, "expert")
+    finally:
+        env.close()
+    assert record.error is None
+    assert record.success, policy.results
+    assert record.steps < env.max_steps
+    assert record.policy_calls == record.steps  # closed loop: one action per call
