@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -150,7 +151,27 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands whose modules import torch: registered only when asked for, so the rest start fast.
+LAZY_COMMANDS = {
+    "train": ("worldvla_bench.models.worldvla.training", "add_train_parser",
+              "train a WorldVLA model on demonstration HDF5 files"),
+    "ablation": ("worldvla_bench.ablation", "add_ablation_parser",
+                 "train and evaluate the WorldVLA ablation grid, one table"),
+}
+
+
+def _add_lazy_commands(sub, argv: list[str] | None) -> None:
+    import importlib
+
+    wanted = (argv if argv is not None else sys.argv[1:])[:1]
+    for name, (module, function, help_text) in LAZY_COMMANDS.items():
+        if name in wanted:
+            getattr(importlib.import_module(module), function)(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldvla-bench", description="Evaluate robot policies and world models on LIBERO."
     )
@@ -207,19 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
     wm.add_argument("--no-progress", action="store_true")
     wm.set_defaults(func=cmd_wm_eval)
 
+    _add_lazy_commands(sub, argv)
     sub.add_parser("suites", help="list the suites").set_defaults(func=cmd_suites)
     sub.add_parser("policies", help="list the built-in policies").set_defaults(func=cmd_policies)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except BenchError as error:
         print(f"worldvla-bench: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except KeyboardInterrupt:
         print("worldvla-bench: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

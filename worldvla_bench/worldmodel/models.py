@@ -93,6 +93,7 @@ class SimOracle(WorldModel):
 BUILTIN_WORLD_MODELS = {
     "copy-last": "worldvla_bench.worldmodel.models:CopyLast",
     "sim-oracle": "worldvla_bench.worldmodel.models:SimOracle",
+    "worldvla": "worldvla_bench.models.worldvla.world_model:WorldVLAWorldModel",
 }
 
 

@@ -1,0 +1,353 @@
+"""WorldVLA training, checkpoints, the `worldvla` policy, the world-model adapter, observation
+profiles and the ablation table. Tiny models, a synthetic LIBERO-layout HDF5, 1 torch thread."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from worldvla_bench.errors import BenchError
+from worldvla_bench.models.worldvla.training import (
+    FINAL_CHECKPOINT,
+    LAST_CHECKPOINT,
+    TrainConfig,
+    add_train_parser,
+    instruction_from_filename,
+    load_checkpoint,
+    load_demos,
+    make_synthetic_demos,
+    train,
+)
+
+torch.set_num_threads(1)
+
+INSTRUCTION = "put the red block on the plate"
+FAST = {"batch_size": 4, "vq_batch_size": 8, "progress": False, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demos")
+    make_synthetic_demos(root / "put_the_red_block_on_the_plate_demo.hdf5", n_demos=2, length=12,
+                         instruction=INSTRUCTION)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(demos, tmp_path_factory):
+    """A tiny model: VQ-VAE then transformer with world-model samples and the action mask."""
+    out = tmp_path_factory.mktemp("train") / "run"
+    config = TrainConfig(data=[str(demos)], out=str(out), vq_steps=8, steps=24, lr=2e-3,
+                         world_model_weight=1.0, chunk_size=3, checkpoint_every=12, seed=1,
+                         **FAST)
+    return config, train(config)
+
+
+def test_synthetic_demos_follow_the_libero_layout(demos):
+    import h5py
+
+    path = next(demos.glob("*.hdf5"))
+    with h5py.File(path, "r") as handle:
+        demo = handle["data/demo_0"]
+        assert demo["obs/agentview_rgb"].shape == (12, 64, 64, 3)
+        assert demo["actions"].shape == (12, 7)
+        assert json.loads(handle["data"].attrs["problem_info"])["language_instruction"] == \
+            INSTRUCTION
+    data = load_demos([demos], image_size=32)
+    assert len(data) == 2 and data.frames[0].shape == (12, 32, 32, 3)
+    assert data.actions[0].shape == (11, 7)  # the frame after the last action is not stored
+    assert data.texts == [INSTRUCTION, INSTRUCTION]
+    by_name = load_demos([path], 64, instruction_source="filename")
+    assert by_name.texts[0] == INSTRUCTION  # file name with spaces, "_demo" dropped
+    assert instruction_from_filename("LIVING_ROOM_SCENE2_put_both_x_demo.hdf5") == \
+        "LIVING ROOM SCENE2 put both x"
+
+
+def test_training_reduces_the_loss_and_writes_curves(trained):
+    config, result = trained
+    out = Path(config.out)
+    vq = [r for r in result.losses if r["stage"] == "vq"]
+    tf = [r for r in result.losses if r["stage"] == "transformer"]
+    assert [r["step"] for r in vq] == list(range(1, 9))
+    assert [r["step"] for r in tf] == list(range(1, 25))
+    first, last = np.mean([r["loss"] for r in tf[:3]]), np.mean([r["loss"] for r in tf[-3:]])
+    assert last < first - 0.5, (first, last)
+    assert all(np.isfinite(r["action_loss"]) and np.isfinite(r["world_loss"]) for r in tf)
+    assert result.checkpoint == out / FINAL_CHECKPOINT and (out / LAST_CHECKPOINT).exists()
+    with (out / "losses.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 8 + 24 and rows[-1]["stage"] == "transformer"
+    assert (out / "losses.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_checkpoint_round_trip_carries_config_and_training_args(trained, tmp_path):
+    config, result = trained
+    model, meta = load_checkpoint(result.checkpoint)
+    assert meta["stage"] == "done" and meta["step"] == 24 and meta["chunk_size"] == 3
+    assert meta["action_mask"] is True and meta["world_model_weight"] == 1.0
+    assert meta["instruction_source"] == "language"
+    assert meta["instructions"] == {INSTRUCTION: INSTRUCTION}
+    assert meta["train_args"]["data"] == config.data
+    again, _ = load_checkpoint(Path(config.out))  # a directory resolves to final.pt
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+    # the same weights give the same predictions after a save/load through WorldVLA.save too
+    model.save(tmp_path / "plain.pt")
+    plain, plain_meta = load_checkpoint(tmp_path / "plain.pt")
+    frames = np.random.default_rng(0).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    assert torch.equal(model.encode_images(frames), plain.encode_images(frames))
+    assert plain_meta["chunk_size"] == 5  # defaults for files without training metadata
+
+
+def test_resume_reproduces_the_uninterrupted_run(trained, demos, tmp_path):
+    _, result = trained
+    common = dict(data=[str(demos)], vq_from=str(result.checkpoint), steps=6, lr=2e-3,
+                  world_model_weight=1.0, chunk_size=3, checkpoint_every=100, seed=3, **FAST)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), **common))
+    stopped = train(TrainConfig(out=str(tmp_path / "b"), stop_at=3, **common))
+    assert stopped.stopped_early and load_checkpoint(tmp_path / "b")[1]["step"] == 3
+    assert not (tmp_path / "b" / FINAL_CHECKPOINT).exists()
+    resumed = train(TrainConfig(out=str(tmp_path / "b"), **common))
+    tail = [r for r in resumed.losses if r["stage"] == "transformer"]
+    assert [r["step"] for r in tail] == [1, 2, 3, 4, 5, 6]
+    expected = [r["loss"] for r in straight.losses if r["stage"] == "transformer"]
+    assert [r["loss"] for r in tail] == expected  # bitwise: optimizer, step and RNG restored
+    a, _ = load_checkpoint(tmp_path / "a")
+    b, _ = load_checkpoint(tmp_path / "b")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                  b.state_dict().values(), strict=True))
+    with pytest.raises(BenchError, match="other arguments"):
+        train(TrainConfig(out=str(tmp_path / "b"), **{**common, "chunk_size": 2}))
+
+
+def test_train_cli_parser_maps_flags(demos, tmp_path):
+    parser = argparse.ArgumentParser(prog="worldvla-bench")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--data", str(demos), "--out", str(tmp_path / "x"),
+                              "--config", "tiny", "--chunk-size", "4",
+                              "--world-model-weight", "0.5", "--action-mask", "off",
+                              "--steps", "0", "--vq-steps", "2", "--batch-size", "2",
+                              "--vq-batch-size", "2", "--no-progress"])
+    from worldvla_bench.models.worldvla.training import config_from_args
+
+    config = config_from_args(args)
+    assert (config.chunk_size, config.world_model_weight, config.action_mask) == (4, 0.5, False)
+    assert args.func(args) == 0  # VQ-VAE only (--steps 0)
+    assert load_checkpoint(tmp_path / "x")[1]["vq_step"] == 2
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data", "d", "--out", "o", "--action-mask", "maybe"])
+
+
+# ------------------------------------------------------------------------------------- policy
+
+
+def test_policy_on_a_real_libero_observation(trained):
+    from policies.worldvla import WorldVLAPolicy
+    from worldvla_bench.envs.libero_env import LiberoEnv
+    from worldvla_bench.policy import EpisodeContext, validate_chunk
+
+    _, result = trained
+    policy = WorldVLAPolicy(str(result.checkpoint), max_new_tokens=40)
+    assert policy.cameras == ("agentview",) and policy.observation_profile == "worldvla"
+    assert policy.chunk_size == 3 and policy.action_mask is True
+    env = LiberoEnv("libero_spatial", 0, image_size=64, cameras=("agentview",), max_steps=8)
+    try:
+        obs, _ = env.reset(seed=0, options={"init_state": 0})
+        policy.reset(EpisodeContext("libero_spatial", 0, env.task.name, env.instruction, 0, 0, 8))
+        executed = []
+        for _ in range(2):  # one decoded chunk, handed over in two parts (K-1, then 1)
+            chunk = validate_chunk(policy.act(obs))
+            assert np.all(np.abs(chunk) <= 1.0)
+            for action in chunk:
+                obs, *_ = env.step(action)
+                executed.append(action)
+        assert len(executed) == policy.chunk_size
+        assert policy.stats["chunks"] == 1 and policy.stats["calls"] == 2
+    finally:
+        env.close()
+
+
+def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
+    import policies.worldvla as module
+    from policies.worldvla import WorldVLAPolicy
+
+    _, result = trained
+    seen: list[tuple[int, int]] = []
+    replies: list[np.ndarray] = [np.tile([0.1, 0, 0, 0, 0, 0, 0.996], (3, 1)), np.zeros((0, 7))]
+
+    def fake_decode(model, instruction, prev, cur, num_blocks, action_mask, max_new_tokens):
+        assert instruction == INSTRUCTION and prev.shape == cur.shape == (64, 64, 3)
+        seen.append((int(prev[0, 0, 0]), int(cur[0, 0, 0])))
+        return replies.pop(0), []
+
+    monkeypatch.setattr(module, "decode_action_chunk", fake_decode)
+    policy = WorldVLAPolicy(str(result.checkpoint))
+
+    def obs(value: int) -> dict:
+        return {"agentview_image": np.full((128, 128, 3), value, np.uint8),
+                "instruction": INSTRUCTION}
+
+    first = policy.act(obs(10))  # first call: the current frame is also the previous one
+    assert first.shape == (2, 7) and np.allclose(first[:, 6], 0.996)  # gripper as decoded
+    assert policy.act(obs(20)).shape == (1, 7)  # the held-back last action of the chunk
+    fallback = policy.act(obs(30))  # previous env step's frame (20), current (30); no blocks
+    assert seen == [(10, 10), (20, 30)]
+    assert policy.stats["fallbacks"] == 1 and policy.episode_fallbacks == 1
+    # safe chunk: zero motion, gripper kept (split like any chunk: K-1 now, 1 at the next call)
+    assert fallback.shape == (2, 7) and np.all(fallback[:, :6] == 0)
+    assert np.allclose(fallback[:, 6], 0.996)
+
+    calls = WorldVLAPolicy(str(result.checkpoint), previous_frame="policy_call")
+    replies[:] = [np.zeros((3, 7)), np.zeros((3, 7))]
+    seen.clear()
+    assert calls.act(obs(1)).shape == (3, 7) and calls.act(obs(2)).shape == (3, 7)
+    assert seen == [(1, 1), (1, 2)]
+    calls.reset(None)
+    assert calls.fallback_chunk()[0, 6] == -1.0  # a new episode starts with the gripper open
+
+
+def test_policy_decodes_well_formed_chunks_in_bounds(trained):
+    """The real decoding path: whatever the tiny model emits is a finite (K', 7) chunk within
+    the action tokenizer's bounds (decoded bin centres), or the fallback."""
+    from policies.worldvla import decode_action_chunk
+    from worldvla_bench.models.worldvla.action_tokenizer import ACTION_MAX, ACTION_MIN
+
+    _, result = trained
+    model, _ = load_checkpoint(result.checkpoint)
+    frame = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    for mask in (True, False):
+        chunk, tokens = decode_action_chunk(model, INSTRUCTION, frame, frame, 3, mask, 40)
+        assert chunk.ndim == 2 and chunk.shape[1] == 7 and len(chunk) <= 3 and len(tokens) <= 40
+        assert np.all(chunk >= ACTION_MIN - 1e-9) and np.all(chunk <= ACTION_MAX + 1e-9)
+
+
+# -------------------------------------------------------------------------------- world model
+
+
+def test_world_model_adapter_rolls_out_from_its_own_predictions(trained, monkeypatch):
+    from worldvla_bench.models.worldvla.world_model import WorldVLAWorldModel
+    from worldvla_bench.worldmodel.models import WorldModel
+
+    _, result = trained
+    wm = WorldVLAWorldModel(str(result.checkpoint))
+    assert isinstance(wm, WorldModel)
+    context = np.random.default_rng(0).integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
+    actions = np.zeros((3, 7))
+    inputs: list[np.ndarray] = []
+    real = wm.model.predict_next_images
+
+    def spy(images, acts):
+        inputs.append(images.copy())
+        return real(images, acts)
+
+    monkeypatch.setattr(wm.model, "predict_next_images", spy)
+    frames = wm.predict(context, actions, INSTRUCTION)
+    assert frames.shape == (3, 128, 128, 3) and frames.dtype == np.uint8
+    assert len(inputs) == 3 and all(x.shape == (1, 64, 64, 3) for x in inputs)
+    assert wm.predict(context, np.zeros((0, 7)), "").shape == (0, 128, 128, 3)
+    wm.close()
+
+
+# ------------------------------------------------------------------------------------ profiles
+
+
+def test_observation_profiles_gripper_transforms_with_known_values():
+    from worldvla_bench.observation_profiles import (
+        get_profile,
+        gripper_to_env,
+        invert_gripper,
+        normalize_gripper,
+        prepare_image,
+        profile_names,
+    )
+
+    assert {"libero", "worldvla", "openvla"} <= set(profile_names())
+    assert np.allclose(normalize_gripper([0.0, 0.25, 0.5, 1.0]), [-1.0, -0.5, 0.0, 1.0])
+    assert np.allclose(normalize_gripper([0.2, 0.7], binarize=True), [-1.0, 1.0])
+    assert np.allclose(invert_gripper([-1.0, 0.3]), [1.0, -0.3])
+    actions = np.array([[0.1, 0.2, 0.3, 0.0, 0.0, 0.0, g] for g in (0.0, 0.2, 0.7, 1.0)])
+    openvla = gripper_to_env(actions, "openvla")  # [0,1] -> [-1,1] -> sign -> inverted
+    assert np.allclose(openvla[:, 6], [1.0, 1.0, -1.0, -1.0])  # 0 = close in OpenVLA data
+    assert np.allclose(openvla[:, :6], actions[:, :6]) and actions[0, 6] == 0.0  # copy
+    decoded = actions.copy()
+    decoded[:, 6] = [-0.996, 0.996, 0.5, -0.2]
+    assert np.allclose(gripper_to_env(decoded, "worldvla"), decoded)  # as decoded
+    worldvla = get_profile("worldvla")
+    assert worldvla.cameras == ("agentview",) and worldvla.history == 2
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[:, 128:] = 200
+    assert prepare_image(image, "worldvla", size=64).shape == (64, 64, 3)
+    assert prepare_image(image, "openvla").shape == (224, 224, 3)
+    assert prepare_image(image, "libero").shape == (256, 256, 3)
+    with pytest.raises(ValueError, match="unknown observation profile"):
+        get_profile("nope")
+
+
+# ------------------------------------------------------------------------------------ ablation
+
+
+def _fake_run(run_dir: Path, outcomes: list[bool], suite: str = "libero_spatial") -> Path:
+    from worldvla_bench.records import EpisodeRecord, append_episode
+
+    run_dir.mkdir(parents=True)
+    for trial, success in enumerate(outcomes):
+        append_episode(run_dir, EpisodeRecord(
+            suite=suite, task_id=0, task_name="t0", instruction="x", trial=trial,
+            init_state=trial, seed=trial, policy="worldvla", success=success, steps=10,
+            max_steps=220, wall_time_s=1.0, policy_time_s=0.5, env_time_s=0.5,
+            reset_time_s=0.1, policy_calls=2, actions_at_bound_frac=0.0))
+    return run_dir
+
+
+def test_ablation_table_from_fake_runs(tmp_path):
+    from worldvla_bench.ablation import (
+        CELLS,
+        GRID,
+        CellRun,
+        ablation_table,
+        add_ablation_parser,
+        select_cells,
+        write_ablation,
+    )
+    from worldvla_bench.report import wilson_interval
+
+    assert [c.name for c in GRID] == ["action", "action+world", "action_chunk",
+                                      "action_chunk+mask", "action+world_chunk+mask"]
+    runs = [
+        CellRun(CELLS["action"], _fake_run(tmp_path / "a", [True, False, False, False]), 1),
+        CellRun(CELLS["action_chunk+mask"], _fake_run(tmp_path / "b", [True] * 9 + [False]), 5),
+        CellRun(CELLS["action+world"], tmp_path / "missing", 1),
+    ]
+    table = ablation_table(runs)
+    assert list(table["trials"]) == [4, 10, 0]
+    assert list(table["successes"]) == [1, 9, 0]
+    assert table["success_rate"].iloc[0] == 25.0 and table["success_rate"].iloc[1] == 90.0
+    low, high = wilson_interval(9, 10)
+    assert table["ci_low"].iloc[1] == pytest.approx(100 * low)
+    assert table["ci_high"].iloc[1] == pytest.approx(100 * high)
+    written = write_ablation(table, tmp_path / "out")
+    md = written["md"].read_text()
+    assert "| action_chunk+mask" in md and "K=5" in md and "90.0" in md and "libero_spatial" in md
+    assert "[59.6, 98.2]" in md  # Wilson 95% for 9/10
+    with written["csv"].open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [r["cell"] for r in rows] == ["action", "action_chunk+mask", "action+world"]
+    assert [c.name for c in select_cells("action,action_chunk")] == ["action", "action_chunk"]
+    with pytest.raises(ValueError, match="unknown ablation cell"):
+        select_cells("bogus")
+
+    parser = argparse.ArgumentParser()
+    add_ablation_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ablation", "--data", "d.hdf5", "--suite", "libero_spatial",
+                              "--tasks", "0", "--trials", "2", "--steps", "10",
+                              "--checkpoint", "action=x.pt", "--max-steps", "20"])
+    assert (args.suite, args.trials, args.steps, args.max_steps) == ("libero_spatial", 2, 10, 20)
+    assert args.checkpoint == ["action=x.pt"] and args.func.__name__ == "cmd_ablation"
