@@ -23,6 +23,7 @@ class ExpertPolicy(Policy):
     """Scripted expert for LIBERO; needs the privileged state, returns (1, 7) chunks."""
 
     requires_privileged_state = True
+    cameras = ()  # reads no image: nothing is rendered for it
 
     def __init__(self, verbose: bool = False) -> None:
         self.verbose = bool(verbose)
