@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := libegl1 libgl1-mesa-dri libosmesa6
 export MUJOCO_GL ?= egl
 
 SUITE ?= libero_spatial
-POLICY ?= random
+POLICY ?= expert
 TASKS ?=
 TRIALS ?=
 WORKERS ?=
