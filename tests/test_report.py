@@ -112,7 +112,7 @@ def test_cli_report_and_compare_on_a_real_run(recorded_run: Path, capsys):
     [
         (["eval", "--suite", "nope"], "unknown suite 'nope'; valid: libero_90"),
         (["eval", "--suite", "libero_goal", "--tasks", "10"], "valid: 0..9"),
-        (["eval", "--suite", "libero_goal", "--policy", "nope"], "valid: noop, random"),
+        (["eval", "--suite", "libero_goal", "--policy", "nope"], "valid: expert, noop, random"),
         (["eval", "--suite", "libero_goal", "--trials", "51"], "trials must be in 1..50"),
         (["eval", "--suite", "libero_goal", "--policy-arg", "x=1"], "bad arguments for policy"),
         (["report", "/nonexistent/run"], "not a run directory"),

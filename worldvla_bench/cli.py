@@ -157,6 +157,8 @@ LAZY_COMMANDS = {
               "train a WorldVLA model on demonstration HDF5 files"),
     "ablation": ("worldvla_bench.ablation", "add_ablation_parser",
                  "train and evaluate the WorldVLA ablation grid, one table"),
+    "serve-policy": ("worldvla_bench.serving.server", "add_serve_parser",
+                     "serve a policy over websocket + msgpack (openpi protocol)"),
 }
 
 

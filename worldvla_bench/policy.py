@@ -22,6 +22,7 @@ BUILTIN_POLICIES: dict[str, str] = {
     "expert": "policies.expert:ExpertPolicy",
     "noop": "policies.noop:NoopPolicy",
     "random": "policies.random:RandomPolicy",
+    "remote": "policies.remote:RemotePolicy",
     "replay": "policies.replay:ReplayPolicy",
     "worldvla": "policies.worldvla:WorldVLAPolicy",
 }

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import multiprocessing
 import os
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from tqdm.auto import tqdm
 
 from worldvla_bench.envs.libero_tasks import libero_task, n_tasks
 from worldvla_bench.envs.rendering import check_renderer
-from worldvla_bench.errors import BenchError, RenderingUnavailableError
+from worldvla_bench.errors import BenchError, UnknownChoiceError
 from worldvla_bench.manifest import write_or_check_manifest
 from worldvla_bench.policy import resolve_policy_class
 from worldvla_bench.records import (
@@ -32,7 +29,7 @@ from worldvla_bench.records import (
     rewrite_episodes,
 )
 from worldvla_bench.tasks import load_suite, parse_index_list
-from worldvla_bench.worker import EpisodeJob, WorkerConfig, init_worker, run_job
+from worldvla_bench.worker import EpisodeJob, WorkerConfig
 
 MAX_ATTEMPTS = 2  # a worker that dies mid-episode gets its episode retried once
 
@@ -68,6 +65,18 @@ class RunConfig:
     save_episodes: bool = True
     retry_errors: bool = False
     progress: bool = True
+    #: where workers run: 'local' (processes on this machine) or 'ray' (see executors.py)
+    backend: str = "local"
+    #: Ray cluster to join: None (start or reuse one in this process), 'auto', or 'HOST:PORT'
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        from worldvla_bench.executors import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise UnknownChoiceError("backend", self.backend, list(BACKENDS))
+        if self.ray_address is not None and self.backend != "ray":
+            raise BenchError("a Ray address needs the ray backend (--backend ray)")
 
 
 def plan_episodes(config: RunConfig) -> tuple[Any, list[EpisodeJob]]:
@@ -172,54 +181,30 @@ def run_evaluation(config: RunConfig) -> Path:
             )
 
     try:
-        _execute(pending, worker_config, workers, on_record)
+        _execute(pending, worker_config, workers, on_record, backend=config.backend,
+                 ray_address=config.ray_address, auto_workers=config.workers is None)
     finally:
         bar.close()
     return run_dir
 
 
-def _execute(jobs: list[EpisodeJob], config: WorkerConfig, workers: int, on_record) -> None:
-    """Run jobs on a process pool; a pool broken by a dying worker is rebuilt and jobs retried."""
-    attempts: dict[EpisodeJob, int] = {}
-    queue = list(jobs)
-    context = multiprocessing.get_context("spawn")
-    while queue:
-        pool = ProcessPoolExecutor(
-            max_workers=min(workers, len(queue)),
-            mp_context=context,
-            initializer=init_worker,
-            initargs=(config,),
-        )
-        running: dict[Future, EpisodeJob] = {}
-        broken = False
-        try:
-            while queue or running:
-                while queue and len(running) < 2 * workers:
-                    job = queue.pop(0)
-                    running[pool.submit(run_job, job)] = job
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = running.pop(future)
-                    try:
-                        on_record(future.result())
-                    except RenderingUnavailableError:
-                        raise  # the machine cannot render: stop, do not record every episode
-                    except BrokenProcessPool:
-                        broken = True
-                        _retry_or_fail(job, attempts, queue, config, on_record)
-                    except Exception as error:  # the episode raised outside the policy
-                        on_record(_error_record(job, config, f"{type(error).__name__}: {error}"))
-                if broken:
-                    for job in running.values():
-                        _retry_or_fail(job, attempts, queue, config, on_record)
-                    running.clear()
-                    break
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-            raise
-        pool.shutdown(wait=not broken, cancel_futures=True)
+def _execute(
+    jobs: list[EpisodeJob],
+    config: WorkerConfig,
+    workers: int,
+    on_record,
+    backend: str = "local",
+    ray_address: str | None = None,
+    auto_workers: bool = False,
+) -> None:
+    """Run jobs on the backend's executor (`worldvla_bench.executors`): local processes, whose
+    pool is rebuilt when a worker dies, or Ray actors, replaced when lost; lost jobs are retried.
+    `auto_workers`: the user gave no worker count (Ray then uses one per cluster CPU)."""
+    from worldvla_bench.executors import make_executor
+
+    executor = make_executor(backend, ray_address=ray_address)
+    count = None if (auto_workers and executor.name == "ray") else workers
+    executor.run(jobs, config, count, on_record)
 
 
 def _retry_or_fail(job, attempts, queue, config: WorkerConfig, on_record) -> None:

@@ -1,0 +1,285 @@
+"""Where episodes run: local worker processes (the default) or the actors of a Ray cluster.
+
+An executor takes the pending `EpisodeJob`s and the `WorkerConfig`, runs each job once in a worker
+that holds one policy instance and one env at a time, and hands every finished episode's record to
+`on_record` (which appends it to episodes.jsonl). Both backends run the same `worker.run_job`, so an
+episode's seed, actions and record are the same wherever it runs; the engine's resume (skip every
+episode that has a record) is untouched.
+
+Lost workers: a local worker process that dies breaks the pool; its in-flight episodes are retried
+once on a fresh pool. A Ray actor that dies (process killed, node lost) loses only the episode it
+was running: that one is retried once on a new actor. An episode is recorded only from a result
+that came back, so a lost one is never recorded twice; after two losses it is recorded as a
+`WorkerDied` error (re-run with `--retry-errors`).
+
+Ray workers need no shared filesystem: each actor writes an episode's files (episodes/*.npz,
+videos/*.mp4) into its own temporary directory and returns them with the record; the driver
+writes them into the run directory before it appends the record.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from worldvla_bench.errors import BenchError, RenderingUnavailableError, UnknownChoiceError
+from worldvla_bench.worker import EpisodeJob, WorkerConfig, init_worker, run_job
+
+BACKENDS = ("local", "ray")
+OnRecord = Callable[[dict[str, Any]], None]
+
+
+class Executor(abc.ABC):
+    """Runs episodes somewhere and reports each record once."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def run(
+        self, jobs: list[EpisodeJob], config: WorkerConfig, workers: int | None, on_record: OnRecord
+    ) -> None:
+        """Run every job; `workers` None means as many as the backend has cores."""
+
+
+def make_executor(backend: str = "local", ray_address: str | None = None) -> Executor:
+    """The executor for a backend name: 'local' (processes on this machine) or 'ray'."""
+    if backend == "local":
+        if ray_address is not None:
+            raise BenchError("a Ray address needs the ray backend (--backend ray)")
+        return LocalExecutor()
+    if backend == "ray":
+        return RayExecutor(address=ray_address)
+    raise UnknownChoiceError("backend", backend, list(BACKENDS))
+
+
+def _helpers():
+    # the engine's retry and error-record rules live in rollout.py (imported late: it imports us)
+    from worldvla_bench.rollout import MAX_ATTEMPTS, _error_record, _retry_or_fail, default_workers
+
+    return MAX_ATTEMPTS, _error_record, _retry_or_fail, default_workers
+
+
+class LocalExecutor(Executor):
+    """Spawned worker processes on this machine; a pool broken by a dying worker is rebuilt."""
+
+    name = "local"
+
+    def run(
+        self, jobs: list[EpisodeJob], config: WorkerConfig, workers: int | None, on_record: OnRecord
+    ) -> None:
+        _, _error_record, _retry_or_fail, default_workers = _helpers()
+        workers = max(1, int(workers or default_workers()))
+        attempts: dict[EpisodeJob, int] = {}
+        queue = list(jobs)
+        context = multiprocessing.get_context("spawn")
+        while queue:
+            pool = ProcessPoolExecutor(
+                max_workers=min(workers, len(queue)),
+                mp_context=context,
+                initializer=init_worker,
+                initargs=(config,),
+            )
+            running: dict[Future, EpisodeJob] = {}
+            broken = False
+            try:
+                while queue or running:
+                    while queue and len(running) < 2 * workers:
+                        job = queue.pop(0)
+                        running[pool.submit(run_job, job)] = job
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        job = running.pop(future)
+                        try:
+                            on_record(future.result())
+                        except RenderingUnavailableError:
+                            raise  # the machine cannot render: stop, do not record every episode
+                        except BrokenProcessPool:
+                            broken = True
+                            _retry_or_fail(job, attempts, queue, config, on_record)
+                        except Exception as error:  # the episode raised outside the policy
+                            message = f"{type(error).__name__}: {error}"
+                            on_record(_error_record(job, config, message))
+                    if broken:
+                        for job in running.values():
+                            _retry_or_fail(job, attempts, queue, config, on_record)
+                        running.clear()
+                        break
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
+                raise
+            pool.shutdown(wait=not broken, cancel_futures=True)
+
+
+class RolloutActor:
+    """A Ray actor: one worker (policy + env) that returns records with the episode's files."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.staging = Path(tempfile.mkdtemp(prefix="worldvla_bench_ray_"))
+        init_worker(replace(config, run_dir=str(self.staging)))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, job: EpisodeJob) -> tuple[dict[str, Any], dict[str, bytes]]:
+        record = run_job(job)
+        files: dict[str, bytes] = {}
+        for key in ("episode_file", "video"):
+            relative = record.get(key)
+            if relative:
+                path = self.staging / relative
+                files[relative] = path.read_bytes()
+                path.unlink()
+        return record, files
+
+    def close(self) -> None:
+        from worldvla_bench.worker import shutdown_worker
+
+        try:
+            shutdown_worker()
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
+    """Write an episode's files under the run directory (atomically, like the local workers)."""
+    root = run_dir.resolve()
+    for relative, data in files.items():
+        path = (root / relative).resolve()
+        if root not in path.parents:
+            raise BenchError(f"a worker returned a file outside the run directory: {relative}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BenchError("the ray backend needs Ray: pip install 'ray>=2.9'") from None
+    return ray
+
+
+class RayExecutor(Executor):
+    """One Ray actor per worker (1 CPU each), spread over the cluster by Ray.
+
+    `address`: None joins a Ray instance this process already started (`ray.init(...)`), or else
+    starts a private one on this machine bound to 127.0.0.1; 'auto' joins the cluster this machine
+    is part of (`ray start`); 'HOST:PORT' (the head's GCS port, 6379 by default) or 'ray://HOST:10001'
+    joins a remote head. With `workers` None, one actor per CPU of the cluster.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, actor_options: dict[str, Any] | None = None):
+        self.address = address
+        self.actor_options = {"num_cpus": 1, **(actor_options or {})}
+
+    def run(
+        self, jobs: list[EpisodeJob], config: WorkerConfig, workers: int | None, on_record: OnRecord
+    ) -> None:
+        if not jobs:
+            return
+        ray = _import_ray()
+        started = self._connect(ray, workers)
+        try:
+            if workers is None:
+                workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            self._run(ray, jobs, config, max(1, int(workers)), on_record)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _connect(self, ray: Any, workers: int | None) -> bool:
+        """Join or start Ray; True when this call started it (and must shut it down)."""
+        if ray.is_initialized():
+            return False
+        if self.address is None:
+            _, _, _, default_workers = _helpers()
+            ray.init(num_cpus=int(workers or default_workers()), include_dashboard=False,
+                     _node_ip_address="127.0.0.1")
+        else:
+            ray.init(address=self.address)
+        return True
+
+    def _run(self, ray: Any, jobs: list[EpisodeJob], config: WorkerConfig, workers: int,
+             on_record: OnRecord) -> None:
+        from ray.exceptions import RayError, RayTaskError
+
+        max_attempts, _error_record, _, _ = _helpers()
+        actor_class = ray.remote(max_restarts=0, max_task_retries=0, **self.actor_options)(
+            RolloutActor
+        )
+        run_dir = Path(config.run_dir)
+        queue = deque(jobs)
+        attempts: dict[EpisodeJob, int] = {}
+        idle: deque = deque(actor_class.remote(config) for _ in range(min(workers, len(queue))))
+        alive = set(idle)
+        running: dict[Any, tuple[Any, EpisodeJob]] = {}
+        losses_in_a_row = 0
+        try:
+            while queue or running:
+                while queue and idle:
+                    actor, job = idle.popleft(), queue.popleft()
+                    running[actor.run.remote(job)] = (actor, job)
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for ref in ready:
+                    actor, job = running.pop(ref)
+                    try:
+                        record, files = ray.get(ref)
+                    except RayTaskError as error:  # the episode raised outside the policy
+                        cause = error.cause if error.cause is not None else error
+                        if isinstance(cause, RenderingUnavailableError):
+                            raise cause from None
+                        message = str(cause).strip().splitlines()
+                        text = f"{type(cause).__name__}: {message[0] if message else ''}"
+                        on_record(_error_record(job, config, text))
+                        idle.append(actor)
+                        continue
+                    except RayError as error:  # the actor (its process, or its node) was lost
+                        losses_in_a_row += 1
+                        alive.discard(actor)
+                        with contextlib.suppress(Exception):
+                            ray.kill(actor, no_restart=True)
+                        if losses_in_a_row > 2 * workers + 2:
+                            raise BenchError(
+                                f"Ray workers keep dying ({losses_in_a_row} in a row); last: "
+                                f"{type(error).__name__}: {str(error).strip()[:300]}"
+                            ) from None
+                        attempts[job] = attempts.get(job, 0) + 1
+                        if attempts[job] < max_attempts:
+                            queue.appendleft(job)
+                        else:
+                            on_record(_error_record(
+                                job, config, "WorkerDied: the Ray worker running it was lost twice"
+                            ))
+                        if queue and len(alive) < workers:
+                            replacement = actor_class.remote(config)
+                            alive.add(replacement)
+                            idle.append(replacement)
+                        continue
+                    losses_in_a_row = 0
+                    _write_files(run_dir, files)
+                    on_record(record)
+                    idle.append(actor)
+            closing = [actor.close.remote() for actor in alive]
+            with contextlib.suppress(Exception):
+                ray.wait(closing, num_returns=len(closing), timeout=30)
+        finally:
+            for actor in alive:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
