@@ -83,7 +83,7 @@ def fast_render_difference(size: int, steps: int = 10) -> dict:
 
 
 def engine(trials: int, steps: int, size: int, workers: int, chunk: int,
-           fast_render: bool = False) -> dict:
+           fast_render: bool = False, fast_reset: bool = False) -> dict:
     from worldvla_bench.records import read_episodes
     from worldvla_bench.rollout import RunConfig, run_evaluation
 
@@ -93,7 +93,7 @@ def engine(trials: int, steps: int, size: int, workers: int, chunk: int,
             suite="libero_spatial", policy="random",
             policy_kwargs={"chunk_size": chunk, "observe": True}, tasks="0", trials=trials,
             run_dir=Path(tmp) / "bench", workers=workers, image_size=size, max_steps=steps,
-            fast_render=fast_render, progress=False))
+            fast_render=fast_render, fast_reset=fast_reset, progress=False))
         elapsed = time.perf_counter() - start
         total = sum(r["steps"] for r in read_episodes(run_dir))
     return {"steps": total, "seconds": elapsed, "steps_per_s": total / elapsed}
@@ -121,6 +121,8 @@ def main() -> int:
                 chunk)
         measure(f"engine {cores} workers, K={chunk}", engine, args.trials * cores, args.steps,
                 args.size, cores, chunk)
+    measure(f"engine {cores} workers, K=10, fast reset", engine, args.trials * cores, args.steps,
+            args.size, cores, 10, False, True)
     measure(f"engine {cores} workers, K=10, fast render", engine, args.trials * cores, args.steps,
             args.size, cores, 10, True)
     naive = rows["naive loop (render every step)"]["steps_per_s"]

@@ -62,6 +62,7 @@ class RunConfig:
     video_every: int = 1
     save_frames: bool = False
     fast_render: bool = False
+    fast_reset: bool = False
     save_episodes: bool = True
     retry_errors: bool = False
     progress: bool = True
@@ -129,6 +130,7 @@ def run_evaluation(config: RunConfig) -> Path:
         "video": config.video,
         "save_frames": config.save_frames,
         "fast_render": config.fast_render,
+        "fast_reset": config.fast_reset,
     }
     selection = {"tasks": sorted({j.task_id for j in jobs}), "trials": config.trials}
     write_or_check_manifest(run_dir, protocol, suite.to_dict(), selection)
@@ -154,6 +156,7 @@ def run_evaluation(config: RunConfig) -> Path:
         video_every=max(1, int(config.video_every)),
         save_frames=config.save_frames,
         fast_render=config.fast_render,
+        fast_reset=config.fast_reset,
         threads_per_worker=max(1, default_workers() // workers),
     )
     bar = tqdm(

@@ -38,6 +38,7 @@ class WorkerConfig:
     video_every: int = 1
     save_frames: bool = False
     fast_render: bool = False
+    fast_reset: bool = False
     threads_per_worker: int = 1
 
 
@@ -107,6 +108,7 @@ def _env(config: WorkerConfig, task_id: int) -> LiberoEnv:
     env = LiberoEnv(
         config.suite, task_id, image_size=config.image_size, max_steps=config.max_steps,
         fast_render=config.fast_render,
+        fast_reset=config.fast_reset,
     )
     _STATE["env"] = env
     return env
