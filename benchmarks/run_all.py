@@ -149,7 +149,26 @@ def main() -> int:
         {"args": vars(args), "cores": cores, "rows": rows, "fast_render": difference},
         indent=2))
     bench_metrics(out)
+    bench_remote(out)
     return 0
+
+
+def bench_remote(out: Path) -> None:
+    """Remote-policy overhead per call on loopback (policy server + `remote` policy)."""
+    from benchmarks.bench_remote import bench_remote_policy
+
+    print("measuring remote policy overhead ...", file=sys.stderr, flush=True)
+    result = bench_remote_policy()
+    lines = ["| remote policy, loopback | payload | direct ms | remote ms (median) | overhead ms |",
+             "|---|---|---|---|---|"]
+    for label in ("blind", "images"):
+        row = result[label]
+        lines.append(f"| {label} | {row['payload_bytes'] / 1e3:.0f} kB | {row['direct_ms_mean']} | "
+                     f"{row['remote_ms_median']} | {row['overhead_ms_median']} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (out / "remote.md").write_text(text)
+    (out / "remote.json").write_text(json.dumps(result, indent=2))
 
 
 def bench_metrics(out: Path) -> None:

@@ -91,6 +91,8 @@ PAPER_WORLD_MODEL = (
 
 
 def cmd_wm_eval(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from worldvla_bench.policy import parse_policy_args
     from worldvla_bench.records import slugify
     from worldvla_bench.tasks import parse_index_list
@@ -124,6 +126,9 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
             f"`{args.protocol}`\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n\n"
             f"fvd_n = clips per set; fvd_gt_split = FVD between two halves of the ground truth "
             f"(the small-sample floor).\n{PAPER_WORLD_MODEL}.\n")
+    if (summary.get("fvd_n", pd.Series(dtype=float)).fillna(0) < 256).any():
+        text += ("warning: FVD from fewer than 256 clips per set is biased and unstable: "
+                 "compare models only at equal N, against the ground-truth split.\n")
     (out / "summary.md").write_text(text, encoding="utf-8")
     print(text)
     if args.save_video:
