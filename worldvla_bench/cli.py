@@ -54,6 +54,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from worldvla_bench.demos import run_to_hdf5
+    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.rollout import RunConfig, run_evaluation
+
+    out = Path(args.out)
+    run_dir = out / f"_run_{args.suite}_{args.policy.replace(':', '_').replace('.', '_')}"
+    run_evaluation(RunConfig(
+        suite=args.suite, policy=args.policy, policy_kwargs=parse_policy_args(args.policy_arg),
+        tasks=args.tasks, trials=args.trials, run_dir=run_dir, workers=args.workers,
+        seed=args.seed, image_size=args.image_size, max_steps=args.max_steps, save_frames=True,
+        progress=not args.no_progress))
+    paths = run_to_hdf5(run_dir, out, successful_only=not args.all_episodes)
+    from worldvla_bench.report import write_report
+
+    table = write_report(run_dir)["table"]
+    total = table[table["task_id"] == "all"]
+    print(total[["suite", "trials", "successes", "success_rate"]].to_string(index=False))
+    for path in paths:
+        print(f"written: {path}")
+    if not paths:
+        print("no episode qualified (use --all-episodes to keep failures too)")
+    return 0
+
+
 def _print_report(run_dir: Path) -> int:
     from worldvla_bench.report import write_report
 
@@ -213,6 +238,21 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--address", default=None,
                     help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray instance)")
     ev.set_defaults(func=cmd_eval)
+
+    rc = sub.add_parser("record", help="record demonstrations as LIBERO/robomimic HDF5 files")
+    rc.add_argument("--suite", required=True)
+    rc.add_argument("--policy", default="expert")
+    rc.add_argument("--policy-arg", action="append", metavar="KEY=VALUE")
+    rc.add_argument("--tasks", default=None)
+    rc.add_argument("--trials", type=int, default=None)
+    rc.add_argument("--out", default="results/demos", help="output directory")
+    rc.add_argument("--workers", type=int, default=None)
+    rc.add_argument("--seed", type=int, default=7)
+    rc.add_argument("--image-size", type=int, default=None)
+    rc.add_argument("--max-steps", type=int, default=None)
+    rc.add_argument("--all-episodes", action="store_true", help="keep failed episodes too")
+    rc.add_argument("--no-progress", action="store_true")
+    rc.set_defaults(func=cmd_record)
 
     rp = sub.add_parser("report", help="success rates of a run (writes report.md and report.csv)")
     rp.add_argument("run", help="run name under results/, or a path")

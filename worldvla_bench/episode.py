@@ -34,7 +34,8 @@ def run_episode(
     policy reads (the last step of each chunk) or the video keeps. `save_frames` renders every
     camera at every step and adds them to the .npz as `frames_<camera>` (T+1, H, W, 3) uint8,
     upright, with `states` (T+1, D): the simulator state after reset and after each step, and
-    `control_states` (T+1, 2): the gripper command robosuite keeps outside the simulator.
+    `control_states` (T+1, 2): the gripper command robosuite keeps outside the simulator, and
+    `proprio` (T+1, 8): the observation's `state`.
     """
     start = time.perf_counter()
     policy_time = env_time = 0.0
@@ -144,8 +145,10 @@ class _FrameRecorder:
         self.frames: dict[str, list[np.ndarray]] = {camera: [] for camera in env.cameras}
         self.states: list[np.ndarray] = []
         self.control_states: list[np.ndarray] = []
+        self.proprio: list[np.ndarray] = []
 
     def add(self, obs: dict) -> None:
+        self.proprio.append(np.asarray(obs["state"], dtype=np.float64))
         for camera, frames in self.frames.items():
             frames.append(obs[f"{camera}_image"])
         self.states.append(self.env.get_sim_state())
@@ -155,6 +158,7 @@ class _FrameRecorder:
         arrays = {f"frames_{camera}": np.stack(f) for camera, f in self.frames.items()}
         arrays["states"] = np.stack(self.states)
         arrays["control_states"] = np.stack(self.control_states)
+        arrays["proprio"] = np.stack(self.proprio)
         return arrays
 
 
