@@ -32,7 +32,7 @@ def test_user_policies_are_found_by_module_path():
 @pytest.mark.parametrize(
     "name,error,match",
     [
-        ("nope", UnknownChoiceError, "expert, noop, random, remote, replay, worldvla"),
+        ("nope", UnknownChoiceError, "expert, noop, random, remote, replay, worldvla, worldvla_hf"),
         ("no_such_module:X", BenchError, "cannot import"),
         ("policies_for_tests:Missing", BenchError, "has no class"),
         ("policies_for_tests:NotAPolicy", BenchError, "not a subclass"),

@@ -25,6 +25,7 @@ BUILTIN_POLICIES: dict[str, str] = {
     "remote": "policies.remote:RemotePolicy",
     "replay": "policies.replay:ReplayPolicy",
     "worldvla": "policies.worldvla:WorldVLAPolicy",
+    "worldvla_hf": "policies.worldvla_hf:WorldVLAHFPolicy",
 }
 
 

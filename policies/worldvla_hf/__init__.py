@@ -1,0 +1,179 @@
+"""`worldvla_hf`: a released WorldVLA checkpoint (`Alibaba-DAMO-Academy/WorldVLA`) as a policy.
+
+Loads a LOCAL `model_256/...` or `model_512/...` directory and the release's `chameleon/tokenizer`
+folder with `transformers`' Chameleon classes (extra `hf`; see
+`worldvla_bench.models.worldvla.chameleon_adapter` and docs/worldvla_checkpoints.md).
+
+WorldVLA's LIBERO eval (profile `worldvla`): prompt "What action should the robot take to
+{instruction}?" with the third-person camera's previous and current frames (upright, as our env
+renders them; resized to `resolution`), greedy decoding of action blocks until end of turn (cap
+300 new tokens) with the action attention mask, every decoded action executed open loop, the
+gripper as decoded. As in our `worldvla` policy, the previous frame is the previous env step's
+(a chunk is handed to the engine in two parts so that the frame one step before the last is
+rendered); at the first call the current frame is used twice. A generation without any
+well-formed block gives a safe chunk (one step of zero motion, gripper kept), counted in
+`stats['fallbacks']`.
+
+Loaded models are shared by the policy instances of one process with the same checkpoint and
+settings (`share_model=True`, the default): the policy server builds one instance per
+connection, and each would otherwise hold its own copy of the 7B weights.
+
+The libero_10 trap: those checkpoints were trained with the task's file name (scene-prefixed,
+"LIVING ROOM SCENE2 put both ...") as the instruction, WorldVLA's eval prompts with the plain
+language string. `instruction_source='filename'` prompts with the file name (from the episode's
+`task_name`), 'language' (default) with the env's instruction.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldvla_bench.models.worldvla.chameleon_adapter import (
+    INSTRUCTION_SOURCES,
+    MAX_NEW_TOKENS,
+    ChameleonWorldVLA,
+    check_attn_implementation,
+    instruction_from_task_name,
+    load_released,
+)
+from worldvla_bench.observation_profiles import get_profile, gripper_to_env, prepare_image
+from worldvla_bench.policy import EpisodeContext, Policy
+
+RESOLUTIONS = (256, 512)
+PREVIOUS_FRAME = ("env_step", "policy_call")
+OPEN_GRIPPER = -1.0
+_SHARED: dict[tuple[Any, ...], ChameleonWorldVLA] = {}
+
+
+class WorldVLAHFPolicy(Policy):
+    """A released WorldVLA checkpoint as a policy; see the module docstring.
+
+    `checkpoint_dir`: local `save_pretrained` directory (e.g. `.../model_256/libero_goal`);
+    `tokenizer_dir`: local `chameleon/tokenizer` (vqgan.yaml, vqgan.ckpt, text_tokenizer.json).
+    `resolution` 256 or 512 must match the checkpoint. `attn_implementation` 'sdpa' or 'eager'
+    (flash attention is refused: it would drop the action mask). `dtype` defaults to bfloat16 on
+    CUDA, float32 on CPU. `max_blocks` (None = all) truncates the decoded chunk.
+    `share_model` reuses the model another instance of this process loaded with the same settings.
+    """
+
+    cameras = ("agentview",)
+    observation_profile = "worldvla"
+
+    def __init__(
+        self,
+        checkpoint_dir: str,
+        tokenizer_dir: str,
+        resolution: int = 256,
+        instruction_source: str = "language",
+        attn_implementation: str = "sdpa",
+        device: str = "cpu",
+        dtype: str | None = None,
+        action_mask: bool = True,
+        previous_frame: str = "env_step",
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        max_blocks: int | None = None,
+        num_threads: int | None = None,
+        trust_pickle: bool = False,
+        share_model: bool = True,
+    ) -> None:
+        if int(resolution) not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+        if instruction_source not in INSTRUCTION_SOURCES:
+            raise ValueError(f"instruction_source must be one of {INSTRUCTION_SOURCES}, "
+                             f"got {instruction_source!r}")
+        if previous_frame not in PREVIOUS_FRAME:
+            raise ValueError(f"previous_frame must be one of {PREVIOUS_FRAME}, "
+                             f"got {previous_frame!r}")
+        if max_blocks is not None and int(max_blocks) < 1:
+            raise ValueError(f"max_blocks must be >= 1, got {max_blocks}")
+        check_attn_implementation(attn_implementation)
+        if num_threads is not None:
+            torch.set_num_threads(max(1, int(num_threads)))
+        key = (str(Path(checkpoint_dir).expanduser().resolve()),
+               str(Path(tokenizer_dir).expanduser().resolve()), attn_implementation, str(device),
+               str(dtype))
+        adapter = _SHARED.get(key) if share_model else None
+        if adapter is None:
+            adapter = load_released(checkpoint_dir, tokenizer_dir,
+                                    attn_implementation=attn_implementation, device=device,
+                                    dtype=dtype, trust_pickle=trust_pickle)
+            if share_model:
+                _SHARED[key] = adapter
+        self.adapter: ChameleonWorldVLA = adapter
+        self.profile = get_profile(self.observation_profile)
+        self.camera = self.cameras[0]
+        self.resolution = int(resolution)
+        self.instruction_source = instruction_source
+        self.action_mask = bool(action_mask)
+        self.previous_frame = previous_frame
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_blocks = None if max_blocks is None else int(max_blocks)
+        self.stats: dict[str, float] = {"calls": 0, "chunks": 0, "fallbacks": 0, "blocks": 0,
+                                        "decode_s": 0.0}
+        self.last_tokens: list[int] = []
+        self._warned_no_task = False
+        self.reset(None)
+
+    # -- episode state
+    def reset(self, context: EpisodeContext | None) -> None:
+        self._context = context
+        self._prev: np.ndarray | None = None
+        self._pending: np.ndarray | None = None
+        self._gripper = OPEN_GRIPPER
+        self.episode_fallbacks = 0
+
+    def prompt_instruction(self, observation: dict[str, Any] | None = None) -> str:
+        """The instruction text of the prompt (see `instruction_source`)."""
+        language = str((observation or {}).get("instruction")
+                       or (self._context.instruction if self._context else ""))
+        if self.instruction_source == "filename":
+            if self._context is not None and self._context.task_name:
+                return instruction_from_task_name(self._context.task_name)
+            if not self._warned_no_task:
+                warnings.warn("instruction_source='filename' without an episode task_name: "
+                              "using the language instruction", stacklevel=2)
+                self._warned_no_task = True
+        return language
+
+    def fallback_chunk(self) -> np.ndarray:
+        chunk = np.zeros((1, 7))
+        chunk[:, 6] = self._gripper
+        return chunk
+
+    def act(self, observation: dict[str, Any]) -> np.ndarray:
+        self.stats["calls"] += 1
+        frame = prepare_image(observation[f"{self.camera}_image"], self.profile, self.resolution)
+        if self._pending is not None:  # second part of a split chunk: this is the previous frame
+            self._prev = frame
+            chunk, self._pending = self._pending, None
+            return chunk
+        prev = self._prev if self._prev is not None else frame
+        t0 = time.perf_counter()
+        out = self.adapter.predict([self.prompt_instruction(observation)], prev[None],
+                                   frame[None], max_new_tokens=self.max_new_tokens,
+                                   action_mask=self.action_mask)
+        self.stats["decode_s"] += time.perf_counter() - t0
+        self.stats["chunks"] += 1
+        self.last_tokens = out.tokens[0]
+        chunk = out.actions[0][: self.max_blocks] if self.max_blocks else out.actions[0]
+        self._prev = frame
+        if not len(chunk) or not np.all(np.isfinite(chunk)):
+            self.stats["fallbacks"] += 1
+            self.episode_fallbacks += 1
+            return self.fallback_chunk()
+        self.stats["blocks"] += len(chunk)
+        chunk = gripper_to_env(chunk, self.profile)
+        self._gripper = float(chunk[-1, 6])
+        if self.previous_frame == "env_step" and len(chunk) >= 2:
+            self._pending = chunk[-1:]
+            return chunk[:-1]
+        return chunk
+
+    def close(self) -> None:
+        self.adapter = None  # type: ignore[assignment]
