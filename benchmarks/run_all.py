@@ -150,7 +150,24 @@ def main() -> int:
         indent=2))
     bench_metrics(out)
     bench_remote(out)
+    bench_worldvla(out)
     return 0
+
+
+def bench_worldvla(out: Path) -> None:
+    """WorldVLA inference cost per action chunk (tiny preset, CPU, 1 thread)."""
+    from benchmarks.bench_worldvla import bench_worldvla_chunk
+
+    print("measuring WorldVLA chunk inference ...", file=sys.stderr, flush=True)
+    rows = [bench_worldvla_chunk(chunk=k, batch=b) for k, b in ((5, 1), (10, 1), (5, 4))]
+    lines = ["| WorldVLA tiny, CPU 1 thread | K | batch | ms per chunk (median) |",
+             "|---|---|---|---|"]
+    lines += [f"| constrained greedy, KV cache | {r['chunk']} | {r['batch']} | "
+              f"{r['ms_per_chunk_median']} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (out / "worldvla.md").write_text(text)
+    (out / "worldvla.json").write_text(json.dumps(rows, indent=2))
 
 
 def bench_remote(out: Path) -> None:
