@@ -27,6 +27,9 @@ def run_episode(
 ) -> EpisodeRecord:
     """Run one episode and return its record; policy errors end the episode as an error record.
 
+    Times in the record exclude building the simulator (a worker's first episode does that; it
+    is recorded as `extra['env_build_s']`).
+
     Success is checked after every policy step (never during the wait steps), as in the
     published LIBERO evaluation scripts. `episode_path` receives the executed actions and the
     initial and final simulator states (.npz); `video_path` an mp4 of the first camera, one
@@ -52,7 +55,8 @@ def run_episode(
     env.set_render_cameras(policy_cameras | video_cameras | always)
     t0 = time.perf_counter()
     obs, _ = env.reset(seed=context.seed, options={"init_state": context.trial})
-    reset_time = time.perf_counter() - t0
+    build_time = env.last_build_time  # the first episode of a worker also builds the simulator
+    reset_time = time.perf_counter() - t0 - build_time
     initial_state = env.get_sim_state()
     if video_path is not None:
         frames.append(obs[camera_key])
@@ -132,7 +136,8 @@ def run_episode(
         )
         write_video(named, frames, max(1, round(video_fps / video_every)))
         record.video = str(Path("videos") / named.name)
-    record.wall_time_s = round(time.perf_counter() - start, 4)
+    record.extra["env_build_s"] = round(build_time, 4)
+    record.wall_time_s = round(time.perf_counter() - start - build_time, 4)
     record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import string
+import time
 from typing import Any
 
 import gymnasium as gym
@@ -97,6 +98,7 @@ class LiberoEnv(gym.Env):
         )
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         self._sim = None
+        self.last_build_time = 0.0  # seconds the last reset spent building the simulator
         self._steps = 0
         self._last_obs: dict[str, Any] | None = None
         self._render_cameras: frozenset[str] = frozenset(self.cameras)
@@ -241,8 +243,11 @@ class LiberoEnv(gym.Env):
                 index,
                 f"0..{len(states) - 1}",
             )
+        self.last_build_time = 0.0
         if self._sim is None:
+            started = time.perf_counter()
             self._sim = self._build_sim()
+            self.last_build_time = time.perf_counter() - started
         if seed is not None:
             self._sim.seed(int(seed))  # seeds robosuite's global numpy RNG: identical frames
         wanted = self._render_cameras
