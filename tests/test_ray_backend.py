@@ -20,8 +20,8 @@ from worldvla_bench.rollout import RunConfig, run_evaluation
 
 ray = pytest.importorskip("ray")
 
-VOLATILE = {"wall_time_s", "policy_time_s", "env_time_s", "reset_time_s", "worker_pid",
-            "finished_at"}
+VOLATILE = {"wall_time_s", "policy_time_s", "env_time_s", "reset_time_s", "env_build_s",
+            "worker_pid", "finished_at"}
 
 
 class DiesOncePolicy(RandomPolicy):

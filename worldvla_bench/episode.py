@@ -28,7 +28,7 @@ def run_episode(
     """Run one episode and return its record; policy errors end the episode as an error record.
 
     Times in the record exclude building the simulator (a worker's first episode does that; it
-    is recorded as `extra['env_build_s']`).
+    is recorded as `env_build_s`).
 
     Success is checked after every policy step (never during the wait steps), as in the
     published LIBERO evaluation scripts. `episode_path` receives the executed actions and the
@@ -136,7 +136,7 @@ def run_episode(
         )
         write_video(named, frames, max(1, round(video_fps / video_every)))
         record.video = str(Path("videos") / named.name)
-    record.extra["env_build_s"] = round(build_time, 4)
+    record.env_build_s = round(build_time, 4)
     record.wall_time_s = round(time.perf_counter() - start - build_time, 4)
     record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record

@@ -44,6 +44,7 @@ class EpisodeRecord:
     policy_calls: int
     actions_at_bound_frac: float
     error: str | None = None
+    env_build_s: float = 0.0
     video: str | None = None
     episode_file: str | None = None
     worker_pid: int | None = None
