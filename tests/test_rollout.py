@@ -115,9 +115,22 @@ def test_sigkill_of_the_main_process_then_rerun_gives_exactly_one_record_each(tm
     proc.wait()
     done_before = _count_lines(episodes)
     assert 1 <= done_before < 6, "the run must be killed half way"
-    psutil.wait_procs(children, timeout=10)
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], \
-        "workers must die with the main process"
+    # a worker still importing when its parent dies exits as soon as its initializer runs
+    psutil.wait_procs(children, timeout=60)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"workers must die with the main process: {[c.cmdline() for c in alive]}"
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     keys = [(r["task_id"], r["trial"]) for r in read_episodes(run_dir)]
     assert sorted(keys) == [(0, t) for t in range(6)]
+
+
+def test_a_worker_whose_parent_died_during_start_up_exits_at_once():
+    # the initializer is told its parent's pid; a different parent (a reaper) means it died
+    code = ("import os; from worldvla_bench.worker import _die_with_parent; "
+            "_die_with_parent(os.getppid() + 1); print('alive')")
+    orphan = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert orphan.returncode == 1 and "alive" not in orphan.stdout
+    code = "import os; from worldvla_bench.worker import _die_with_parent; " \
+           "_die_with_parent(os.getppid()); print('alive')"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert child.returncode == 0 and "alive" in child.stdout

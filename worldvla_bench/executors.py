@@ -88,7 +88,7 @@ class LocalExecutor(Executor):
                 max_workers=min(workers, len(queue)),
                 mp_context=context,
                 initializer=init_worker,
-                initargs=(config,),
+                initargs=(config, os.getpid()),
             )
             running: dict[Future, EpisodeJob] = {}
             broken = False

@@ -54,14 +54,22 @@ class EpisodeJob:
 _STATE: dict[str, Any] = {}
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies; also poll as a fallback."""
+def _die_with_parent(parent: int | None = None) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; also poll as a fallback.
+
+    `parent` is the pid the parent had when it started this process: a parent that died while
+    this one was still importing (before this runs) has already been replaced by a reaper, and
+    then this process exits at once instead of living on as an orphan.
+    """
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
+    elif os.getppid() != parent:
+        os._exit(1)
 
     def watch() -> None:
         while True:
@@ -72,9 +80,12 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def init_worker(config: WorkerConfig) -> None:
-    """Process initializer: renderer set-up, thread limits, the policy instance."""
-    _die_with_parent()
+def init_worker(config: WorkerConfig, parent_pid: int | None = None) -> None:
+    """Process initializer: renderer set-up, thread limits, the policy instance.
+
+    `parent_pid`: the pid of the process that started this worker (see `_die_with_parent`).
+    """
+    _die_with_parent(parent_pid)
     configure_gl()
     threads = str(max(1, config.threads_per_worker))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LP_NUM_THREADS"):
