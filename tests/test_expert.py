@@ -106,3 +106,15 @@ def test_expert_solves_the_easiest_task_within_its_step_limit():
     assert record.success, policy.results
     assert record.steps < env.max_steps
     assert record.policy_calls == record.steps  # closed loop: one action per call
+
+
+def test_is_hollow_matches_whole_category_words():
+    from policies.expert.skills import is_hollow
+
+    hollow = ["akita_black_bowl", "plate", "glazed_rim_porcelain_ramekin", "basket"]
+    hollow += ["porcelain_mug", "white_yellow_mug", "chefmate_8_frypan"]
+    for category in hollow:
+        assert is_hollow({"category": category}), category
+    for category in ["moka_pot", "yellow_moka_pot", "alphabet_soup", "cream_cheese", "wine_bottle"]:
+        assert not is_hollow({"category": category}), category  # "pot" inside "moka_pot"
+

@@ -26,7 +26,9 @@ FINGER_REACH = 0.08  # fully open finger gap (m)
 GRIP_RATE = 0.25  # change of the gripper's internal target per policy step (0.01 x 25 substeps)
 # gripper pointing down, fingers closing along world y: the canonical grasp frame (site axes)
 DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
-HOLLOW = ("bowl", "ramekin", "plate", "mug", "cup", "basket", "pot", "pan")
+# category words (a category's "_"-separated tokens) of open containers, picked by the rim;
+# no "pot": LIBERO's only pots are (yellow_)moka_pot, solid, picked across the body
+HOLLOW = ("bowl", "ramekin", "plate", "mug", "cup", "basket", "pan", "frypan", "drainer")
 
 
 class Context:
@@ -239,7 +241,8 @@ def yaw_for_closing_along(direction_xy: np.ndarray) -> float:
 
 
 def is_hollow(obj: dict[str, Any]) -> bool:
-    return any(word in obj["category"] for word in HOLLOW)
+    """Whether an object is an open container (rim grasp), by whole category words."""
+    return any(word in HOLLOW for word in obj["category"].lower().split("_"))
 
 
 def grasp_pose(ctx: Context, name: str) -> tuple[np.ndarray, float]:
