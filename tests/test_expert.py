@@ -118,3 +118,63 @@ def test_is_hollow_matches_whole_category_words():
     for category in ["moka_pot", "yellow_moka_pot", "alphabet_soup", "cream_cheese", "wine_bottle"]:
         assert not is_hollow({"category": category}), category  # "pot" inside "moka_pot"
 
+
+def _stove_state(qpos: float) -> dict:
+    joint = {
+        "type": "hinge",
+        "qpos": qpos,
+        "range": np.array([-0.005, 2.1]),
+        "axis": np.array([0.0, 0.0, 1.0]),
+        "anchor": np.array([-0.42, 0.21, 0.905]),
+        "handle_pos": np.array([-0.47, 0.21, 0.91]),
+    }
+    stove = {
+        "joints": {"flat_stove_1_button": joint},
+        "articulation": {
+            "default_turnon_ranges": [0.5, 2.1],
+            "default_turnoff_ranges": [-0.005, 0.0],
+        },
+        "aabb_max": np.array([-0.17, 0.3, 0.955]),
+    }
+    return {"fixtures": {"flat_stove_1": stove}, "objects": {}}
+
+
+def test_turn_knob_is_done_at_once_when_already_in_the_wanted_state():
+    from policies.expert import skills
+
+    ctx = skills.Context()
+    ctx.state = _stove_state(1.44)  # on (libero_long task 8 starts so)
+    gen = skills.turn_knob(ctx, "flat_stove_1_button", True)
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value is True
+    ctx.state = _stove_state(-0.003)  # off is qpos < 0 for LIBERO: at its lower stop
+    gen = skills.turn_knob(ctx, "flat_stove_1_button", False)
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value is True
+    assert skills._knob_goal(ctx, "flat_stove_1_button", True) > 0.5
+    assert skills._knob_goal(ctx, "flat_stove_1_button", False) < 0.0
+
+
+def test_expert_turns_the_stove_on():
+    # libero_goal task 7 "turn on the stove": pinch the knob's fin, yaw the hand (~110 steps)
+    from worldvla_bench.episode import run_episode
+
+    env = LiberoEnv("libero_goal", 7, image_size=64)
+    policy = ExpertPolicy()
+    context = EpisodeContext(
+        suite="libero_goal",
+        task_id=7,
+        task_name=env.task.name,
+        instruction=env.instruction,
+        trial=0,
+        seed=7,
+        max_steps=env.max_steps,
+    )
+    try:
+        record = run_episode(env, policy, context, "expert")
+    finally:
+        env.close()
+    assert record.error is None
+    assert record.success, policy.results

@@ -514,10 +514,68 @@ def close_door(ctx: Context, joint: str) -> SkillGen:
     yield  # pragma: no cover
 
 
-def turn_knob(ctx: Context, joint: str, on: bool) -> SkillGen:
-    ctx.log.append(f"turning {joint}: not implemented")
+KNOB_MARGIN = 0.3  # turn this far (rad) past LIBERO's on/off threshold
+
+
+def _knob_goal(ctx: Context, joint: str, on: bool) -> float:
+    """The knob angle to turn to: past the near end of the wanted range, inside the joint's."""
+    art = ctx.state["fixtures"][fixture_of_joint(ctx.state, joint)]["articulation"]
+    lo, hi = (float(v) for v in _joint(ctx, joint)["range"])
+    if on:
+        return min(min(art.get("default_turnon_ranges") or [0.5]) + KNOB_MARGIN, hi)
+    off = art.get("default_turnoff_ranges") or [0.0, 0.0]
+    return max(max(off) - KNOB_MARGIN, lo - 0.1)  # past the stop: pushes it onto its limit
+
+
+def _knob_top(ctx: Context, joint: str) -> float:
+    fixture = ctx.state["fixtures"][fixture_of_joint(ctx.state, joint)]
+    return float(fixture["aabb_max"][2])
+
+
+def turn_knob(ctx: Context, joint: str, on: bool, attempts: int = 2) -> SkillGen:
+    """Turn a stove knob on (True) or off (False): pinch its fin (a bar across the dial, along
+    the knob's x axis at angle 0) at the joint's axis, with the fingers closing across the fin,
+    then yaw the hand about the knob's (vertical) axis until the joint is in the wanted range."""
+    wanted = "turnon" if on else "turnoff"
+    if articulation_is(ctx.state, joint, wanted):
+        return True
+    for attempt in range(attempts):
+        j = _joint(ctx, joint)
+        anchor = np.asarray(j["anchor"], dtype=np.float64)
+        sign = float(np.sign(j["axis"][2])) or 1.0  # knob angle -> world yaw
+        q0 = float(j["qpos"])
+        # the fin runs along the knob's local x: close the fingers along its local y
+        fin_y = _rot_z(sign * q0) @ np.array([0.0, 1.0, 0.0])
+        ctx.yaw, ctx.orient = yaw_for_closing_along(fin_y[:2]), None
+        grip_z = _knob_top(ctx, joint) - 0.02  # fingertips below the fin top, above the dial
+        yield from set_gripper(ctx, OPEN, 4)
+        yield from travel(ctx, np.array([anchor[0], anchor[1], grip_z + 0.06]), tol=0.01)
+        yield from move(
+            ctx, np.array([anchor[0], anchor[1], grip_z]), tol=0.006, max_steps=40, max_speed=0.4
+        )
+        yield from set_gripper(ctx, CLOSE, 12)
+        start_yaw = ctx.yaw
+        goal = _knob_goal(ctx, joint, on)
+        hold_at = np.array([anchor[0], anchor[1], grip_z])
+        for _ in range(50):
+            if articulation_is(ctx.state, joint, wanted) and (
+                abs(float(_joint(ctx, joint)["qpos"]) - goal) < KNOB_MARGIN / 2 or not on
+            ):
+                break
+            q = float(_joint(ctx, joint)["qpos"])
+            # lead the knob by a bounded angle (the wrist turns at most 0.25 rad per step)
+            lead = float(np.clip(goal - q, -0.4, 0.4))
+            ctx.yaw = start_yaw + sign * (q - q0 + lead)
+            yield action_towards(ctx, hold_at, 0.5)
+        yield from set_gripper(ctx, OPEN, 6)
+        yield from move(
+            ctx, ctx.eef + np.array([0.0, 0.0, 0.08]), tol=0.02, max_steps=20, yaw_tol=3.2
+        )
+        ctx.yaw = 0.0
+        if articulation_is(ctx.state, joint, wanted):
+            return True
+        ctx.log.append(f"turn {joint} {'on' if on else 'off'} failed (attempt {attempt + 1})")
     return False
-    yield  # pragma: no cover
 
 
 def run_step(ctx: Context, step) -> Iterator[Action]:
