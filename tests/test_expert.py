@@ -178,3 +178,16 @@ def test_expert_turns_the_stove_on():
         env.close()
     assert record.error is None
     assert record.success, policy.results
+
+
+def test_wrist_safe_yaw_takes_the_other_half_turn_near_the_wrist_limit():
+    from policies.expert import skills
+
+    ctx = skills.Context()
+    ctx.base_xy = np.array([-0.66, 0.0])
+    # libero_spatial task 1 trial 3: bowl far left, rim grasp at yaw -pi/2 -> q7 ~ 2.97 (> 2.9)
+    assert np.isclose(skills.wrist_safe_yaw(ctx, -np.pi / 2, np.array([-0.19, 0.33])), np.pi / 2)
+    for yaw in (-1.0, 0.0, 1.2):  # comfortable: unchanged
+        assert skills.wrist_safe_yaw(ctx, yaw, np.array([0.0, 0.1])) == yaw
+    ctx.base_xy = None  # unknown base: unchanged
+    assert skills.wrist_safe_yaw(ctx, -np.pi / 2, np.array([-0.19, 0.33])) == -np.pi / 2

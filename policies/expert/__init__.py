@@ -44,6 +44,9 @@ class ExpertPolicy(Policy):
         if state is None:
             raise BenchError("the expert needs obs['privileged'] (requires_privileged_state)")
         self.ctx.state = state
+        if self.ctx.base_xy is None:  # the hand starts at its home pose, ahead of the base
+            home = np.asarray(state["robot"]["eef_pos"][:2], dtype=np.float64)
+            self.ctx.base_xy = home - np.array([skills.BASE_BEHIND_HOME, 0.0])
         if self.steps is None:
             try:
                 self.steps = plan(state)

@@ -24,6 +24,9 @@ ROT_GAIN = 2.0  # action per radian of error (1.0 = 0.5 rad/step at most)
 MAX_ROT = 0.5  # largest rotation action (0.25 rad/step)
 FINGER_REACH = 0.08  # fully open finger gap (m)
 GRIP_RATE = 0.25  # change of the gripper's internal target per policy step (0.01 x 25 substeps)
+BASE_BEHIND_HOME = 0.45  # the arm's base sits this far (m, along -x) behind the hand's start
+Q7_HOME = np.pi / 4  # Panda wrist joint 7 at the start (hand yaw 0, arm straight ahead)
+Q7_SAFE = 2.45  # keep the predicted |q7| under this (joint limit 2.897 rad)
 # gripper pointing down, fingers closing along world y: the canonical grasp frame (site axes)
 DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 # category words (a category's "_"-separated tokens) of open containers, picked by the rim;
@@ -40,6 +43,7 @@ class Context:
         self.grip_target = -1.0  # the gripper's integrated target (-1 open, +1 closed)
         self.yaw = 0.0  # desired yaw of the grasp frame about world z (rad)
         self.orient: np.ndarray | None = None  # explicit grasp-frame rotation (overrides yaw)
+        self.base_xy: np.ndarray | None = None  # estimated arm base (set on the first state)
         self.log: list[str] = []
 
     @property
@@ -240,6 +244,21 @@ def yaw_for_closing_along(direction_xy: np.ndarray) -> float:
     return float((angle + np.pi / 2) % np.pi - np.pi / 2)
 
 
+def wrist_safe_yaw(ctx: Context, yaw: float, at_xy: np.ndarray) -> float:
+    """`yaw`, or the equivalent parallel-grasp yaw half a turn away when the wrist would
+    otherwise end near its limit at `at_xy` (q7 ~ Q7_HOME + bearing of `at_xy` from the base
+    - yaw: the base joint turns the whole arm towards the target)."""
+    if ctx.base_xy is None:
+        return yaw
+    d = np.asarray(at_xy[:2], dtype=np.float64) - ctx.base_xy
+    bearing = float(np.arctan2(d[1], d[0]))
+    q7 = Q7_HOME + bearing - yaw
+    if abs(q7) <= Q7_SAFE:
+        return yaw
+    other = yaw + np.pi if yaw < 0 else yaw - np.pi
+    return float(other) if abs(Q7_HOME + bearing - other) < abs(q7) else yaw
+
+
 def is_hollow(obj: dict[str, Any]) -> bool:
     """Whether an object is an open container (rim grasp), by whole category words."""
     return any(word in HOLLOW for word in obj["category"].lower().split("_"))
@@ -331,7 +350,7 @@ def travel(
 def pick(ctx: Context, name: str) -> SkillGen:
     """Approach from above, descend, close, lift. True if the object rose with the hand."""
     target, yaw = grasp_pose(ctx, name)
-    ctx.yaw, ctx.orient = yaw, None
+    ctx.yaw, ctx.orient = wrist_safe_yaw(ctx, yaw, target), None
     approach = target + np.array([0.0, 0.0, 0.08])
     ctx.grip = OPEN
     yield from travel(ctx, approach, exclude=(name,), tol=0.01)
