@@ -191,3 +191,13 @@ def test_wrist_safe_yaw_takes_the_other_half_turn_near_the_wrist_limit():
         assert skills.wrist_safe_yaw(ctx, yaw, np.array([0.0, 0.1])) == yaw
     ctx.base_xy = None  # unknown base: unchanged
     assert skills.wrist_safe_yaw(ctx, -np.pi / 2, np.array([-0.19, 0.33])) == -np.pi / 2
+
+
+def test_drawer_push_frame_tips_the_fingers_towards_the_push():
+    from policies.expert import skills
+
+    frame = skills.pushing(np.array([0.0, 1.0]))
+    assert np.allclose(frame @ frame.T, np.eye(3))
+    pointing = frame[:, 2]  # the grasp frame's z: from the wrist to the fingertips
+    tilt = skills.PUSH_TILT
+    assert np.allclose(pointing, [0.0, np.sin(tilt), -np.cos(tilt)])

@@ -508,23 +508,53 @@ def close_articulated(ctx: Context, joint: str) -> SkillGen:
     """Push a drawer / door closed."""
     if articulation_is(ctx.state, joint, "close"):
         return True
-    j = _joint(ctx, joint)
-    out = _opening_dir(ctx, joint)
-    if j["type"] == "slide":
+    if _joint(ctx, joint)["type"] == "slide":
+        ok = yield from close_drawer(ctx, joint)
+        return ok
+    ok = yield from close_door(ctx, joint)
+    return ok
+
+
+PUSH_TILT = 0.8  # rad the hand tips towards the push when closing a drawer
+
+
+def pushing(direction: np.ndarray, tilt: float = PUSH_TILT) -> np.ndarray:
+    """Grasp frame tipped from top-down by `tilt` towards the horizontal `direction`: the
+    fingertips lead and the wrist trails back and up, out of the way of the cabinet above."""
+    d = np.array([direction[0], direction[1], 0.0])
+    d /= np.linalg.norm(d)
+    axis = np.cross(np.array([0.0, 0.0, -1.0]), d)
+    return _axis_angle_mat(axis, tilt) @ _rot_z(yaw_for_closing_along(d[:2])) @ DOWN
+
+
+def close_drawer(ctx: Context, joint: str, attempts: int = 2) -> SkillGen:
+    """Push a drawer shut at its handle with closed fingers, the hand tipped towards the
+    cabinet (`pushing`): a top-down hand's forearm hits the cabinet above a low drawer."""
+    for attempt in range(attempts):
+        j = _joint(ctx, joint)
+        out = _opening_dir(ctx, joint)
         handle = j["handle_pos"].copy()
-        ctx.yaw = yaw_for_closing_along(np.array([-out[1], out[0]]))
-        start = handle + out * 0.05 + np.array([0, 0, 0.0])
+        ctx.orient = pushing(-out)
         yield from set_gripper(ctx, CLOSE, 6)
-        yield from move(ctx, start + np.array([0, 0, 0.10]), tol=0.01, max_steps=80)
-        yield from move(ctx, start, tol=0.01, max_steps=40, max_speed=0.5)
+        # tip the hand above and in front of the handle, then go down and push
+        yield from travel(ctx, handle + out * 0.08 + np.array([0.0, 0.0, 0.06]), tol=0.015)
+        yield from move(ctx, handle + out * 0.03, tol=0.01, max_steps=40, max_speed=0.5)
         for _ in range(60):
             if articulation_is(ctx.state, joint, "close"):
                 break
-            yield action_towards(ctx, ctx.eef - out * 0.04, 0.6)
-        yield from move(ctx, ctx.eef + out * 0.04 + np.array([0, 0, 0.06]), tol=0.02, max_steps=20)
-        return articulation_is(ctx.state, joint, "close")
-    ok = yield from close_door(ctx, joint)
-    return ok
+            yield action_towards(ctx, ctx.eef - out * 0.06, 1.0)
+        yield from move(
+            ctx,
+            ctx.eef + out * 0.06 + np.array([0.0, 0.0, 0.04]),
+            tol=0.02,
+            max_steps=20,
+            yaw_tol=3.2,
+        )
+        ctx.orient, ctx.yaw = None, 0.0
+        if articulation_is(ctx.state, joint, "close"):
+            return True
+        ctx.log.append(f"close {joint} failed (attempt {attempt + 1})")
+    return False
 
 
 def close_door(ctx: Context, joint: str) -> SkillGen:
