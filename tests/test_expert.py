@@ -184,11 +184,16 @@ def test_wrist_safe_yaw_takes_the_other_half_turn_near_the_wrist_limit():
     from policies.expert import skills
 
     ctx = skills.Context()
+    ctx.state = {"robot": {"eef_xmat": skills.DOWN.copy()}}  # top-down hand at yaw 0
     ctx.base_xy = np.array([-0.66, 0.0])
     # libero_spatial task 1 trial 3: bowl far left, rim grasp at yaw -pi/2 -> q7 ~ 2.97 (> 2.9)
     assert np.isclose(skills.wrist_safe_yaw(ctx, -np.pi / 2, np.array([-0.19, 0.33])), np.pi / 2)
     for yaw in (-1.0, 0.0, 1.2):  # comfortable: unchanged
         assert skills.wrist_safe_yaw(ctx, yaw, np.array([0.0, 0.1])) == yaw
+    # both comfortable: the one closest to the hand's yaw (no half turn between two grasps)
+    ctx.state["robot"]["eef_xmat"] = skills._rot_z(-1.5) @ skills.DOWN
+    assert np.isclose(skills.hand_yaw(ctx), -1.5)
+    assert np.isclose(skills.wrist_safe_yaw(ctx, 1.55, np.array([0.0, -0.1])), 1.55 - np.pi)
     ctx.base_xy = None  # unknown base: unchanged
     assert skills.wrist_safe_yaw(ctx, -np.pi / 2, np.array([-0.19, 0.33])) == -np.pi / 2
 
@@ -201,3 +206,29 @@ def test_drawer_push_frame_tips_the_fingers_towards_the_push():
     pointing = frame[:, 2]  # the grasp frame's z: from the wrist to the fingertips
     tilt = skills.PUSH_TILT
     assert np.allclose(pointing, [0.0, np.sin(tilt), -np.cos(tilt)])
+
+
+def test_two_objects_on_one_region_get_side_by_side_slots():
+    from policies.expert import skills
+
+    def pot(x: float) -> dict:
+        return {
+            "aabb_min": np.array([x - 0.04, -0.07, 0.9]),
+            "aabb_max": np.array([x + 0.04, 0.07, 1.05]),
+        }
+
+    site = {"pos": np.array([-0.05, -0.2, 0.905]), "size": np.array([0.075, 0.075, 0.0025])}
+    site["xmat"] = np.eye(3)
+    ctx = skills.Context()
+    ctx.state = {
+        "goal": [["on", "pot_1", "cook_region"], ["on", "pot_2", "cook_region"]],
+        "objects": {"pot_1": pot(0.0), "pot_2": pot(0.2)},
+        "fixtures": {},
+        "sites": {"cook_region": site},
+    }
+    xy1, _ = skills.place_target(ctx, "pot_1", "cook_region", "on")
+    xy2, _ = skills.place_target(ctx, "pot_2", "cook_region", "on")
+    assert np.isclose(xy1[1], -0.2) and np.isclose(xy2[1], -0.2)  # spread along x (narrower)
+    assert xy2[0] - xy1[0] > 0.08 and abs(xy1[0] + 0.05) < 0.075 and abs(xy2[0] + 0.05) < 0.075
+    ctx.state["goal"] = ctx.state["goal"][:1]  # alone: the centre
+    assert np.allclose(skills.place_target(ctx, "pot_1", "cook_region", "on")[0], [-0.05, -0.2])

@@ -244,19 +244,29 @@ def yaw_for_closing_along(direction_xy: np.ndarray) -> float:
     return float((angle + np.pi / 2) % np.pi - np.pi / 2)
 
 
+def hand_yaw(ctx: Context) -> float:
+    """The current yaw of a (roughly top-down) hand, in `ctx.yaw`'s convention."""
+    rot = ctx.state["robot"]["eef_xmat"]
+    return float(np.arctan2(-rot[0, 0], rot[1, 0]))
+
+
 def wrist_safe_yaw(ctx: Context, yaw: float, at_xy: np.ndarray) -> float:
-    """`yaw`, or the equivalent parallel-grasp yaw half a turn away when the wrist would
-    otherwise end near its limit at `at_xy` (q7 ~ Q7_HOME + bearing of `at_xy` from the base
+    """Of `yaw` and the equivalent parallel-grasp yaw half a turn away, the one closest to the
+    hand's current yaw (no half-turn of the wrist between two grasps) among those that keep
+    the wrist away from its limit at `at_xy` (q7 ~ Q7_HOME + bearing of `at_xy` from the base
     - yaw: the base joint turns the whole arm towards the target)."""
     if ctx.base_xy is None:
         return yaw
     d = np.asarray(at_xy[:2], dtype=np.float64) - ctx.base_xy
     bearing = float(np.arctan2(d[1], d[0]))
-    q7 = Q7_HOME + bearing - yaw
-    if abs(q7) <= Q7_SAFE:
-        return yaw
-    other = yaw + np.pi if yaw < 0 else yaw - np.pi
-    return float(other) if abs(Q7_HOME + bearing - other) < abs(q7) else yaw
+    candidates = [yaw, yaw + np.pi if yaw < 0 else yaw - np.pi]
+    q7 = [abs(Q7_HOME + bearing - c) for c in candidates]
+    safe = [c for c, q in zip(candidates, q7, strict=True) if q <= Q7_SAFE]
+    if not safe:
+        return float(candidates[int(np.argmin(q7))])
+    now = hand_yaw(ctx)
+    turn = [abs((c - now + np.pi) % (2 * np.pi) - np.pi) for c in safe]
+    return float(safe[int(np.argmin(turn))])
 
 
 def is_hollow(obj: dict[str, Any]) -> bool:
@@ -373,12 +383,30 @@ def place_target(ctx: Context, obj_name: str, target: str, relation: str):
             return site["pos"][:2].copy(), bottom + 0.02
         # on a region: its top surface in the site frame (z axis of the site)
         top = site["pos"][2] + size_world[2]
-        return site["pos"][:2].copy(), top + 0.01
+        return _region_slot(ctx, obj_name, target, size_world), top + 0.01
     other = ctx.entity(target)
     center, _, _ = footprint(other)
     if relation == "in":
         return center[:2], other["aabb_min"][2] + 0.02
     return other["pos"][:2].copy(), other["aabb_max"][2] + 0.01
+
+
+def _region_slot(ctx: Context, obj_name: str, site_name: str, size_world: np.ndarray):
+    """Where in a region site `obj_name` goes: the centre, or when the goal puts several
+    objects on the same region, side by side slots along the objects' narrower world axis
+    (goal order), so the second does not land on the first (both moka pots on the stove)."""
+    site = ctx.state["sites"][site_name]
+    names = [p[1] for p in ctx.state.get("goal", ()) if p[0] == "on" and p[2] == site_name]
+    center = site["pos"][:2].copy()
+    if obj_name not in names or len(names) < 2:
+        return center
+    spans = [ctx.entity(n)["aabb_max"][:2] - ctx.entity(n)["aabb_min"][:2] for n in names]
+    axis = int(np.argmin(np.max(spans, axis=0)))
+    spacing = float(np.max(spans, axis=0)[axis]) + 0.01
+    half = float(size_world[axis]) - 0.01  # the body origin must stay inside the region
+    offset = (names.index(obj_name) - (len(names) - 1) / 2.0) * spacing
+    center[axis] += float(np.clip(offset, -half, half))
+    return center
 
 
 def place(ctx: Context, obj_name: str, target: str, relation: str) -> SkillGen:
