@@ -26,7 +26,11 @@ FINGER_REACH = 0.08  # fully open finger gap (m)
 GRIP_RATE = 0.25  # change of the gripper's internal target per policy step (0.01 x 25 substeps)
 BASE_BEHIND_HOME = 0.45  # the arm's base sits this far (m, along -x) behind the hand's start
 Q7_HOME = np.pi / 4  # Panda wrist joint 7 at the start (hand yaw 0, arm straight ahead)
-Q7_SAFE = 2.45  # keep the predicted |q7| under this (joint limit 2.897 rad)
+# switch to the other half-turn yaw when the predicted |q7| exceeds this: just past the joint
+# limit (2.897 rad), between where grasps still converge (libero_spatial task 5: predicted
+# 2.85-2.88, baseline 4/5) and where they stall on the limit (spatial task 1: 2.98-3.02)
+Q7_SAFE = 2.93
+YAW_KEEP = 0.5  # take the other yaw for continuity only when it is this much (rad) closer
 # gripper pointing down, fingers closing along world y: the canonical grasp frame (site axes)
 DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 # category words (a category's "_"-separated tokens) of open containers, picked by the rim;
@@ -251,10 +255,10 @@ def hand_yaw(ctx: Context) -> float:
 
 
 def wrist_safe_yaw(ctx: Context, yaw: float, at_xy: np.ndarray) -> float:
-    """Of `yaw` and the equivalent parallel-grasp yaw half a turn away, the one closest to the
-    hand's current yaw (no half-turn of the wrist between two grasps) among those that keep
-    the wrist away from its limit at `at_xy` (q7 ~ Q7_HOME + bearing of `at_xy` from the base
-    - yaw: the base joint turns the whole arm towards the target)."""
+    """`yaw` or the equivalent parallel-grasp yaw half a turn away: the other one when `yaw`
+    would drive the wrist past its limit at `at_xy` (q7 ~ Q7_HOME + bearing of `at_xy` from
+    the base - yaw: the base joint turns the whole arm towards the target), or when both are
+    safe and the other is clearly closer to the hand's current yaw (no wrist half turn)."""
     if ctx.base_xy is None:
         return yaw
     d = np.asarray(at_xy[:2], dtype=np.float64) - ctx.base_xy
@@ -264,9 +268,12 @@ def wrist_safe_yaw(ctx: Context, yaw: float, at_xy: np.ndarray) -> float:
     safe = [c for c, q in zip(candidates, q7, strict=True) if q <= Q7_SAFE]
     if not safe:
         return float(candidates[int(np.argmin(q7))])
+    if len(safe) == 1:
+        return float(safe[0])
     now = hand_yaw(ctx)
     turn = [abs((c - now + np.pi) % (2 * np.pi) - np.pi) for c in safe]
-    return float(safe[int(np.argmin(turn))])
+    # the usual yaw unless the other is clearly closer (a tie at +-pi/2 keeps the usual one)
+    return float(safe[1] if turn[1] < turn[0] - YAW_KEEP else safe[0])
 
 
 def is_hollow(obj: dict[str, Any]) -> bool:
