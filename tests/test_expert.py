@@ -84,14 +84,15 @@ def test_expert_is_a_privileged_closed_loop_policy():
     assert ExpertPolicy.requires_privileged_state is True
 
 
-def test_expert_solves_the_easiest_task_within_its_step_limit():
+def _expert_episode(suite: str, task_id: int):
+    """(record, policy, step limit) of one expert episode: trial 0, seed 7, 64 px."""
     from worldvla_bench.episode import run_episode
 
-    env = LiberoEnv("libero_object", 0, image_size=64)
+    env = LiberoEnv(suite, task_id, image_size=64)
     policy = ExpertPolicy()
     context = EpisodeContext(
-        suite="libero_object",
-        task_id=0,
+        suite=suite,
+        task_id=task_id,
         task_name=env.task.name,
         instruction=env.instruction,
         trial=0,
@@ -102,9 +103,14 @@ def test_expert_solves_the_easiest_task_within_its_step_limit():
         record = run_episode(env, policy, context, "expert")
     finally:
         env.close()
+    return record, policy, env.max_steps
+
+
+def test_expert_solves_the_easiest_task_within_its_step_limit():
+    record, policy, max_steps = _expert_episode("libero_object", 0)
     assert record.error is None
     assert record.success, policy.results
-    assert record.steps < env.max_steps
+    assert record.steps < max_steps
     assert record.policy_calls == record.steps  # closed loop: one action per call
 
 
@@ -159,23 +165,7 @@ def test_turn_knob_is_done_at_once_when_already_in_the_wanted_state():
 
 def test_expert_turns_the_stove_on():
     # libero_goal task 7 "turn on the stove": pinch the knob's fin, yaw the hand (~110 steps)
-    from worldvla_bench.episode import run_episode
-
-    env = LiberoEnv("libero_goal", 7, image_size=64)
-    policy = ExpertPolicy()
-    context = EpisodeContext(
-        suite="libero_goal",
-        task_id=7,
-        task_name=env.task.name,
-        instruction=env.instruction,
-        trial=0,
-        seed=7,
-        max_steps=env.max_steps,
-    )
-    try:
-        record = run_episode(env, policy, context, "expert")
-    finally:
-        env.close()
+    record, policy, _ = _expert_episode("libero_goal", 7)
     assert record.error is None
     assert record.success, policy.results
 
