@@ -642,11 +642,11 @@ def turn_knob(ctx: Context, joint: str, on: bool, attempts: int = 2) -> SkillGen
         goal = _knob_goal(ctx, joint, on)
         hold_at = np.array([anchor[0], anchor[1], grip_z])
         for _ in range(50):
+            q = float(_joint(ctx, joint)["qpos"])
             if articulation_is(ctx.state, joint, wanted) and (
-                abs(float(_joint(ctx, joint)["qpos"]) - goal) < KNOB_MARGIN / 2 or not on
+                abs(q - goal) < KNOB_MARGIN / 2 or not on
             ):
                 break
-            q = float(_joint(ctx, joint)["qpos"])
             # lead the knob by a bounded angle (the wrist turns at most 0.25 rad per step)
             lead = float(np.clip(goal - q, -0.4, 0.4))
             ctx.yaw = start_yaw + sign * (q - q0 + lead)
