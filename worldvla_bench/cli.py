@@ -42,7 +42,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         video_every=args.video_every,
         save_frames=args.save_frames,
         fast_render=args.fast_render,
-        fast_reset=args.fast_reset,
+        fast_reset=not args.hard_reset,
         retry_errors=args.retry_errors,
         progress=not args.no_progress,
         backend=args.backend,
@@ -228,9 +228,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     help="store every camera frame and sim state per step (world-model track)")
     ev.add_argument("--fast-render", action="store_true",
                     help="no MSAA, no reflections: faster, pixels differ slightly (opt-in)")
-    ev.add_argument("--fast-reset", action="store_true",
-                    help="soft reset (~5x faster): same physics as the hard reset, but pixels "
-                         "differ in some kitchen scenes (libero_long 9, libero_90 0): opt-in")
+    ev.add_argument("--hard-reset", action="store_true",
+                    help="rebuild the simulator before every episode, as LIBERO's scripts do "
+                         "(slower; same states and pixels as the default reset in place)")
     ev.add_argument("--retry-errors", action="store_true", help="re-run episodes that errored")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--no-report", action="store_true", help="do not print the report at the end")

@@ -62,7 +62,7 @@ class RunConfig:
     video_every: int = 1
     save_frames: bool = False
     fast_render: bool = False
-    fast_reset: bool = False
+    fast_reset: bool = True
     save_episodes: bool = True
     retry_errors: bool = False
     progress: bool = True

@@ -38,7 +38,7 @@ class WorkerConfig:
     video_every: int = 1
     save_frames: bool = False
     fast_render: bool = False
-    fast_reset: bool = False
+    fast_reset: bool = True
     threads_per_worker: int = 1
 
 
