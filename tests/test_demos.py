@@ -9,6 +9,7 @@ from worldvla_bench.cli import main
 from worldvla_bench.demos import run_to_hdf5
 from worldvla_bench.records import load_episode_arrays, read_episodes
 from worldvla_bench.worldmodel.data import read_hdf5
+from worldvla_bench.worldmodel.models import PredictionContext, SimOracle
 
 
 def test_record_writes_hdf5_demos_that_read_back(tmp_path, capsys):
@@ -35,4 +36,14 @@ def test_record_writes_hdf5_demos_that_read_back(tmp_path, capsys):
     np.testing.assert_array_equal(episodes[1].frames, arrays["frames_agentview"][:6])
     np.testing.assert_array_equal(episodes[1].actions, arrays["actions"][:5])
     assert episodes[1].instruction == records[1]["instruction"]
+    # the file carries suite, task, seed and states: sim-oracle replays it frame for frame
+    assert episodes[1].meta["suite"] == "libero_object" and episodes[1].meta["task_id"] == 0
+    oracle = SimOracle()
+    try:
+        context = PredictionContext(episodes[1].meta, episodes[1].states[0],
+                                    episodes[1].control_states[0])
+        predicted = oracle.predict(episodes[1].frames[:1], episodes[1].actions, "", context)
+    finally:
+        oracle.close()
+    np.testing.assert_array_equal(predicted, episodes[1].frames[1:])
     assert run_to_hdf5(run_dir, tmp_path / "only_successes") == []  # random never succeeds

@@ -67,6 +67,8 @@ def _write_demo(group, run_dir: Path, record: dict[str, Any]) -> int:
                         "trial": record["trial"]})
     group.create_dataset("actions", data=actions)
     group.create_dataset("states", data=arrays["states"][:steps])
+    if "control_states" in arrays:  # ours, not LIBERO's: lets `sim-oracle` replay the file
+        group.create_dataset("control_states", data=arrays["control_states"][:steps])
     rewards = np.zeros(steps)
     if record["success"] and steps:
         rewards[-1] = 1.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +99,7 @@ def read_hdf5(path: Path | str, view: str = "agentview", upright: bool = True,
             raise BenchError(f"{path} is not a LIBERO/robomimic file (no 'data' group)")
         data = handle["data"]
         instruction = _instruction(data)
+        where = _env_args(data)
         names = sorted(data.keys(), key=lambda n: int(n.split("_")[-1]) if n[-1].isdigit() else 0)
         for count, name in enumerate(names):
             if limit is not None and count >= limit:
@@ -108,10 +110,32 @@ def read_hdf5(path: Path | str, view: str = "agentview", upright: bool = True,
             if upright:
                 frames = np.ascontiguousarray(frames[:, ::-1, ::-1])
             actions = np.asarray(demo["actions"], dtype=np.float64)[: len(frames) - 1]
-            states = np.asarray(demo["states"], dtype=np.float64) if "states" in demo else None
+            states = _optional(demo, "states", len(frames))
+            meta: dict[str, Any] = {"source": str(path), **where}
+            if "seed" in demo.attrs:
+                meta.update(seed=int(demo.attrs["seed"]), trial=int(demo.attrs.get("trial", 0)))
             yield WMEpisode(name=name, frames=frames, actions=actions, instruction=instruction,
-                            states=states[: len(frames)] if states is not None else None,
-                            meta={"source": str(path)})
+                            states=states, control_states=_optional(demo, "control_states",
+                                                                    len(frames)),
+                            meta=meta)
+
+
+def _optional(demo, key: str, length: int) -> np.ndarray | None:
+    return np.asarray(demo[key][:length], dtype=np.float64) if key in demo else None
+
+
+def _env_args(data) -> dict[str, Any]:
+    """Suite and task of a file written by `worldvla-bench record` (LIBERO's own files have
+    robosuite env arguments here instead, so they give nothing)."""
+    import json
+
+    try:
+        args = json.loads(data.attrs.get("env_args", "{}"))
+    except (TypeError, ValueError):
+        return {}
+    if not isinstance(args, dict) or "suite" not in args or "task_id" not in args:
+        return {}
+    return {"suite": str(args["suite"]), "task_id": int(args["task_id"])}
 
 
 def _instruction(data) -> str:
