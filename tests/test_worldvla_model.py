@@ -165,7 +165,7 @@ def test_vq_shapes_and_straight_through() -> None:
     assert x.shape == (2, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
     np.testing.assert_array_equal(tensor_to_images(x), images)
     codes = vq.encode(x)
-    assert codes.shape == (2, 4, 4) and codes.dtype == torch.long
+    assert codes.shape == (2, 8, 8) and codes.dtype == torch.long
     assert vq.decode(codes).shape == (2, 3, 64, 64)
     out = vq(x)
     torch.testing.assert_close(out.codes, codes)
@@ -454,7 +454,7 @@ def test_presets_share_the_code() -> None:
     base = preset("base")
     assert base.vq.grid == 16 and base.vq.codebook_size == 8192
     assert image_token_count(base.vq.grid, base.vq.grid) == 276
-    assert preset("tiny").vq.grid == 4
+    assert preset("tiny").vq.grid == 8
     with torch.device("meta"):
         big = WorldVLATransformer(base.transformer, Vocab(8192, base.max_grid).size)
     assert sum(p.numel() for p in big.parameters()) > 100_000_000

@@ -1,8 +1,9 @@
 """Sizes of the WorldVLA model: transformer, VQ image tokenizer, token layout; named presets.
 
-One code path serves every preset. `tiny` trains and runs on 2 CPU cores (64x64 images, 4x4 codes);
-`small` and `base` are our own larger sizes (not the sizes of a published checkpoint). `base` uses
-the WorldVLA/Chameleon image layout: 256x256 images, 16x downsampling, 16x16 codes, codebook 8192.
+One code path serves every preset. `tiny` trains and runs on 2 CPU cores (64x64 images, 8x8
+codes: with 4x4 codes the lifted and the grasping arm gave the same tokens); `small` and `base`
+are our own larger sizes (not the sizes of a published checkpoint). `base` uses the
+WorldVLA/Chameleon image layout: 256x256 images, 16x downsampling, 16x16 codes, codebook 8192.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ PRESETS: dict[str, WorldVLAConfig] = {
         transformer=TransformerConfig(
             d_model=128, n_layers=4, n_heads=4, ffn_dim=352, max_seq_len=1024
         ),
-        vq=VQConfig(image_size=64, downsample=16, codebook_size=512, embed_dim=32,
-                    channels=(16, 32, 32, 64)),
+        vq=VQConfig(image_size=64, downsample=8, codebook_size=512, embed_dim=32,
+                    channels=(32, 64, 64)),
     ),
     "small": WorldVLAConfig(
         name="small",
