@@ -16,7 +16,7 @@ Conventions:
   robosuite's camera observables keep their sampling schedule, only their render call is skipped.
 - reset in place: the simulator is built once and reset softly (robosuite `hard_reset=False`),
   with the state a soft reset would carry over cleared; states and pixels equal a rebuild's.
-  `fast_reset=False` rebuilds it on every reset, as LIBERO's scripts do (about 5x slower).
+  `fast_reset=False` rebuilds it on every reset, as LIBERO's scripts do (slower: `make bench`).
 - one scene per (seed, init state): LIBERO registers its open/close and on/off samplers again on
   every rebuild without clearing the old ones, so fixture positions drift with the number of
   episodes an env object has run; we register them once (`_register_property_samplers_once`).

@@ -124,30 +124,28 @@ def _optional(demo, key: str, length: int) -> np.ndarray | None:
     return np.asarray(demo[key][:length], dtype=np.float64) if key in demo else None
 
 
-def _env_args(data) -> dict[str, Any]:
-    """Suite and task of a file written by `worldvla-bench record` (LIBERO's own files have
-    robosuite env arguments here instead, so they give nothing)."""
+def _json_attr(data, key: str) -> dict[str, Any]:
+    """A JSON-object attribute of the file's `data` group; {} when missing or not an object."""
     import json
 
     try:
-        args = json.loads(data.attrs.get("env_args", "{}"))
+        value = json.loads(data.attrs.get(key, "{}"))
     except (TypeError, ValueError):
         return {}
-    if not isinstance(args, dict) or "suite" not in args or "task_id" not in args:
+    return value if isinstance(value, dict) else {}
+
+
+def _env_args(data) -> dict[str, Any]:
+    """Suite and task of a file written by `worldvla-bench record` (LIBERO's own files have
+    robosuite env arguments here instead, so they give nothing)."""
+    args = _json_attr(data, "env_args")
+    if "suite" not in args or "task_id" not in args:
         return {}
     return {"suite": str(args["suite"]), "task_id": int(args["task_id"])}
 
 
 def _instruction(data) -> str:
-    import json
-
-    info = data.attrs.get("problem_info")
-    if info is None:
-        return ""
-    try:
-        return json.loads(info).get("language_instruction", "")
-    except (TypeError, ValueError):
-        return ""
+    return _json_attr(data, "problem_info").get("language_instruction", "")
 
 
 def read_episodes_from(path: Path | str, view: str = "agentview") -> Iterator[WMEpisode]:
