@@ -79,6 +79,15 @@ def test_random_policy_is_reproducible_per_episode_seed():
     assert first.shape == (3, 7) and np.all(np.abs(first) <= 1)
 
 
+@pytest.mark.parametrize("observe, cameras", [
+    (False, ()), (True, None), ("agentview", ("agentview",)),
+    ("agentview, robot0_eye_in_hand", ("agentview", "robot0_eye_in_hand")),
+    (["robot0_eye_in_hand"], ("robot0_eye_in_hand",)),
+])
+def test_random_policy_reads_the_cameras_it_is_told_to(observe, cameras):
+    assert RandomPolicy(observe=observe).cameras == cameras
+
+
 def test_noop_holds_still_with_the_gripper_open():
     chunk = NoopPolicy(chunk_size=2).act({})
     np.testing.assert_array_equal(chunk, [[0, 0, 0, 0, 0, 0, -1]] * 2)

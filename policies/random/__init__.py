@@ -14,16 +14,23 @@ class RandomPolicy(Policy):
 
     cameras = ()  # blind: reads no image, so none is rendered
 
-    def __init__(self, chunk_size: int = 1, scale: float = 1.0, observe: bool = False) -> None:
-        """`observe=True` makes it read every camera, like a VLA would (for benchmarks)."""
+    def __init__(self, chunk_size: int = 1, scale: float = 1.0,
+                 observe: bool | str | tuple[str, ...] = False) -> None:
+        """`observe=True` makes it read every camera, like a VLA would (for benchmarks); camera
+        names (a tuple or a comma-separated string) make it read only those, e.g. `agentview`,
+        the one camera WorldVLA and OpenVLA read."""
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if not 0.0 < float(scale) <= 1.0:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
         self.chunk_size = int(chunk_size)
         self.scale = float(scale)
-        if observe:
+        if observe is True:
             self.cameras = None
+        elif isinstance(observe, str):
+            self.cameras = tuple(name.strip() for name in observe.split(",") if name.strip())
+        elif observe:
+            self.cameras = tuple(observe)
         self._rng = np.random.default_rng(0)
 
     def reset(self, context: EpisodeContext) -> None:
