@@ -107,6 +107,17 @@ def test_cli_report_and_compare_on_a_real_run(recorded_run: Path, capsys):
     assert "mcnemar" in out and "+0.0" in out
 
 
+def test_cli_finds_a_run_in_the_working_directory(recorded_run: Path, tmp_path, monkeypatch,
+                                                   capsys):
+    monkeypatch.chdir(recorded_run.parent)
+    assert main(["report", recorded_run.name]) == 0  # no results/ here: ./<name> is the run
+    assert "libero_spatial" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "nothere", str(recorded_run)]) == 2
+    err = capsys.readouterr().err
+    assert "neither results/nothere nor ./nothere" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

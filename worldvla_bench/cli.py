@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.records import EPISODES_FILE
 
 RESULTS_ROOT = Path("results")
 
@@ -19,6 +20,19 @@ def _run_path(name: str) -> Path:
     if path.is_absolute() or name.startswith(("./", "results/")):
         return path
     return RESULTS_ROOT / path
+
+
+def _existing_run_path(name: str) -> Path:
+    """A run to read: under results/ as `_run_path` says or, if no run is there, the directory
+    of that name relative to the working directory. Neither: one error naming both places."""
+    resolved = _run_path(name)
+    here = Path(name)
+    if (resolved / EPISODES_FILE).exists() or resolved == here:
+        return resolved
+    if (here / EPISODES_FILE).exists():
+        return here
+    raise BenchError(f"no run named {name!r}: neither {resolved} nor ./{here} holds "
+                     f"{EPISODES_FILE}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -89,13 +103,13 @@ def _print_report(run_dir: Path) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    return _print_report(_run_path(args.run))
+    return _print_report(_existing_run_path(args.run))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from worldvla_bench.compare import compare_runs, format_comparison
 
-    run_a, run_b = _run_path(args.run_a), _run_path(args.run_b)
+    run_a, run_b = _existing_run_path(args.run_a), _existing_run_path(args.run_b)
     result = compare_runs(run_a, run_b, alpha=args.alpha)
     print(f"A = {run_a}, B = {run_b}; delta = B - A in points; "
           f"* = p < {args.alpha} (exact McNemar on paired trials, else Fisher)")
