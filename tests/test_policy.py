@@ -80,7 +80,7 @@ def test_random_policy_is_reproducible_per_episode_seed():
 
 
 @pytest.mark.parametrize("observe, cameras", [
-    (False, ()), (True, None), ("agentview", ("agentview",)),
+    (False, ()), (True, None), (1, None), ("agentview", ("agentview",)),
     ("agentview, robot0_eye_in_hand", ("agentview", "robot0_eye_in_hand")),
     (["robot0_eye_in_hand"], ("robot0_eye_in_hand",)),
 ])

@@ -25,12 +25,12 @@ class RandomPolicy(Policy):
             raise ValueError(f"scale must be in (0, 1], got {scale}")
         self.chunk_size = int(chunk_size)
         self.scale = float(scale)
-        if observe is True:
-            self.cameras = None
-        elif isinstance(observe, str):
+        if isinstance(observe, str):
             self.cameras = tuple(name.strip() for name in observe.split(",") if name.strip())
-        elif observe:
+        elif isinstance(observe, (list, tuple)):
             self.cameras = tuple(observe)
+        elif observe:  # True (or 1 from `--policy-arg observe=1`): every camera
+            self.cameras = None
         self._rng = np.random.default_rng(0)
 
     def reset(self, context: EpisodeContext) -> None:
