@@ -68,7 +68,7 @@ def naive_loop(trials: int, steps: int, size: int, cameras: bool = True,
             total += 1
     elapsed = time.perf_counter() - start
     env.close()
-    return {"steps": total, "seconds": elapsed, "steps_per_s": total / elapsed}
+    return {"steps": total, "seconds": elapsed, "steps_per_s": total / elapsed, "processes": 1}
 
 
 def physics_on_all_cores(trials: int, steps: int, size: int, cores: int) -> dict:
@@ -79,10 +79,12 @@ def physics_on_all_cores(trials: int, steps: int, size: int, cores: int) -> dict
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(cores, mp_context=get_context("spawn")) as pool:
-        each = [[value] * cores for value in (trials, steps, size, False, False)]
-        results = list(pool.map(naive_loop, *each))
+        futures = [pool.submit(naive_loop, trials, steps, size, False, False)
+                   for _ in range(cores)]
+        results = [future.result() for future in futures]
     total, seconds = sum(r["steps"] for r in results), max(r["seconds"] for r in results)
-    return {"steps": total, "seconds": seconds, "steps_per_s": total / seconds}
+    return {"steps": total, "seconds": seconds, "steps_per_s": total / seconds,
+            "processes": cores}
 
 
 def fast_render_difference(size: int, steps: int = 10) -> dict:
@@ -123,7 +125,7 @@ def engine(trials: int, steps: int, size: int, workers: int, chunk: int,
         busy[r["worker_pid"]] = busy.get(r["worker_pid"], 0.0) + r["wall_time_s"]
     seconds = max(busy.values())
     return {"steps": total, "seconds": seconds, "steps_per_s": total / seconds,
-            "run_wall_s": elapsed}
+            "run_wall_s": elapsed, "processes": workers}
 
 
 def main() -> int:
@@ -140,15 +142,16 @@ def main() -> int:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         rows[name] = fn(*fn_args)
         print(f"  {rows[name]['steps_per_s']:.2f} steps/s", file=sys.stderr, flush=True)
+        return rows[name]
 
     measure("naive loop (render every step)", naive_loop, args.trials, args.steps, args.size)
     physics_trials = 5 * args.trials  # physics is cheap: more episodes, a steadier denominator
-    measure("physics only (no cameras, rebuild per episode)", naive_loop, physics_trials,
-            args.steps, args.size, False)
-    measure("physics only (no cameras, reset in place)", naive_loop, physics_trials, args.steps,
-            args.size, False, False)
-    measure(f"physics only on {cores} cores (no cameras, reset in place)", physics_on_all_cores,
-            physics_trials, args.steps, args.size, cores)
+    rebuilt = measure("physics only (no cameras, rebuild per episode)", naive_loop,
+                      physics_trials, args.steps, args.size, False)
+    in_place = measure("physics only (no cameras, reset in place)", naive_loop, physics_trials,
+                       args.steps, args.size, False, False)
+    all_cores = measure(f"physics only on {cores} cores (no cameras, reset in place)",
+                        physics_on_all_cores, physics_trials, args.steps, args.size, cores)
     for chunk in (1, 10):
         measure(f"engine 1 worker, K={chunk}", engine, args.trials, args.steps, args.size, 1,
                 chunk)
@@ -162,17 +165,15 @@ def main() -> int:
             engine, args.trials * cores, args.steps, args.size, cores, 10, False, True,
             "agentview")
     naive = rows["naive loop (render every step)"]["steps_per_s"]
-    physics = max(rows[name]["steps_per_s"] for name in rows
-                  if name.startswith("physics only (no cameras"))
-    physics_all = rows[f"physics only on {cores} cores (no cameras, reset in place)"]
-    physics_per_core = physics_all["steps_per_s"] / cores
+    physics = max(rebuilt["steps_per_s"], in_place["steps_per_s"])
+    physics_per_core = all_cores["steps_per_s"] / cores
     lines = [f"# Throughput (libero_spatial task 0, {args.size} px, {args.steps} steps/episode, "
              f"{cores} cores; resets and wait steps included)", "",
              "| configuration | steps | seconds | steps/s | x naive | per core / physics |"
              " run wall s |",
              "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
-        workers = cores if f"{cores} workers" in name or f"on {cores} cores" in name else 1
+        workers = row["processes"]
         limit = physics_per_core if workers > 1 else physics
         lines.append(f"| {name} | {row['steps']} | {row['seconds']:.1f} | "
                      f"{row['steps_per_s']:.2f} | {row['steps_per_s'] / naive:.2f} | "
