@@ -43,7 +43,7 @@ def bench_remote_policy(
     n_calls: int = 200, image_size: int = 256, chunk_size: int = 5, seed: int = 0
 ) -> dict[str, Any]:
     """Per-call latency of a direct and a remote `act`, with images and without ('blind')."""
-    from policies.remote import RemotePolicy
+    from worldvla_bench.policies.remote import RemotePolicy
     from worldvla_bench.policy import EpisodeContext, make_policy
     from worldvla_bench.serving.server import PolicyServer
 

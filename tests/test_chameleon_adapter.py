@@ -176,7 +176,7 @@ def test_loads_offline_with_released_ids(adapter, release, tmp_path) -> None:
 
 
 def test_flash_attention_refused(release) -> None:
-    from policies.worldvla_hf import WorldVLAHFPolicy
+    from worldvla_bench.policies.worldvla_hf import WorldVLAHFPolicy
 
     for name in ("flash_attention_2", "flash_attention_3"):
         with pytest.raises(ValueError, match="4-d mask"):
@@ -284,12 +284,13 @@ def test_generation_stops_at_end_of_turn_and_decodes(adapter, release) -> None:
 
 
 def test_policy_instruction_source_and_act(release) -> None:
-    from policies.worldvla_hf import WorldVLAHFPolicy
+    from worldvla_bench.policies.worldvla_hf import WorldVLAHFPolicy
 
     policy = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
                               instruction_source="filename", share_model=False)
-    shared = [make_policy("policies.worldvla_hf:WorldVLAHFPolicy", checkpoint_dir=str(release[0]),
-                          tokenizer_dir=str(release[1])) for _ in range(2)]
+    shared = [make_policy("worldvla_bench.policies.worldvla_hf:WorldVLAHFPolicy",
+                          checkpoint_dir=str(release[0]), tokenizer_dir=str(release[1]))
+              for _ in range(2)]
     assert shared[0].adapter is shared[1].adapter is not policy.adapter
     assert policy.cameras == ("agentview",) and policy.observation_profile == "worldvla"
     context = EpisodeContext("libero_10", 0, TASK, LANGUAGE, 0, 0, 10)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies.expert import ExpertPolicy, Step, plan
-from policies.expert.planner import PlanningError, articulation_is
 from worldvla_bench.envs.libero_env import LiberoEnv
+from worldvla_bench.policies.expert import ExpertPolicy, Step, plan
+from worldvla_bench.policies.expert.planner import PlanningError, articulation_is
 from worldvla_bench.policy import EpisodeContext, Policy
 
 
@@ -115,7 +115,7 @@ def test_expert_solves_the_easiest_task_within_its_step_limit():
 
 
 def test_is_hollow_matches_whole_category_words():
-    from policies.expert.skills import is_hollow
+    from worldvla_bench.policies.expert.skills import is_hollow
 
     hollow = ["akita_black_bowl", "plate", "glazed_rim_porcelain_ramekin", "basket"]
     hollow += ["porcelain_mug", "white_yellow_mug", "chefmate_8_frypan"]
@@ -146,7 +146,7 @@ def _stove_state(qpos: float) -> dict:
 
 
 def test_turn_knob_is_done_at_once_when_already_in_the_wanted_state():
-    from policies.expert import skills
+    from worldvla_bench.policies.expert import skills
 
     ctx = skills.Context()
     ctx.state = _stove_state(1.44)  # on (libero_long task 8 starts so)
@@ -171,7 +171,7 @@ def test_expert_turns_the_stove_on():
 
 
 def test_wrist_safe_yaw_takes_the_other_half_turn_near_the_wrist_limit():
-    from policies.expert import skills
+    from worldvla_bench.policies.expert import skills
 
     ctx = skills.Context()
     ctx.state = {"robot": {"eef_xmat": skills.DOWN.copy()}}  # top-down hand at yaw 0
@@ -189,7 +189,7 @@ def test_wrist_safe_yaw_takes_the_other_half_turn_near_the_wrist_limit():
 
 
 def test_drawer_push_frame_tips_the_fingers_towards_the_push():
-    from policies.expert import skills
+    from worldvla_bench.policies.expert import skills
 
     frame = skills.pushing(np.array([0.0, 1.0]))
     assert np.allclose(frame @ frame.T, np.eye(3))
@@ -199,7 +199,7 @@ def test_drawer_push_frame_tips_the_fingers_towards_the_push():
 
 
 def test_two_objects_on_one_region_get_side_by_side_slots():
-    from policies.expert import skills
+    from worldvla_bench.policies.expert import skills
 
     def pot(x: float) -> dict:
         return {

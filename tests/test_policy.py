@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from policies.noop import NoopPolicy
-from policies.random import RandomPolicy
 from worldvla_bench.errors import BenchError, PolicyOutputError, UnknownChoiceError
+from worldvla_bench.policies.noop import NoopPolicy
+from worldvla_bench.policies.random import RandomPolicy
 from worldvla_bench.policy import (
     EpisodeContext,
     make_policy,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import SMALL
 
-from policies.random import RandomPolicy
+from worldvla_bench.policies.random import RandomPolicy
 from worldvla_bench.policy import EpisodeContext
 from worldvla_bench.records import load_episode_arrays, read_episodes
 from worldvla_bench.rollout import RunConfig, run_evaluation

@@ -134,3 +134,37 @@ def test_a_worker_whose_parent_died_during_start_up_exits_at_once():
            "_die_with_parent(os.getppid()); print('alive')"
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert child.returncode == 0 and "alive" in child.stdout
+
+
+def test_a_simulator_that_raises_in_step_ends_the_episode_and_is_rebuilt(tmp_path, monkeypatch):
+    """Fault injection into the real env: its second policy step raises. That episode becomes an
+    error record marked `simulator_failed`, the worker drops the simulator, and the next episode
+    runs on a fresh one."""
+    from worldvla_bench import worker
+    from worldvla_bench.envs.libero_env import LiberoEnv
+    from worldvla_bench.tasks import load_suite
+
+    config = worker.WorkerConfig(policy="noop", policy_kwargs={},
+                                 suite=load_suite("libero_spatial"), run_dir=str(tmp_path),
+                                 image_size=64, max_steps=4, save_episodes=False)
+    monkeypatch.setattr(worker, "_STATE", {"config": config, "policy": None, "env": None})
+    real_step, calls = LiberoEnv.step, []
+
+    def step_that_fails_once(self, action):
+        calls.append(self)
+        if len(calls) == 2:
+            raise RuntimeError("MuJoCo: simulation unstable")
+        return real_step(self, action)
+
+    monkeypatch.setattr(LiberoEnv, "step", step_that_fails_once)
+    try:
+        failed = worker.run_job(worker.EpisodeJob(task_id=0, trial=0, seed=1))
+        dropped = worker._STATE["env"]
+        fine = worker.run_job(worker.EpisodeJob(task_id=0, trial=1, seed=2))
+    finally:
+        worker.shutdown_worker()
+    assert failed["error"] == "RuntimeError: MuJoCo: simulation unstable"
+    assert failed["extra"]["simulator_failed"] is True and failed["steps"] == 1
+    assert dropped is None
+    assert fine["error"] is None and fine["steps"] == 4 and "simulator_failed" not in fine["extra"]
+    assert calls[2] is not calls[0]  # the second episode stepped a rebuilt simulator

@@ -21,14 +21,14 @@ import msgpack
 import numpy as np
 import pytest
 
-from policies.remote import RemotePolicy, RemotePolicyError
+from worldvla_bench.policies.remote import RemotePolicy, RemotePolicyError
 from worldvla_bench.policy import EpisodeContext, Policy, make_policy
 from worldvla_bench.records import load_episode_arrays, read_episodes
 from worldvla_bench.rollout import RunConfig, run_evaluation
 from worldvla_bench.serving import RESET_KEY, pack, resize_with_pad, unpack
 from worldvla_bench.serving.server import PolicyServer, add_serve_parser
 
-REMOTE = "policies.remote:RemotePolicy"
+REMOTE = "worldvla_bench.policies.remote:RemotePolicy"
 
 
 def _context(trial: int = 0, seed: int = 1234) -> EpisodeContext:

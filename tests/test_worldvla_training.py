@@ -150,8 +150,8 @@ def test_train_cli_parser_maps_flags(demos, tmp_path):
 
 
 def test_policy_on_a_real_libero_observation(trained):
-    from policies.worldvla import WorldVLAPolicy
     from worldvla_bench.envs.libero_env import LiberoEnv
+    from worldvla_bench.policies.worldvla import WorldVLAPolicy
     from worldvla_bench.policy import EpisodeContext, validate_chunk
 
     _, result = trained
@@ -176,8 +176,8 @@ def test_policy_on_a_real_libero_observation(trained):
 
 
 def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
-    import policies.worldvla as module
-    from policies.worldvla import WorldVLAPolicy
+    import worldvla_bench.policies.worldvla as module
+    from worldvla_bench.policies.worldvla import WorldVLAPolicy
 
     _, result = trained
     seen: list[tuple[int, int]] = []
@@ -217,8 +217,8 @@ def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
 def test_policy_decodes_well_formed_chunks_in_bounds(trained):
     """The real decoding path: whatever the tiny model emits is a finite (K', 7) chunk within
     the action tokenizer's bounds (decoded bin centres), or the fallback."""
-    from policies.worldvla import decode_action_chunk
     from worldvla_bench.models.worldvla.action_tokenizer import ACTION_MAX, ACTION_MIN
+    from worldvla_bench.policies.worldvla import decode_action_chunk
 
     _, result = trained
     model, _ = load_checkpoint(result.checkpoint)

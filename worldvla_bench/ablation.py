@@ -31,7 +31,7 @@ import pandas as pd
 from worldvla_bench.errors import BenchError, UnknownChoiceError
 from worldvla_bench.records import write_atomic
 
-POLICY_TARGET = "policies.worldvla:WorldVLAPolicy"
+POLICY_TARGET = "worldvla_bench.policies.worldvla:WorldVLAPolicy"
 TABLE_MD = "ablation.md"
 TABLE_CSV = "ablation.csv"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.records import EPISODES_FILE
+from worldvla_bench.registry import Command, Registry, import_target
 
 RESULTS_ROOT = Path("results")
 
@@ -122,13 +123,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-PAPER_WORLD_MODEL = (
-    "WorldVLA paper, world model on LIBERO (SSIM, LPIPS x100): "
-    "10 frames FVD 250.0 / PSNR 29.62 / SSIM 90.73 / LPIPS 11.97; "
-    "50 frames 718.6 / 23.98 / 83.41 / 15.60"
-)
-
-
 def cmd_wm_eval(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -166,7 +160,9 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
     text = (f"# World model `{args.model}` on `{args.data}` ({args.view} view), protocol "
             f"`{args.protocol}`\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n\n"
             f"fvd_n = clips per set; fvd_gt_split = FVD between two halves of the ground truth "
-            f"(the small-sample floor).\n{PAPER_WORLD_MODEL}.\n")
+            f"(the small-sample floor).\n")
+    if result["protocol"].reference:  # published figures only beside the protocol they used
+        text += f"{result['protocol'].reference}.\n"
     if (summary.get("fvd_n", pd.Series(dtype=float)).fillna(0) < 256).any():
         text += ("warning: FVD from fewer than 256 clips per set is biased and unstable: "
                  "compare models only at equal N, against the ground-truth split.\n")
@@ -190,34 +186,32 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
-    from worldvla_bench.policy import BUILTIN_POLICIES
+    from worldvla_bench.policy import POLICIES
 
-    for name, target in sorted(BUILTIN_POLICIES.items()):
-        print(f"{name:12s} {target}")
+    for entry in POLICIES.entries():
+        print(f"{entry.name:12s} {entry.target_text}")
     print("or any 'package.module:Class' subclassing worldvla_bench.policy.Policy")
     return 0
 
 
-#: Commands whose modules import torch: registered only when asked for, so the rest start fast.
-LAZY_COMMANDS = {
-    "train": ("worldvla_bench.models.worldvla.training", "add_train_parser",
-              "train a WorldVLA model on demonstration HDF5 files"),
-    "ablation": ("worldvla_bench.ablation", "add_ablation_parser",
-                 "train and evaluate the WorldVLA ablation grid, one table"),
-    "serve-policy": ("worldvla_bench.serving.server", "add_serve_parser",
-                     "serve a policy over websocket + msgpack (openpi protocol)"),
-}
+#: Subcommands beyond the built-in ones above: the core's own, and those installed packages add
+#: through the `worldvla_bench.commands` entry points (WorldVLA's train and ablation). Their
+#: modules are imported only when the command runs, so the rest start fast.
+COMMANDS: Registry[Command] = Registry("command", group="worldvla_bench.commands",
+                                       check=lambda obj: isinstance(obj, Command))
+COMMANDS.register("serve-policy", Command(
+    help="serve a policy over websocket + msgpack (openpi protocol)",
+    add_parser="worldvla_bench.serving.server:add_serve_parser"))
 
 
-def _add_lazy_commands(sub, argv: list[str] | None) -> None:
-    import importlib
-
+def _add_registered_commands(sub, argv: list[str] | None) -> None:
     wanted = (argv if argv is not None else sys.argv[1:])[:1]
-    for name, (module, function, help_text) in LAZY_COMMANDS.items():
+    for name in COMMANDS.names():
+        command = COMMANDS.load(name)
         if name in wanted:
-            getattr(importlib.import_module(module), function)(sub)
+            import_target(command.add_parser)(sub)
         else:
-            sub.add_parser(name, help=help_text, add_help=False)
+            sub.add_parser(name, help=command.help, add_help=False)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -228,7 +222,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="run (or resume) an evaluation")
     ev.add_argument("--suite", required=True, help="suite name (see `worldvla-bench suites`)")
-    ev.add_argument("--policy", default="random", help="policy name or module:Class")
+    ev.add_argument("--policy", default="expert",
+                    help="policy name or module:Class (default: the scripted expert)")
     ev.add_argument("--policy-arg", action="append", metavar="KEY=VALUE",
                     help="policy constructor argument (repeatable)")
     ev.add_argument("--tasks", default=None, help="task ids, e.g. '0,3' or '0-4' (default: all)")
@@ -295,7 +290,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wm.add_argument("--no-progress", action="store_true")
     wm.set_defaults(func=cmd_wm_eval)
 
-    _add_lazy_commands(sub, argv)
+    _add_registered_commands(sub, argv)
     sub.add_parser("suites", help="list the suites").set_defaults(func=cmd_suites)
     sub.add_parser("policies", help="list the built-in policies").set_defaults(func=cmd_policies)
     return parser

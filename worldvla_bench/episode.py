@@ -27,6 +27,10 @@ def run_episode(
 ) -> EpisodeRecord:
     """Run one episode and return its record; policy errors end the episode as an error record.
 
+    An exception raised by the simulator's `step` ends the episode the same way, and marks the
+    record `extra["simulator_failed"]`: the simulator may be in a bad state, and the caller
+    must rebuild it before the next episode (the worker does).
+
     Times in the record exclude building the simulator (a worker's first episode does that; it
     is recorded as `env_build_s`).
 
@@ -46,6 +50,7 @@ def run_episode(
     frames: list[np.ndarray] = []
     camera_key = f"{env.cameras[0]}_image"
     error: str | None = None
+    simulator_failed = False
     success = False
     calls = 0
 
@@ -82,7 +87,11 @@ def run_episode(
                 wanted |= video_cameras if keep_frame else frozenset()
                 env.set_render_cameras(wanted | always)
                 t0 = time.perf_counter()
-                obs, _, terminated, truncated, info = env.step(action)
+                try:
+                    obs, _, terminated, truncated, info = env.step(action)
+                except Exception:
+                    simulator_failed = True  # the worker rebuilds it before the next episode
+                    raise
                 env_time += time.perf_counter() - t0
                 actions.append(action)
                 if recorded is not None:
@@ -136,6 +145,8 @@ def run_episode(
         )
         write_video(named, frames, max(1, round(video_fps / video_every)))
         record.video = str(Path("videos") / named.name)
+    if simulator_failed:
+        record.extra["simulator_failed"] = True
     record.env_build_s = round(build_time, 4)
     record.wall_time_s = round(time.perf_counter() - start - build_time, 4)
     record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")

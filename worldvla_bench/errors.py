@@ -8,9 +8,11 @@ class BenchError(Exception):
 class UnknownChoiceError(BenchError, ValueError):
     """A name (suite, task, policy, ...) that is not among the valid choices."""
 
-    def __init__(self, kind: str, value: object, choices: list[str] | str) -> None:
+    def __init__(self, kind: str, value: object, choices: list[str] | str,
+                 close: list[str] | None = None) -> None:
         listed = choices if isinstance(choices, str) else ", ".join(map(str, choices))
-        super().__init__(f"unknown {kind} {value!r}; valid: {listed}")
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        super().__init__(f"unknown {kind} {value!r}; {hint}valid: {listed}")
 
 
 class RenderingUnavailableError(BenchError, RuntimeError):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from worldvla_bench.errors import BenchError, RenderingUnavailableError, UnknownChoiceError
+from worldvla_bench.job_failures import error_record, retry_or_fail
 from worldvla_bench.worker import EpisodeJob, WorkerConfig, init_worker, run_job
 
 BACKENDS = ("local", "ray")
@@ -63,11 +64,12 @@ def make_executor(backend: str = "local", ray_address: str | None = None) -> Exe
     raise UnknownChoiceError("backend", backend, list(BACKENDS))
 
 
-def _helpers():
-    # the engine's retry and error-record rules live in rollout.py (imported late: it imports us)
-    from worldvla_bench.rollout import MAX_ATTEMPTS, _error_record, _retry_or_fail, default_workers
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-    return MAX_ATTEMPTS, _error_record, _retry_or_fail, default_workers
+
+LOST = "the worker process died"
 
 
 class LocalExecutor(Executor):
@@ -78,10 +80,13 @@ class LocalExecutor(Executor):
     def run(
         self, jobs: list[EpisodeJob], config: WorkerConfig, workers: int | None, on_record: OnRecord
     ) -> None:
-        _, _error_record, _retry_or_fail, default_workers = _helpers()
         workers = max(1, int(workers or default_workers()))
         attempts: dict[EpisodeJob, int] = {}
         queue = list(jobs)
+
+        def requeue(job: EpisodeJob) -> None:
+            queue.insert(0, job)
+
         context = multiprocessing.get_context("spawn")
         while queue:
             pool = ProcessPoolExecutor(
@@ -106,13 +111,13 @@ class LocalExecutor(Executor):
                             raise  # the machine cannot render: stop, do not record every episode
                         except BrokenProcessPool:
                             broken = True
-                            _retry_or_fail(job, attempts, queue, config, on_record)
+                            retry_or_fail(job, attempts, requeue, config, on_record, LOST)
                         except Exception as error:  # the episode raised outside the policy
                             message = f"{type(error).__name__}: {error}"
-                            on_record(_error_record(job, config, message))
+                            on_record(error_record(job, config, message))
                     if broken:
                         for job in running.values():
-                            _retry_or_fail(job, attempts, queue, config, on_record)
+                            retry_or_fail(job, attempts, requeue, config, on_record, LOST)
                         running.clear()
                         break
             except BaseException:
@@ -209,7 +214,6 @@ class RayExecutor(Executor):
         if ray.is_initialized():
             return False
         if self.address is None:
-            _, _, _, default_workers = _helpers()
             ray.init(num_cpus=int(workers or default_workers()), include_dashboard=False,
                      _node_ip_address="127.0.0.1")
         else:
@@ -220,7 +224,6 @@ class RayExecutor(Executor):
              on_record: OnRecord) -> None:
         from ray.exceptions import RayError, RayTaskError
 
-        max_attempts, _error_record, _, _ = _helpers()
         actor_class = ray.remote(max_restarts=0, max_task_retries=0, **self.actor_options)(
             RolloutActor
         )
@@ -247,7 +250,7 @@ class RayExecutor(Executor):
                             raise cause from None
                         message = str(cause).strip().splitlines()
                         text = f"{type(cause).__name__}: {message[0] if message else ''}"
-                        on_record(_error_record(job, config, text))
+                        on_record(error_record(job, config, text))
                         idle.append(actor)
                         continue
                     except RayError as error:  # the actor (its process, or its node) was lost
@@ -260,13 +263,8 @@ class RayExecutor(Executor):
                                 f"Ray workers keep dying ({losses_in_a_row} in a row); last: "
                                 f"{type(error).__name__}: {str(error).strip()[:300]}"
                             ) from None
-                        attempts[job] = attempts.get(job, 0) + 1
-                        if attempts[job] < max_attempts:
-                            queue.appendleft(job)
-                        else:
-                            on_record(_error_record(
-                                job, config, "WorkerDied: the Ray worker running it was lost twice"
-                            ))
+                        retry_or_fail(job, attempts, queue.appendleft, config, on_record,
+                                      "the Ray worker running it was lost")
                         if queue and len(alive) < workers:
                             replacement = actor_class.remote(config)
                             alive.add(replacement)

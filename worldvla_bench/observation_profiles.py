@@ -24,12 +24,12 @@ Env images are already upright (rotated 180 degrees from LIBERO's raw render, se
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from worldvla_bench.errors import UnknownChoiceError
+from worldvla_bench.registry import Registry
 
 GRIPPER_AS_DECODED = "as_decoded"
 GRIPPER_OPENVLA = "normalize_invert"
@@ -74,14 +74,14 @@ class ObservationProfile:
         return asdict(self)
 
 
-PROFILES: dict[str, ObservationProfile] = {}
+#: Observation profiles by name; other packages add theirs with `register_profile`.
+PROFILES: Registry[ObservationProfile] = Registry(
+    "observation profile", check=lambda obj: isinstance(obj, ObservationProfile))
 
 
 def register_profile(profile: ObservationProfile, overwrite: bool = False) -> ObservationProfile:
     """Add a profile to the registry (for other policy families); returns it."""
-    if profile.name in PROFILES and not overwrite and PROFILES[profile.name] != profile:
-        raise ValueError(f"observation profile {profile.name!r} is already registered")
-    PROFILES[profile.name] = profile
+    PROFILES.register(profile.name, profile, help=profile.description, overwrite=overwrite)
     return profile
 
 
@@ -89,13 +89,11 @@ def get_profile(name: str | ObservationProfile) -> ObservationProfile:
     """A registered profile by name (a profile object is returned as is)."""
     if isinstance(name, ObservationProfile):
         return name
-    if name not in PROFILES:
-        raise UnknownChoiceError("observation profile", name, sorted(PROFILES))
-    return PROFILES[name]
+    return PROFILES.load(name)
 
 
 def profile_names() -> list[str]:
-    return sorted(PROFILES)
+    return PROFILES.names()
 
 
 register_profile(ObservationProfile(
@@ -193,8 +191,3 @@ def gripper_to_env(actions: np.ndarray, profile: str | ObservationProfile) -> np
     elif profile.binarize_gripper:
         out[..., -1] = np.sign(out[..., -1])
     return out
-
-
-def with_overrides(profile: str | ObservationProfile, **changes: Any) -> ObservationProfile:
-    """A copy of a profile with fields replaced (e.g. a policy option that changes history)."""
-    return replace(get_profile(profile), **changes)

@@ -8,25 +8,16 @@ engine executes open loop before it asks again. One instance serves one worker p
 from __future__ import annotations
 
 import abc
-import importlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from worldvla_bench.errors import BenchError, PolicyOutputError, UnknownChoiceError
+from worldvla_bench.errors import BenchError, PolicyOutputError
+from worldvla_bench.registry import Registry, instantiate
 
 ACTION_DIM = 7
 
-BUILTIN_POLICIES: dict[str, str] = {
-    "expert": "policies.expert:ExpertPolicy",
-    "noop": "policies.noop:NoopPolicy",
-    "random": "policies.random:RandomPolicy",
-    "remote": "policies.remote:RemotePolicy",
-    "replay": "policies.replay:ReplayPolicy",
-    "worldvla": "policies.worldvla:WorldVLAPolicy",
-    "worldvla_hf": "policies.worldvla_hf:WorldVLAHFPolicy",
-}
 
 
 @dataclass(frozen=True)
@@ -67,6 +58,16 @@ class Policy(abc.ABC):
         """Release resources (models, connections)."""
 
 
+#: Policies by name. Built-ins live in the repository's `policies/` folder, installed as
+#: `worldvla_bench.policies`; installed packages add theirs through the entry-point group
+#: `worldvla_bench.policies` (WorldVLA's integration does, see pyproject.toml).
+POLICIES: Registry[type[Policy]] = Registry("policy", base=Policy, group="worldvla_bench.policies")
+for _name, _cls in (("expert", "ExpertPolicy"), ("noop", "NoopPolicy"), ("random", "RandomPolicy"),
+                    ("remote", "RemotePolicy"), ("replay", "ReplayPolicy")):
+    POLICIES.register(_name, f"worldvla_bench.policies.{_name}:{_cls}")
+del _name, _cls
+
+
 def validate_chunk(chunk: Any) -> np.ndarray:
     """Check and normalise a policy output to a float64 (K, 7) array of finite numbers.
 
@@ -89,35 +90,18 @@ def validate_chunk(chunk: Any) -> np.ndarray:
 
 
 def policy_names() -> list[str]:
-    """Names of the built-in policies."""
-    return sorted(BUILTIN_POLICIES)
+    """Names of the registered policies (built-ins and those of installed packages)."""
+    return POLICIES.names()
 
 
 def resolve_policy_class(name: str) -> type[Policy]:
-    """A built-in policy by name, or a user's policy as 'package.module:ClassName'."""
-    target = BUILTIN_POLICIES.get(name, name)
-    if ":" not in target:
-        raise UnknownChoiceError("policy", name, policy_names() + ["or module:Class"])
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise BenchError(f"cannot import policy module {module_name!r}: {error}") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise BenchError(f"module {module_name!r} has no class {class_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, Policy)):
-        raise BenchError(f"{target} is not a subclass of worldvla_bench.policy.Policy")
-    return cls
+    """A registered policy by name, or a user's policy as 'package.module:ClassName'."""
+    return POLICIES.load(name)
 
 
 def make_policy(name: str, **kwargs: Any) -> Policy:
     """Instantiate a policy by name with keyword arguments; bad arguments give a clear error."""
-    cls = resolve_policy_class(name)
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        raise BenchError(f"bad arguments for policy {name!r}: {error}") from None
+    return instantiate(resolve_policy_class(name), kwargs, f"policy {name!r}")
 
 
 def parse_policy_args(items: list[str] | None) -> dict[str, Any]:

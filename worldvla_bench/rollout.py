@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 from worldvla_bench.envs.libero_tasks import libero_task, n_tasks
 from worldvla_bench.envs.rendering import check_renderer
 from worldvla_bench.errors import BenchError, UnknownChoiceError
+from worldvla_bench.executors import BACKENDS, default_workers, make_executor
 from worldvla_bench.manifest import write_or_check_manifest
 from worldvla_bench.policy import resolve_policy_class
 from worldvla_bench.records import (
@@ -31,17 +31,11 @@ from worldvla_bench.records import (
 from worldvla_bench.tasks import load_suite, parse_index_list
 from worldvla_bench.worker import EpisodeJob, WorkerConfig
 
-MAX_ATTEMPTS = 2  # a worker that dies mid-episode gets its episode retried once
-
 
 def episode_seed(run_seed: int, suite: str, task_id: int, trial: int) -> int:
     """The episode's seed: a pure function of (run seed, suite, task, trial), in [0, 2**31)."""
     digest = hashlib.sha256(f"{run_seed}/{suite}/{task_id}/{trial}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -72,7 +66,6 @@ class RunConfig:
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
-        from worldvla_bench.executors import BACKENDS
 
         if self.backend not in BACKENDS:
             raise UnknownChoiceError("backend", self.backend, list(BACKENDS))
@@ -203,48 +196,6 @@ def _execute(
     """Run jobs on the backend's executor (`worldvla_bench.executors`): local processes, whose
     pool is rebuilt when a worker dies, or Ray actors, replaced when lost; lost jobs are retried.
     `auto_workers`: the user gave no worker count (Ray then uses one per cluster CPU)."""
-    from worldvla_bench.executors import make_executor
-
     executor = make_executor(backend, ray_address=ray_address)
     count = None if (auto_workers and executor.name == "ray") else workers
     executor.run(jobs, config, count, on_record)
-
-
-def _retry_or_fail(job, attempts, queue, config: WorkerConfig, on_record) -> None:
-    attempts[job] = attempts.get(job, 0) + 1
-    if attempts[job] < MAX_ATTEMPTS:
-        queue.insert(0, job)
-    else:
-        on_record(_error_record(job, config, "WorkerDied: the worker process died twice"))
-
-
-def _error_record(job: EpisodeJob, config: WorkerConfig, error: str) -> dict[str, Any]:
-    from worldvla_bench.records import EpisodeRecord
-
-    task = libero_task(config.suite, job.task_id)
-    return EpisodeRecord(
-        suite=config.suite.name,
-        task_id=job.task_id,
-        task_name=task.name,
-        instruction=task.instruction,
-        trial=job.trial,
-        init_state=job.trial,
-        seed=job.seed,
-        policy=config.policy,
-        success=False,
-        steps=0,
-        max_steps=config.max_steps or config.suite.max_steps,
-        wall_time_s=0.0,
-        policy_time_s=0.0,
-        env_time_s=0.0,
-        reset_time_s=0.0,
-        policy_calls=0,
-        actions_at_bound_frac=0.0,
-        error=error,
-    ).to_dict()
-
-
-def config_dict(config: RunConfig) -> dict[str, Any]:
-    data = asdict(config)
-    data["run_dir"] = str(config.run_dir)
-    return data

@@ -10,11 +10,15 @@ import yaml
 
 from worldvla_bench.errors import BenchError, UnknownChoiceError
 
-DEFAULT_TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+_PACKAGE = Path(__file__).resolve().parent
+#: The suite files: installed inside the package (`suite_files/`, see setup.py), or the
+#: repository's `tasks/` folder in a source checkout or an editable install.
+DEFAULT_TASKS_DIR = next((path for path in (_PACKAGE / "suite_files", _PACKAGE.parent / "tasks")
+                          if path.is_dir()), _PACKAGE.parent / "tasks")
 
 
 def tasks_dir() -> Path:
-    """Directory of suite yaml files: `$WORLDVLA_TASKS_DIR`, else the repository's `tasks/`."""
+    """Directory of suite yaml files: `$WORLDVLA_TASKS_DIR`, else the installed suite files."""
     return Path(os.environ.get("WORLDVLA_TASKS_DIR", DEFAULT_TASKS_DIR))
 
 

@@ -6,6 +6,7 @@ next episode uses the same task, and die with their parent, so a killed run leav
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -125,6 +126,13 @@ def _env(config: WorkerConfig, task_id: int) -> LiberoEnv:
     return env
 
 
+def _drop_env(env: LiberoEnv) -> None:
+    """The simulator may be in a bad state: close it, so that the next episode rebuilds it."""
+    with contextlib.suppress(Exception):
+        env.close()
+    _STATE["env"] = None
+
+
 def run_job(job: EpisodeJob) -> dict[str, Any]:
     """Run one episode in this worker and return its record as a dict."""
     config: WorkerConfig = _STATE["config"]
@@ -154,9 +162,10 @@ def run_job(job: EpisodeJob) -> dict[str, Any]:
             save_frames=config.save_frames,
         )
     except Exception:
-        env.close()  # the simulator may be in a bad state: rebuild it for the next episode
-        _STATE["env"] = None
+        _drop_env(env)
         raise
+    if record.extra.get("simulator_failed"):
+        _drop_env(env)
     record.worker_pid = os.getpid()
     return record.to_dict()
 

@@ -1,8 +1,8 @@
 """`expert`: a scripted planner over the privileged channel (BDDL goal + simulator poses).
 
 It reads `obs['privileged']` (see `worldvla_bench.envs.privileged`), plans the goal into skills
-(`policies.expert.planner`) and runs them closed loop (`policies.expert.skills`), one (1, 7)
-action per call, the same actions a learned policy emits. It never calls the success check.
+(`planner`) and runs them closed loop (`skills`), one (1, 7) action per call, the same actions
+a learned policy emits. It never calls the success check.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from policies.expert import skills
-from policies.expert.planner import PlanningError, Step, plan
 from worldvla_bench.errors import BenchError
+from worldvla_bench.policies.expert import skills
+from worldvla_bench.policies.expert.planner import PlanningError, Step, plan
 from worldvla_bench.policy import EpisodeContext, Policy
 
 __all__ = ["ExpertPolicy", "plan", "Step"]

@@ -2,7 +2,7 @@
 sub-goals into skills, adding the implicit preconditions (open a closed drawer before putting
 something in it).
 
-A plan is a list of `Step(skill, args)`; skills are executed by `policies.expert.skills`:
+A plan is a list of `Step(skill, args)`; skills are executed by `skills` (this package):
 
 - `open(joint)` / `close(joint)`: pull / push an articulated part (drawer, door) by its handle
 - `turn(joint, on)`: turn a knob (stove) on (True) or off (False)
@@ -135,7 +135,3 @@ def _container_joints(state: dict[str, Any], target: str) -> list[str]:
     if parent is not None and parent["joints"] and "default_open_ranges" in parent["articulation"]:
         return list(parent["joints"])  # e.g. the microwave's heating region behind its door
     return []
-
-
-def describe(steps: list[Step]) -> list[str]:
-    return [str(step) for step in steps]

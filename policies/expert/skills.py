@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.expert.planner import articulation_is, fixture_of_joint
+from worldvla_bench.policies.expert.planner import articulation_is, fixture_of_joint
 
 Action = np.ndarray
 SkillGen = Generator[Action, None, bool]

@@ -34,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from worldvla_bench.envs.fork_guard import check_not_forked_after_rendering, note_renderer_built
 from worldvla_bench.envs.libero_tasks import LiberoTask, init_states, libero_task
 from worldvla_bench.envs.rendering import configure_gl, looks_like_gl_failure, rendering_error
 from worldvla_bench.errors import BenchError, UnknownChoiceError
@@ -142,6 +143,7 @@ class LiberoEnv(gym.Env):
 
     # -- simulator -------------------------------------------------------------------------
     def _build_sim(self):
+        check_not_forked_after_rendering()
         backend = configure_gl()
         try:
             with contextlib.redirect_stdout(io.StringIO()):
@@ -165,6 +167,7 @@ class LiberoEnv(gym.Env):
                     "camera", list(self.cameras), "agentview, robot0_eye_in_hand, frontview, ..."
                 ) from error
             raise
+        note_renderer_built()
         return sim
 
     @property

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from worldvla_bench.metrics.i3d import MIN_FRAMES, InceptionI3d, _cached_model
+from worldvla_bench.registry import Registry
 
 __all__ = [
     "FVDInterval",
@@ -95,22 +96,19 @@ class FVDProtocol:
     sqrtm: Literal["eigh", "scipy"]
 
 
-PROTOCOLS: dict[str, FVDProtocol] = {
-    "tf": FVDProtocol("tf", None, False, 1, 0.0, "eigh"),
-    "rynnvla": FVDProtocol("rynnvla", (256, 256), True, 0, 1e-6, "scipy"),
-}
-_ALIASES = {"worldvla": "rynnvla"}
+#: FVD protocols by name (`worldvla` is the RynnVLA-002 evaluator the WorldVLA authors released).
+PROTOCOLS: Registry[FVDProtocol] = Registry(
+    "FVD protocol", check=lambda obj: isinstance(obj, FVDProtocol))
+PROTOCOLS.register("tf", FVDProtocol("tf", None, False, 1, 0.0, "eigh"))
+PROTOCOLS.register("rynnvla", FVDProtocol("rynnvla", (256, 256), True, 0, 1e-6, "scipy"))
+PROTOCOLS.register("worldvla", PROTOCOLS["rynnvla"], help="alias of rynnvla")
 
 
 def get_protocol(protocol: str | FVDProtocol) -> FVDProtocol:
     """Resolve a protocol name (``"tf"``, ``"rynnvla"``, ``"worldvla"``) or pass one through."""
     if isinstance(protocol, FVDProtocol):
         return protocol
-    key = _ALIASES.get(protocol, protocol)
-    if key not in PROTOCOLS:
-        names = sorted([*PROTOCOLS, *_ALIASES])
-        raise ValueError(f"unknown FVD protocol {protocol!r}; choose one of {names}")
-    return PROTOCOLS[key]
+    return PROTOCOLS.load(protocol)
 
 
 @dataclass(frozen=True)

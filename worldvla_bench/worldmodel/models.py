@@ -10,13 +10,13 @@ context frame) for models that can use it; learned models ignore it.
 from __future__ import annotations
 
 import abc
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from worldvla_bench.errors import BenchError, UnknownChoiceError
+from worldvla_bench.errors import BenchError
+from worldvla_bench.registry import Registry, instantiate
 
 
 @dataclass
@@ -90,24 +90,14 @@ class SimOracle(WorldModel):
             self._key = None
 
 
-BUILTIN_WORLD_MODELS = {
-    "copy-last": "worldvla_bench.worldmodel.models:CopyLast",
-    "sim-oracle": "worldvla_bench.worldmodel.models:SimOracle",
-    "worldvla": "worldvla_bench.models.worldvla.world_model:WorldVLAWorldModel",
-}
+#: World models by name; installed packages add theirs through the entry-point group
+#: `worldvla_bench.world_models` (WorldVLA's integration does, see pyproject.toml).
+WORLD_MODELS: Registry[type[WorldModel]] = Registry("world model", base=WorldModel,
+                                                    group="worldvla_bench.world_models")
+WORLD_MODELS.register("copy-last", CopyLast)
+WORLD_MODELS.register("sim-oracle", SimOracle)
 
 
 def make_world_model(name: str, **kwargs: Any) -> WorldModel:
-    """A built-in world model by name, or a user's as 'package.module:Class'."""
-    target = BUILTIN_WORLD_MODELS.get(name, name)
-    if ":" not in target:
-        choices = sorted(BUILTIN_WORLD_MODELS) + ["module:Class"]
-        raise UnknownChoiceError("world model", name, choices)
-    module_name, _, class_name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise BenchError(f"cannot load world model {target!r}: {error}") from None
-    if not (isinstance(cls, type) and issubclass(cls, WorldModel)):
-        raise BenchError(f"{target} is not a subclass of worldvla_bench.worldmodel.WorldModel")
-    return cls(**kwargs)
+    """A registered world model by name, or a user's as 'package.module:Class'."""
+    return instantiate(WORLD_MODELS.load(name), kwargs, f"world model {name!r}")

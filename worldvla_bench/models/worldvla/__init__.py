@@ -5,92 +5,63 @@ Modules: `config` (sizes, presets), `vocab` (token ids), `action_tokenizer`, `te
 `vq` (VQ-VAE), `image_tokenizer` (image token layout), `sequence` (prompts, samples, padding),
 `masks` (causal and action attention masks), `transformer` (model, KV cache, loss),
 `generation` (greedy cached generation), `model` (the `WorldVLA` facade).
+
+The names below are re-exported lazily: importing this package (for its light `commands`
+module, say) imports no torch until a name is used.
 """
 
-from worldvla_bench.models.worldvla.action_tokenizer import (
-    ACTION_MAX,
-    ACTION_MIN,
-    ActionTokenizer,
-)
-from worldvla_bench.models.worldvla.config import (
-    PRESETS,
-    TransformerConfig,
-    VQConfig,
-    WorldVLAConfig,
-    preset,
-)
-from worldvla_bench.models.worldvla.generation import (
-    ActionGeneration,
-    GenerationOutput,
-    ImageGeneration,
-    forward_sequence,
-    generate_actions,
-    generate_image,
-    greedy_generate,
-)
-from worldvla_bench.models.worldvla.image_tokenizer import (
-    codes_to_tokens,
-    image_token_count,
-    tokens_to_codes,
-)
-from worldvla_bench.models.worldvla.masks import attention_mask, isolation_start, position_ids
-from worldvla_bench.models.worldvla.model import WorldVLA
-from worldvla_bench.models.worldvla.sequence import (
-    ACTION_PROMPT,
-    WORLD_PROMPT,
-    Batch,
-    Sample,
-    WorldVLATokenizer,
-    collate,
-    pad_sequences,
-)
-from worldvla_bench.models.worldvla.text_tokenizer import ByteTokenizer
-from worldvla_bench.models.worldvla.transformer import (
-    KVCache,
-    WorldVLATransformer,
-    class_weights,
-    lm_loss,
-)
-from worldvla_bench.models.worldvla.vocab import Vocab
-from worldvla_bench.models.worldvla.vq import VQVAE, images_to_tensor, tensor_to_images
+from __future__ import annotations
 
-__all__ = [
-    "ACTION_MAX",
-    "ACTION_MIN",
-    "ACTION_PROMPT",
-    "PRESETS",
-    "VQVAE",
-    "WORLD_PROMPT",
-    "ActionGeneration",
-    "ActionTokenizer",
-    "Batch",
-    "ByteTokenizer",
-    "GenerationOutput",
-    "ImageGeneration",
-    "KVCache",
-    "Sample",
-    "TransformerConfig",
-    "VQConfig",
-    "Vocab",
-    "WorldVLA",
-    "WorldVLAConfig",
-    "WorldVLATokenizer",
-    "WorldVLATransformer",
-    "attention_mask",
-    "class_weights",
-    "codes_to_tokens",
-    "collate",
-    "forward_sequence",
-    "generate_actions",
-    "generate_image",
-    "greedy_generate",
-    "image_token_count",
-    "images_to_tensor",
-    "isolation_start",
-    "lm_loss",
-    "pad_sequences",
-    "position_ids",
-    "preset",
-    "tensor_to_images",
-    "tokens_to_codes",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ACTION_MAX": "action_tokenizer",
+    "ACTION_MIN": "action_tokenizer",
+    "ACTION_PROMPT": "sequence",
+    "ActionGeneration": "generation",
+    "ActionTokenizer": "action_tokenizer",
+    "Batch": "sequence",
+    "ByteTokenizer": "text_tokenizer",
+    "GenerationOutput": "generation",
+    "ImageGeneration": "generation",
+    "KVCache": "transformer",
+    "PRESETS": "config",
+    "Sample": "sequence",
+    "TransformerConfig": "config",
+    "VQConfig": "config",
+    "VQVAE": "vq",
+    "Vocab": "vocab",
+    "WORLD_PROMPT": "sequence",
+    "WorldVLA": "model",
+    "WorldVLAConfig": "config",
+    "WorldVLATokenizer": "sequence",
+    "WorldVLATransformer": "transformer",
+    "attention_mask": "masks",
+    "class_weights": "transformer",
+    "codes_to_tokens": "image_tokenizer",
+    "collate": "sequence",
+    "forward_sequence": "generation",
+    "generate_actions": "generation",
+    "generate_image": "generation",
+    "greedy_generate": "generation",
+    "image_token_count": "image_tokenizer",
+    "images_to_tensor": "vq",
+    "isolation_start": "masks",
+    "lm_loss": "transformer",
+    "pad_sequences": "sequence",
+    "position_ids": "masks",
+    "preset": "config",
+    "tensor_to_images": "vq",
+    "tokens_to_codes": "image_tokenizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,50 @@
+"""What the engine does when an episode job fails outside the policy: one retry rule for every
+executor, and the error record that stands in for an episode that could not run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from worldvla_bench.envs.libero_tasks import libero_task
+from worldvla_bench.records import EpisodeRecord
+from worldvla_bench.worker import EpisodeJob, WorkerConfig
+
+MAX_ATTEMPTS = 2  # a worker that dies mid-episode gets its episode retried once
+
+
+def error_record(job: EpisodeJob, config: WorkerConfig, error: str) -> dict[str, Any]:
+    """The record of an episode that ended in `error` ('Type: message') before it could run."""
+    task = libero_task(config.suite, job.task_id)
+    return EpisodeRecord(
+        suite=config.suite.name,
+        task_id=job.task_id,
+        task_name=task.name,
+        instruction=task.instruction,
+        trial=job.trial,
+        init_state=job.trial,
+        seed=job.seed,
+        policy=config.policy,
+        success=False,
+        steps=0,
+        max_steps=config.max_steps or config.suite.max_steps,
+        wall_time_s=0.0,
+        policy_time_s=0.0,
+        env_time_s=0.0,
+        reset_time_s=0.0,
+        policy_calls=0,
+        actions_at_bound_frac=0.0,
+        error=error,
+    ).to_dict()
+
+
+def retry_or_fail(job: EpisodeJob, attempts: dict[EpisodeJob, int],
+                  requeue: Callable[[EpisodeJob], None], config: WorkerConfig,
+                  on_record: Callable[[dict[str, Any]], None], lost: str) -> None:
+    """A job whose worker was lost: run it again (first in line) until `MAX_ATTEMPTS`, then
+    record it as 'WorkerDied: <lost> twice'."""
+    attempts[job] = attempts.get(job, 0) + 1
+    if attempts[job] < MAX_ATTEMPTS:
+        requeue(job)
+    else:
+        on_record(error_record(job, config, f"WorkerDied: {lost} twice"))

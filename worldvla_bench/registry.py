@@ -1,0 +1,164 @@
+"""One small registry for every kind of plugin: policies, world models, commands, profiles.
+
+A registry maps names to targets. A target is either an object or a lazy `"package.module:attr"`
+string, imported only when the name is first used, so listing names costs no imports. Names come
+from three places, later ones never silently replacing earlier ones:
+
+1. the core's own `register(...)` calls (built-ins);
+2. Python entry points of the registry's group (for example `worldvla_bench.policies`), which is
+   how an installed package, WorldVLA's integration included, adds its plugins without editing
+   ours (`[project.entry-points."worldvla_bench.policies"] mine = "mypkg.policy:MyPolicy"`);
+3. any `"package.module:attr"` passed where a name is expected, used as is.
+
+An unknown name raises `UnknownChoiceError` with the closest names ("did you mean ...").
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Generic, TypeVar
+
+from worldvla_bench.errors import BenchError, UnknownChoiceError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name: its target (an object or 'module:attr'), a help line, its source."""
+
+    name: str
+    target: Any
+    help: str = ""
+    source: str = "worldvla_bench"
+
+    @property
+    def target_text(self) -> str:
+        if isinstance(self.target, str):
+            return self.target
+        module = getattr(self.target, "__module__", "?")
+        return f"{module}:{getattr(self.target, '__qualname__', repr(self.target))}"
+
+
+def import_target(target: str, what: str = "attribute") -> Any:
+    """Import 'package.module:attr' (attr may be dotted); one-line errors for every failure.
+    `what` names the attribute in the message ('class')."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise BenchError(f"bad target {target!r}: expected 'package.module:attr'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise BenchError(f"cannot import module {module_name!r}: {error}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise BenchError(f"module {module_name!r} has no {what} {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+class Registry(Generic[T]):
+    """Names -> plugins of one kind, with lazy imports, entry points and a base-class check.
+
+    `kind` names the plugin in messages ('policy'); `base`, if given, is the class every loaded
+    target must subclass; `group` is the entry-point group read once, on first lookup.
+    """
+
+    def __init__(self, kind: str, base: type | None = None, group: str | None = None,
+                 check: Callable[[Any], bool] | None = None) -> None:
+        self.kind = kind
+        self.base = base
+        self.group = group
+        self._check = check
+        self._entries: dict[str, Entry] = {}
+        self._entry_points_read = group is None
+
+    # -- registration ---------------------------------------------------------------------
+    def register(self, name: str, target: Any, help: str = "", source: str = "worldvla_bench",
+                 overwrite: bool = False) -> None:
+        """Add `name`; registering a different target under a taken name needs `overwrite`."""
+        old = self._entries.get(name)
+        if old is not None and not overwrite and old.target != target:
+            raise BenchError(f"{self.kind} {name!r} is already registered as {old.target_text} "
+                             f"(from {old.source})")
+        self._entries[name] = Entry(name, target, help, source)
+
+    def _read_entry_points(self) -> None:
+        if self._entry_points_read:
+            return
+        self._entry_points_read = True
+        for point in metadata.entry_points(group=self.group):
+            if point.name in self._entries:
+                continue  # the first registration wins; a plugin cannot shadow a built-in
+            dist = getattr(point, "dist", None)
+            source = dist.name if dist is not None else "entry point"
+            self._entries[point.name] = Entry(point.name, point.value, "", source)
+
+    # -- lookup ---------------------------------------------------------------------------
+    def entries(self) -> list[Entry]:
+        self._read_entry_points()
+        return [self._entries[name] for name in sorted(self._entries)]
+
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries()]
+
+    def __contains__(self, name: str) -> bool:
+        self._read_entry_points()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def entry(self, name: str) -> Entry:
+        """The entry of a registered name; an unknown name raises with the closest names."""
+        self._read_entry_points()
+        if name in self._entries:
+            return self._entries[name]
+        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.6)
+        raise UnknownChoiceError(self.kind, name, sorted(self._entries) + ["package.module:attr"],
+                                 close=close)
+
+    def __getitem__(self, name: str) -> T:
+        return self.load(name)
+
+    def load(self, name: str) -> T:
+        """The plugin for a name or a 'module:attr' target, imported and checked."""
+        if ":" in name and name not in self:
+            target: Any = name
+        else:
+            target = self.entry(name).target
+        what = "class" if self.base is not None else "attribute"
+        obj = import_target(target, what) if isinstance(target, str) else target
+        if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
+            raise BenchError(f"{self.kind} {name!r} ({target}) is not a subclass of "
+                             f"{self.base.__module__}.{self.base.__qualname__}")
+        if self._check is not None and not self._check(obj):
+            raise BenchError(f"{self.kind} {name!r} ({target}) is not a valid {self.kind}")
+        return obj
+
+
+def instantiate(cls: Callable[..., T], kwargs: dict[str, Any], what: str) -> T:
+    """`cls(**kwargs)`, with arguments the constructor does not take reported in one line
+    (checked against its signature first, so a TypeError raised inside it stays a bug)."""
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as error:
+        raise BenchError(f"bad arguments for {what}: {error}") from None
+    except ValueError:  # no signature to check (a builtin): let the call speak for itself
+        pass
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `worldvla-bench` subcommand: a help line, and the 'module:function' that adds its argparse
+    parser (`function(subparsers)`), imported only when the command runs, so that listing the
+    commands imports nothing heavy."""
+
+    help: str
+    add_parser: str
