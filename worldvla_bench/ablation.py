@@ -28,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 
+from worldvla_bench.atomic import write_atomic
 from worldvla_bench.errors import BenchError, UnknownChoiceError
-from worldvla_bench.records import write_atomic
 
 POLICY_TARGET = "worldvla_bench.policies.worldvla:WorldVLAPolicy"
 TABLE_MD = "ablation.md"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worldvla_bench.atomic import atomic_path
 from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.errors import BenchError
 from worldvla_bench.policy import EpisodeContext, Policy, validate_chunk
@@ -182,9 +183,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     """Write uint8 RGB frames to an mp4 (H.264 via imageio-ffmpeg), through a temporary file."""
     import imageio.v2 as imageio
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    with imageio.get_writer(tmp, fps=fps, macro_block_size=1, quality=8) as writer:
+    with atomic_path(path, suffix=".mp4") as tmp, imageio.get_writer(
+            tmp, fps=fps, macro_block_size=1, quality=8) as writer:
         for frame in frames:
             writer.append_data(frame)
-    tmp.replace(path)

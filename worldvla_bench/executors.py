@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from worldvla_bench.atomic import write_atomic
 from worldvla_bench.errors import BenchError, RenderingUnavailableError, UnknownChoiceError
 from worldvla_bench.job_failures import error_record, retry_or_fail
 from worldvla_bench.worker import EpisodeJob, WorkerConfig, init_worker, run_job
@@ -165,10 +166,7 @@ def _write_files(run_dir: Path, files: dict[str, bytes]) -> None:
         path = (root / relative).resolve()
         if root not in path.parents:
             raise BenchError(f"a worker returned a file outside the run directory: {relative}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_atomic(path, data)
 
 
 def _import_ray():

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from worldvla_bench.atomic import atomic_path, write_atomic
 from worldvla_bench.errors import RunDirectoryError
 
 EPISODES_FILE = "episodes.jsonl"
@@ -133,22 +133,6 @@ def rewrite_episodes(run_dir: Path, records: list[dict[str, Any]]) -> None:
     write_atomic(Path(run_dir) / EPISODES_FILE, text.encode())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file through a temporary sibling and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
     write_atomic(path, text.encode())
@@ -161,16 +145,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def save_episode_arrays(path: Path, **arrays: np.ndarray) -> None:
     """Save an episode's arrays (actions, states, ...) as a compressed .npz, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_episode_arrays(path: Path) -> dict[str, np.ndarray]:

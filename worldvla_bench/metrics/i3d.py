@@ -29,7 +29,6 @@ import io
 import math
 import os
 import pickle
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from worldvla_bench.atomic import atomic_path
 
 __all__ = [
     "MIN_FRAMES",
@@ -397,24 +398,6 @@ def cache_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache_dir).expanduser() / _CACHE_FILENAME
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _load_cache(path: Path) -> dict[str, Any] | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -453,7 +436,8 @@ def load_i3d_state_dict(
     if use_cache:
         blob = {"format": _CACHE_FORMAT, "source_sha256": digest, "state_dict": state_dict}
         try:
-            _atomic_torch_save(blob, path)
+            with atomic_path(path) as tmp:
+                torch.save(blob, tmp)
         except OSError:
             pass  # read-only cache location: conversion is cheap, just redo it next time
     return state_dict

@@ -20,12 +20,8 @@ from typing import Any
 import numpy as np
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.libero_hdf5 import camera_of_view, read_demos
 from worldvla_bench.records import load_episode_arrays, read_episodes, read_json
-
-VIEW_ALIASES = {
-    "agentview": ("frames_agentview", "agentview_rgb", "agentview_image"),
-    "wrist": ("frames_robot0_eye_in_hand", "eye_in_hand_rgb", "robot0_eye_in_hand_image"),
-}
 
 
 @dataclass
@@ -53,7 +49,8 @@ class WMEpisode:
 
 
 def _pick_view(keys, view: str, where: str) -> str:
-    for key in VIEW_ALIASES.get(view, (view,)):
+    """The key of a run's .npz that holds `view`'s frames (`frames_<camera>`)."""
+    for key in (f"frames_{camera_of_view(view)}", view):
         if key in keys:
             return key
     raise BenchError(f"{where} has no frames of view {view!r}; available keys: {sorted(keys)}")
@@ -89,63 +86,19 @@ def read_hdf5(path: Path | str, view: str = "agentview", upright: bool = True,
     robomimic stores one observation per action (obs[t] before actions[t]); the frame after the
     last action is not stored, so the last action is dropped to keep frames == actions + 1.
     """
-    import h5py
-
-    path = Path(path)
-    if not path.exists():
-        raise BenchError(f"no such HDF5 file: {path}")
-    with h5py.File(path, "r") as handle:
-        if "data" not in handle:
-            raise BenchError(f"{path} is not a LIBERO/robomimic file (no 'data' group)")
-        data = handle["data"]
-        instruction = _instruction(data)
-        where = _env_args(data)
-        names = sorted(data.keys(), key=lambda n: int(n.split("_")[-1]) if n[-1].isdigit() else 0)
-        for count, name in enumerate(names):
-            if limit is not None and count >= limit:
-                break
-            demo = data[name]
-            key = _pick_view(demo["obs"].keys(), view, f"{path}:{name}/obs")
-            frames = np.asarray(demo["obs"][key], dtype=np.uint8)
-            if upright:
-                frames = np.ascontiguousarray(frames[:, ::-1, ::-1])
-            actions = np.asarray(demo["actions"], dtype=np.float64)[: len(frames) - 1]
-            states = _optional(demo, "states", len(frames))
-            meta: dict[str, Any] = {"source": str(path), **where}
-            if "seed" in demo.attrs:
-                meta.update(seed=int(demo.attrs["seed"]), trial=int(demo.attrs.get("trial", 0)))
-            yield WMEpisode(name=name, frames=frames, actions=actions, instruction=instruction,
-                            states=states, control_states=_optional(demo, "control_states",
-                                                                    len(frames)),
-                            meta=meta)
-
-
-def _optional(demo, key: str, length: int) -> np.ndarray | None:
-    return np.asarray(demo[key][:length], dtype=np.float64) if key in demo else None
-
-
-def _json_attr(data, key: str) -> dict[str, Any]:
-    """A JSON-object attribute of the file's `data` group; {} when missing or not an object."""
-    import json
-
-    try:
-        value = json.loads(data.attrs.get(key, "{}"))
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _env_args(data) -> dict[str, Any]:
-    """Suite and task of a file written by `worldvla-bench record` (LIBERO's own files have
-    robosuite env arguments here instead, so they give nothing)."""
-    args = _json_attr(data, "env_args")
-    if "suite" not in args or "task_id" not in args:
-        return {}
-    return {"suite": str(args["suite"]), "task_id": int(args["task_id"])}
-
-
-def _instruction(data) -> str:
-    return _json_attr(data, "problem_info").get("language_instruction", "")
+    info, demos = read_demos(path, view=view, upright=upright, limit=limit)
+    for demo in demos:
+        length = len(demo.frames)
+        meta: dict[str, Any] = {"source": str(info.path), **info.where}
+        if "seed" in demo.attrs:
+            meta.update(seed=int(demo.attrs["seed"]), trial=int(demo.attrs.get("trial", 0)))
+        yield WMEpisode(
+            name=demo.name, frames=demo.frames, actions=demo.actions[: length - 1],
+            instruction=info.instruction,
+            states=demo.states[:length] if demo.states is not None else None,
+            control_states=(demo.control_states[:length]
+                            if demo.control_states is not None else None),
+            meta=meta)
 
 
 def read_episodes_from(path: Path | str, view: str = "agentview") -> Iterator[WMEpisode]:

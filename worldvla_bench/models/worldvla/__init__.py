@@ -4,7 +4,10 @@ tokens, trained as an action model and a world model, with a small VQ-VAE image 
 Modules: `config` (sizes, presets), `vocab` (token ids), `action_tokenizer`, `text_tokenizer`,
 `vq` (VQ-VAE), `image_tokenizer` (image token layout), `sequence` (prompts, samples, padding),
 `masks` (causal and action attention masks), `transformer` (model, KV cache, loss),
-`generation` (greedy cached generation), `model` (the `WorldVLA` facade).
+`generation` (greedy cached generation), `model` (the `WorldVLA` facade); training in
+`training` (its API) over `train_config`, `demo_data`, `checkpoints`, `trainer`, `loss_curves`,
+`train_cli`; `world_model` (the `worldvla` world model), `chameleon_adapter` (released
+checkpoints), `commands` (the CLI commands this integration registers).
 
 The names below are re-exported lazily: importing this package (for its light `commands`
 module, say) imports no torch until a name is used.

@@ -1,0 +1,78 @@
+"""WorldVLA checkpoints: written atomically (`last.pt` with optimizer and RNG state to resume,
+`final.pt` weights only), found in a training directory, loaded into a model."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worldvla_bench.atomic import write_atomic
+from worldvla_bench.errors import BenchError
+from worldvla_bench.models.worldvla.config import WorldVLAConfig
+from worldvla_bench.models.worldvla.model import WorldVLA
+
+CHECKPOINT_FORMAT = "worldvla_bench.worldvla/1"
+LAST_CHECKPOINT = "last.pt"
+FINAL_CHECKPOINT = "final.pt"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """torch.save through a temporary sibling and an atomic rename."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a training directory (its final.pt, else last.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (FINAL_CHECKPOINT, LAST_CHECKPOINT):
+            if (path / name).exists():
+                return path / name
+        raise BenchError(f"{path} holds no {FINAL_CHECKPOINT} or {LAST_CHECKPOINT}")
+    if not path.exists():
+        raise BenchError(f"no such checkpoint: {path}")
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = resolve_checkpoint(path)
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # corrupt, truncated or foreign file
+        raise BenchError(f"cannot read checkpoint {path}: {error}") from None
+    if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
+        raise BenchError(f"{path} is not a WorldVLA checkpoint (no config/state_dict)")
+    return data
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> tuple[WorldVLA, dict[str, Any]]:
+    """(model in eval mode, metadata: train_args, chunk_size, action_mask, instruction_source,
+    instructions, stage, step). Plain `WorldVLA.save` files load too, with default metadata."""
+    data = read_checkpoint(path, map_location)
+    model = WorldVLA(WorldVLAConfig.from_dict(data["config"]))
+    model.load_state_dict(data["state_dict"])
+    model.eval()
+    args = data.get("train_args") or {}
+    meta = {
+        "path": str(resolve_checkpoint(path)),
+        "format": data.get("format"),
+        "train_args": args,
+        "chunk_size": int(data.get("chunk_size", args.get("chunk_size", 5))),
+        "action_mask": bool(data.get("action_mask", args.get("action_mask", True))),
+        "world_model_weight": float(data.get("world_model_weight",
+                                             args.get("world_model_weight", 0.0))),
+        "instruction_source": data.get("instruction_source",
+                                       args.get("instruction_source", "language")),
+        "instructions": dict(data.get("instructions") or {}),
+        "stage": data.get("stage", "done"),
+        "step": int(data.get("step", 0)),
+        "vq_step": int(data.get("vq_step", 0)),
+    }
+    return model, meta

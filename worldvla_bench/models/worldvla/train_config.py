@@ -1,0 +1,83 @@
+"""The training arguments of a WorldVLA run (`TrainConfig`), with their defaults and checks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from worldvla_bench.errors import BenchError
+from worldvla_bench.models.worldvla.config import PRESETS
+
+INSTRUCTION_SOURCES = ("language", "filename")
+#: arguments that may change between a run and its resumption (they do not change the result)
+RESUMABLE_CHANGES = frozenset(
+    {"out", "stop_at", "progress", "threads", "checkpoint_every", "resume"}
+)
+
+
+@dataclass
+class TrainConfig:
+    """Arguments of one training run (stored in every checkpoint).
+
+    `steps` are transformer optimizer steps (0 = train the VQ-VAE only); `vq_steps` VQ-VAE steps
+    (skipped when `vq_from` names a checkpoint whose VQ-VAE is reused). `stop_at` ends this
+    invocation after that many transformer steps (with a checkpoint), to resume later.
+    """
+
+    data: list[str]
+    out: str
+    config: str = "tiny"
+    chunk_size: int = 5
+    world_model_weight: float = 0.0
+    action_mask: bool = True
+    steps: int = 2000
+    vq_steps: int = 1000
+    batch_size: int = 8
+    vq_batch_size: int = 32
+    lr: float = 3e-4
+    vq_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None
+    grad_clip: float = 1.0
+    vq_restart_every: int = 50
+    seed: int = 0
+    view: str = "agentview"
+    instruction_source: str = "language"
+    max_demos: int | None = None
+    vq_from: str | None = None
+    checkpoint_every: int = 100
+    stop_at: int | None = None
+    threads: int = 1
+    progress: bool = True
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        self.data = [str(p) for p in ([self.data] if isinstance(self.data, str | Path)
+                                      else self.data)]
+        self.out = str(self.out)
+        if self.config not in PRESETS:
+            raise BenchError(f"unknown model config {self.config!r}; choose from {sorted(PRESETS)}")
+        if self.instruction_source not in INSTRUCTION_SOURCES:
+            raise BenchError(f"instruction source must be one of {INSTRUCTION_SOURCES}, "
+                             f"got {self.instruction_source!r}")
+        checks = [
+            (self.chunk_size >= 1, "chunk size must be >= 1"),
+            (self.world_model_weight >= 0, "world-model weight must be >= 0"),
+            (self.steps >= 0 and self.vq_steps >= 0, "steps must be >= 0"),
+            (self.batch_size >= 1 and self.vq_batch_size >= 1, "batch sizes must be >= 1"),
+            (self.world_model_weight == 0 or self.batch_size >= 2,
+             "a world-model weight > 0 needs a batch size >= 2"),
+            (self.checkpoint_every >= 1, "checkpoint interval must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BenchError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

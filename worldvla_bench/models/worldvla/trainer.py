@@ -1,0 +1,322 @@
+"""The training loop: the VQ-VAE first, then the transformer on mixed action and world-model
+batches, resumable from `last.pt` with the same losses as an uninterrupted run."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldvla_bench.errors import BenchError
+from worldvla_bench.models.worldvla.checkpoints import (
+    CHECKPOINT_FORMAT,
+    FINAL_CHECKPOINT,
+    LAST_CHECKPOINT,
+    read_checkpoint,
+    save_checkpoint,
+)
+from worldvla_bench.models.worldvla.config import WorldVLAConfig, preset
+from worldvla_bench.models.worldvla.demo_data import (
+    DemoSet,
+    SampleBuilder,
+    load_demos,
+)
+from worldvla_bench.models.worldvla.generation import forward_sequence
+from worldvla_bench.models.worldvla.loss_curves import (
+    LOSS_COLUMNS,
+    write_losses,
+)
+from worldvla_bench.models.worldvla.model import WorldVLA
+from worldvla_bench.models.worldvla.sequence import collate
+from worldvla_bench.models.worldvla.train_config import (
+    RESUMABLE_CHANGES,
+    TrainConfig,
+)
+from worldvla_bench.models.worldvla.transformer import lm_loss
+from worldvla_bench.models.worldvla.vq import images_to_tensor
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    checkpoint: Path
+    losses: list[dict[str, Any]]
+    steps_per_s: float | None
+    vq_steps_per_s: float | None
+    stopped_early: bool
+
+
+def _lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    warmup = config.warmup_steps if config.warmup_steps is not None else min(100,
+                                                                             config.steps // 10)
+    if warmup and step < warmup:
+        return config.lr * (step + 1) / warmup
+    span = max(1, config.steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+
+
+def _restore_rng(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    now = config.to_dict()
+    diffs = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
+             if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+    if diffs:
+        raise BenchError(f"{path} was trained with other arguments ({'; '.join(diffs)}): "
+                         "pass the same arguments to resume, or another --out")
+
+
+def _encode_all(model: WorldVLA, demos: DemoSet, batch: int = 256) -> list[np.ndarray]:
+    model.vq.eval()
+    codes = []
+    with torch.no_grad():
+        for frames in demos.frames:
+            parts = [model.vq.encode(images_to_tensor(frames[i : i + batch]))
+                     for i in range(0, len(frames), batch)]
+            codes.append(torch.cat(parts).numpy().astype(np.int64))
+    return codes
+
+
+def _restart_dead_codes(model: WorldVLA, usage: torch.Tensor, x: torch.Tensor,
+                        rng: np.random.Generator) -> int:
+    """Move codes unused since the last restart onto random encoder outputs of batch `x`."""
+    dead = torch.nonzero(usage == 0).flatten()
+    if not len(dead):
+        return 0
+    with torch.no_grad():
+        z = model.vq.encoder(x).permute(0, 2, 3, 1).reshape(-1, model.config.vq.embed_dim)
+        pick = torch.from_numpy(rng.integers(0, len(z), len(dead)))
+        model.vq.quantizer.codebook.weight.data[dead] = z[pick]
+    return len(dead)
+
+
+class Trainer:
+    """One training run: `run()` trains (or resumes) and returns a `TrainResult`."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        self.losses: list[dict[str, Any]] = []
+        self.stage = "vq"
+        self.vq_step = 0
+        self.step = 0
+        self.start_time = time.perf_counter()
+        self.elapsed_before = 0.0
+
+    # -- state
+    def _payload(self, full: bool) -> dict[str, Any]:
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.model.config.to_dict(),
+            "state_dict": self.model.state_dict(),
+            "train_args": self.config.to_dict(),
+            "chunk_size": self.config.chunk_size,
+            "action_mask": self.config.action_mask,
+            "world_model_weight": self.config.world_model_weight,
+            "instruction_source": self.config.instruction_source,
+            "instructions": self.demos.instructions(),
+            "data": {"files": self.demos.files, "episodes": len(self.demos)},
+            "stage": self.stage,
+            "vq_step": self.vq_step,
+            "step": self.step,
+            "losses": self.losses,
+            "elapsed_s": self._elapsed(),
+            "torch_version": str(torch.__version__),
+        }
+        if full:
+            payload["rng"] = _rng_state(self.rng)
+            payload["vq_optimizer"] = self.vq_opt.state_dict()
+            payload["optimizer"] = self.opt.state_dict()
+            payload["vq_usage"] = self.vq_usage.clone()
+        return payload
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.start_time
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.out / LAST_CHECKPOINT, self._payload(full=True))
+        write_losses(self.losses, self.out)
+        return path
+
+    def _build(self) -> dict[str, Any] | None:
+        config = self.config
+        torch.set_num_threads(max(1, int(config.threads)))
+        self.out.mkdir(parents=True, exist_ok=True)
+        saved = None
+        last = self.out / LAST_CHECKPOINT
+        if config.resume and last.exists():
+            saved = read_checkpoint(last)
+            _check_resumable(saved.get("train_args") or {}, config, last)
+        model_config = preset(config.config)
+        self.demos = load_demos(config.data, model_config.vq.image_size, config.view,
+                                config.instruction_source, config.max_demos)
+        torch.manual_seed(config.seed)
+        self.model = WorldVLA(model_config)
+        self.rng = np.random.default_rng(config.seed)
+        self.vq_opt = torch.optim.Adam(self.model.vq.parameters(), lr=config.vq_lr)
+        self.opt = torch.optim.AdamW(self.model.transformer.parameters(), lr=config.lr,
+                                     betas=(0.9, 0.95), weight_decay=config.weight_decay)
+        self.vq_usage = torch.zeros(model_config.vq.codebook_size, dtype=torch.long)
+        if saved is not None:
+            self.model.load_state_dict(saved["state_dict"])
+            self.stage, self.vq_step, self.step = saved["stage"], saved["vq_step"], saved["step"]
+            self.losses = list(saved.get("losses") or [])
+            self.elapsed_before = float(saved.get("elapsed_s", 0.0))
+            if "rng" in saved:
+                _restore_rng(self.rng, saved["rng"])
+                self.vq_opt.load_state_dict(saved["vq_optimizer"])
+                self.opt.load_state_dict(saved["optimizer"])
+                self.vq_usage = saved["vq_usage"].clone()
+        elif config.vq_from:
+            source = read_checkpoint(config.vq_from)
+            vq_state = {k[len("vq."):]: v for k, v in source["state_dict"].items()
+                        if k.startswith("vq.")}
+            source_vq = WorldVLAConfig.from_dict(source["config"]).vq
+            if source_vq != model_config.vq:
+                raise BenchError(f"VQ-VAE of {config.vq_from} has another configuration "
+                                 f"({source_vq}) than {config.config!r} ({model_config.vq})")
+            self.model.vq.load_state_dict(vq_state)
+            self.stage = "transformer"
+            self.vq_step = int(source.get("vq_step", 0))
+        return saved
+
+    # -- phases
+    def _train_vq(self) -> float | None:
+        config, model = self.config, self.model
+        all_frames = np.concatenate(self.demos.frames)
+        model.vq.train()
+        bar = _bar(config.vq_steps, self.vq_step, "VQ-VAE", config.progress)
+        t0, start_step = time.perf_counter(), self.vq_step
+        try:
+            while self.vq_step < config.vq_steps:
+                idx = self.rng.integers(0, len(all_frames), config.vq_batch_size)
+                x = images_to_tensor(all_frames[idx])
+                if self.vq_step == 0:  # data-dependent codebook init
+                    self.vq_usage.zero_()
+                    _restart_dead_codes(model, self.vq_usage, x, self.rng)
+                out = model.vq(x)
+                self.vq_opt.zero_grad(set_to_none=True)
+                out.loss.backward()
+                self.vq_opt.step()
+                self.vq_usage += torch.bincount(out.codes.flatten(),
+                                                minlength=len(self.vq_usage))
+                self.vq_step += 1
+                restart = config.vq_restart_every
+                if restart and self.vq_step % restart == 0 and self.vq_step < config.vq_steps:
+                    _restart_dead_codes(model, self.vq_usage, x, self.rng)
+                    self.vq_usage.zero_()
+                self.losses.append(_row("vq", self.vq_step, out.loss.item(),
+                                        recon_loss=out.recon_loss.item(), lr=config.vq_lr,
+                                        elapsed_s=self._elapsed()))
+                bar.update(1)
+                bar.set_postfix(recon=f"{out.recon_loss.item():.4f}", refresh=False)
+                if self.vq_step % config.checkpoint_every == 0:
+                    self.save()
+        finally:
+            bar.close()
+        model.vq.eval()
+        done = self.vq_step - start_step
+        return done / (time.perf_counter() - t0) if done else None
+
+    def _train_transformer(self) -> tuple[float | None, bool]:
+        config, model = self.config, self.model
+        builder = SampleBuilder(model, self.demos, _encode_all(model, self.demos),
+                                config.chunk_size)
+        model.transformer.train()
+        bar = _bar(config.steps, self.step, "transformer", config.progress)
+        t0, start_step, stopped = time.perf_counter(), self.step, False
+        try:
+            while self.step < config.steps:
+                if config.stop_at is not None and self.step >= config.stop_at:
+                    stopped = True
+                    break
+                lr = _lr_at(self.step, config)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                samples, n_action = builder.batch(self.rng, config.batch_size,
+                                                  config.world_model_weight)
+                batch = collate(samples)
+                logits = forward_sequence(model.transformer, batch.input_ids, batch.valid,
+                                          action_mask=config.action_mask)
+                loss = lm_loss(logits, batch.labels, model.class_weight)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.transformer.parameters(),
+                                                   config.grad_clip)
+                self.opt.step()
+                with torch.no_grad():
+                    action_loss = float(lm_loss(logits[:n_action], batch.labels[:n_action],
+                                                model.class_weight))
+                    world_loss = (float(lm_loss(logits[n_action:], batch.labels[n_action:],
+                                                model.class_weight))
+                                  if n_action < len(samples) else float("nan"))
+                self.step += 1
+                self.losses.append(_row("transformer", self.step, loss.item(),
+                                        action_loss=action_loss, world_loss=world_loss, lr=lr,
+                                        elapsed_s=self._elapsed()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                if self.step % config.checkpoint_every == 0:
+                    self.save()
+        finally:
+            bar.close()
+        model.transformer.eval()
+        done = self.step - start_step
+        return (done / (time.perf_counter() - t0) if done else None), stopped
+
+    def run(self) -> TrainResult:
+        saved = self._build()
+        if saved is not None and saved.get("stage") == "done":
+            final = self.out / FINAL_CHECKPOINT
+            return TrainResult(self.out, final if final.exists() else self.out / LAST_CHECKPOINT,
+                               self.losses, None, None, False)
+        vq_rate = rate = None
+        stopped = False
+        # an interrupted run resumes from its last periodic checkpoint (a state saved mid-step
+        # would not be consistent)
+        if self.stage == "vq":
+            vq_rate = self._train_vq()
+            self.stage = "transformer"
+            self.save()
+        if self.config.steps > 0:
+            rate, stopped = self._train_transformer()
+        if stopped:
+            return TrainResult(self.out, self.save(), self.losses, rate, vq_rate, True)
+        self.stage = "done"
+        self.save()
+        final = save_checkpoint(self.out / FINAL_CHECKPOINT, self._payload(full=False))
+        return TrainResult(self.out, final, self.losses, rate, vq_rate, False)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or resume) a WorldVLA model; see the module docstring."""
+    return Trainer(config).run()
+
+
+def _bar(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def _row(stage: str, step: int, loss: float, **values: float) -> dict[str, Any]:
+    row: dict[str, Any] = {c: float("nan") for c in LOSS_COLUMNS}
+    row.update(stage=stage, step=step, loss=loss, **values)
+    return row
