@@ -104,19 +104,21 @@ def fast_render_difference(size: int, steps: int = 10) -> dict:
 
 
 def engine(trials: int, steps: int, size: int, workers: int, chunk: int,
-           fast_render: bool = False, fast_reset: bool = True,
+           fast_render: bool = False, hard_reset: bool = False,
            observe: bool | str = True) -> dict:
     """Our engine with the random policy; `observe` = the cameras it reads (True = both)."""
+    from worldvla_bench.protocol import Protocol, RunOptions
     from worldvla_bench.records import read_episodes
-    from worldvla_bench.rollout import RunConfig, run_evaluation
+    from worldvla_bench.rollout import run_evaluation
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        run_dir = run_evaluation(RunConfig(
-            suite="libero_spatial", policy="random",
-            policy_kwargs={"chunk_size": chunk, "observe": observe}, tasks="0", trials=trials,
-            run_dir=Path(tmp) / "bench", workers=workers, image_size=size, max_steps=steps,
-            fast_render=fast_render, fast_reset=fast_reset, progress=False))
+        run_dir = run_evaluation(
+            Protocol(suite="libero_spatial", policy="random",
+                     policy_kwargs={"chunk_size": chunk, "observe": observe}, image_size=size,
+                     max_steps=steps, fast_render=fast_render),
+            RunOptions(run_dir=Path(tmp) / "bench", tasks="0", trials=trials, workers=workers,
+                       hard_reset=hard_reset, progress=False))
         elapsed = time.perf_counter() - start
         records = read_episodes(run_dir)
     total = sum(r["steps"] for r in records)
@@ -158,12 +160,11 @@ def main() -> int:
         measure(f"engine {cores} workers, K={chunk}", engine, args.trials * cores, args.steps,
                 args.size, cores, chunk)
     measure(f"engine {cores} workers, K=10, hard reset (--hard-reset)", engine,
-            args.trials * cores, args.steps, args.size, cores, 10, False, False)
+            args.trials * cores, args.steps, args.size, cores, 10, hard_reset=True)
     measure(f"engine {cores} workers, K=10, fast render (opt-in)", engine, args.trials * cores,
             args.steps, args.size, cores, 10, True)
     measure(f"engine {cores} workers, K=10, agentview only (the one camera WorldVLA reads)",
-            engine, args.trials * cores, args.steps, args.size, cores, 10, False, True,
-            "agentview")
+            engine, args.trials * cores, args.steps, args.size, cores, 10, observe="agentview")
     naive = rows["naive loop (render every step)"]["steps_per_s"]
     physics = max(rebuilt["steps_per_s"], in_place["steps_per_s"])
     physics_per_core = all_cores["steps_per_s"] / cores

@@ -19,14 +19,26 @@ sys.path.insert(0, str(TESTS_DIR))
 SMALL = {"image_size": 64, "max_steps": 12}
 
 
+def split_config(**kwargs):
+    """(Protocol, RunOptions) from their fields given together, for short test calls:
+    `run_evaluation(*split_config(suite=..., policy=..., run_dir=..., workers=2))`."""
+    from dataclasses import fields
+
+    from worldvla_bench.protocol import Protocol, RunOptions
+
+    names = {f.name for f in fields(Protocol)}
+    return (Protocol(**{k: v for k, v in kwargs.items() if k in names}),
+            RunOptions(**{k: v for k, v in kwargs.items() if k not in names}))
+
+
 @pytest.fixture(scope="session")
 def recorded_run(tmp_path_factory) -> Path:
     """A real run: libero_spatial tasks 0 and 1, 2 trials each, 2 workers, random policy, videos."""
-    from worldvla_bench.rollout import RunConfig, run_evaluation
+    from worldvla_bench.rollout import run_evaluation
 
     run_dir = tmp_path_factory.mktemp("runs") / "random_small"
     run_evaluation(
-        RunConfig(
+        *split_config(
             suite="libero_spatial",
             policy="random",
             tasks="0,1",

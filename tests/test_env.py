@@ -183,7 +183,7 @@ def test_reset_in_place_gives_the_rebuilt_states_and_pixels(suite, task_id):
     actions = np.random.default_rng(2).uniform(-1, 1, size=(6, 7))
     results = {}
     for fast in (False, True):
-        env = LiberoEnv(suite, task_id, image_size=32, fast_reset=fast, wait_steps=2)
+        env = LiberoEnv(suite, task_id, image_size=32, hard_reset=not fast, wait_steps=2)
         episodes = []
         for init_state in (0, 1, 2, 0):  # episodes after the first are where state carries over
             env.reset(seed=4, options={"init_state": init_state})
@@ -192,7 +192,7 @@ def test_reset_in_place_gives_the_rebuilt_states_and_pixels(suite, task_id):
             episodes.append((env.get_sim_state(), obs["agentview_image"]))
         env.close()
         results[fast] = episodes
-    assert LiberoEnv(suite, task_id).fast_reset is True  # the default
+    assert LiberoEnv(suite, task_id).hard_reset is False  # the default: reset in place
     for (state_h, image_h), (state_s, image_s) in zip(results[False], results[True], strict=True):
         np.testing.assert_array_equal(state_h, state_s)
         np.testing.assert_array_equal(image_h, image_s)

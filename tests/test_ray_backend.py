@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL
+from conftest import SMALL, split_config
 
 from worldvla_bench.policies.random import RandomPolicy
 from worldvla_bench.policy import EpisodeContext
 from worldvla_bench.records import load_episode_arrays, read_episodes
-from worldvla_bench.rollout import RunConfig, run_evaluation
+from worldvla_bench.rollout import run_evaluation
 
 ray = pytest.importorskip("ray")
 
@@ -54,7 +54,7 @@ def local_ray():
 def local_run(tmp_path_factory) -> Path:
     """The reference: the same episodes on the local backend."""
     run_dir = tmp_path_factory.mktemp("ray_reference") / "local"
-    run_evaluation(RunConfig(policy="random", run_dir=run_dir, **COMMON))
+    run_evaluation(*split_config(policy="random", run_dir=run_dir, **COMMON))
     return run_dir
 
 
@@ -79,12 +79,12 @@ def _assert_same_episodes(local_dir: Path, ray_dir: Path, ignore=frozenset()) ->
 
 def test_a_ray_run_equals_the_local_run(local_ray, local_run: Path, tmp_path: Path):
     ray_dir = tmp_path / "ray"
-    config = RunConfig(policy="random", run_dir=ray_dir, backend="ray", **COMMON)
-    run_evaluation(config)
+    config = split_config(policy="random", run_dir=ray_dir, backend="ray", **COMMON)
+    run_evaluation(*config)
     _assert_same_episodes(local_run, ray_dir)
     # resume: a rerun through Ray runs nothing
     before = (ray_dir / "episodes.jsonl").read_text()
-    run_evaluation(config)
+    run_evaluation(*config)
     assert (ray_dir / "episodes.jsonl").read_text() == before
 
 
@@ -92,7 +92,7 @@ def test_a_lost_ray_worker_is_retried_not_lost_or_duplicated(local_ray, local_ru
                                                              tmp_path: Path):
     marker = tmp_path / "died"
     run_dir = tmp_path / "dies"
-    run_evaluation(RunConfig(policy="test_ray_backend:DiesOncePolicy", backend="ray",
+    run_evaluation(*split_config(policy="test_ray_backend:DiesOncePolicy", backend="ray",
                              policy_kwargs={"marker": str(marker)}, run_dir=run_dir, **COMMON))
     assert marker.exists(), "a worker must have died"
     records = read_episodes(run_dir)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL
+from conftest import SMALL, split_config
 
 from worldvla_bench.errors import RunDirectoryError
 from worldvla_bench.records import load_episode_arrays, read_episodes
-from worldvla_bench.rollout import RunConfig, episode_seed, run_evaluation
+from worldvla_bench.rollout import episode_seed, run_evaluation
 
 
 def test_engine_writes_one_record_per_episode_with_timings(recorded_run: Path):
@@ -52,21 +52,21 @@ def test_video_frames_show_the_episode(recorded_run: Path):
 
 def test_rerunning_a_finished_run_runs_nothing(recorded_run: Path):
     before = (recorded_run / "episodes.jsonl").read_text()
-    run_evaluation(RunConfig(suite="libero_spatial", policy="random", tasks="0,1", trials=2,
+    run_evaluation(*split_config(suite="libero_spatial", policy="random", tasks="0,1", trials=2,
                              run_dir=recorded_run, workers=2, video=True, progress=False, **SMALL))
     assert (recorded_run / "episodes.jsonl").read_text() == before
 
 
 def test_resuming_with_another_protocol_is_refused(recorded_run: Path):
     with pytest.raises(RunDirectoryError, match="max_steps"):
-        run_evaluation(RunConfig(suite="libero_spatial", policy="random", tasks="0", trials=1,
+        run_evaluation(*split_config(suite="libero_spatial", policy="random", tasks="0", trials=1,
                                  run_dir=recorded_run, image_size=64, max_steps=99,
                                  progress=False))
 
 
 def test_replay_reproduces_the_recorded_final_state(recorded_run: Path, tmp_path: Path):
     replay_dir = tmp_path / "replay"
-    run_evaluation(RunConfig(suite="libero_spatial", policy="replay",
+    run_evaluation(*split_config(suite="libero_spatial", policy="replay",
                              policy_kwargs={"run": str(recorded_run), "chunk_size": 5},
                              tasks="0,1", trials=2, run_dir=replay_dir, workers=2,
                              progress=False, **SMALL))
@@ -84,7 +84,7 @@ def test_replay_reproduces_the_recorded_final_state(recorded_run: Path, tmp_path
 def test_bad_policy_output_is_an_error_record_and_the_run_goes_on(tmp_path: Path):
     run_dir = tmp_path / "nan"
     policy = "policies_for_tests:NanOnTrialOnePolicy"
-    run_evaluation(RunConfig(suite="libero_spatial", policy=policy, tasks="0", trials=3,
+    run_evaluation(*split_config(suite="libero_spatial", policy=policy, tasks="0", trials=3,
                              run_dir=run_dir, workers=1, progress=False,
                              image_size=32, max_steps=4))
     records = {r["trial"]: r for r in read_episodes(run_dir)}
@@ -142,11 +142,13 @@ def test_a_simulator_that_raises_in_step_ends_the_episode_and_is_rebuilt(tmp_pat
     runs on a fresh one."""
     from worldvla_bench import worker
     from worldvla_bench.envs.libero_env import LiberoEnv
+    from worldvla_bench.protocol import Protocol
     from worldvla_bench.tasks import load_suite
 
-    config = worker.WorkerConfig(policy="noop", policy_kwargs={},
-                                 suite=load_suite("libero_spatial"), run_dir=str(tmp_path),
-                                 image_size=64, max_steps=4, save_episodes=False)
+    suite = load_suite("libero_spatial")
+    protocol = Protocol(suite=suite.name, policy="noop", image_size=64, max_steps=4)
+    config = worker.WorkerConfig(protocol=protocol.resolved(suite), suite=suite,
+                                 run_dir=str(tmp_path), save_episodes=False)
     monkeypatch.setattr(worker, "_STATE", {"config": config, "policy": None, "env": None})
     real_step, calls = LiberoEnv.step, []
 

@@ -20,11 +20,12 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+from conftest import split_config
 
 from worldvla_bench.policies.remote import RemotePolicy, RemotePolicyError
 from worldvla_bench.policy import EpisodeContext, Policy, make_policy
 from worldvla_bench.records import load_episode_arrays, read_episodes
-from worldvla_bench.rollout import RunConfig, run_evaluation
+from worldvla_bench.rollout import run_evaluation
 from worldvla_bench.serving import RESET_KEY, pack, resize_with_pad, unpack
 from worldvla_bench.serving.server import PolicyServer, add_serve_parser
 
@@ -93,9 +94,9 @@ def test_wire_format_is_openpi_msgpack_numpy():
 def test_remote_run_equals_local_run(random_server: PolicyServer, tmp_path: Path):
     common = dict(suite="libero_spatial", tasks="0", trials=2, workers=1, progress=False,
                   image_size=64, max_steps=12)
-    local = run_evaluation(RunConfig(policy="random", run_dir=tmp_path / "local",
+    local = run_evaluation(*split_config(policy="random", run_dir=tmp_path / "local",
                                      policy_kwargs={"chunk_size": 3, "observe": True}, **common))
-    remote = run_evaluation(RunConfig(policy=REMOTE, run_dir=tmp_path / "remote",
+    remote = run_evaluation(*split_config(policy=REMOTE, run_dir=tmp_path / "remote",
                                       policy_kwargs={"port": random_server.port}, **common))
     a = {(r["task_id"], r["trial"]): r for r in read_episodes(local)}
     b = {(r["task_id"], r["trial"]): r for r in read_episodes(remote)}

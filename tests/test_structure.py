@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -195,8 +196,11 @@ def test_a_wheel_installs_every_suite_and_builtin_policy_inside_the_package(tmp_
     """`pip install .` (not editable): the wheel carries tasks/ and policies/ inside
     worldvla_bench, and no top-level `policies` package; installed alone on the path, it lists
     every suite and every built-in policy."""
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ behind
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "results", "build", "*.egg-info", "__pycache__", ".*_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True)
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("worldvla_bench-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith("policies/")]

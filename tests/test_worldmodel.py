@@ -9,10 +9,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import split_config
 
 from worldvla_bench.cli import main
 from worldvla_bench.errors import BenchError
-from worldvla_bench.rollout import RunConfig, run_evaluation
+from worldvla_bench.rollout import run_evaluation
 from worldvla_bench.worldmodel.data import read_hdf5, read_run
 from worldvla_bench.worldmodel.evaluate import evaluate_world_model, get_scoring_protocol
 from worldvla_bench.worldmodel.models import CopyLast, PredictionContext, SimOracle
@@ -21,9 +22,10 @@ from worldvla_bench.worldmodel.models import CopyLast, PredictionContext, SimOra
 @pytest.fixture(scope="module")
 def frames_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("wm") / "frames"
-    run_evaluation(RunConfig(suite="libero_spatial", policy="random", policy_kwargs={"scale": 0.5},
-                             tasks="0", trials=4, run_dir=run_dir, workers=2, image_size=48,
-                             max_steps=11, save_frames=True, progress=False))
+    run_evaluation(*split_config(suite="libero_spatial", policy="random",
+                                 policy_kwargs={"scale": 0.5}, tasks="0", trials=4,
+                                 run_dir=run_dir, workers=2, image_size=48, max_steps=11,
+                                 save_frames=True, progress=False))
     return run_dir
 
 

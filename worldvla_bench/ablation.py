@@ -198,7 +198,8 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     """Train (or take) every selected cell, evaluate each, write the table; returns
     {'table', 'markdown', 'md', 'csv', 'runs'}."""
     from worldvla_bench.models.worldvla.training import load_checkpoint
-    from worldvla_bench.rollout import RunConfig, run_evaluation
+    from worldvla_bench.protocol import Protocol, RunOptions
+    from worldvla_bench.rollout import run_evaluation
 
     cells = select_cells(config.cells)
     unknown = sorted(set(config.checkpoints) - set(CELLS))
@@ -213,20 +214,13 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         checkpoint = config.checkpoints.get(cell.name) or _train_cell(config, cell, vq)
         _, meta = load_checkpoint(checkpoint)
         run_dir = out / "runs" / cell.name.replace("+", "_plus_")
-        run_evaluation(RunConfig(
-            suite=config.suite,
-            policy=POLICY_TARGET,
-            policy_kwargs={"checkpoint": str(Path(checkpoint).resolve()),
-                           "action_mask": cell.action_mask},
-            tasks=config.tasks,
-            trials=config.trials,
-            run_dir=run_dir,
-            workers=config.workers,
-            seed=config.seed,
-            image_size=config.image_size,
-            max_steps=config.max_steps,
-            progress=config.progress,
-        ))
+        run_evaluation(
+            Protocol(suite=config.suite, policy=POLICY_TARGET,
+                     policy_kwargs={"checkpoint": str(Path(checkpoint).resolve()),
+                                    "action_mask": cell.action_mask},
+                     seed=config.seed, image_size=config.image_size, max_steps=config.max_steps),
+            RunOptions(run_dir=run_dir, tasks=config.tasks, trials=config.trials,
+                       workers=config.workers, progress=config.progress))
         runs.append(CellRun(cell, run_dir, int(meta["chunk_size"]), str(checkpoint)))
     table = ablation_table(runs)
     written = write_ablation(table, out)

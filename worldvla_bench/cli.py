@@ -36,34 +36,40 @@ def _existing_run_path(name: str) -> Path:
                      f"{EPISODES_FILE}")
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _protocol(args: argparse.Namespace):
+    """The `Protocol` the arguments of `eval` / `record` describe."""
     from worldvla_bench.policy import parse_policy_args
-    from worldvla_bench.rollout import RunConfig, run_evaluation
+    from worldvla_bench.protocol import Protocol
 
-    policy_kwargs = parse_policy_args(args.policy_arg)
-    run = args.run or f"{args.suite}_{args.policy.replace(':', '_').replace('.', '_')}"
-    config = RunConfig(
-        suite=args.suite,
-        policy=args.policy,
-        policy_kwargs=policy_kwargs,
+    return Protocol(suite=args.suite, policy=args.policy,
+                    policy_kwargs=parse_policy_args(args.policy_arg), seed=args.seed,
+                    image_size=args.image_size, max_steps=args.max_steps,
+                    fast_render=getattr(args, "fast_render", False))
+
+
+def _default_run_name(args: argparse.Namespace) -> str:
+    return f"{args.suite}_{args.policy.replace(':', '_').replace('.', '_')}"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from worldvla_bench.protocol import RunOptions
+    from worldvla_bench.rollout import run_evaluation
+
+    options = RunOptions(
+        run_dir=_run_path(args.run or _default_run_name(args)),
         tasks=args.tasks,
         trials=args.trials,
-        run_dir=_run_path(run),
         workers=args.workers,
-        seed=args.seed,
-        image_size=args.image_size,
-        max_steps=args.max_steps,
+        backend=args.backend,
+        ray_address=args.address,
         video=args.video,
         video_every=args.video_every,
         save_frames=args.save_frames,
-        fast_render=args.fast_render,
-        fast_reset=not args.hard_reset,
+        hard_reset=args.hard_reset,
         retry_errors=args.retry_errors,
         progress=not args.no_progress,
-        backend=args.backend,
-        ray_address=args.address,
     )
-    run_dir = run_evaluation(config)
+    run_dir = run_evaluation(_protocol(args), options)
     if not args.no_report:
         return _print_report(run_dir)
     return 0
@@ -71,16 +77,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from worldvla_bench.demos import run_to_hdf5
-    from worldvla_bench.policy import parse_policy_args
-    from worldvla_bench.rollout import RunConfig, run_evaluation
+    from worldvla_bench.protocol import RunOptions
+    from worldvla_bench.rollout import run_evaluation
 
     out = Path(args.out)
-    run_dir = out / f"_run_{args.suite}_{args.policy.replace(':', '_').replace('.', '_')}"
-    run_evaluation(RunConfig(
-        suite=args.suite, policy=args.policy, policy_kwargs=parse_policy_args(args.policy_arg),
-        tasks=args.tasks, trials=args.trials, run_dir=run_dir, workers=args.workers,
-        seed=args.seed, image_size=args.image_size, max_steps=args.max_steps, save_frames=True,
-        progress=not args.no_progress))
+    run_dir = out / f"_run_{_default_run_name(args)}"
+    run_evaluation(_protocol(args), RunOptions(
+        run_dir=run_dir, tasks=args.tasks, trials=args.trials, workers=args.workers,
+        save_frames=True, progress=not args.no_progress))
     paths = run_to_hdf5(run_dir, out, successful_only=not args.all_episodes)
     from worldvla_bench.report import write_report
 

@@ -36,9 +36,9 @@ from typing import Any
 from worldvla_bench.atomic import write_atomic
 from worldvla_bench.errors import BenchError, RenderingUnavailableError, UnknownChoiceError
 from worldvla_bench.job_failures import error_record, retry_or_fail
+from worldvla_bench.protocol import BACKENDS
 from worldvla_bench.worker import EpisodeJob, WorkerConfig, init_worker, run_job
 
-BACKENDS = ("local", "ray")
 OnRecord = Callable[[dict[str, Any]], None]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from worldvla_bench.errors import RunDirectoryError
+from worldvla_bench.protocol import PROTOCOL_KEYS
 from worldvla_bench.records import MANIFEST_FILE, read_json, write_json
 
 VERSIONED_PACKAGES = (
@@ -24,10 +25,6 @@ VERSIONED_PACKAGES = (
     "gymnasium",
 )
 
-#: Config keys that define what a run measures; resuming with other values is refused.
-PROTOCOL_KEYS = (
-    "suite", "policy", "policy_kwargs", "seed", "image_size", "max_steps", "fast_render",
-)
 
 
 def package_versions() -> dict[str, str | None]:

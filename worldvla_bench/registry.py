@@ -142,15 +142,20 @@ class Registry(Generic[T]):
         return obj
 
 
-def instantiate(cls: Callable[..., T], kwargs: dict[str, Any], what: str) -> T:
-    """`cls(**kwargs)`, with arguments the constructor does not take reported in one line
-    (checked against its signature first, so a TypeError raised inside it stays a bug)."""
+def instantiate_check(cls: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
+    """Raise one line if `cls` does not take these keyword arguments (without calling it)."""
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as error:
         raise BenchError(f"bad arguments for {what}: {error}") from None
     except ValueError:  # no signature to check (a builtin): let the call speak for itself
         pass
+
+
+def instantiate(cls: Callable[..., T], kwargs: dict[str, Any], what: str) -> T:
+    """`cls(**kwargs)`, with arguments the constructor does not take reported in one line
+    (checked against its signature first, so a TypeError raised inside it stays a bug)."""
+    instantiate_check(cls, kwargs, what)
     return cls(**kwargs)
 
 

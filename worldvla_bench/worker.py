@@ -20,26 +20,24 @@ from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.envs.rendering import configure_gl
 from worldvla_bench.episode import run_episode
 from worldvla_bench.policy import EpisodeContext, Policy, make_policy
+from worldvla_bench.protocol import Protocol
 from worldvla_bench.records import episode_stem
 from worldvla_bench.tasks import SuiteSpec
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything a worker needs to build its policy and envs."""
+    """Everything a worker needs: the run's protocol, unchanged, and the options that concern
+    one episode's files and the simulator's reset."""
 
-    policy: str
-    policy_kwargs: dict[str, Any]
+    protocol: Protocol  # resolved: image size and step limit written out
     suite: SuiteSpec
     run_dir: str
-    image_size: int | None = None
-    max_steps: int | None = None
     save_episodes: bool = True
     video: bool = False
     video_every: int = 1
     save_frames: bool = False
-    fast_render: bool = False
-    fast_reset: bool = True
+    hard_reset: bool = False
     threads_per_worker: int = 1
 
 
@@ -106,7 +104,7 @@ def init_worker(config: WorkerConfig, parent_pid: int | None = None) -> None:
 
 def _policy(config: WorkerConfig) -> Policy:
     if _STATE.get("policy") is None:
-        _STATE["policy"] = make_policy(config.policy, **config.policy_kwargs)
+        _STATE["policy"] = make_policy(config.protocol.policy, **config.protocol.policy_kwargs)
     return _STATE["policy"]
 
 
@@ -118,9 +116,9 @@ def _env(config: WorkerConfig, task_id: int) -> LiberoEnv:
         env.close()
         _STATE["env"] = None
     env = LiberoEnv(
-        config.suite, task_id, image_size=config.image_size, max_steps=config.max_steps,
-        fast_render=config.fast_render,
-        fast_reset=config.fast_reset,
+        config.suite, task_id, image_size=config.protocol.image_size,
+        max_steps=config.protocol.max_steps, fast_render=config.protocol.fast_render,
+        hard_reset=config.hard_reset,
     )
     _STATE["env"] = env
     return env
@@ -154,7 +152,7 @@ def run_job(job: EpisodeJob) -> dict[str, Any]:
             env,
             policy,
             context,
-            policy_name=config.policy,
+            policy_name=config.protocol.policy,
             episode_path=run_dir / "episodes" / f"{stem}.npz" if config.save_episodes else None,
             video_path=run_dir / "videos" / f"{stem}.mp4" if config.video else None,
             video_fps=config.suite.control_freq,

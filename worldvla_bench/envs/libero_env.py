@@ -16,7 +16,7 @@ Conventions:
   robosuite's camera observables keep their sampling schedule, only their render call is skipped.
 - reset in place: the simulator is built once and reset softly (robosuite `hard_reset=False`),
   with the state a soft reset would carry over cleared; states and pixels equal a rebuild's.
-  `fast_reset=False` rebuilds it on every reset, as LIBERO's scripts do (slower: `make bench`).
+  `hard_reset=True` rebuilds it on every reset, as LIBERO's scripts do (slower: `make bench`).
 - one scene per (seed, init state): LIBERO registers its open/close and on/off samplers again on
   every rebuild without clearing the old ones, so fixture positions drift with the number of
   episodes an env object has run; we register them once (`_register_property_samplers_once`).
@@ -78,7 +78,7 @@ class LiberoEnv(gym.Env):
         wait_steps: int | None = None,
         render_mode: str | None = "rgb_array",
         fast_render: bool = False,
-        fast_reset: bool = True,
+        hard_reset: bool = False,
     ) -> None:
         self.suite = suite if isinstance(suite, SuiteSpec) else load_suite(suite)
         self.task: LiberoTask = libero_task(self.suite, task_id)
@@ -93,7 +93,7 @@ class LiberoEnv(gym.Env):
             )
         self.render_mode = render_mode
         self.fast_render = bool(fast_render)
-        self.fast_reset = bool(fast_reset)
+        self.hard_reset = bool(hard_reset)
         self.instruction = self.task.instruction
         image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
         self.observation_space = spaces.Dict(
@@ -156,7 +156,7 @@ class LiberoEnv(gym.Env):
                     camera_widths=self.image_size,
                     control_freq=self.suite.control_freq,
                     ignore_done=True,
-                    hard_reset=not self.fast_reset,
+                    hard_reset=self.hard_reset,
                 )
             _register_property_samplers_once(sim.env)
         except Exception as error:  # robosuite raises plain exceptions for GL failures
@@ -265,7 +265,7 @@ class LiberoEnv(gym.Env):
         try:
             self._render_cameras = frozenset()  # nobody looks at the frames of a reset
             self._sim.reset()
-            if self.fast_reset:
+            if not self.hard_reset:
                 self._clear_carried_state()
             self._install_render_gate()
             if self.fast_render:

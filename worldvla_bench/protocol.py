@@ -1,0 +1,93 @@
+"""What a run measures, and how it is run: two frozen objects passed down the engine unchanged.
+
+`Protocol` holds everything that defines a run's numbers: the suite, the policy and its
+arguments, the run seed (episode seeds derive from it), the camera size, the step limit and the
+render settings. Two runs with equal protocols measure the same thing; a run directory refuses to
+be resumed under another protocol (the manifest compares them), and `compare` names every field
+that differs. `RunOptions` holds everything else: where results go, which episodes, how many
+workers and where, videos, progress. None of them moves a number (the reset mode included:
+resetting in place and rebuilding give the same states and pixels, tests/test_env.py).
+
+The CLI, the Makefile, the benchmarks and the ablation build these two objects and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from worldvla_bench.errors import BenchError, UnknownChoiceError
+from worldvla_bench.tasks import SuiteSpec
+
+#: where workers run: local processes on this machine, or Ray actors (see executors.py)
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What a run measures. `image_size` (px, square) and `max_steps` (policy steps after the
+    wait steps) default to the suite's (`None`); `resolved(suite)` fills them in. `fast_render`
+    turns MSAA and reflections off (faster; pixels differ slightly: opt-in, never a default)."""
+
+    suite: str
+    policy: str = "expert"
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 7
+    image_size: int | None = None
+    max_steps: int | None = None
+    fast_render: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None and int(self.image_size) <= 0:
+            raise BenchError(f"image size must be positive, got {self.image_size}")
+        if self.max_steps is not None and int(self.max_steps) <= 0:
+            raise BenchError(f"max steps must be positive, got {self.max_steps}")
+
+    def resolved(self, suite: SuiteSpec) -> Protocol:
+        """This protocol with the suite's defaults written out (what the manifest records)."""
+        return replace(self, suite=suite.name,
+                       image_size=int(self.image_size or suite.image_size),
+                       max_steps=int(self.max_steps or suite.max_steps))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The manifest keys that define what a run measures: the fields of `Protocol`.
+PROTOCOL_KEYS = tuple(f.name for f in fields(Protocol))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out; nothing here changes its numbers.
+
+    `tasks` ('0,3', '0-4'; None: all) and `trials` (per task; None: the suite's) select episodes;
+    `workers` None means one per core (Ray: one per cluster CPU); `hard_reset` rebuilds the
+    simulator before every episode, as LIBERO's scripts do, instead of resetting it in place;
+    `save_frames` stores every camera frame and simulator state (the world-model track).
+    """
+
+    run_dir: Path = Path("results/run")
+    tasks: str | None = None
+    trials: int | None = None
+    workers: int | None = None
+    backend: str = "local"
+    #: Ray cluster to join: None (start or reuse one in this process), 'auto', or 'HOST:PORT'
+    ray_address: str | None = None
+    video: bool = False
+    video_every: int = 1
+    save_frames: bool = False
+    save_episodes: bool = True
+    hard_reset: bool = False
+    retry_errors: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+        if self.backend not in BACKENDS:
+            raise UnknownChoiceError("backend", self.backend, list(BACKENDS))
+        if self.ray_address is not None and self.backend != "ray":
+            raise BenchError("a Ray address needs the ray backend (--backend ray)")
+        if int(self.video_every) < 1:
+            raise BenchError(f"video_every must be >= 1, got {self.video_every}")
