@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.models.worldvla.training import (
+from worldvla_bench.integrations.worldvla.training import (
     FINAL_CHECKPOINT,
     LAST_CHECKPOINT,
     TrainConfig,
@@ -136,7 +136,7 @@ def test_train_cli_parser_maps_flags(demos, tmp_path):
                               "--world-model-weight", "0.5", "--action-mask", "off",
                               "--steps", "0", "--vq-steps", "2", "--batch-size", "2",
                               "--vq-batch-size", "2", "--no-progress"])
-    from worldvla_bench.models.worldvla.training import config_from_args
+    from worldvla_bench.integrations.worldvla.training import config_from_args
 
     config = config_from_args(args)
     assert (config.chunk_size, config.world_model_weight, config.action_mask) == (4, 0.5, False)
@@ -151,7 +151,7 @@ def test_train_cli_parser_maps_flags(demos, tmp_path):
 
 def test_policy_on_a_real_libero_observation(trained):
     from worldvla_bench.envs.libero_env import LiberoEnv
-    from worldvla_bench.policies.worldvla import WorldVLAPolicy
+    from worldvla_bench.integrations.worldvla.policy import WorldVLAPolicy
     from worldvla_bench.policy import EpisodeContext, validate_chunk
 
     _, result = trained
@@ -176,8 +176,8 @@ def test_policy_on_a_real_libero_observation(trained):
 
 
 def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
-    import worldvla_bench.policies.worldvla as module
-    from worldvla_bench.policies.worldvla import WorldVLAPolicy
+    import worldvla_bench.integrations.worldvla.policy as module
+    from worldvla_bench.integrations.worldvla.policy import WorldVLAPolicy
 
     _, result = trained
     seen: list[tuple[int, int]] = []
@@ -217,8 +217,8 @@ def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
 def test_policy_decodes_well_formed_chunks_in_bounds(trained):
     """The real decoding path: whatever the tiny model emits is a finite (K', 7) chunk within
     the action tokenizer's bounds (decoded bin centres), or the fallback."""
-    from worldvla_bench.models.worldvla.action_tokenizer import ACTION_MAX, ACTION_MIN
-    from worldvla_bench.policies.worldvla import decode_action_chunk
+    from worldvla_bench.integrations.worldvla.action_tokenizer import ACTION_MAX, ACTION_MIN
+    from worldvla_bench.integrations.worldvla.policy import decode_action_chunk
 
     _, result = trained
     model, _ = load_checkpoint(result.checkpoint)
@@ -233,7 +233,7 @@ def test_policy_decodes_well_formed_chunks_in_bounds(trained):
 
 
 def test_world_model_adapter_rolls_out_from_its_own_predictions(trained, monkeypatch):
-    from worldvla_bench.models.worldvla.world_model import WorldVLAWorldModel
+    from worldvla_bench.integrations.worldvla.world_model import WorldVLAWorldModel
     from worldvla_bench.worldmodel.models import WorldModel
 
     _, result = trained
@@ -308,7 +308,7 @@ def _fake_run(run_dir: Path, outcomes: list[bool], suite: str = "libero_spatial"
 
 
 def test_ablation_table_from_fake_runs(tmp_path):
-    from worldvla_bench.ablation import (
+    from worldvla_bench.integrations.worldvla.ablation import (
         CELLS,
         GRID,
         CellRun,

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldvla_bench.models.worldvla.generation import action_stop, greedy_generate
-from worldvla_bench.models.worldvla.model import WorldVLA
-from worldvla_bench.models.worldvla.sequence import pad_sequences
-from worldvla_bench.models.worldvla.training import load_checkpoint
+from worldvla_bench.integrations.worldvla.generation import action_stop, greedy_generate
+from worldvla_bench.integrations.worldvla.model import WorldVLA
+from worldvla_bench.integrations.worldvla.sequence import pad_sequences
+from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.observation_profiles import get_profile, gripper_to_env, prepare_image
 from worldvla_bench.policy import EpisodeContext, Policy
 

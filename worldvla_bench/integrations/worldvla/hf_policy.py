@@ -2,7 +2,7 @@
 
 Loads a LOCAL `model_256/...` or `model_512/...` directory and the release's `chameleon/tokenizer`
 folder with `transformers`' Chameleon classes (extra `hf`; see
-`worldvla_bench.models.worldvla.chameleon_adapter` and docs/worldvla_checkpoints.md).
+`worldvla_bench.integrations.worldvla.chameleon_adapter` and docs/worldvla_checkpoints.md).
 
 WorldVLA's LIBERO eval (profile `worldvla`): prompt "What action should the robot take to
 {instruction}?" with the third-person camera's previous and current frames (upright, as our env
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldvla_bench.models.worldvla.chameleon_adapter import (
+from worldvla_bench.integrations.worldvla.chameleon_adapter import (
     INSTRUCTION_SOURCES,
     MAX_NEW_TOKENS,
     ChameleonWorldVLA,
