@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.records import EPISODES_FILE
@@ -137,18 +138,26 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
     from worldvla_bench.worldmodel.evaluate import evaluate_world_model, write_side_by_side
     from worldvla_bench.worldmodel.models import make_world_model
 
-    horizons = parse_index_list(args.horizons, 10**6, "horizon")
+    default_horizons = "10" if args.probe == "counterfactual" else "10,50"
+    horizons = parse_index_list(args.horizons or default_horizons, 10**6, "horizon")
     episodes = list(read_episodes_from(args.data, view=args.view))
     if args.max_episodes:
         episodes = episodes[: args.max_episodes]
     model = make_world_model(args.model, **parse_policy_args(args.model_arg))
+    probe = "" if args.probe == "fidelity" else f"_{args.probe}"
+    name = args.out or (f"wm_{slugify(args.model)}_{slugify(Path(args.data).stem)}_"
+                        f"{args.protocol}{probe}")
+    out = _run_path(name)
+    if args.probe == "counterfactual":
+        try:
+            return _counterfactual_probe(args, model, episodes, horizons, out)
+        finally:
+            model.close()
     try:
         result = evaluate_world_model(model, episodes, horizons, protocol=args.protocol,
                                       progress=not args.no_progress)
     finally:
         model.close()
-    name = args.out or f"wm_{slugify(args.model)}_{slugify(Path(args.data).stem)}_{args.protocol}"
-    out = _run_path(name)
     out.mkdir(parents=True, exist_ok=True)
     result["per_clip"].to_csv(out / "per_clip.csv", index=False)
     summary = result["summary"]
@@ -176,6 +185,32 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
         for clip in result["clips"]:
             write_side_by_side(out / "videos" / f"{clip.episode}_h{clip.horizon}.mp4", clip)
     print(f"written: {out}/summary.md, summary.csv, per_clip.csv")
+    return 0
+
+
+def _counterfactual_probe(args: argparse.Namespace, model: Any, episodes: list, horizons: list,
+                          out: Path) -> int:
+    from worldvla_bench.atomic import write_atomic
+    from worldvla_bench.worldmodel.counterfactual import (
+        format_counterfactual,
+        probe_counterfactuals,
+    )
+
+    if len(horizons) != 1:
+        raise BenchError(f"--probe counterfactual takes one horizon, got {horizons}")
+    result = probe_counterfactuals(model, episodes, horizons[0],
+                                   per_episode=args.contexts_per_episode, protocol=args.protocol,
+                                   seed=args.seed, fvd=not args.no_fvd,
+                                   progress=not args.no_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    for key in ("fidelity", "sensitivity", "per_context", "per_branch"):
+        result[key].to_csv(out / f"counterfactual_{key}.csv", index=False)
+    text = format_counterfactual(result, f"Counterfactual actions: world model `{args.model}` "
+                                 f"on `{args.data}`, horizon {horizons[0]}, protocol "
+                                 f"`{args.protocol}`")
+    write_atomic(out / "counterfactual.md", text.encode("utf-8"))
+    print(text)
+    print(f"written: {out}/counterfactual.md, counterfactual_*.csv")
     return 0
 
 
@@ -285,12 +320,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wm.add_argument("--model", required=True, help="copy-last, sim-oracle, or module:Class")
     wm.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
     wm.add_argument("--data", required=True, help="run directory (eval --save-frames) or .hdf5")
-    wm.add_argument("--horizons", default="10,50", help="predicted frames per clip, e.g. 10,50")
+    wm.add_argument("--horizons", default=None,
+                    help="predicted frames per clip, e.g. 10,50 (default 10,50; counterfactual 10)")
     wm.add_argument("--protocol", default="standard", help="standard or worldvla")
     wm.add_argument("--view", default="agentview", help="agentview or wrist")
     wm.add_argument("--max-episodes", type=int, default=None)
     wm.add_argument("--out", default=None, help="output name under results/, or a path")
     wm.add_argument("--save-video", action="store_true", help="mp4: prediction | ground truth")
+    wm.add_argument("--probe", default="fidelity", choices=("fidelity", "counterfactual"),
+                    help="fidelity: frames on the logged actions; counterfactual: branches of "
+                    "other actions, each against the simulator's replay (one horizon)")
+    wm.add_argument("--contexts-per-episode", type=int, default=2,
+                    help="counterfactual: context frames per episode")
+    wm.add_argument("--seed", type=int, default=0, help="counterfactual: noise seed")
+    wm.add_argument("--no-fvd", action="store_true", help="counterfactual: skip FVD")
     wm.add_argument("--no-progress", action="store_true")
     wm.set_defaults(func=cmd_wm_eval)
 
