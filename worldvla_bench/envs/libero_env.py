@@ -213,11 +213,16 @@ class LiberoEnv(gym.Env):
         if control_state is not None:
             self._sim.robots[0].gripper.current_action = np.array(control_state, dtype=np.float64)
 
+    @property
+    def steps_since_reset(self) -> int:
+        """Policy steps taken since the last reset (robosuite ends an episode at 1000)."""
+        return self._steps
+
     def get_sim_state(self) -> np.ndarray:
         """The flattened MuJoCo state (time, qpos, qvel, ...), float64."""
         return np.asarray(self._sim.get_sim_state(), dtype=np.float64).copy()
 
-    def _clear_carried_state(self) -> None:
+    def clear_carried_state(self) -> None:
         """What a soft reset (robosuite `hard_reset=False`) carries over from the last episode:
         the gripper's commanded opening and MuJoCo's solver warm start. Cleared (and with
         LIBERO's property samplers registered once, see `_register_property_samplers_once`),
@@ -266,7 +271,7 @@ class LiberoEnv(gym.Env):
             self._render_cameras = frozenset()  # nobody looks at the frames of a reset
             self._sim.reset()
             if not self.hard_reset:
-                self._clear_carried_state()
+                self.clear_carried_state()
             self._install_render_gate()
             if self.fast_render:
                 self._apply_fast_render()
