@@ -28,7 +28,7 @@ from worldvla_bench.serving.server import (
 
 logger = logging.getLogger("worldvla_bench.serving")
 
-PROTOCOLS = ("openpi",)
+PROTOCOLS = ("openpi", "vla-eval")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 

@@ -131,6 +131,9 @@ class PolicyServer:
     `stats()` counts requests, batches and their sizes.
     """
 
+    #: Seconds between keepalive pings (websockets' default); None sends none.
+    ping_interval_s: float | None = 20.0
+
     def __init__(
         self,
         policy: str | Callable[[], Policy],
@@ -259,6 +262,7 @@ class PolicyServer:
                 self.port,
                 compression=None,
                 max_size=self.max_message_bytes,
+                ping_interval=self.ping_interval_s,
                 process_request=self._process_request,
             ) as server:
                 self.port = int(next(iter(server.sockets)).getsockname()[1])
@@ -297,10 +301,7 @@ class PolicyServer:
         self._stats["sessions_opened"] += 1
         logger.info("session %d opened by %s", session.id, session.peer)
         try:
-            await connection.send(pack({**self.metadata, "session": session.id}))
-            async for message in connection:
-                reply = await self._answer(session, message)
-                await connection.send(reply)
+            await self._serve_connection(connection, session)
         except ConnectionClosed:
             pass
         finally:
@@ -309,6 +310,13 @@ class PolicyServer:
             logger.info("session %d closed", session.id)
             with contextlib.suppress(RuntimeError):  # the executor is already shut down
                 self._loop.run_in_executor(self._executor, self._close_session, session)
+
+    async def _serve_connection(self, connection: Any, session: _Session) -> None:
+        """openpi's protocol: our metadata first, then one reply per request."""
+        await connection.send(pack({**self.metadata, "session": session.id}))
+        async for message in connection:
+            reply = await self._answer(session, message)
+            await connection.send(reply)
 
     async def _answer(self, session: _Session, message: Any) -> bytes | str:
         """Bytes (msgpack) for a good request; a one-line text frame for a bad one."""
@@ -332,12 +340,16 @@ class PolicyServer:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self._stats["errors"] += 1
-            if isinstance(error, RequestError):
-                return f"error: {error}"[:500]
-            if not isinstance(error, BenchError):
-                logger.warning("session %d: %s", session.id, error_line(error), exc_info=error)
-            return error_line(error)
+            return self._error_text(session, error)
+
+    def _error_text(self, session: _Session, error: Exception) -> str:
+        """The one line that reports `error` to the client (a traceback only to the log)."""
+        self._stats["errors"] += 1
+        if isinstance(error, RequestError):
+            return f"error: {error}"[:500]
+        if not isinstance(error, BenchError):
+            logger.warning("session %d: %s", session.id, error_line(error), exc_info=error)
+        return error_line(error)
 
     async def _start_episode(self, session: _Session, context: EpisodeContext) -> None:
         """Reset `session`'s policy for a new episode (in the policy thread)."""
