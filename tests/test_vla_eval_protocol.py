@@ -295,7 +295,7 @@ def test_vla_evals_libero_benchmark_drives_our_server(tmp_path: Path, caplog, mo
 def test_handshake_declares_libero_specs_and_bad_messages_get_one_line_errors():
     from websockets.sync.client import connect
 
-    with VlaEvalPolicyServer("random", {"chunk_size": 2}, port=0) as server:
+    with VlaEvalPolicyServer("random", {"chunk_size": 2, "observe": True}, port=0) as server:
         ws = connect(server.url, proxy=None).__enter__()
         ws.send(pack_message(Message(MessageType.HELLO, {"harness_version": "x"}, seq=1)))
         hello = unpack_message(ws.recv(timeout=10))
@@ -357,3 +357,18 @@ def test_handshake_declares_libero_specs_and_bad_messages_get_one_line_errors():
         assert server.stats()["errors"] == 5
     with pytest.raises(BenchError, match="privileged state"):
         VlaEvalPolicyServer("expert", port=0).start()
+
+
+def test_our_client_sends_the_cameras_our_server_declares():
+    context = EpisodeContext("libero_spatial", 0, "t", "x", 0, 3, 5)
+    for kwargs, cameras in (({"observe": False}, ()), ({"observe": "agentview"}, ("agentview",))):
+        with VlaEvalPolicyServer("random", {"chunk_size": 2, **kwargs}, port=0) as server:
+            remote = RemotePolicy(port=server.port, protocol="vla-eval")
+            assert remote.cameras == cameras
+            remote.reset(context)
+            observation = {f"{c}_image": np.zeros((8, 8, 3), np.uint8) for c in cameras}
+            observation.update(state=np.zeros(8), instruction="x")
+            # vla-eval steps once per observation: our server hands out its chunk of 2 one by one
+            assert [remote.act(observation).shape for _ in range(2)] == [(1, 7), (1, 7)]
+            remote.close()
+            assert server.stats()["requests"] == 1

@@ -87,19 +87,27 @@ class VlaEvalClient:
         return self.server_info or {}
 
     def wants(self, what: str) -> bool:
-        """Whether the server asks for `"wrist"` images or the `"state"` (as vla-eval decides)."""
+        """Whether the server asks for the `"agentview"` or `"wrist"` image, or the `"state"`.
+
+        As vla-eval's LIBERO benchmark decides (`send_wrist_image`, `send_state`), and from the
+        observation spec: a `wrist`/`wrist_image`/`state` entry asks for it; a spec without any
+        image entry (format `rgb_hwc_uint8`) asks for no agentview image either."""
         info = self.info()
         params = info.get("observation_params") or {}
         spec = info.get("observation_spec") or {}
+        if what == "agentview":
+            images = [k for k, v in spec.items() if (v or {}).get("format") == "rgb_hwc_uint8"]
+            return not spec or bool(images)
         if what == "wrist":
-            return bool(params.get("send_wrist_image")) or bool(
-                {"wrist", "wrist_image"} & set(spec)
-            )
+            asked = bool(params.get("send_wrist_image"))
+            return asked or bool({"wrist", "wrist_image"} & set(spec))
         return bool(params.get("send_state")) or "state" in spec
 
     @property
     def cameras(self) -> tuple[str, ...]:
-        return (AGENTVIEW, WRIST) if self.wants("wrist") else (AGENTVIEW,)
+        """Our cameras the server reads (only these are rendered)."""
+        wanted = ((AGENTVIEW, self.wants("agentview")), (WRIST, self.wants("wrist")))
+        return tuple(camera for camera, wants in wanted if wants)
 
     # -- the episode -----------------------------------------------------------------------
     def reset(self, context: EpisodeContext) -> None:
@@ -134,7 +142,9 @@ class VlaEvalClient:
         self._disconnect()
 
     def _observation(self, observation: dict[str, Any]) -> dict[str, Any]:
-        images = {"agentview": observation[f"{AGENTVIEW}_image"]}
+        images = {}
+        if self.wants("agentview"):
+            images["agentview"] = observation[f"{AGENTVIEW}_image"]
         if self.wants("wrist"):
             images["wrist"] = observation[f"{WRIST}_image"]
         if self.resize:

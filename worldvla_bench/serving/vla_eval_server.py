@@ -57,10 +57,12 @@ CAMERA_KEYS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_imag
 DEFAULT_RUN_SEED = 7
 
 
-def native_observation(payload: dict[str, Any]) -> dict[str, Any]:
-    """A vla-eval observation with our keys: cameras as `<camera>_image`, `state`, `instruction`."""
-    images = payload.get("images")
-    if not isinstance(images, dict) or not images:
+def native_observation(payload: dict[str, Any], needs_images: bool = True) -> dict[str, Any]:
+    """A vla-eval observation with our keys: cameras as `<camera>_image`, `state`, `instruction`.
+
+    `needs_images`: refuse an observation without images (the policy reads a camera)."""
+    images = payload.get("images", {})
+    if not isinstance(images, dict) or (needs_images and not images):
         raise RequestError("an observation needs 'images': a map of camera name to HxWx3 uint8")
     out: dict[str, Any] = {}
     for name, image in images.items():
@@ -127,14 +129,16 @@ class VlaEvalPolicyServer(PolicyServer):
                 "vla-eval's benchmarks do not send: serve a policy that reads images and state"
             )
         cameras = self.metadata.get("cameras")
+        agentview = cameras is None or "agentview" in cameras
         wrist = cameras is None or "robot0_eye_in_hand" in cameras
+        self._needs_images = cameras is None or len(cameras) > 0
         self.metadata["protocol"] = PROTOCOL
         self.hello = hello_payload(
             model_server=f"worldvla_bench:{self.policy_name}",
             capabilities={},
             observation_params={"send_state": True, "send_wrist_image": wrist},
             action_spec=OUR_ACTION_SPEC,
-            observation_spec=observation_spec(wrist),
+            observation_spec=observation_spec(agentview, wrist),
             worldvla_bench=self.metadata,
         )
 
@@ -179,7 +183,8 @@ class VlaEvalPolicyServer(PolicyServer):
                 return None
             if message.type != "observation":
                 raise RequestError(f"a client does not send {message.type!r} messages")
-            observation = native_observation(message.payload)  # checked even when buffered
+            # checked even when the answer is buffered
+            observation = native_observation(message.payload, self._needs_images)
             if not chunk:
                 actions, _ = await self._submit(session, observation)
                 chunk.extend(_chunk_rows(actions))

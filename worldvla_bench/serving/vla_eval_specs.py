@@ -66,10 +66,12 @@ class UnsupportedActionSpec(BenchError):
     """A server's action spec we cannot turn into LIBERO's 7-d delta action."""
 
 
-def observation_spec(wrist: bool) -> dict[str, dict[str, Any]]:
-    """The observation spec our server declares (cameras as vla-eval's LIBERO benchmark names
-    them: `agentview`, and `wrist` when the policy reads it)."""
-    spec = {"agentview": IMAGE_RGB, "language": LANGUAGE, "state": STATE_EEF_POS_AA_GRIP}
+def observation_spec(agentview: bool, wrist: bool) -> dict[str, dict[str, Any]]:
+    """The observation spec our server declares: the cameras the policy reads, named as
+    vla-eval's LIBERO benchmark names them (`agentview`, `wrist`), the language and the state."""
+    spec = {"language": LANGUAGE, "state": STATE_EEF_POS_AA_GRIP}
+    if agentview:
+        spec["agentview"] = IMAGE_RGB
     if wrist:
         spec["wrist"] = IMAGE_RGB
     return spec
