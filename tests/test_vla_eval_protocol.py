@@ -223,6 +223,7 @@ def test_an_unconvertible_action_spec_is_refused_in_one_line():
 
     with vla_eval_api.serve_background(AbsoluteServer(), host="127.0.0.1", port=0) as handle:
         remote = RemotePolicy(port=handle.port, protocol="vla-eval", retries=0)
+        assert remote.cameras == ("agentview",)  # asked before the episode: no raise yet
         with pytest.raises(UnsupportedActionSpec, match="position: 'absolute_xyz' \\(3-d\\)") as e:
             remote.reset(EpisodeContext("libero_spatial", 0, "t", "x", 0, 1, 5))
         assert "\n" not in str(e.value)

@@ -39,7 +39,7 @@ import numpy as np
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.policy import EpisodeContext
-from worldvla_bench.serving.vla_eval_specs import ActionConversion
+from worldvla_bench.serving.vla_eval_specs import ActionConversion, UnsupportedActionSpec
 from worldvla_bench.serving.vla_eval_wire import (
     WireError,
     hello_payload,
@@ -105,8 +105,14 @@ class VlaEvalClient:
 
     @property
     def cameras(self) -> tuple[str, ...]:
-        """Our cameras the server reads (only these are rendered)."""
-        wanted = ((AGENTVIEW, self.wants("agentview")), (WRIST, self.wants("wrist")))
+        """Our cameras the server reads (only these are rendered).
+
+        A server whose action spec we refuse reads agentview here: the engine asks before the
+        episode starts, and the refusal (one line) then ends the episode at `reset`."""
+        try:
+            wanted = ((AGENTVIEW, self.wants("agentview")), (WRIST, self.wants("wrist")))
+        except UnsupportedActionSpec:
+            return (AGENTVIEW,)
         return tuple(camera for camera, wants in wanted if wants)
 
     # -- the episode -----------------------------------------------------------------------
