@@ -18,7 +18,7 @@ def bench_worldvla_chunk(preset: str = "tiny", chunk: int = 5, batch: int = 1, c
                          threads: int = 1, seed: int = 0) -> dict[str, Any]:
     import torch
 
-    from worldvla_bench.models.worldvla.model import WorldVLA
+    from worldvla_bench.integrations.worldvla.model import WorldVLA
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)

@@ -26,8 +26,8 @@ transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 yaml = pytest.importorskip("yaml")
 
-from worldvla_bench.models.worldvla.action_tokenizer import ACTION_MAX, ACTION_MIN  # noqa: E402
-from worldvla_bench.models.worldvla.chameleon_adapter import (  # noqa: E402
+from worldvla_bench.integrations.worldvla.action_tokenizer import ACTION_MAX, ACTION_MIN  # noqa: E402
+from worldvla_bench.integrations.worldvla.chameleon_adapter import (  # noqa: E402
     ActionValueIds,
     ChameleonWorldVLA,
     decode_actions,
@@ -176,7 +176,7 @@ def test_loads_offline_with_released_ids(adapter, release, tmp_path) -> None:
 
 
 def test_flash_attention_refused(release) -> None:
-    from worldvla_bench.policies.worldvla_hf import WorldVLAHFPolicy
+    from worldvla_bench.integrations.worldvla.hf_policy import WorldVLAHFPolicy
 
     for name in ("flash_attention_2", "flash_attention_3"):
         with pytest.raises(ValueError, match="4-d mask"):
@@ -284,11 +284,11 @@ def test_generation_stops_at_end_of_turn_and_decodes(adapter, release) -> None:
 
 
 def test_policy_instruction_source_and_act(release) -> None:
-    from worldvla_bench.policies.worldvla_hf import WorldVLAHFPolicy
+    from worldvla_bench.integrations.worldvla.hf_policy import WorldVLAHFPolicy
 
     policy = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
                               instruction_source="filename", share_model=False)
-    shared = [make_policy("worldvla_bench.policies.worldvla_hf:WorldVLAHFPolicy",
+    shared = [make_policy("worldvla_bench.integrations.worldvla.hf_policy:WorldVLAHFPolicy",
                           checkpoint_dir=str(release[0]), tokenizer_dir=str(release[1]))
               for _ in range(2)]
     assert shared[0].adapter is shared[1].adapter is not policy.adapter
@@ -310,14 +310,13 @@ def test_policy_instruction_source_and_act(release) -> None:
     values = [VOCAB_SIZE - 1 - b for b in bins]
     program_bigram(policy.adapter.model, [EOT, BOA, *values, EOA, BOA])
     policy.max_new_tokens = 18
-    frames = np.random.default_rng(5).integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
-    first = policy.act({"agentview_image": frames[0], "instruction": LANGUAGE})
+    # observations as the engine prepares them (profile `worldvla` at the checkpoint's 256 px)
+    assert policy.image_size == 256
+    frames = np.random.default_rng(5).integers(0, 255, (2, 256, 256, 3), dtype=np.uint8)
+    chunk = policy.act({"agentview_image": frames[1], "agentview_history": frames[:1],
+                        "instruction": LANGUAGE})
     assert policy.last_tokens == [BOA, *values, EOA] * 2
     centres = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
     expected = (centres[bins] + 1) / 2 * SPAN + ACTION_MIN
-    # the 2-block chunk goes out in two parts (the previous env step's frame gets rendered)
-    np.testing.assert_allclose(first, expected[None])
-    second = policy.act({"agentview_image": frames[1], "instruction": LANGUAGE})
-    np.testing.assert_allclose(second, expected[None])
+    np.testing.assert_allclose(chunk, np.stack([expected, expected]))  # both blocks, one call
     assert policy.stats["chunks"] == 1 and policy.stats["blocks"] == 2
-    assert policy._prev.shape == (256, 256, 3)  # resized to the checkpoint's resolution

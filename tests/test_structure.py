@@ -18,8 +18,7 @@ from worldvla_bench.registry import Registry
 
 REPO = Path(__file__).resolve().parent.parent
 #: Modules of the WorldVLA integration: the core may not import any of them.
-INTEGRATION = ("worldvla_bench.models.worldvla", "worldvla_bench.ablation",
-               "worldvla_bench.policies.worldvla", "worldvla_bench.policies.worldvla_hf")
+INTEGRATION = ("worldvla_bench.integrations",)
 
 
 def _module_files() -> dict[str, Path]:
@@ -218,8 +217,10 @@ def test_a_wheel_installs_every_suite_and_builtin_policy_inside_the_package(tmp_
     assert shown.returncode == 0, shown.stderr[-2000:]
     for yaml_file in (REPO / "tasks").glob("*.yaml"):
         assert yaml_file.stem in shown.stdout
-    for policy in ("expert", "noop", "random", "remote", "replay", "worldvla", "worldvla_hf"):
+    for policy in ("expert", "noop", "random", "remote", "replay"):
         assert f"worldvla_bench.policies.{policy}:" in shown.stdout
+    for target in ("integrations.worldvla.policy:", "integrations.worldvla.hf_policy:"):
+        assert f"worldvla_bench.{target}" in shown.stdout
 
 
 def test_python_dash_m_runs_the_cli():

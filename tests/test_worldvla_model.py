@@ -1,5 +1,6 @@
-"""Tests of the WorldVLA core (`worldvla_bench.models.worldvla`): tokenizers, the image layout,
-the VQ-VAE, WorldVLA's action attention mask, cached batched generation and the training loss.
+"""Tests of the WorldVLA integration's model (`worldvla_bench.integrations.worldvla`): tokenizers,
+the image layout, the VQ-VAE, WorldVLA's action attention mask, cached batched generation and the
+training loss.
 
 Models are the `tiny` preset (random weights) on 64x64 images; torch runs on one thread here
 (two threads on two busy shared cores are many times slower).
@@ -14,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worldvla_bench.models.worldvla import (
+from worldvla_bench.integrations.worldvla import (
     ACTION_MAX,
     ACTION_MIN,
     ACTION_PROMPT,
@@ -45,7 +46,7 @@ from worldvla_bench.models.worldvla import (
     tensor_to_images,
     tokens_to_codes,
 )
-from worldvla_bench.models.worldvla.generation import action_constraint
+from worldvla_bench.integrations.worldvla.generation import action_constraint
 
 VOCAB = Vocab(codebook_size=512)
 ACT = ActionTokenizer(VOCAB)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.models.worldvla.training import (
+from worldvla_bench.integrations.worldvla.training import (
     FINAL_CHECKPOINT,
     LAST_CHECKPOINT,
     TrainConfig,
@@ -136,7 +136,7 @@ def test_train_cli_parser_maps_flags(demos, tmp_path):
                               "--world-model-weight", "0.5", "--action-mask", "off",
                               "--steps", "0", "--vq-steps", "2", "--batch-size", "2",
                               "--vq-batch-size", "2", "--no-progress"])
-    from worldvla_bench.models.worldvla.training import config_from_args
+    from worldvla_bench.integrations.worldvla.training import config_from_args
 
     config = config_from_args(args)
     assert (config.chunk_size, config.world_model_weight, config.action_mask) == (4, 0.5, False)
@@ -151,7 +151,7 @@ def test_train_cli_parser_maps_flags(demos, tmp_path):
 
 def test_policy_on_a_real_libero_observation(trained):
     from worldvla_bench.envs.libero_env import LiberoEnv
-    from worldvla_bench.policies.worldvla import WorldVLAPolicy
+    from worldvla_bench.integrations.worldvla.policy import WorldVLAPolicy
     from worldvla_bench.policy import EpisodeContext, validate_chunk
 
     _, result = trained
@@ -162,22 +162,16 @@ def test_policy_on_a_real_libero_observation(trained):
     try:
         obs, _ = env.reset(seed=0, options={"init_state": 0})
         policy.reset(EpisodeContext("libero_spatial", 0, env.task.name, env.instruction, 0, 0, 8))
-        executed = []
-        for _ in range(2):  # one decoded chunk, handed over in two parts (K-1, then 1)
-            chunk = validate_chunk(policy.act(obs))
-            assert np.all(np.abs(chunk) <= 1.0)
-            for action in chunk:
-                obs, *_ = env.step(action)
-                executed.append(action)
-        assert len(executed) == policy.chunk_size
-        assert policy.stats["chunks"] == 1 and policy.stats["calls"] == 2
+        chunk = validate_chunk(policy.act(obs))  # one decoded chunk, all K actions at once
+        assert np.all(np.abs(chunk) <= 1.0) and len(chunk) == policy.chunk_size
+        assert policy.stats["chunks"] == 1 and policy.stats["calls"] == 1
     finally:
         env.close()
 
 
 def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
-    import worldvla_bench.policies.worldvla as module
-    from worldvla_bench.policies.worldvla import WorldVLAPolicy
+    import worldvla_bench.integrations.worldvla.policy as module
+    from worldvla_bench.integrations.worldvla.policy import WorldVLAPolicy
 
     _, result = trained
     seen: list[tuple[int, int]] = []
@@ -191,25 +185,26 @@ def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
     monkeypatch.setattr(module, "decode_action_chunk", fake_decode)
     policy = WorldVLAPolicy(str(result.checkpoint))
 
-    def obs(value: int) -> dict:
-        return {"agentview_image": np.full((128, 128, 3), value, np.uint8),
-                "instruction": INSTRUCTION}
+    def obs(value: int, previous: int | None = None) -> dict:
+        """An observation as the engine prepares it for the `worldvla` profile (64 px)."""
+        out = {"agentview_image": np.full((64, 64, 3), value, np.uint8),
+               "agentview_history": np.zeros((0, 64, 64, 3), np.uint8), "instruction": INSTRUCTION}
+        if previous is not None:
+            out["agentview_history"] = np.full((1, 64, 64, 3), previous, np.uint8)
+        return out
 
+    assert policy.observation_profile == "worldvla" and policy.image_size == 64
     first = policy.act(obs(10))  # first call: the current frame is also the previous one
-    assert first.shape == (2, 7) and np.allclose(first[:, 6], 0.996)  # gripper as decoded
-    assert policy.act(obs(20)).shape == (1, 7)  # the held-back last action of the chunk
-    fallback = policy.act(obs(30))  # previous env step's frame (20), current (30); no blocks
+    assert first.shape == (3, 7) and np.allclose(first[:, 6], 0.996)  # gripper as decoded
+    fallback = policy.act(obs(30, previous=20))  # previous env step's frame (20), current (30)
     assert seen == [(10, 10), (20, 30)]
     assert policy.stats["fallbacks"] == 1 and policy.episode_fallbacks == 1
-    # safe chunk: zero motion, gripper kept (split like any chunk: K-1 now, 1 at the next call)
-    assert fallback.shape == (2, 7) and np.all(fallback[:, :6] == 0)
+    # safe chunk: zero motion, gripper kept, K actions
+    assert fallback.shape == (3, 7) and np.all(fallback[:, :6] == 0)
     assert np.allclose(fallback[:, 6], 0.996)
 
     calls = WorldVLAPolicy(str(result.checkpoint), previous_frame="policy_call")
-    replies[:] = [np.zeros((3, 7)), np.zeros((3, 7))]
-    seen.clear()
-    assert calls.act(obs(1)).shape == (3, 7) and calls.act(obs(2)).shape == (3, 7)
-    assert seen == [(1, 1), (1, 2)]
+    assert calls.observation_profile == "worldvla_policy_call"
     calls.reset(None)
     assert calls.fallback_chunk()[0, 6] == -1.0  # a new episode starts with the gripper open
 
@@ -217,8 +212,8 @@ def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
 def test_policy_decodes_well_formed_chunks_in_bounds(trained):
     """The real decoding path: whatever the tiny model emits is a finite (K', 7) chunk within
     the action tokenizer's bounds (decoded bin centres), or the fallback."""
-    from worldvla_bench.models.worldvla.action_tokenizer import ACTION_MAX, ACTION_MIN
-    from worldvla_bench.policies.worldvla import decode_action_chunk
+    from worldvla_bench.integrations.worldvla.action_tokenizer import ACTION_MAX, ACTION_MIN
+    from worldvla_bench.integrations.worldvla.policy import decode_action_chunk
 
     _, result = trained
     model, _ = load_checkpoint(result.checkpoint)
@@ -233,7 +228,7 @@ def test_policy_decodes_well_formed_chunks_in_bounds(trained):
 
 
 def test_world_model_adapter_rolls_out_from_its_own_predictions(trained, monkeypatch):
-    from worldvla_bench.models.worldvla.world_model import WorldVLAWorldModel
+    from worldvla_bench.integrations.worldvla.world_model import WorldVLAWorldModel
     from worldvla_bench.worldmodel.models import WorldModel
 
     _, result = trained
@@ -308,7 +303,7 @@ def _fake_run(run_dir: Path, outcomes: list[bool], suite: str = "libero_spatial"
 
 
 def test_ablation_table_from_fake_runs(tmp_path):
-    from worldvla_bench.ablation import (
+    from worldvla_bench.integrations.worldvla.ablation import (
         CELLS,
         GRID,
         CellRun,

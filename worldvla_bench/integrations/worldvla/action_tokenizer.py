@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worldvla_bench.models.worldvla.vocab import Vocab
+from worldvla_bench.integrations.worldvla.vocab import Vocab
 
 ACTION_DIM = 7
 ACTION_MIN = np.array([-0.9375, -0.9375, -0.9375, -0.3257, -0.375, -0.375, -1.0])

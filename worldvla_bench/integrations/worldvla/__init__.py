@@ -6,8 +6,10 @@ Modules: `config` (sizes, presets), `vocab` (token ids), `action_tokenizer`, `te
 `masks` (causal and action attention masks), `transformer` (model, KV cache, loss),
 `generation` (greedy cached generation), `model` (the `WorldVLA` facade); training in
 `training` (its API) over `train_config`, `demo_data`, `checkpoints`, `trainer`, `loss_curves`,
-`train_cli`; `world_model` (the `worldvla` world model), `chameleon_adapter` (released
-checkpoints), `commands` (the CLI commands this integration registers).
+`train_cli`; `policy` (the `worldvla` policy), `world_model` (the `worldvla` world model),
+`hf_policy` and `chameleon_adapter` (the released checkpoints, policy `worldvla_hf`),
+`ablation` (the paper's ablation grid), `commands` (the CLI commands this integration
+registers through entry points, as any user's package would).
 
 The names below are re-exported lazily: importing this package (for its light `commands`
 module, say) imports no torch until a name is used.

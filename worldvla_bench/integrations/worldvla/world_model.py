@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.models.worldvla.training import load_checkpoint
+from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.observation_profiles import resize_image
 from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
 

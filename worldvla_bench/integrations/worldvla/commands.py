@@ -5,6 +5,6 @@ torch, is imported only when that command runs."""
 from worldvla_bench.registry import Command
 
 TRAIN = Command(help="train a WorldVLA model on demonstration HDF5 files",
-                add_parser="worldvla_bench.models.worldvla.train_cli:add_train_parser")
+                add_parser="worldvla_bench.integrations.worldvla.train_cli:add_train_parser")
 ABLATION = Command(help="train and evaluate the WorldVLA ablation grid, one table",
-                   add_parser="worldvla_bench.ablation:add_ablation_parser")
+                   add_parser="worldvla_bench.integrations.worldvla.ablation:add_ablation_parser")

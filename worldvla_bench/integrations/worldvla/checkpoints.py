@@ -11,8 +11,8 @@ import torch
 
 from worldvla_bench.atomic import write_atomic
 from worldvla_bench.errors import BenchError
-from worldvla_bench.models.worldvla.config import WorldVLAConfig
-from worldvla_bench.models.worldvla.model import WorldVLA
+from worldvla_bench.integrations.worldvla.config import WorldVLAConfig
+from worldvla_bench.integrations.worldvla.model import WorldVLA
 
 CHECKPOINT_FORMAT = "worldvla_bench.worldvla/1"
 LAST_CHECKPOINT = "last.pt"

@@ -14,16 +14,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldvla_bench.models.worldvla.config import WorldVLAConfig, preset
-from worldvla_bench.models.worldvla.generation import (
+from worldvla_bench.integrations.worldvla.config import WorldVLAConfig, preset
+from worldvla_bench.integrations.worldvla.generation import (
     forward_sequence,
     generate_actions,
     generate_image,
 )
-from worldvla_bench.models.worldvla.sequence import Batch, WorldVLATokenizer, pad_sequences
-from worldvla_bench.models.worldvla.transformer import WorldVLATransformer, class_weights, lm_loss
-from worldvla_bench.models.worldvla.vocab import Vocab
-from worldvla_bench.models.worldvla.vq import VQVAE, images_to_tensor, tensor_to_images
+from worldvla_bench.integrations.worldvla.sequence import Batch, WorldVLATokenizer, pad_sequences
+from worldvla_bench.integrations.worldvla.transformer import (
+    WorldVLATransformer,
+    class_weights,
+    lm_loss,
+)
+from worldvla_bench.integrations.worldvla.vocab import Vocab
+from worldvla_bench.integrations.worldvla.vq import VQVAE, images_to_tensor, tensor_to_images
 
 
 class WorldVLA(nn.Module):

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.integrations.worldvla.model import WorldVLA
+from worldvla_bench.integrations.worldvla.sequence import Sample
 from worldvla_bench.libero_hdf5 import Demo, write_demos
-from worldvla_bench.models.worldvla.model import WorldVLA
-from worldvla_bench.models.worldvla.sequence import Sample
 from worldvla_bench.observation_profiles import resize_image
 
 

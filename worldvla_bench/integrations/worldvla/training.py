@@ -27,7 +27,7 @@ The code lives in `train_config`, `demo_data`, `checkpoints`, `trainer`, `loss_c
 `train_cli`; this module is the one place to import it from.
 """
 
-from worldvla_bench.models.worldvla.checkpoints import (  # noqa: F401
+from worldvla_bench.integrations.worldvla.checkpoints import (  # noqa: F401
     CHECKPOINT_FORMAT,
     FINAL_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -36,7 +36,7 @@ from worldvla_bench.models.worldvla.checkpoints import (  # noqa: F401
     resolve_checkpoint,
     save_checkpoint,
 )
-from worldvla_bench.models.worldvla.demo_data import (  # noqa: F401
+from worldvla_bench.integrations.worldvla.demo_data import (  # noqa: F401
     DemoSet,
     SampleBuilder,
     demo_files,
@@ -44,7 +44,7 @@ from worldvla_bench.models.worldvla.demo_data import (  # noqa: F401
     load_demos,
     make_synthetic_demos,
 )
-from worldvla_bench.models.worldvla.loss_curves import (  # noqa: F401
+from worldvla_bench.integrations.worldvla.loss_curves import (  # noqa: F401
     LOSS_COLUMNS,
     LOSSES_CSV,
     LOSSES_PNG,
@@ -52,18 +52,18 @@ from worldvla_bench.models.worldvla.loss_curves import (  # noqa: F401
     plot_losses,
     write_losses,
 )
-from worldvla_bench.models.worldvla.train_cli import (  # noqa: F401
+from worldvla_bench.integrations.worldvla.train_cli import (  # noqa: F401
     add_train_arguments,
     add_train_parser,
     cmd_train,
     config_from_args,
 )
-from worldvla_bench.models.worldvla.train_config import (  # noqa: F401
+from worldvla_bench.integrations.worldvla.train_config import (  # noqa: F401
     INSTRUCTION_SOURCES,
     RESUMABLE_CHANGES,
     TrainConfig,
 )
-from worldvla_bench.models.worldvla.trainer import (  # noqa: F401
+from worldvla_bench.integrations.worldvla.trainer import (  # noqa: F401
     Trainer,
     TrainResult,
     train,

@@ -2,15 +2,16 @@
 
 Loads a LOCAL `model_256/...` or `model_512/...` directory and the release's `chameleon/tokenizer`
 folder with `transformers`' Chameleon classes (extra `hf`; see
-`worldvla_bench.models.worldvla.chameleon_adapter` and docs/worldvla_checkpoints.md).
+`worldvla_bench.integrations.worldvla.chameleon_adapter` and docs/worldvla_checkpoints.md).
 
 WorldVLA's LIBERO eval (profile `worldvla`): prompt "What action should the robot take to
 {instruction}?" with the third-person camera's previous and current frames (upright, as our env
 renders them; resized to `resolution`), greedy decoding of action blocks until end of turn (cap
 300 new tokens) with the action attention mask, every decoded action executed open loop, the
-gripper as decoded. As in our `worldvla` policy, the previous frame is the previous env step's
-(a chunk is handed to the engine in two parts so that the frame one step before the last is
-rendered); at the first call the current frame is used twice. A generation without any
+gripper as decoded. The engine applies the profile (`observation_pipeline`): it renders the
+step before the last of each chunk too, so `agentview_history` holds the previous env step's
+frame, resized to `resolution` (`image_size`) as the current one; at the first call the current
+frame is used twice. A generation without any
 well-formed block gives a safe chunk (one step of zero motion, gripper kept), counted in
 `stats['fallbacks']`.
 
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldvla_bench.models.worldvla.chameleon_adapter import (
+from worldvla_bench.integrations.worldvla.chameleon_adapter import (
     INSTRUCTION_SOURCES,
     MAX_NEW_TOKENS,
     ChameleonWorldVLA,
@@ -42,11 +43,11 @@ from worldvla_bench.models.worldvla.chameleon_adapter import (
     instruction_from_task_name,
     load_released,
 )
-from worldvla_bench.observation_profiles import get_profile, gripper_to_env, prepare_image
 from worldvla_bench.policy import EpisodeContext, Policy
 
 RESOLUTIONS = (256, 512)
-PREVIOUS_FRAME = ("env_step", "policy_call")
+#: `previous_frame` -> the observation profile that delivers it
+PREVIOUS_FRAME = {"env_step": "worldvla", "policy_call": "worldvla_policy_call"}
 OPEN_GRIPPER = -1.0
 _SHARED: dict[tuple[Any, ...], ChameleonWorldVLA] = {}
 
@@ -88,7 +89,7 @@ class WorldVLAHFPolicy(Policy):
             raise ValueError(f"instruction_source must be one of {INSTRUCTION_SOURCES}, "
                              f"got {instruction_source!r}")
         if previous_frame not in PREVIOUS_FRAME:
-            raise ValueError(f"previous_frame must be one of {PREVIOUS_FRAME}, "
+            raise ValueError(f"previous_frame must be one of {list(PREVIOUS_FRAME)}, "
                              f"got {previous_frame!r}")
         if max_blocks is not None and int(max_blocks) < 1:
             raise ValueError(f"max_blocks must be >= 1, got {max_blocks}")
@@ -106,9 +107,9 @@ class WorldVLAHFPolicy(Policy):
             if share_model:
                 _SHARED[key] = adapter
         self.adapter: ChameleonWorldVLA = adapter
-        self.profile = get_profile(self.observation_profile)
+        self.observation_profile = PREVIOUS_FRAME[previous_frame]
         self.camera = self.cameras[0]
-        self.resolution = int(resolution)
+        self.resolution = self.image_size = int(resolution)
         self.instruction_source = instruction_source
         self.action_mask = bool(action_mask)
         self.previous_frame = previous_frame
@@ -123,8 +124,6 @@ class WorldVLAHFPolicy(Policy):
     # -- episode state
     def reset(self, context: EpisodeContext | None) -> None:
         self._context = context
-        self._prev: np.ndarray | None = None
-        self._pending: np.ndarray | None = None
         self._gripper = OPEN_GRIPPER
         self.episode_fallbacks = 0
 
@@ -148,12 +147,9 @@ class WorldVLAHFPolicy(Policy):
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
         self.stats["calls"] += 1
-        frame = prepare_image(observation[f"{self.camera}_image"], self.profile, self.resolution)
-        if self._pending is not None:  # second part of a split chunk: this is the previous frame
-            self._prev = frame
-            chunk, self._pending = self._pending, None
-            return chunk
-        prev = self._prev if self._prev is not None else frame
+        frame = observation[f"{self.camera}_image"]
+        history = observation.get(f"{self.camera}_history", ())
+        prev = history[-1] if len(history) else frame
         t0 = time.perf_counter()
         out = self.adapter.predict([self.prompt_instruction(observation)], prev[None],
                                    frame[None], max_new_tokens=self.max_new_tokens,
@@ -162,17 +158,12 @@ class WorldVLAHFPolicy(Policy):
         self.stats["chunks"] += 1
         self.last_tokens = out.tokens[0]
         chunk = out.actions[0][: self.max_blocks] if self.max_blocks else out.actions[0]
-        self._prev = frame
         if not len(chunk) or not np.all(np.isfinite(chunk)):
             self.stats["fallbacks"] += 1
             self.episode_fallbacks += 1
             return self.fallback_chunk()
         self.stats["blocks"] += len(chunk)
-        chunk = gripper_to_env(chunk, self.profile)
-        self._gripper = float(chunk[-1, 6])
-        if self.previous_frame == "env_step" and len(chunk) >= 2:
-            self._pending = chunk[-1:]
-            return chunk[:-1]
+        self._gripper = float(chunk[-1, 6])  # as decoded: the profile maps the gripper to itself
         return chunk
 
     def close(self) -> None:

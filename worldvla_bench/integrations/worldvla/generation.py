@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from worldvla_bench.models.worldvla.action_tokenizer import ACTION_DIM
-from worldvla_bench.models.worldvla.image_tokenizer import image_template, tokens_to_codes
-from worldvla_bench.models.worldvla.masks import attention_mask, isolation_start, position_ids
-from worldvla_bench.models.worldvla.sequence import WorldVLATokenizer
-from worldvla_bench.models.worldvla.transformer import KVCache, WorldVLATransformer
-from worldvla_bench.models.worldvla.vocab import Vocab
+from worldvla_bench.integrations.worldvla.action_tokenizer import ACTION_DIM
+from worldvla_bench.integrations.worldvla.image_tokenizer import image_template, tokens_to_codes
+from worldvla_bench.integrations.worldvla.masks import attention_mask, isolation_start, position_ids
+from worldvla_bench.integrations.worldvla.sequence import WorldVLATokenizer
+from worldvla_bench.integrations.worldvla.transformer import KVCache, WorldVLATransformer
+from worldvla_bench.integrations.worldvla.vocab import Vocab
 
 #: (new tokens so far (B, n), raw logits (B, V)) -> logits with disallowed tokens at -inf
 Constraint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from worldvla_bench.models.worldvla.config import PRESETS
-from worldvla_bench.models.worldvla.loss_curves import (
+from worldvla_bench.integrations.worldvla.config import PRESETS
+from worldvla_bench.integrations.worldvla.loss_curves import (
     LOSSES_CSV,
     LOSSES_PNG,
 )
-from worldvla_bench.models.worldvla.train_config import (
+from worldvla_bench.integrations.worldvla.train_config import (
     INSTRUCTION_SOURCES,
     TrainConfig,
 )
-from worldvla_bench.models.worldvla.trainer import (
+from worldvla_bench.integrations.worldvla.trainer import (
     train,
 )
 

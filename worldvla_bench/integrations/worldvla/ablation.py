@@ -31,7 +31,7 @@ import pandas as pd
 from worldvla_bench.atomic import write_atomic
 from worldvla_bench.errors import BenchError, UnknownChoiceError
 
-POLICY_TARGET = "worldvla_bench.policies.worldvla:WorldVLAPolicy"
+POLICY_TARGET = "worldvla_bench.integrations.worldvla.policy:WorldVLAPolicy"
 TABLE_MD = "ablation.md"
 TABLE_CSV = "ablation.csv"
 
@@ -172,7 +172,7 @@ class AblationConfig:
 
 
 def _train_cell(config: AblationConfig, cell: AblationCell, vq_checkpoint: str | None) -> str:
-    from worldvla_bench.models.worldvla.training import TrainConfig, train
+    from worldvla_bench.integrations.worldvla.training import TrainConfig, train
 
     out = Path(config.out) / "train" / cell.name
     args = {**config.train, "data": config.data, "out": str(out),
@@ -185,7 +185,7 @@ def _train_cell(config: AblationConfig, cell: AblationCell, vq_checkpoint: str |
 
 
 def _shared_vq(config: AblationConfig) -> str | None:
-    from worldvla_bench.models.worldvla.training import TrainConfig, train
+    from worldvla_bench.integrations.worldvla.training import TrainConfig, train
 
     if config.train.get("vq_from"):
         return str(config.train["vq_from"])
@@ -197,7 +197,7 @@ def _shared_vq(config: AblationConfig) -> str | None:
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
     """Train (or take) every selected cell, evaluate each, write the table; returns
     {'table', 'markdown', 'md', 'csv', 'runs'}."""
-    from worldvla_bench.models.worldvla.training import load_checkpoint
+    from worldvla_bench.integrations.worldvla.training import load_checkpoint
     from worldvla_bench.protocol import Protocol, RunOptions
     from worldvla_bench.rollout import run_evaluation
 
@@ -242,7 +242,7 @@ def _parse_checkpoints(items: Sequence[str] | None) -> dict[str, str]:
 
 def add_ablation_parser(subparsers) -> argparse.ArgumentParser:
     """Register `worldvla-bench ablation` on an argparse subparsers object."""
-    from worldvla_bench.models.worldvla.training import add_train_arguments
+    from worldvla_bench.integrations.worldvla.training import add_train_arguments
 
     parser = subparsers.add_parser(
         "ablation", help="WorldVLA ablation grid: train, evaluate, one comparison table",

@@ -14,32 +14,32 @@ import numpy as np
 import torch
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.models.worldvla.checkpoints import (
+from worldvla_bench.integrations.worldvla.checkpoints import (
     CHECKPOINT_FORMAT,
     FINAL_CHECKPOINT,
     LAST_CHECKPOINT,
     read_checkpoint,
     save_checkpoint,
 )
-from worldvla_bench.models.worldvla.config import WorldVLAConfig, preset
-from worldvla_bench.models.worldvla.demo_data import (
+from worldvla_bench.integrations.worldvla.config import WorldVLAConfig, preset
+from worldvla_bench.integrations.worldvla.demo_data import (
     DemoSet,
     SampleBuilder,
     load_demos,
 )
-from worldvla_bench.models.worldvla.generation import forward_sequence
-from worldvla_bench.models.worldvla.loss_curves import (
+from worldvla_bench.integrations.worldvla.generation import forward_sequence
+from worldvla_bench.integrations.worldvla.loss_curves import (
     LOSS_COLUMNS,
     write_losses,
 )
-from worldvla_bench.models.worldvla.model import WorldVLA
-from worldvla_bench.models.worldvla.sequence import collate
-from worldvla_bench.models.worldvla.train_config import (
+from worldvla_bench.integrations.worldvla.model import WorldVLA
+from worldvla_bench.integrations.worldvla.sequence import collate
+from worldvla_bench.integrations.worldvla.train_config import (
     RESUMABLE_CHANGES,
     TrainConfig,
 )
-from worldvla_bench.models.worldvla.transformer import lm_loss
-from worldvla_bench.models.worldvla.vq import images_to_tensor
+from worldvla_bench.integrations.worldvla.transformer import lm_loss
+from worldvla_bench.integrations.worldvla.vq import images_to_tensor
 
 
 @dataclass

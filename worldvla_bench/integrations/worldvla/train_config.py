@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.models.worldvla.config import PRESETS
+from worldvla_bench.integrations.worldvla.config import PRESETS
 
 INSTRUCTION_SOURCES = ("language", "filename")
 #: arguments that may change between a run and its resumption (they do not change the result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from worldvla_bench.models.worldvla.vocab import N_TEXT_TOKENS, Vocab
+from worldvla_bench.integrations.worldvla.vocab import N_TEXT_TOKENS, Vocab
 
 
 class ByteTokenizer:

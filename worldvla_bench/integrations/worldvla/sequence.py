@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from worldvla_bench.models.worldvla.action_tokenizer import ActionTokenizer
-from worldvla_bench.models.worldvla.image_tokenizer import codes_to_tokens, tokens_to_codes
-from worldvla_bench.models.worldvla.text_tokenizer import ByteTokenizer
-from worldvla_bench.models.worldvla.transformer import IGNORE_INDEX
-from worldvla_bench.models.worldvla.vocab import Vocab
+from worldvla_bench.integrations.worldvla.action_tokenizer import ActionTokenizer
+from worldvla_bench.integrations.worldvla.image_tokenizer import codes_to_tokens
+from worldvla_bench.integrations.worldvla.text_tokenizer import ByteTokenizer
+from worldvla_bench.integrations.worldvla.transformer import IGNORE_INDEX
+from worldvla_bench.integrations.worldvla.vocab import Vocab
 
 ACTION_PROMPT = "What action should the robot take to {instruction}?"
 WORLD_PROMPT = "Generate the next image based on the current image and the action."
@@ -70,9 +70,6 @@ class WorldVLATokenizer:
 
     def image(self, codes: Codes) -> list[int]:
         return codes_to_tokens(codes, self.vocab)
-
-    def parse_image(self, tokens: Sequence[int]) -> np.ndarray:
-        return tokens_to_codes(tokens, self.vocab)
 
     def action_prompt(self, instruction: str, prev_codes: Codes, cur_codes: Codes) -> list[int]:
         """Prompt of the action model (previous and current frame as code grids)."""

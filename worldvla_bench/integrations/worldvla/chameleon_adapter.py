@@ -29,7 +29,7 @@ both decode to the last bin, as in OpenVLA's decoder). `vocab_size` defaults to 
 code says otherwise; nothing else depends on the scheme.
 
 The action mask: every action block after the last image attends to the prompt and its own
-earlier tokens, never to earlier action blocks (`worldvla_bench.models.worldvla.masks`, reused
+earlier tokens, never to earlier action blocks (`worldvla_bench.integrations.worldvla.masks`, reused
 here through a role map of the four structural tokens). The mask row of every new token is
 recomputed at every cached step and handed to the model as a 4-d float mask (B, 1, Tq, Tk).
 Flash-attention implementations ignore a custom 4-d mask, so only 'sdpa' and 'eager' are
@@ -48,15 +48,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from worldvla_bench.models.worldvla.action_tokenizer import (
+from worldvla_bench.integrations.worldvla.action_tokenizer import (
     ACTION_DIM,
     BLOCK_LEN,
     N_EDGES,
     ActionTokenizer,
 )
-from worldvla_bench.models.worldvla.masks import attention_mask, isolation_start, position_ids
-from worldvla_bench.models.worldvla.sequence import ACTION_PROMPT
-from worldvla_bench.models.worldvla.vocab import Vocab
+from worldvla_bench.integrations.worldvla.masks import attention_mask, isolation_start, position_ids
+from worldvla_bench.integrations.worldvla.sequence import ACTION_PROMPT
+from worldvla_bench.integrations.worldvla.vocab import Vocab
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import ChameleonForConditionalGeneration, ChameleonVQVAE

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldvla_bench.models.worldvla.config import TransformerConfig
-from worldvla_bench.models.worldvla.vocab import Vocab
+from worldvla_bench.integrations.worldvla.config import TransformerConfig
+from worldvla_bench.integrations.worldvla.vocab import Vocab
 
 IGNORE_INDEX = -100
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldvla_bench.models.worldvla.config import VQConfig
+from worldvla_bench.integrations.worldvla.config import VQConfig
 
 
 def images_to_tensor(images: np.ndarray | torch.Tensor, size: int | None = None) -> torch.Tensor:

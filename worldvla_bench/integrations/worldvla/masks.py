@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from worldvla_bench.models.worldvla.vocab import Vocab
+from worldvla_bench.integrations.worldvla.vocab import Vocab
 
 
 def position_ids(valid: torch.Tensor) -> torch.Tensor:

@@ -1,1 +1,0 @@
-"""Models the project trains and evaluates itself (currently `worldvla`: the WorldVLA core)."""
