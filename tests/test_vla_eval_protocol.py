@@ -373,3 +373,39 @@ def test_our_client_sends_the_cameras_our_server_declares():
             assert [remote.act(observation).shape for _ in range(2)] == [(1, 7), (1, 7)]
             remote.close()
             assert server.stats()["requests"] == 1
+
+
+class HistoryPolicy(Policy):
+    """WorldVLA's observation profile at 16 px: remembers the prepared frames it was shown."""
+
+    observation_profile = "worldvla"
+    cameras = ("agentview",)
+    image_size = 16
+    shown: list[dict[str, Any]] = []
+
+    def act(self, observation: dict[str, Any]) -> np.ndarray:
+        HistoryPolicy.shown.append(observation)
+        return np.zeros((2, 7))
+
+
+def test_our_server_prepares_observations_as_the_policys_profile_says():
+    HistoryPolicy.shown = []
+    with VlaEvalPolicyServer(HistoryPolicy, port=0) as server:
+        remote = RemotePolicy(port=server.port, protocol="vla-eval")
+        remote.reset(EpisodeContext("libero_spatial", 0, "t", "x", 0, 3, 5))
+        for value in (10, 20, 30):  # one observation per env step, as vla-eval sends them
+            remote.act(
+                {
+                    "agentview_image": np.full((64, 64, 3), value, np.uint8),
+                    "state": np.zeros(8),
+                    "instruction": "x",
+                }
+            )
+        remote.close()
+    first, second = HistoryPolicy.shown  # chunks of 2: calls at the 1st and 3rd step
+    assert first["agentview_image"].shape == (16, 16, 3) and first["agentview_image"].max() == 10
+    assert first["agentview_history"].shape == (0, 16, 16, 3)  # none at the first call
+    assert second["agentview_image"].max() == 30
+    # the earlier frame is the previous env step's (20), which the policy was never shown
+    assert second["agentview_history"].shape == (1, 16, 16, 3)
+    assert second["agentview_history"].max() == second["agentview_history"].min() == 20

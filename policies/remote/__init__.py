@@ -144,7 +144,10 @@ class RemotePolicy(Policy):
 
     @property
     def image_size(self) -> int | None:  # type: ignore[override]
-        """The served model's image size: this engine prepares the images (the profile)."""
+        """The served model's image size: this engine prepares the images (the profile).
+        A vla-eval server takes the env's images as vla-eval's benchmarks send them (None)."""
+        if self._vla_eval is not None:
+            return None
         size = self._server_metadata().get("image_size")
         return None if size is None else int(size)
 

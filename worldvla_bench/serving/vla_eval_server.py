@@ -15,7 +15,9 @@ thread, 127.0.0.1 by default) with vla-eval's conversation (`worldvla_bench.serv
   (`{"name", "suite", "task_id", "episode_idx"}`): instruction = name, trial = episode_idx, seed =
   our engine's episode seed for run seed 7, max_steps from our suite file (0 if unknown);
 - `observation` (`{"images": {"agentview", "wrist"}, "task_description", "states"}`, images
-  upright as ours) is renamed to our keys and answered with one `action` `{"actions": (7,)}`:
+  upright as ours) is renamed to our keys, prepared as the policy's observation profile says
+  (`ObservationPipeline`, as our engine does: crop, resize, history of the previous env steps'
+  frames, gripper mapping of the chunk) and answered with one `action` `{"actions": (7,)}`:
   vla-eval steps once per observation, so the policy's (K, 7) chunk is kept per session and
   served one action per observation (a new policy call when it is used up, and at every
   `episode_start`), which executes the chunk open loop as our engine does;
@@ -33,11 +35,13 @@ import http
 import json
 import logging
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.observation_pipeline import ObservationPipeline
 from worldvla_bench.policy import EpisodeContext
 from worldvla_bench.serving.server import PolicyServer, RequestError, _parse_context, _Session
 from worldvla_bench.serving.vla_eval_specs import OUR_ACTION_SPEC, observation_spec
@@ -151,14 +155,23 @@ class VlaEvalPolicyServer(PolicyServer):
             return response
         return super()._process_request(connection, request)
 
+    def _pipeline(self) -> ObservationPipeline:
+        """A new episode's observation pipeline for the served policy (as `run_episode` builds)."""
+        cameras = self.metadata.get("cameras")
+        ours = tuple(
+            c for c in ("agentview", "robot0_eye_in_hand") if cameras is None or c in cameras
+        )
+        profile = self.metadata.get("observation_profile") or "libero"
+        return ObservationPipeline(profile, ours, self.metadata.get("image_size"))
+
     async def _serve_connection(self, connection: Any, session: _Session) -> None:
-        chunk: deque[np.ndarray] = deque()  # the rest of this session's current chunk
+        episode = _Episode(self._pipeline())
         async for frame in connection:
-            reply = await self._reply(session, chunk, frame)
+            reply = await self._reply(session, episode, frame)
             if reply is not None:
                 await connection.send(reply)
 
-    async def _reply(self, session: _Session, chunk: deque, frame: Any) -> bytes | None:
+    async def _reply(self, session: _Session, episode: _Episode, frame: Any) -> bytes | None:
         """The answer to one frame (None when vla-eval expects none)."""
         seq = 0
         try:
@@ -172,23 +185,26 @@ class VlaEvalPolicyServer(PolicyServer):
             if message.type == "hello":
                 return pack_message("hello", {**self.hello, "session": session.id}, seq)
             if message.type == "episode_start":
-                chunk.clear()
+                episode.chunk.clear()
+                episode.pipeline = self._pipeline()
                 await self._start_episode(session, episode_context(message.payload))
                 return None
             if message.type == "episode_end":
-                chunk.clear()
+                episode.chunk.clear()
                 return None
             if message.type == "error":
                 logger.warning("session %d: client error %s", session.id, message.payload)
                 return None
             if message.type != "observation":
                 raise RequestError(f"a client does not send {message.type!r} messages")
-            # checked even when the answer is buffered
+            # checked, and its frames recorded, even when the answer is buffered
             observation = native_observation(message.payload, self._needs_images)
-            if not chunk:
-                actions, _ = await self._submit(session, observation)
-                chunk.extend(_chunk_rows(actions))
-            return pack_message("action", {"actions": chunk.popleft()}, seq)
+            episode.pipeline.record(observation)
+            if not episode.chunk:
+                prepared = episode.pipeline.observe(observation)
+                actions, _ = await self._submit(session, prepared)
+                episode.chunk.extend(episode.pipeline.to_env(_checked_chunk(actions)))
+            return pack_message("action", {"actions": episode.chunk.popleft()}, seq)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -196,8 +212,16 @@ class VlaEvalPolicyServer(PolicyServer):
             return pack_message("error", {"error": text}, seq)
 
 
-def _chunk_rows(actions: np.ndarray) -> list[np.ndarray]:
-    """A policy's (K, 7) chunk (or one (7,) action) as K float64 rows, checked."""
+@dataclass
+class _Episode:
+    """A connection's current episode: its observation pipeline and the rest of its chunk."""
+
+    pipeline: ObservationPipeline
+    chunk: deque = field(default_factory=deque)
+
+
+def _checked_chunk(actions: np.ndarray) -> np.ndarray:
+    """A policy's (K, 7) chunk (or one (7,) action) as (K, 7) float64, checked."""
     array = np.asarray(actions, dtype=np.float64)
     if array.ndim == 1:
         array = array[None]
@@ -205,4 +229,4 @@ def _chunk_rows(actions: np.ndarray) -> list[np.ndarray]:
         raise RequestError(f"policy returned actions of shape {np.shape(actions)}, not (K, 7)")
     if not np.all(np.isfinite(array)):
         raise RequestError("policy returned a non-finite action")
-    return list(array)
+    return array
