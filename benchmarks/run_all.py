@@ -220,17 +220,20 @@ def bench_worldvla(out: Path) -> None:
 
 
 def bench_remote(out: Path) -> None:
-    """Remote-policy overhead per call on loopback (policy server + `remote` policy)."""
-    from benchmarks.bench_remote import bench_remote_policy
+    """Remote-policy overhead per call on loopback, per protocol (openpi, vla-eval)."""
+    from benchmarks.bench_remote import available_protocols, bench_remote_policy
 
     print("measuring remote policy overhead ...", file=sys.stderr, flush=True)
     result = bench_remote_policy()
-    lines = ["| remote policy, loopback | payload | direct ms | remote ms (median) | overhead ms |",
-             "|---|---|---|---|---|"]
+    lines = ["| remote policy, loopback | protocol | payload | direct ms | remote ms (median) |"
+             " overhead ms (median) |",
+             "|---|---|---|---|---|---|"]
     for label in ("blind", "images"):
-        row = result[label]
-        lines.append(f"| {label} | {row['payload_bytes'] / 1e3:.0f} kB | {row['direct_ms_mean']} | "
-                     f"{row['remote_ms_median']} | {row['overhead_ms_median']} |")
+        for protocol in available_protocols():
+            row = result[protocol][label]
+            lines.append(f"| {label} | {protocol} | {row['payload_bytes'] / 1e3:.0f} kB | "
+                         f"{row['direct_ms_mean']} | {row['remote_ms_median']} | "
+                         f"{row['overhead_ms_median']} |")
     text = "\n".join(lines) + "\n"
     print(text)
     (out / "remote.md").write_text(text)

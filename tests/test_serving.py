@@ -27,7 +27,8 @@ from worldvla_bench.policy import EpisodeContext, Policy, make_policy
 from worldvla_bench.records import load_episode_arrays, read_episodes
 from worldvla_bench.rollout import run_evaluation
 from worldvla_bench.serving import RESET_KEY, pack, resize_with_pad, unpack
-from worldvla_bench.serving.server import PolicyServer, add_serve_parser
+from worldvla_bench.serving.serve_cli import add_serve_parser
+from worldvla_bench.serving.server import PolicyServer
 
 REMOTE = "worldvla_bench.policies.remote:RemotePolicy"
 
@@ -81,8 +82,12 @@ def random_server():
 def test_wire_format_is_openpi_msgpack_numpy():
     array = np.arange(6, dtype=np.float32).reshape(2, 3)
     raw = msgpack.unpackb(pack({"a": array, "s": np.float32(2.5)}), raw=False)
-    assert raw["a"] == {b"__ndarray__": True, b"data": array.tobytes(), b"dtype": "<f4",
-                        b"shape": [2, 3]}
+    assert raw["a"] == {
+        b"__ndarray__": True,
+        b"data": array.tobytes(),
+        b"dtype": "<f4",
+        b"shape": [2, 3],
+    }
     assert raw["s"] == {b"__npgeneric__": True, b"data": 2.5, b"dtype": "<f4"}
     back = unpack(pack({"a": array, "img": np.zeros((4, 4, 3), np.uint8), "t": "x"}))
     assert back["a"].dtype == np.float32 and np.array_equal(back["a"], array)
@@ -92,12 +97,31 @@ def test_wire_format_is_openpi_msgpack_numpy():
 
 
 def test_remote_run_equals_local_run(random_server: PolicyServer, tmp_path: Path):
-    common = dict(suite="libero_spatial", tasks="0", trials=2, workers=1, progress=False,
-                  image_size=64, max_steps=12)
-    local = run_evaluation(*split_config(policy="random", run_dir=tmp_path / "local",
-                                     policy_kwargs={"chunk_size": 3, "observe": True}, **common))
-    remote = run_evaluation(*split_config(policy=REMOTE, run_dir=tmp_path / "remote",
-                                      policy_kwargs={"port": random_server.port}, **common))
+    common = dict(
+        suite="libero_spatial",
+        tasks="0",
+        trials=2,
+        workers=1,
+        progress=False,
+        image_size=64,
+        max_steps=12,
+    )
+    local = run_evaluation(
+        *split_config(
+            policy="random",
+            run_dir=tmp_path / "local",
+            policy_kwargs={"chunk_size": 3, "observe": True},
+            **common,
+        )
+    )
+    remote = run_evaluation(
+        *split_config(
+            policy=REMOTE,
+            run_dir=tmp_path / "remote",
+            policy_kwargs={"port": random_server.port},
+            **common,
+        )
+    )
     a = {(r["task_id"], r["trial"]): r for r in read_episodes(local)}
     b = {(r["task_id"], r["trial"]): r for r in read_episodes(remote)}
     assert sorted(a) == sorted(b) == [(0, 0), (0, 1)]
@@ -106,8 +130,10 @@ def test_remote_run_equals_local_run(random_server: PolicyServer, tmp_path: Path
         assert rb["error"] is None and ra["error"] is None
         for field in ("seed", "success", "steps", "policy_calls", "actions_at_bound_frac"):
             assert ra[field] == rb[field], field
-        xa, xb = load_episode_arrays(local / ra["episode_file"]), load_episode_arrays(
-            remote / rb["episode_file"])
+        xa, xb = (
+            load_episode_arrays(local / ra["episode_file"]),
+            load_episode_arrays(remote / rb["episode_file"]),
+        )
         np.testing.assert_array_equal(xa["actions"], xb["actions"])
         np.testing.assert_array_equal(xa["final_state"], xb["final_state"])
     stats = random_server.stats()
@@ -203,12 +229,27 @@ def test_dropped_connection_is_retried_with_the_session_restored(random_server: 
 
 
 def _start_server_process(port: int) -> tuple[subprocess.Popen, int]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
-                                                         os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worldvla_bench.serving.server", "random", "--port", str(port),
-         "--policy-arg", "chunk_size=2"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "worldvla_bench.serving.serve_cli",
+            "random",
+            "--port",
+            str(port),
+            "--policy-arg",
+            "chunk_size=2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     line = proc.stdout.readline()
     match = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
@@ -230,7 +271,8 @@ def test_a_killed_and_restarted_server_process_is_survived():
         restart: dict[str, Any] = {}
         # the server comes back on the same port while the client is retrying
         thread = threading.Thread(
-            target=lambda: restart.update(proc=_start_server_process(port)[0]))
+            target=lambda: restart.update(proc=_start_server_process(port)[0])
+        )
         thread.start()
         for _ in range(3):
             np.testing.assert_array_equal(remote.act(_obs()), local.act(_obs()))
@@ -277,8 +319,12 @@ def test_openpi_format_and_an_openpi_style_server():
         client = RemotePolicy(port=port, obs_format="openpi", replan_steps=5)
         client.reset(_context())
         assert client.act(_obs(size=32)).shape == (5, 7)
-        assert sorted(seen[0]) == ["observation/image", "observation/state",
-                                   "observation/wrist_image", "prompt"]
+        assert sorted(seen[0]) == [
+            "observation/image",
+            "observation/state",
+            "observation/wrist_image",
+            "prompt",
+        ]
         assert seen[0]["observation/image"].shape == (224, 224, 3)
         native = RemotePolicy(port=port)
         native.reset(_context())
@@ -293,8 +339,13 @@ def test_openpi_format_and_an_openpi_style_server():
 def test_serve_policy_parser():
     parser = argparse.ArgumentParser()
     add_serve_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["serve-policy", "random", "--port", "9000",
-                              "--policy-arg", "chunk_size=5"])
+    args = parser.parse_args(
+        ["serve-policy", "random", "--port", "9000", "--policy-arg", "chunk_size=5"]
+    )
     assert (args.name, args.port, args.host, args.policy_arg) == (
-        "random", 9000, "127.0.0.1", ["chunk_size=5"])
+        "random",
+        9000,
+        "127.0.0.1",
+        ["chunk_size=5"],
+    )
     assert callable(args.func)

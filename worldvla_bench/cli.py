@@ -239,8 +239,8 @@ def cmd_policies(args: argparse.Namespace) -> int:
 COMMANDS: Registry[Command] = Registry("command", group="worldvla_bench.commands",
                                        check=lambda obj: isinstance(obj, Command))
 COMMANDS.register("serve-policy", Command(
-    help="serve a policy over websocket + msgpack (openpi protocol)",
-    add_parser="worldvla_bench.serving.server:add_serve_parser"))
+    help="serve a policy over websocket + msgpack (openpi or vla-eval protocol)",
+    add_parser="worldvla_bench.serving.serve_cli:add_serve_parser"))
 
 
 def _add_registered_commands(sub, argv: list[str] | None) -> None:

@@ -1,12 +1,18 @@
-"""`remote`: a policy served by another process or machine, over openpi's websocket protocol.
+"""`remote`: a policy served by another process or machine, over a websocket.
 
     worldvla-bench serve-policy random --port 8000                      # on the GPU machine
     worldvla-bench eval --suite libero_spatial --policy remote \\
         --policy-arg host=127.0.0.1 --policy-arg port=8000                # on the env machines
 
-It talks to our `serve-policy` server and, unchanged, to an openpi policy server
-(`scripts/serve_policy.py`, pi0 / pi0.5) or anything else that speaks that protocol (see
-`worldvla_bench.serving` for the wire format).
+Two protocols (`protocol`):
+
+- `openpi` (the default): our `serve-policy` server and, unchanged, an openpi policy server
+  (`scripts/serve_policy.py`, pi0 / pi0.5) or anything else that speaks that protocol (see
+  `worldvla_bench.serving` for the wire format); the rest of this docstring is about it;
+- `vla-eval`: a vla-eval model server (`vla-eval serve ...`, OpenVLA, OFT, pi0, GR00T, ...) or our
+  `serve-policy --protocol vla-eval`; see `vla_eval_client` (hello, episode start/end, the
+  observation as vla-eval's LIBERO benchmark sends it, the server's action spec converted to
+  ours). `obs_format` does not apply; `resize`, `replan_steps`, `timeout_s`, `retries` do.
 
 Observation formats (`obs_format`):
 
@@ -47,7 +53,10 @@ from worldvla_bench.errors import BenchError
 from worldvla_bench.policy import EpisodeContext, Policy
 from worldvla_bench.serving import RESET_KEY, pack, to_openpi, unpack
 
+from .vla_eval_client import VlaEvalClient
+
 OBS_FORMATS = ("native", "openpi")
+PROTOCOLS = ("openpi", "vla-eval")
 
 
 class RemotePolicyError(BenchError):
@@ -68,7 +77,10 @@ class RemotePolicy(Policy):
         replan_steps: int | None = None,
         cameras: list[str] | None = None,
         backoff_s: float = 0.5,
+        protocol: str = "openpi",
     ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if obs_format not in OBS_FORMATS:
             raise ValueError(f"obs_format must be one of {OBS_FORMATS}, got {obs_format!r}")
         if float(timeout_s) <= 0 or int(retries) < 0:
@@ -88,7 +100,18 @@ class RemotePolicy(Policy):
         self.metadata: dict[str, Any] | None = None
         self._context: dict[str, Any] | None = None
         self._history: list[bytes] = []
-        self.reconnects = 0
+        self._reconnects = 0
+        self.protocol = protocol
+        self._vla_eval: VlaEvalClient | None = None
+        if protocol == "vla-eval":
+            self._vla_eval = VlaEvalClient(
+                self.uri, self.timeout_s, self.retries, self.backoff_s, resize, RemotePolicyError
+            )
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was re-established."""
+        return self._vla_eval.reconnects if self._vla_eval else self._reconnects
 
     @property
     def uri(self) -> str:
@@ -100,6 +123,8 @@ class RemotePolicy(Policy):
         """The served policy's cameras (from the server's metadata); openpi reads both."""
         if self._cameras_override is not None:
             return self._cameras_override
+        if self._vla_eval is not None:
+            return self._vla_eval.cameras
         if self.obs_format == "openpi":
             return None
         cameras = self._server_metadata().get("cameras")
@@ -107,15 +132,22 @@ class RemotePolicy(Policy):
 
     @property
     def requires_privileged_state(self) -> bool:  # type: ignore[override]
+        if self._vla_eval is not None:
+            return False  # vla-eval's benchmarks send no privileged state
         return bool(self._server_metadata().get("requires_privileged_state", False))
 
     @property
     def observation_profile(self) -> str:  # type: ignore[override]
+        if self._vla_eval is not None:
+            return "libero"
         return str(self._server_metadata().get("observation_profile") or "libero")
 
     @property
     def image_size(self) -> int | None:  # type: ignore[override]
-        """The served model's image size: this engine prepares the images (the profile)."""
+        """The served model's image size: this engine prepares the images (the profile).
+        A vla-eval server takes the env's images as vla-eval's benchmarks send them (None)."""
+        if self._vla_eval is not None:
+            return None
         size = self._server_metadata().get("image_size")
         return None if size is None else int(size)
 
@@ -129,6 +161,10 @@ class RemotePolicy(Policy):
 
     # -- the Policy interface --------------------------------------------------------------
     def reset(self, context: EpisodeContext) -> None:
+        if self._vla_eval is not None:
+            self._vla_eval.reset(context)
+            self.metadata = self._vla_eval.server_info
+            return
         self._context = None
         self._history = []
         if self._has_reset():
@@ -137,6 +173,9 @@ class RemotePolicy(Policy):
         self._context = context.to_dict()
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
+        if self._vla_eval is not None:
+            actions = self._vla_eval.act(observation)
+            return actions if self.replan_steps is None else actions[: self.replan_steps]
         message = pack(self._encode(observation))
         reply = self._call(message)
         if not isinstance(reply, dict) or "actions" not in reply:
@@ -149,6 +188,8 @@ class RemotePolicy(Policy):
         return actions
 
     def close(self) -> None:
+        if self._vla_eval is not None:
+            self._vla_eval.close()
         self._disconnect()
 
     # -- the wire --------------------------------------------------------------------------
@@ -202,8 +243,11 @@ class RemotePolicy(Policy):
     def _connect_and_restore(self) -> None:
         from websockets.sync.client import connect
 
-        options: dict[str, Any] = {"compression": None, "max_size": None,
-                                   "open_timeout": self.timeout_s}
+        options: dict[str, Any] = {
+            "compression": None,
+            "max_size": None,
+            "open_timeout": self.timeout_s,
+        }
         parameters = inspect.signature(connect).parameters
         if "proxy" in parameters:
             options["proxy"] = None  # websockets >= 15 would honour $http_proxy: go direct
@@ -219,7 +263,7 @@ class RemotePolicy(Policy):
             ws.close()
             raise
         if self.metadata is not None:
-            self.reconnects += 1
+            self._reconnects += 1
         self.metadata = metadata if isinstance(metadata, dict) else {}
         self._ws = ws
         if self._context is not None and self._has_reset():

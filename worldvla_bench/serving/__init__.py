@@ -1,6 +1,15 @@
-"""Serving policies over the network: the wire format shared by the server and the client.
+"""Serving policies over the network: the wire formats shared by the servers and the clients.
 
-The wire protocol is openpi's policy-server protocol (what pi0/pi0.5 servers and vla-eval speak):
+Two protocols:
+
+- openpi's policy-server protocol (what openpi's pi0 / pi0.5 servers and `openpi-client` speak),
+  described here: `server.PolicyServer` serves it, the `remote` policy speaks it by default;
+- vla-eval's (allenai/vla-evaluation-harness), which is a different one: typed messages (hello,
+  episode start/end, observation, action, error) and declared action/observation specs; see
+  `vla_eval_wire` and `vla_eval_specs`; `vla_eval_server.VlaEvalPolicyServer` serves it, the
+  `remote` policy speaks it with `protocol=vla-eval`.
+
+openpi's protocol:
 
 - transport: one websocket per client (`ws://HOST:PORT`), binary frames, no compression;
 - encoding: msgpack, numpy arrays as maps `{b"__ndarray__": True, b"data": <raw bytes>,

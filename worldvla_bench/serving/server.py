@@ -1,7 +1,9 @@
 """A policy server: any registered policy over openpi's websocket + msgpack protocol, batched.
 
     worldvla-bench serve-policy random --port 8000 --policy-arg chunk_size=5
-    python -m worldvla_bench.serving.server random --port 8000       # the same
+    python -m worldvla_bench.serving.serve_cli random --port 8000    # the same
+
+(the command line is `worldvla_bench.serving.serve_cli`; this module is the library).
 
 Each connection is a session with its own policy state: a policy without `act_batch` gets its own
 instance per connection (built on first use, closed when the connection ends), and `reset`
@@ -20,7 +22,6 @@ See `worldvla_bench.serving` for the wire format.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import http
@@ -28,7 +29,6 @@ import inspect
 import itertools
 import logging
 import signal
-import sys
 import threading
 import time
 from collections import Counter
@@ -48,7 +48,6 @@ logger = logging.getLogger("worldvla_bench.serving")
 DEFAULT_MAX_BATCH = 16
 DEFAULT_BATCH_TIMEOUT_MS = 5.0
 DEFAULT_MAX_MESSAGE_MB = 64
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class RequestError(BenchError):
@@ -132,6 +131,9 @@ class PolicyServer:
     `stats()` counts requests, batches and their sizes.
     """
 
+    #: Seconds between keepalive pings (websockets' default); None sends none.
+    ping_interval_s: float | None = 20.0
+
     def __init__(
         self,
         policy: str | Callable[[], Policy],
@@ -146,8 +148,10 @@ class PolicyServer:
             raise BenchError(f"max_batch must be >= 1, got {max_batch}")
         if float(batch_timeout_ms) < 0:
             raise BenchError(f"batch_timeout_ms must be >= 0, got {batch_timeout_ms}")
-        self.policy_name = policy if isinstance(policy, str) else getattr(
-            policy, "__name__", type(policy).__name__
+        self.policy_name = (
+            policy
+            if isinstance(policy, str)
+            else getattr(policy, "__name__", type(policy).__name__)
         )
         self.policy_kwargs = dict(policy_kwargs or {})
         if isinstance(policy, str):
@@ -258,6 +262,7 @@ class PolicyServer:
                 self.port,
                 compression=None,
                 max_size=self.max_message_bytes,
+                ping_interval=self.ping_interval_s,
                 process_request=self._process_request,
             ) as server:
                 self.port = int(next(iter(server.sockets)).getsockname()[1])
@@ -296,10 +301,7 @@ class PolicyServer:
         self._stats["sessions_opened"] += 1
         logger.info("session %d opened by %s", session.id, session.peer)
         try:
-            await connection.send(pack({**self.metadata, "session": session.id}))
-            async for message in connection:
-                reply = await self._answer(session, message)
-                await connection.send(reply)
+            await self._serve_connection(connection, session)
         except ConnectionClosed:
             pass
         finally:
@@ -309,9 +311,15 @@ class PolicyServer:
             with contextlib.suppress(RuntimeError):  # the executor is already shut down
                 self._loop.run_in_executor(self._executor, self._close_session, session)
 
+    async def _serve_connection(self, connection: Any, session: _Session) -> None:
+        """openpi's protocol: our metadata first, then one reply per request."""
+        await connection.send(pack({**self.metadata, "session": session.id}))
+        async for message in connection:
+            reply = await self._answer(session, message)
+            await connection.send(reply)
+
     async def _answer(self, session: _Session, message: Any) -> bytes | str:
         """Bytes (msgpack) for a good request; a one-line text frame for a bad one."""
-        loop = asyncio.get_running_loop()
         try:
             if isinstance(message, str):
                 raise RequestError("text frames are not requests: send msgpack in binary frames")
@@ -325,27 +333,42 @@ class PolicyServer:
                     f"got {type(request).__name__}"
                 )
             if RESET_KEY in request:
-                context = _parse_context(request[RESET_KEY])
-                await loop.run_in_executor(self._executor, self._reset, session, context)
-                self._stats["resets"] += 1
+                await self._start_episode(session, _parse_context(request[RESET_KEY]))
                 return pack({"reset": True, "session": session.id})
-            started = time.perf_counter()
-            future = loop.create_future()
-            self._pending.append(_Request(session, from_openpi(request), future))
-            self._wakeup.set()
-            actions, timing = await future
-            self._stats["requests"] += 1
-            timing["total_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
+            actions, timing = await self._submit(session, from_openpi(request))
             return pack({"actions": actions, "server_timing": timing})
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self._stats["errors"] += 1
-            if isinstance(error, RequestError):
-                return f"error: {error}"[:500]
-            if not isinstance(error, BenchError):
-                logger.warning("session %d: %s", session.id, error_line(error), exc_info=error)
-            return error_line(error)
+            return self._error_text(session, error)
+
+    def _error_text(self, session: _Session, error: Exception) -> str:
+        """The one line that reports `error` to the client (a traceback only to the log)."""
+        self._stats["errors"] += 1
+        if isinstance(error, RequestError):
+            return f"error: {error}"[:500]
+        if not isinstance(error, BenchError):
+            logger.warning("session %d: %s", session.id, error_line(error), exc_info=error)
+        return error_line(error)
+
+    async def _start_episode(self, session: _Session, context: EpisodeContext) -> None:
+        """Reset `session`'s policy for a new episode (in the policy thread)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._reset, session, context)
+        self._stats["resets"] += 1
+
+    async def _submit(
+        self, session: _Session, observation: dict[str, Any]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """One observation through the batcher: the chunk and the server's timing (ms)."""
+        started = time.perf_counter()
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(session, observation, future))
+        self._wakeup.set()
+        actions, timing = await future
+        self._stats["requests"] += 1
+        timing["total_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
+        return actions, timing
 
     async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()
@@ -393,7 +416,7 @@ class PolicyServer:
             raise
         except Exception as error:
             raise BenchError(
-                f"cannot build policy {self.policy_name!r}: {error_line(error)[len('error: '):]}"
+                f"cannot build policy {self.policy_name!r}: {error_line(error)[len('error: ') :]}"
             ) from None
         self._batched = _is_batched(policy)
         self._with_contexts = self._batched and _takes_contexts(policy)
@@ -464,9 +487,7 @@ class PolicyServer:
                     results.append(self._failure(error))
         infer_ms = round((time.perf_counter() - started) * 1000.0, 3)
         timing = {"infer_ms": infer_ms, "batch_size": len(batch)}
-        return [
-            r if isinstance(r, BaseException) else (r, dict(timing)) for r in results
-        ]
+        return [r if isinstance(r, BaseException) else (r, dict(timing)) for r in results]
 
     def _checked(self, output: Any) -> np.ndarray:
         try:
@@ -478,9 +499,11 @@ class PolicyServer:
         if not isinstance(error, BenchError):
             logger.warning("policy failed: %s", error_line(error), exc_info=error)
         if isinstance(error, BenchError) and not isinstance(error, RequestError):
-            return RequestError(error_line(error)[len("error: "):])
-        return error if isinstance(error, RequestError) else RequestError(
-            error_line(error)[len("error: "):]
+            return RequestError(error_line(error)[len("error: ") :])
+        return (
+            error
+            if isinstance(error, RequestError)
+            else RequestError(error_line(error)[len("error: ") :])
         )
 
     def _close_session(self, session: _Session) -> None:
@@ -498,90 +521,3 @@ class PolicyServer:
                 with contextlib.suppress(Exception):
                     policy.close()
         self._shared = self._spare = None
-
-
-def serve_policy(
-    name: str,
-    policy_kwargs: dict[str, Any] | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS,
-) -> None:
-    """Serve the policy `name` (built-in or 'module:Class') until interrupted; blocks."""
-    if host not in _LOOPBACK:
-        logger.warning(
-            "binding %s: the policy server has no authentication; expose it only to a trusted "
-            "network (or tunnel it: ssh -L %d:127.0.0.1:%d ...)", host, port, port,
-        )
-    server = PolicyServer(name, policy_kwargs, host=host, port=port, max_batch=max_batch,
-                          batch_timeout_ms=batch_timeout_ms)
-    server.serve_forever()
-
-
-def cmd_serve_policy(args: argparse.Namespace) -> int:
-    from worldvla_bench.policy import parse_policy_args
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    kwargs = parse_policy_args(args.policy_arg)
-    server = PolicyServer(args.name, kwargs, host=args.host, port=args.port,
-                          max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms)
-    if args.host not in _LOOPBACK:
-        logger.warning("binding %s: no authentication; expose it only to a trusted network",
-                       args.host)
-    try:
-        asyncio.run(_serve_and_announce(server))
-    except KeyboardInterrupt:
-        pass
-    except OSError as error:  # the port is taken, or the host is not an address of this machine
-        raise BenchError(
-            f"cannot serve on {args.host}:{args.port}: {error.strerror or error}"
-        ) from None
-    return 0
-
-
-async def _serve_and_announce(server: PolicyServer) -> None:
-    """Serve in this thread; print the bound address once listening (for scripts and tests)."""
-    install = threading.current_thread() is threading.main_thread()
-    task = asyncio.create_task(server._main(install_signals=install))
-    while not server._ready.is_set() and not task.done():
-        await asyncio.sleep(0.02)
-    if server._ready.is_set():
-        print(f"serving {server.policy_name} on {server.url}", flush=True)
-    await task
-
-
-def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `serve-policy NAME --port P --host H --policy-arg k=v` on a subparsers object."""
-    sp = subparsers.add_parser(
-        "serve-policy", help="serve a policy over websockets (openpi protocol, batched)"
-    )
-    sp.add_argument("name", help="policy name or module:Class")
-    sp.add_argument("--host", default="127.0.0.1",
-                    help="interface to bind (default 127.0.0.1; 0.0.0.0 exposes it, "
-                    "unauthenticated)")
-    sp.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
-    sp.add_argument("--policy-arg", action="append", metavar="KEY=VALUE",
-                    help="policy constructor argument (repeatable)")
-    sp.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
-                    help="most requests answered in one batch")
-    sp.add_argument("--batch-timeout-ms", type=float, default=DEFAULT_BATCH_TIMEOUT_MS,
-                    help="how long a request waits for the other sessions' requests")
-    sp.set_defaults(func=cmd_serve_policy)
-    return sp
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worldvla_bench.serving.server")
-    add_serve_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["serve-policy", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except BenchError as error:
-        print(f"worldvla-bench: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
