@@ -36,7 +36,8 @@ BROKEN = {
 #: need the missing red_sticker too
 TRIGGERS = {"libero_object_with_trigger", "libero_object_with_trigger_new"}
 #: one suite of each LIBERO-PRO kind and one with a distractor reset in the default run; the
-#: others are marked slow (all 26 together: 160 s on 2 busy CPU cores, 5-8 s a suite)
+#: others are marked slow (all 26 in one process: 160 s on 2 shared CPU cores, 4-9 s a suite;
+#: 350 s when the cores are busy)
 QUICK = {
     "libero_spatial_lan",
     "libero_object_object",

@@ -190,7 +190,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
     for name in available_suites():
         spec = load_suite(name)
-        print(f"{name:24s} max_steps={spec.max_steps:<4d} trials={spec.trials_per_task:<3d} "
+        print(f"{name:32s} max_steps={spec.max_steps:<4d} trials={spec.trials_per_task:<3d} "
               f"{spec.description}")
     return 0
 

@@ -142,7 +142,7 @@ def same_renderer(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The fields (other than the host) whose values differ, in the report's order."""
-    keys = [k for k in (*GL_FIELDS, *SETTING_FIELDS, *VERSION_FIELDS)]
+    keys = [*GL_FIELDS, *SETTING_FIELDS, *VERSION_FIELDS]
     keys += sorted((set(a) | set(b)) - set(keys) - set(LOCATION_FIELDS))
     return [k for k in keys if a.get(k) != b.get(k)]
 
