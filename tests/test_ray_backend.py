@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from conftest import SMALL, split_config
 
+from worldvla_bench.manifest import read_manifest
 from worldvla_bench.policies.random import RandomPolicy
 from worldvla_bench.policy import EpisodeContext
 from worldvla_bench.records import load_episode_arrays, read_episodes
+from worldvla_bench.render_provenance import same_renderer
 from worldvla_bench.rollout import run_evaluation
 
 ray = pytest.importorskip("ray")
@@ -82,6 +84,9 @@ def test_a_ray_run_equals_the_local_run(local_ray, local_run: Path, tmp_path: Pa
     config = split_config(policy="random", run_dir=ray_dir, backend="ray", **COMMON)
     run_evaluation(*config)
     _assert_same_episodes(local_run, ray_dir)
+    # the actors' render provenance reaches the driver's manifest, as the local workers' does
+    remote, local = read_manifest(ray_dir), read_manifest(local_run)
+    assert remote["render"]["gl_renderer"] and same_renderer(remote["render"], local["render"])
     # resume: a rerun through Ray runs nothing
     before = (ray_dir / "episodes.jsonl").read_text()
     run_evaluation(*config)

@@ -25,6 +25,7 @@ def make_run(path: Path, outcomes: dict[int, list[bool]], max_steps: int = 220,
 
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["versions"]["mujoco"] = mujoco
+    manifest["invocations"][0]["versions"]["mujoco"] = mujoco
     (path / "manifest.json").write_text(json.dumps(manifest))
     for task, results in outcomes.items():
         for trial, success in enumerate(results):
@@ -81,8 +82,10 @@ def test_compare_pairs_trials_and_flags_protocol_differences(tmp_path):
     assert table.loc[0, "p_value"] == pytest.approx(2 * 0.5**6)
     assert bool(table.loc[0, "significant"]) and not bool(table.loc[1, "significant"])
     assert table.loc["all", "delta"] == 30.0
-    assert any("max_steps" in d for d in result["differences"])
-    assert any("mujoco" in d for d in result["differences"])
+    differences = {d.what: d for d in result["differences"]}
+    assert differences["protocol.max_steps"].moves_numbers is True
+    assert (differences["versions.mujoco"].a, differences["versions.mujoco"].b) == (
+        "3.17.0", "3.2.0")
 
 
 def test_compare_unpaired_runs_uses_fisher(tmp_path):

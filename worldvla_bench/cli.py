@@ -113,15 +113,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from worldvla_bench.compare import compare_runs, format_comparison
+    from worldvla_bench.compare import compare_runs, format_comparison, format_differences
 
     run_a, run_b = _existing_run_path(args.run_a), _existing_run_path(args.run_b)
     result = compare_runs(run_a, run_b, alpha=args.alpha)
     print(f"A = {run_a}, B = {run_b}; delta = B - A in points; "
           f"* = p < {args.alpha} (exact McNemar on paired trials, else Fisher)")
     print(format_comparison(result["table"]).to_markdown(index=False, disable_numparse=True))
-    for note in result["differences"]:
-        print(f"warning: {note}")
+    differences = result["differences"]
+    moving = sum(d.moves_numbers is not False for d in differences)
+    if differences:
+        print(f"\n{len(differences)} differences between the manifests; {moving} can move the "
+              f"numbers or cannot be checked:")
+        print(format_differences(differences).to_markdown(index=False, disable_numparse=True))
+    else:
+        print("\nthe manifests agree on protocol, options, versions, revision and renderer")
     if args.output:
         result["table"].to_csv(args.output, index=False)
         print(f"written: {args.output}")
@@ -219,7 +225,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
     for name in available_suites():
         spec = load_suite(name)
-        print(f"{name:24s} max_steps={spec.max_steps:<4d} trials={spec.trials_per_task:<3d} "
+        print(f"{name:32s} max_steps={spec.max_steps:<4d} trials={spec.trials_per_task:<3d} "
               f"{spec.description}")
     return 0
 

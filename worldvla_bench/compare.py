@@ -2,18 +2,21 @@
 
 Runs that share init states (the official protocol) are paired by (suite, task, trial) and tested
 with an exact McNemar test on the discordant pairs; episodes without a partner fall back to
-Fisher's exact test on the success counts.
+Fisher's exact test on the success counts. Next to them: every difference between the two
+manifests, and whether it can move the numbers (`manifest_diff.py`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from scipy.stats import binomtest, fisher_exact
 
-from worldvla_bench.manifest import PROTOCOL_KEYS, read_manifest
+from worldvla_bench.manifest import read_manifest
+from worldvla_bench.manifest_diff import ManifestDifference, manifest_differences
 from worldvla_bench.report import load_run
 
 KEY = ["suite", "task_id", "trial"]
@@ -71,28 +74,25 @@ def compare_runs(run_a: Path | str, run_b: Path | str, alpha: float = 0.05) -> d
     table = pd.DataFrame(rows)
     if "p_value" in table:
         table["significant"] = table["p_value"] < alpha
-    return {"table": table, "differences": protocol_differences(run_a, run_b)}
+    return {"table": table, "differences": manifest_differences_of(run_a, run_b)}
 
 
-def protocol_differences(run_a: Path | str, run_b: Path | str) -> list[str]:
-    """Protocol settings and package versions that differ between the two runs."""
-    ma, mb = read_manifest(Path(run_a)) or {}, read_manifest(Path(run_b)) or {}
-    notes: list[str] = []
-    ca, cb = ma.get("config", {}), mb.get("config", {})
-    for key in PROTOCOL_KEYS:
-        if key in ("policy", "policy_kwargs"):
-            continue  # comparing policies is the point
-        if ca.get(key) != cb.get(key):
-            notes.append(f"protocol differs: {key} {ca.get(key)!r} vs {cb.get(key)!r}")
-    sa, sb = ma.get("suite", {}), mb.get("suite", {})
-    for key in sorted(set(sa) | set(sb)):
-        if key not in ("description", "aliases") and sa.get(key) != sb.get(key):
-            notes.append(f"suite setting differs: {key} {sa.get(key)!r} vs {sb.get(key)!r}")
-    va, vb = ma.get("versions", {}), mb.get("versions", {})
-    for key in sorted(set(va) | set(vb)):
-        if key != "worldvla-bench" and va.get(key) != vb.get(key):
-            notes.append(f"version differs: {key} {va.get(key)} vs {vb.get(key)}")
-    return notes
+def manifest_differences_of(run_a: Path | str, run_b: Path | str) -> list[ManifestDifference]:
+    """Every difference between the two runs' manifests (`manifest_diff.manifest_differences`)."""
+    return manifest_differences(read_manifest(Path(run_a)) or {}, read_manifest(Path(run_b)) or {})
+
+
+def format_differences(differences: list[ManifestDifference]) -> pd.DataFrame:
+    """One row per difference: what, A, B, whether it can move the numbers, why."""
+    verdict = {True: "yes", False: "no", None: "cannot tell"}
+    return pd.DataFrame([{"what": d.what, "A": _shown(d.a), "B": _shown(d.b),
+                          "can move the numbers": verdict[d.moves_numbers], "why": d.why}
+                         for d in differences],
+                        columns=["what", "A", "B", "can move the numbers", "why"])
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def format_comparison(table: pd.DataFrame) -> pd.DataFrame:

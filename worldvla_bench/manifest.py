@@ -1,4 +1,10 @@
-"""The run manifest: configuration, protocol, package versions, host and git revision."""
+"""The run manifest: configuration, protocol, package versions, host, git revision, renderer.
+
+Render provenance (`worldvla_bench.envs.render_provenance`): each invocation lists, under
+`render`, the distinct provenances its workers reported (once per worker); the manifest's
+top-level `render` is the first one the run recorded. Manifests written before this have
+neither: their renderer is 'not recorded'.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from typing import Any
 from worldvla_bench.errors import RunDirectoryError
 from worldvla_bench.protocol import PROTOCOL_KEYS
 from worldvla_bench.records import MANIFEST_FILE, read_json, write_json
+from worldvla_bench.render_provenance import differing_fields, same_renderer
 
 VERSIONED_PACKAGES = (
     "worldvla-bench",
@@ -99,7 +106,7 @@ def write_or_check_manifest(
                     f"run directory {run_dir} holds a run with {key}={old!r}, not {new!r}; "
                     f"choose another RUN name to start a new run"
                 )
-        if existing.get("suite") != json.loads(json.dumps(suite)):
+        if _constants(existing.get("suite") or {}) != _constants(json.loads(json.dumps(suite))):
             raise RunDirectoryError(
                 f"run directory {run_dir} was made with another definition of suite "
                 f"{config.get('suite')!r}; choose another RUN name"
@@ -111,7 +118,55 @@ def write_or_check_manifest(
             "workers": config.get("workers"),
             "versions": package_versions(),
             "git_revision": git_revision(),
+            "render": [],
         }
     )
     write_json(Path(run_dir) / MANIFEST_FILE, manifest)
     return manifest
+
+
+#: suite fields that name or describe a suite without changing what it measures
+SUITE_LABELS = ("description", "aliases")
+
+
+def _constants(suite: dict[str, Any]) -> dict[str, Any]:
+    """A suite's protocol constants: its recorded dict without the labels, so that a reworded
+    description or a new alias does not stop a run from resuming."""
+    return {k: v for k, v in suite.items() if k not in SUITE_LABELS}
+
+
+def record_render_provenance(run_dir: Path, provenance: dict[str, Any]) -> list[str]:
+    """Add a worker's render provenance to the current invocation (once per distinct one);
+    the first the run records becomes its `render`. Returns warnings when it renders otherwise
+    than the run's first worker (a resumed run on another machine, a mixed Ray cluster)."""
+    path = Path(run_dir) / MANIFEST_FILE
+    manifest = read_json(path)
+    provenance = json.loads(json.dumps(provenance))
+    seen = manifest["invocations"][-1].setdefault("render", [])
+    if provenance in seen:
+        return []
+    seen.append(provenance)
+    first = manifest.setdefault("render", provenance)
+    write_json(path, manifest)
+    changed = differing_fields(first, provenance)
+    if not changed:
+        return []
+    listed = ", ".join(f"{k} {first.get(k)!r} vs {provenance.get(k)!r}" for k in changed)
+    return [f"worker on {provenance.get('host')} renders otherwise than the run's first "
+            f"worker: {listed}"]
+
+
+def run_render_provenances(manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The distinct render provenances (host aside) a run recorded, first first, and the number
+    of its invocations that recorded none (made before provenance was recorded)."""
+    found: list[dict[str, Any]] = []
+    candidates = ([manifest["render"]] if manifest.get("render") else [])
+    unrecorded = 0
+    for invocation in manifest.get("invocations", []):
+        if "render" not in invocation:
+            unrecorded += 1
+        candidates += invocation.get("render", [])
+    for provenance in candidates:
+        if not any(same_renderer(provenance, other) for other in found):
+            found.append(provenance)
+    return found, unrecorded

@@ -13,8 +13,9 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.manifest import read_manifest
+from worldvla_bench.manifest import read_manifest, run_render_provenances
 from worldvla_bench.records import EPISODES_FILE, read_episodes
+from worldvla_bench.render_provenance import format_render_provenance
 
 CONFIDENCE = 0.95
 
@@ -136,6 +137,7 @@ def write_report(run_dir: Path | str) -> dict[str, Any]:
             f"{config.get('image_size')} px, seed {config.get('seed')}"
         )
         lines.append("")
+    lines += [render_line(manifest), ""]
     shown = format_table(table).drop(columns=["run"])
     lines.append(shown.to_markdown(index=False, disable_numparse=True))
     warnings = run_warnings(episodes)
@@ -145,6 +147,17 @@ def write_report(run_dir: Path | str) -> dict[str, Any]:
     (run_dir / "report.md").write_text(markdown, encoding="utf-8")
     table.to_csv(run_dir / "report.csv", index=False)
     return {"table": table, "markdown": markdown, "warnings": warnings}
+
+
+def render_line(manifest: dict[str, Any]) -> str:
+    """The run's render provenance in one line ('render: not recorded' for older runs)."""
+    found, unrecorded = run_render_provenances(manifest)
+    line = "render: " + format_render_provenance(found[0] if found else None)
+    if len(found) > 1:
+        line += f" (and {len(found) - 1} other renderer(s) in this run: see manifest.json)"
+    if found and unrecorded:
+        line += f" (not recorded for {unrecorded} earlier invocation(s))"
+    return line
 
 
 def interval_errors(table: pd.DataFrame) -> np.ndarray:

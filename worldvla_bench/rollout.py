@@ -17,7 +17,7 @@ from worldvla_bench.envs.libero_tasks import libero_task, n_tasks
 from worldvla_bench.envs.rendering import check_renderer
 from worldvla_bench.errors import BenchError
 from worldvla_bench.executors import default_workers, make_executor
-from worldvla_bench.manifest import write_or_check_manifest
+from worldvla_bench.manifest import record_render_provenance, write_or_check_manifest
 from worldvla_bench.policy import resolve_policy_class
 from worldvla_bench.protocol import Protocol, RunOptions
 from worldvla_bench.records import (
@@ -29,7 +29,7 @@ from worldvla_bench.records import (
 )
 from worldvla_bench.registry import instantiate_check
 from worldvla_bench.tasks import SuiteSpec, load_suite, parse_index_list
-from worldvla_bench.worker import EpisodeJob, WorkerConfig
+from worldvla_bench.worker import PROVENANCE_KEY, EpisodeJob, WorkerConfig
 
 
 def episode_seed(run_seed: int, suite: str, task_id: int, trial: int) -> int:
@@ -107,6 +107,10 @@ def run_evaluation(protocol: Protocol, options: RunOptions) -> Path:
 
     def on_record(record: dict[str, Any]) -> None:
         nonlocal successes, completed
+        provenance = record.pop(PROVENANCE_KEY, None)
+        if provenance is not None:
+            for warning in record_render_provenance(run_dir, provenance):
+                bar.write(f"warning: {warning}")
         append_episode(run_dir, record)
         successes += bool(record.get("success"))
         completed += 1

@@ -17,6 +17,10 @@ DEFAULT_TASKS_DIR = next((path for path in (_PACKAGE / "suite_files", _PACKAGE.p
                           if path.is_dir()), _PACKAGE.parent / "tasks")
 
 
+#: where a task's language instruction comes from (see `SuiteSpec`)
+INSTRUCTION_SOURCES = ("registry", "bddl")
+
+
 def tasks_dir() -> Path:
     """Directory of suite yaml files: `$WORLDVLA_TASKS_DIR`, else the installed suite files."""
     return Path(os.environ.get("WORLDVLA_TASKS_DIR", DEFAULT_TASKS_DIR))
@@ -28,6 +32,10 @@ class SuiteSpec:
 
     `max_steps` counts policy steps after the `wait_steps` no-op steps; trial i of a task starts
     from the suite's init state i. Images are square, `image_size` pixels, upright.
+    `instruction_source` says where a task's instruction comes from: `registry` (LIBERO's
+    benchmark registry, `task.language`, what OpenVLA's, openpi's and WorldVLA's scripts pass) or
+    `bddl` (the task file's `(:language ...)`, as the env reports it): LIBERO-PRO's language and
+    task perturbations change only the BDDL file, the registry keeps the unperturbed instruction.
     """
 
     name: str
@@ -41,9 +49,15 @@ class SuiteSpec:
     control_freq: int = 20
     description: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    instruction_source: str = "registry"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """All fields; `instruction_source` only when not the default, so that the suite recorded
+        in manifests written before it existed still equals the suite (resume compares them)."""
+        data = asdict(self)
+        if data["instruction_source"] == "registry":
+            del data["instruction_source"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> SuiteSpec:
@@ -64,6 +78,9 @@ class SuiteSpec:
         for key in ("max_steps", "trials_per_task", "image_size"):
             if int(getattr(spec, key)) <= 0:
                 raise BenchError(f"{source}: {key} must be positive, got {getattr(spec, key)}")
+        if spec.instruction_source not in INSTRUCTION_SOURCES:
+            raise UnknownChoiceError(f"{source}: instruction_source", spec.instruction_source,
+                                     list(INSTRUCTION_SOURCES))
         if spec.wait_steps < 0:
             raise BenchError(f"{source}: wait_steps must be >= 0, got {spec.wait_steps}")
         return spec

@@ -2,6 +2,8 @@
 
 Workers build their env after they start (EGL contexts do not survive a fork), keep it while the
 next episode uses the same task, and die with their parent, so a killed run leaves no orphans.
+Each worker reads its render provenance once, from its first built env, and returns it with its
+first record under `PROVENANCE_KEY`; the engine moves it into the manifest.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.envs.rendering import configure_gl
 from worldvla_bench.episode import run_episode
+from worldvla_bench.errors import BenchError
 from worldvla_bench.policy import EpisodeContext, Policy, make_policy
 from worldvla_bench.protocol import Protocol
 from worldvla_bench.records import episode_stem
+from worldvla_bench.render_provenance import render_provenance
 from worldvla_bench.tasks import SuiteSpec
 
 
@@ -51,6 +55,9 @@ class EpisodeJob:
 
 
 _STATE: dict[str, Any] = {}
+
+#: the key of a record that carries its worker's render provenance (popped by the engine)
+PROVENANCE_KEY = "render_provenance"
 
 
 def _die_with_parent(parent: int | None = None) -> None:
@@ -162,10 +169,30 @@ def run_job(job: EpisodeJob) -> dict[str, Any]:
     except Exception:
         _drop_env(env)
         raise
+    result = record.to_dict()
+    if not _STATE.get("provenance_sent"):
+        provenance = _provenance(env)
+        if provenance is not None:
+            result[PROVENANCE_KEY] = provenance
+            _STATE["provenance_sent"] = True
     if record.extra.get("simulator_failed"):
         _drop_env(env)
-    record.worker_pid = os.getpid()
-    return record.to_dict()
+    result["worker_pid"] = os.getpid()
+    return result
+
+
+def _provenance(env: LiberoEnv) -> dict[str, Any] | None:
+    """This worker's render provenance (None while its simulator is not built); a failure to
+    read it is recorded, never raised."""
+    try:
+        _ = env.robosuite_env
+    except BenchError:
+        return None
+    try:
+        return render_provenance(env)
+    except Exception as error:
+        return {"mujoco_gl": os.environ.get("MUJOCO_GL"),
+                "error": f"{type(error).__name__}: {error}"[:300]}
 
 
 def shutdown_worker() -> None:

@@ -48,14 +48,27 @@ def libero_task(suite: SuiteSpec, task_id: int) -> LiberoTask:
         valid = f"0..{bench.n_tasks - 1}"
         raise UnknownChoiceError(f"task id for suite {suite.name}", task_id, valid)
     task = bench.get_task(int(task_id))
+    bddl_file = bench.get_task_bddl_file_path(int(task_id))
+    if suite.instruction_source == "registry":
+        instruction = task.language
+    else:
+        instruction = bddl_language(bddl_file)
     return LiberoTask(
         suite=suite.name,
         task_id=int(task_id),
         name=task.name,
-        instruction=task.language,
-        bddl_file=bench.get_task_bddl_file_path(int(task_id)),
+        instruction=instruction,
+        bddl_file=bddl_file,
         n_init_states=len(init_states(suite, task_id)),
     )
+
+
+def bddl_language(bddl_file: str) -> str:
+    """The task file's `(:language ...)` as LIBERO's env reads it (`env.language_instruction`,
+    from `bddl_utils.get_problem_info`)."""
+    from libero.libero.envs import bddl_utils
+
+    return bddl_utils.get_problem_info(bddl_file)["language_instruction"]
 
 
 @lru_cache(maxsize=64)
