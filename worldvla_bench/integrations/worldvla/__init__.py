@@ -7,7 +7,8 @@ Modules: `config` (sizes, presets), `vocab` (token ids), `action_tokenizer`, `te
 `generation` (greedy cached generation), `model` (the `WorldVLA` facade); training in
 `training` (its API) over `train_config`, `demo_data`, `checkpoints`, `trainer`, `loss_curves`,
 `train_cli`; `policy` (the `worldvla` policy), `world_model` (the `worldvla` world model),
-`hf_policy` and `chameleon_adapter` (the released checkpoints, policy `worldvla_hf`),
+`hf_policy`, `hf_world_model`, `chameleon_adapter` and `vqgan_decoder` (the released
+checkpoints: policy and world model `worldvla_hf`),
 `ablation` (the paper's ablation grid), `commands` (the CLI commands this integration
 registers through entry points, as any user's package would).
 
