@@ -450,3 +450,121 @@ def test_policy_instruction_source_and_act(release) -> None:
     np.testing.assert_allclose(second, expected[None])
     assert policy.stats["chunks"] == 1 and policy.stats["blocks"] == 2
     assert policy._prev.shape == (256, 256, 3)  # resized to the checkpoint's resolution
+
+
+# --- the released checkpoint as a world model ----------------------------------------------
+
+
+WORLD_TEXT = ("Generate the next image based on the provided sequence of historical images and "
+              "corresponding actions.")  # data/world_model_conv_generation.py main
+
+
+@pytest.fixture(scope="module")
+def world_model(release):
+    from worldvla_bench.integrations.worldvla.hf_world_model import WorldVLAHFWorldModel
+
+    model = WorldVLAHFWorldModel(str(release[0]), str(release[1]), resolution=32)
+    yield model
+    model.close()
+
+
+def test_world_prompt_layout(adapter) -> None:
+    codes = np.array([[0, 1], [2, 3]])
+    action = np.array([0.1, -0.2, 0.3, 0.0, 0.05, -0.1, -1.0])
+    prompt = adapter.world_prompt([codes], action[None])
+    text = [200 + CHARS.index(c) for c in WORLD_TEXT]
+    image = [BOI, 8805, 8805, 4, 5, NEWLINE, 6, 7, NEWLINE, EOI]
+    assert prompt == [0, *text, *image, BOA, *official_ids(action).tolist(), EOA, EOT]
+    two = adapter.world_prompt([codes, codes + 1], np.stack([action, -action]))
+    assert two.count(BOI) == 2 and two.count(BOA) == 2 and two[-1] == EOT
+    with pytest.raises(ValueError, match="one action per history frame"):
+        adapter.world_prompt([codes], np.stack([action, action]))
+
+
+def test_generated_image_is_forced_layout_and_greedy_codes(world_model) -> None:
+    adapter = world_model.adapter
+    rng = np.random.default_rng(6)
+    prompts = [adapter.world_prompt([rng.integers(0, N_CODES, (2, 4))],
+                                    rng.uniform(ACTION_MIN, ACTION_MAX, (1, 7))) for _ in range(2)]
+    codes = adapter.generate_images(prompts, 2, 4)
+    assert codes.shape == (2, 2, 4) and int(codes.min()) >= 0 and int(codes.max()) < N_CODES
+    # every code is the most likely image code given the forced tokens before it, as a
+    # teacher-forced pass over the layout with these codes shows
+    layouts = [image_tokens(c, adapter.ids) for c in codes]
+    logits = adapter.teacher_forced_logits(prompts, layouts, action_mask=False)
+    image_ids = torch.tensor(sorted(adapter.ids.bpe2img))
+    for i, layout in enumerate(layouts):
+        for pos, token in enumerate(layout):
+            if token in adapter.ids.bpe2img:
+                best = image_ids[logits[i, pos, image_ids].argmax()]
+                assert int(best) == token
+    # batched generation equals one prompt at a time
+    torch.testing.assert_close(adapter.generate_images(prompts[1:], 2, 4), codes[1:])
+
+
+def test_vqgan_decoder_loads_the_release_weights(world_model, release) -> None:
+    adapter = world_model.adapter
+    state = torch.load(release[1] / "vqgan.ckpt", weights_only=True)["state_dict"]
+    for name, value in adapter.decoder.state_dict().items():
+        torch.testing.assert_close(value, state[f"decoder.{name}"], rtol=0, atol=0)
+    pixels = adapter.decode_codes(np.zeros((3, 2, 4), np.int64))
+    assert pixels.shape == (3, 32, 64, 3) and pixels.dtype == np.uint8
+    assert (pixels[0] == pixels[1]).all()
+    from worldvla_bench.integrations.worldvla.vqgan_decoder import decoder_from_state
+
+    ddconfig = yaml.safe_load((release[1] / "vqgan.yaml").read_text())["model"]["params"]
+    with pytest.raises(KeyError, match="decoder weights"):
+        decoder_from_state(ddconfig["ddconfig"], {k: v for k, v in state.items()
+                                                  if k != "decoder.conv_out.weight"})
+
+
+def test_world_model_rolls_out_on_its_own_predictions(world_model) -> None:
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 255, (2, 1, 32, 32, 3), dtype=np.uint8)
+    actions = [rng.uniform(ACTION_MIN, ACTION_MAX, (4, 7)), rng.uniform(ACTION_MIN, ACTION_MAX,
+                                                                         (2, 7))]
+    single = [world_model.predict(frames[i], actions[i], "") for i in range(2)]
+    assert single[0].shape == (4, 32, 32, 3) and single[0].dtype == np.uint8
+    batched = world_model.predict_batch(list(frames), actions)
+    for a, b in zip(single, batched, strict=True):  # same codes; pixels within float noise
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
+    # autoregressive: a shorter clip is the prefix of a longer one
+    np.testing.assert_array_equal(world_model.predict(frames[0], actions[0][:2], ""),
+                                  single[0][:2])
+    # each step sees only the previous (predicted) frame and its action: the first prediction
+    # is the image generated from the real frame's prompt
+    adapter = world_model.adapter
+    codes = adapter.encode_images(frames[0, 0])[0]
+    first = adapter.generate_images([adapter.world_prompt([codes], actions[0][:1])], 2, 2)
+    np.testing.assert_array_equal(adapter.decode_codes(first)[0], single[0][0])
+    # other frame sizes: resized to the model's resolution and back
+    big = world_model.predict(np.repeat(np.repeat(frames[0], 2, 1), 2, 2), actions[0][:1], "")
+    assert big.shape == (1, 64, 64, 3) and big.dtype == np.uint8
+
+
+def test_wm_eval_scores_the_released_world_model(release, tmp_path) -> None:
+    import h5py
+    import pandas as pd
+
+    from worldvla_bench.cli import main
+
+    data = tmp_path / "demos.hdf5"
+    with h5py.File(data, "w") as handle:
+        group = handle.create_group("data")
+        group.attrs["problem_info"] = json.dumps({"language_instruction": LANGUAGE})
+        for i in range(4):  # (the CLI's table needs >= 4 clips for its FVD GT-split column)
+            rng = np.random.default_rng(10 + i)
+            frames = rng.integers(0, 255, size=(11, 32, 32, 3), dtype=np.uint8)
+            demo = group.create_group(f"demo_{i}")
+            demo.create_dataset("obs/agentview_rgb", data=frames[:, ::-1, ::-1])
+            demo.create_dataset("actions", data=rng.uniform(-0.5, 0.5, size=(11, 7)))
+    out = tmp_path / "wm"
+    assert main(["wm-eval", "--model", "worldvla_hf", "--model-arg",
+                 f"checkpoint_dir={release[0]}", "--model-arg", f"tokenizer_dir={release[1]}",
+                 "--model-arg", "resolution=32", "--data", str(data), "--horizons", "9",
+                 "--out", str(out), "--no-progress"]) == 0
+    summary = pd.read_csv(out / "summary.csv").iloc[0]
+    assert summary["clips"] == 4 and summary["horizon"] == 9 and summary["fvd_n"] == 4
+    assert np.isfinite(summary["fvd"]) and np.isfinite(summary["psnr"])
+    assert 0 <= summary["ssim"] <= 1
+    assert len(pd.read_csv(out / "per_clip.csv")) == 4
