@@ -450,6 +450,43 @@ def test_policy_instruction_source_and_act(release) -> None:
     np.testing.assert_allclose(second, expected[None])
     assert policy.stats["chunks"] == 1 and policy.stats["blocks"] == 2
     assert policy._prev.shape == (256, 256, 3)  # resized to the checkpoint's resolution
+    # the first query of an episode holds the current frame only, later ones the previous
+    # env step's frame too (276 tokens each at 256 x 256)
+    first_prompt = policy.last_prompt
+    assert first_prompt.count(BOI) == 1 and first_prompt[-1] == EOT
+    policy.act({"agentview_image": frames[0], "instruction": LANGUAGE})
+    assert policy.last_prompt.count(BOI) == 2 and len(policy.last_prompt) == len(first_prompt) + 276
+    from worldvla_bench.observation_profiles import prepare_image
+
+    codes = policy.adapter.encode_images(
+        np.stack([prepare_image(f, "worldvla", 256) for f in (frames[1], frames[0])]))
+    assert policy.last_prompt[-553:-1] == [*image_tokens(codes[0], policy.adapter.ids),
+                                           *image_tokens(codes[1], policy.adapter.ids)]
+
+
+def test_policy_where_the_official_eval_ends_the_episode(release) -> None:
+    from worldvla_bench.errors import PolicyOutputError
+    from worldvla_bench.integrations.worldvla.hf_policy import WorldVLAHFPolicy
+
+    policy = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
+                              share_model=False)
+    frame = np.random.default_rng(8).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    obs = {"agentview_image": frame, "instruction": LANGUAGE}
+    # a block of two values (the official unnorm_min_max cannot broadcast it): the safe chunk
+    program_bigram(policy.adapter.model, [EOT, BOA, 10100, 10101, EOA, EOT])
+    np.testing.assert_allclose(policy.act(obs), [[0, 0, 0, 0, 0, 0, -1.0]])
+    assert policy.last_tokens == [BOA, 10100, 10101, EOA, EOT]
+    assert policy.stats["broken"] == 1 and policy.stats["fallbacks"] == 1
+    # ... or, as the official eval, the end of the episode
+    strict = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
+                              end_on_broken=True)
+    strict.adapter = policy.adapter
+    with pytest.raises(PolicyOutputError, match="no executable action block"):
+        strict.act(obs)
+    # a block of one value broadcasts to all 7 dimensions
+    program_bigram(policy.adapter.model, [EOT, BOA, 10100, EOA, EOT])
+    np.testing.assert_allclose(policy.act(obs), official_action([94] * 7)[None])
+    assert policy.stats["broken"] == 1
 
 
 # --- the released checkpoint as a world model ----------------------------------------------

@@ -336,11 +336,12 @@ def check_attn_implementation(name: str) -> str:
 class HFGeneration:
     """new tokens per sample (up to and including end of turn), their (K, 7) chunks (the
     blocks the official eval would execute) and whether a block it could not execute, or no
-    block at all, ended the chunk (there the official eval ends the episode)."""
+    block at all, ended the chunk (there the official eval ends the episode); the prompts."""
 
     tokens: list[list[int]]
     actions: list[np.ndarray]
     broken: list[bool] = dataclasses.field(default_factory=list)
+    prompts: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 class ChameleonWorldVLA:
@@ -507,7 +508,8 @@ class ChameleonWorldVLA:
                 break
             logits, cache = self._step(seq, valid, isolate_from, cache, seq.shape[1] - 1)
         decoded = [self.ids.actions.decode_chunk(t) for t in new]
-        return HFGeneration(new, [d[0] for d in decoded], [d[1] for d in decoded])
+        return HFGeneration(new, [d[0] for d in decoded], [d[1] for d in decoded],
+                            [list(p) for p in prompts])
 
     @torch.no_grad()
     def generate_images(self, prompts: Sequence[Sequence[int]], h: int, w: int) -> torch.Tensor:

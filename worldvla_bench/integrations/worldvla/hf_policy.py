@@ -127,6 +127,7 @@ class WorldVLAHFPolicy(Policy):
         self.stats: dict[str, float] = {"calls": 0, "chunks": 0, "fallbacks": 0, "blocks": 0,
                                         "broken": 0, "decode_s": 0.0}
         self.last_tokens: list[int] = []
+        self.last_prompt: list[int] = []
         self._warned_no_task = False
         self.reset(None)
 
@@ -174,7 +175,7 @@ class WorldVLAHFPolicy(Policy):
                                    action_mask=self.action_mask)
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["chunks"] += 1
-        self.last_tokens = out.tokens[0]
+        self.last_tokens, self.last_prompt = out.tokens[0], out.prompts[0]
         chunk = out.actions[0][: self.max_blocks] if self.max_blocks else out.actions[0]
         if out.broken[0] and (self.max_blocks is None or len(chunk) < self.max_blocks):
             self.stats["broken"] += 1
