@@ -25,6 +25,7 @@ _EXPORTS = {
     "ACTION_MAX": "action_tokenizer",
     "ACTION_MIN": "action_tokenizer",
     "ACTION_PROMPT": "sequence",
+    "ActionLayout": "action_tokenizer",
     "ActionGeneration": "generation",
     "ActionTokenizer": "action_tokenizer",
     "Batch": "sequence",
@@ -33,6 +34,7 @@ _EXPORTS = {
     "ImageGeneration": "generation",
     "KVCache": "transformer",
     "PRESETS": "config",
+    "RELEASED_LAYOUT": "action_tokenizer",
     "Sample": "sequence",
     "TransformerConfig": "config",
     "VQConfig": "config",
@@ -59,6 +61,7 @@ _EXPORTS = {
     "position_ids": "masks",
     "preset": "config",
     "tensor_to_images": "vq",
+    "tiny_layout": "action_tokenizer",
     "tokens_to_codes": "image_tokenizer",
 }
 

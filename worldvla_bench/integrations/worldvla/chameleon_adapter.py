@@ -396,8 +396,8 @@ class ChameleonWorldVLA:
             raise ValueError(f"expected (B, H, W, 3) images with H, W multiples of {d}, "
                              f"got {array.shape}")
         vq_param = next(self.vq.parameters())
-        x = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
-        x = x.to(device=vq_param.device, dtype=vq_param.dtype) / 255.0 * 2.0 - 1.0
+        x = torch.from_numpy(np.ascontiguousarray(array / 255.0 * 2.0 - 1.0)).permute(0, 3, 1, 2)
+        x = x.to(device=vq_param.device, dtype=vq_param.dtype)  # float64 math, then cast, as there
         out = self.vq.encode(x)
         codes = out[2] if isinstance(out, tuple) else out.image_tokens
         b, h, w = array.shape[0], array.shape[1] // d, array.shape[2] // d
