@@ -440,29 +440,28 @@ def test_policy_instruction_source_and_act(release) -> None:
     values = [10006 + b for b in bins]
     program_bigram(policy.adapter.model, [EOT, BOA, *values, EOA, BOA])
     policy.max_new_tokens = 18
-    frames = np.random.default_rng(5).integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
-    first = policy.act({"agentview_image": frames[0], "instruction": LANGUAGE})
+    # observations as the engine prepares them (profile `worldvla` at the checkpoint's 256 px)
+    assert policy.image_size == 256
+    frames = np.random.default_rng(5).integers(0, 255, (2, 256, 256, 3), dtype=np.uint8)
+    chunk = policy.act({"agentview_image": frames[1], "agentview_history": frames[:1],
+                        "instruction": LANGUAGE})
     assert policy.last_tokens == [BOA, *values, EOA] * 2
     expected = official_action(bins)
-    # the 2-block chunk goes out in two parts (the previous env step's frame gets rendered)
-    np.testing.assert_allclose(first, expected[None])
-    second = policy.act({"agentview_image": frames[1], "instruction": LANGUAGE})
-    np.testing.assert_allclose(second, expected[None])
+    np.testing.assert_allclose(chunk, np.stack([expected, expected]))  # both blocks, one call
     assert policy.stats["chunks"] == 1 and policy.stats["blocks"] == 2
-    assert policy._prev.shape == (256, 256, 3)  # resized to the checkpoint's resolution
-    # the first query of an episode holds the current frame only, later ones the previous
-    # env step's frame too (276 tokens each at 256 x 256)
-    first_prompt = policy.last_prompt
-    assert first_prompt.count(BOI) == 1 and first_prompt[-1] == EOT
-    policy.act({"agentview_image": frames[0], "instruction": LANGUAGE})
-    assert policy.last_prompt.count(BOI) == 2 and len(policy.last_prompt) == len(first_prompt) + 276
-    from worldvla_bench.observation_profiles import prepare_image
-
-    codes = policy.adapter.encode_images(
-        np.stack([prepare_image(f, "worldvla", 256) for f in (frames[1], frames[0])]))
-    assert policy.last_prompt[-553:-1] == [*image_tokens(codes[0], policy.adapter.ids),
-                                           *image_tokens(codes[1], policy.adapter.ids)]
-
+    # later queries hold the previous env step's frame then the current one (276 tokens each at
+    # 256 x 256); the first query of an episode (no history yet) the current frame only
+    codes = policy.adapter.encode_images(frames)
+    two = policy.last_prompt
+    assert two.count(BOI) == 2 and two[-1] == EOT
+    assert two[-553:-1] == [*image_tokens(codes[0], policy.adapter.ids),
+                            *image_tokens(codes[1], policy.adapter.ids)]
+    policy.reset(None)
+    policy.act({"agentview_image": frames[1], "agentview_history": frames[:0],
+                "instruction": LANGUAGE})
+    one = policy.last_prompt
+    assert one.count(BOI) == 1 and one == [*two[:-553], *two[-277:]]
+    assert one[-277:-1] == image_tokens(codes[1], policy.adapter.ids)
 
 def test_policy_where_the_official_eval_ends_the_episode(release) -> None:
     from worldvla_bench.errors import PolicyOutputError

@@ -162,15 +162,9 @@ def test_policy_on_a_real_libero_observation(trained):
     try:
         obs, _ = env.reset(seed=0, options={"init_state": 0})
         policy.reset(EpisodeContext("libero_spatial", 0, env.task.name, env.instruction, 0, 0, 8))
-        executed = []
-        for _ in range(2):  # one decoded chunk, handed over in two parts (K-1, then 1)
-            chunk = validate_chunk(policy.act(obs))
-            assert np.all(np.abs(chunk) <= 1.0)
-            for action in chunk:
-                obs, *_ = env.step(action)
-                executed.append(action)
-        assert len(executed) == policy.chunk_size
-        assert policy.stats["chunks"] == 1 and policy.stats["calls"] == 2
+        chunk = validate_chunk(policy.act(obs))  # one decoded chunk, all K actions at once
+        assert np.all(np.abs(chunk) <= 1.0) and len(chunk) == policy.chunk_size
+        assert policy.stats["chunks"] == 1 and policy.stats["calls"] == 1
     finally:
         env.close()
 
@@ -191,25 +185,26 @@ def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
     monkeypatch.setattr(module, "decode_action_chunk", fake_decode)
     policy = WorldVLAPolicy(str(result.checkpoint))
 
-    def obs(value: int) -> dict:
-        return {"agentview_image": np.full((128, 128, 3), value, np.uint8),
-                "instruction": INSTRUCTION}
+    def obs(value: int, previous: int | None = None) -> dict:
+        """An observation as the engine prepares it for the `worldvla` profile (64 px)."""
+        out = {"agentview_image": np.full((64, 64, 3), value, np.uint8),
+               "agentview_history": np.zeros((0, 64, 64, 3), np.uint8), "instruction": INSTRUCTION}
+        if previous is not None:
+            out["agentview_history"] = np.full((1, 64, 64, 3), previous, np.uint8)
+        return out
 
+    assert policy.observation_profile == "worldvla" and policy.image_size == 64
     first = policy.act(obs(10))  # first call: the current frame is also the previous one
-    assert first.shape == (2, 7) and np.allclose(first[:, 6], 0.996)  # gripper as decoded
-    assert policy.act(obs(20)).shape == (1, 7)  # the held-back last action of the chunk
-    fallback = policy.act(obs(30))  # previous env step's frame (20), current (30); no blocks
+    assert first.shape == (3, 7) and np.allclose(first[:, 6], 0.996)  # gripper as decoded
+    fallback = policy.act(obs(30, previous=20))  # previous env step's frame (20), current (30)
     assert seen == [(10, 10), (20, 30)]
     assert policy.stats["fallbacks"] == 1 and policy.episode_fallbacks == 1
-    # safe chunk: zero motion, gripper kept (split like any chunk: K-1 now, 1 at the next call)
-    assert fallback.shape == (2, 7) and np.all(fallback[:, :6] == 0)
+    # safe chunk: zero motion, gripper kept, K actions
+    assert fallback.shape == (3, 7) and np.all(fallback[:, :6] == 0)
     assert np.allclose(fallback[:, 6], 0.996)
 
     calls = WorldVLAPolicy(str(result.checkpoint), previous_frame="policy_call")
-    replies[:] = [np.zeros((3, 7)), np.zeros((3, 7))]
-    seen.clear()
-    assert calls.act(obs(1)).shape == (3, 7) and calls.act(obs(2)).shape == (3, 7)
-    assert seen == [(1, 1), (1, 2)]
+    assert calls.observation_profile == "worldvla_policy_call"
     calls.reset(None)
     assert calls.fallback_chunk()[0, 6] == -1.0  # a new episode starts with the gripper open
 

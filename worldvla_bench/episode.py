@@ -11,6 +11,7 @@ import numpy as np
 from worldvla_bench.atomic import atomic_path
 from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.errors import BenchError
+from worldvla_bench.observation_pipeline import ObservationPipeline
 from worldvla_bench.policy import EpisodeContext, Policy, validate_chunk
 from worldvla_bench.records import EpisodeRecord, save_episode_arrays, slugify
 
@@ -36,10 +37,13 @@ def run_episode(
     is recorded as `env_build_s`).
 
     Success is checked after every policy step (never during the wait steps), as in the
-    published LIBERO evaluation scripts. `episode_path` receives the executed actions and the
+    published LIBERO evaluation scripts. The policy's observation profile is applied here
+    (`ObservationPipeline`): prepared images and history frames before `act`, the gripper
+    mapped after it. `episode_path` receives the executed actions and the
     initial and final simulator states (.npz); `video_path` an mp4 of the first camera, one
     frame every `video_every` steps. Cameras are rendered only on steps whose observation the
-    policy reads (the last step of each chunk) or the video keeps. `save_frames` renders every
+    policy reads (the last step of each chunk, and the steps before it that the profile's
+    history needs) or the video keeps. `save_frames` renders every
     camera at every step and adds them to the .npz as `frames_<camera>` (T+1, H, W, 3) uint8,
     upright, with `states` (T+1, D): the simulator state after reset and after each step, and
     `control_states` (T+1, 2): the gripper command robosuite keeps outside the simulator, and
@@ -56,6 +60,9 @@ def run_episode(
     calls = 0
 
     policy_cameras = frozenset(env.cameras if policy.cameras is None else policy.cameras)
+    pipeline = ObservationPipeline(policy.observation_profile,
+                                   tuple(c for c in env.cameras if c in policy_cameras),
+                                   getattr(policy, "image_size", None))
     video_cameras = frozenset([env.cameras[0]] if video_path is not None else [])
     always = frozenset(env.cameras) if save_frames else frozenset()
     env.set_render_cameras(policy_cameras | video_cameras | always)
@@ -64,6 +71,7 @@ def run_episode(
     build_time = env.last_build_time  # the first episode of a worker also builds the simulator
     reset_time = time.perf_counter() - t0 - build_time
     initial_state = env.get_sim_state()
+    pipeline.record(obs)
     if video_path is not None:
         frames.append(obs[camera_key])
     recorded = _FrameRecorder(env) if save_frames else None
@@ -79,12 +87,13 @@ def run_episode(
             if privileged:
                 obs = {**obs, "privileged": env.privileged_state()}
             t0 = time.perf_counter()
-            chunk = validate_chunk(policy.act(obs))
+            chunk = pipeline.to_env(validate_chunk(policy.act(pipeline.observe(obs))))
             policy_time += time.perf_counter() - t0
             calls += 1
+            read = pipeline.render_steps(len(chunk))
             for index, action in enumerate(chunk):
                 keep_frame = video_path is not None and (len(actions) + 1) % video_every == 0
-                wanted = policy_cameras if index == len(chunk) - 1 else frozenset()
+                wanted = policy_cameras if index in read else frozenset()
                 wanted |= video_cameras if keep_frame else frozenset()
                 env.set_render_cameras(wanted | always)
                 t0 = time.perf_counter()
@@ -94,6 +103,8 @@ def run_episode(
                     simulator_failed = True  # the worker rebuilds it before the next episode
                     raise
                 env_time += time.perf_counter() - t0
+                if index in read:
+                    pipeline.record(obs)
                 actions.append(action)
                 if recorded is not None:
                     recorded.add(obs)

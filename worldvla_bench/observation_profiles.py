@@ -12,9 +12,10 @@ Env images are already upright (rotated 180 degrees from LIBERO's raw render, se
 
 - `libero`: the env's observation as is (the default of `Policy`).
 - `worldvla`: WorldVLA's LIBERO eval: the third-person camera only, resized to the model's image
-  size; the prompt holds the previous env step's frame and the current one (at the first call the
-  current frame twice); the gripper goes to the env as decoded (about +-0.996, neither binarised
-  nor inverted).
+  size; the prompt holds the previous env step's frame and the current one (at the first call
+  only the current one); the gripper goes to the env as decoded (about +-0.996, neither
+  binarised nor inverted). `worldvla_policy_call`: the same with the frame of the previous
+  policy call as the earlier frame (an ablation).
 - `openvla`: OpenVLA's `run_libero_eval.py`: third-person camera resized to 224, centre crop of
   90% of the area (then resized back to 224) for checkpoints trained with crop augmentation;
   gripper normalised from [0, 1] to [-1, 1], binarised to its sign, then inverted
@@ -34,6 +35,7 @@ from worldvla_bench.registry import Registry
 GRIPPER_AS_DECODED = "as_decoded"
 GRIPPER_OPENVLA = "normalize_invert"
 GRIPPER_TRANSFORMS = (GRIPPER_AS_DECODED, GRIPPER_OPENVLA)
+FIRST_HISTORY = ("current_only", "repeat_current")
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ class ObservationProfile:
     `image_size` None keeps the size the model asks for (`prepare_image(size=...)`) or the env's.
     `history` counts the frames per camera in the prompt (current included); `history_step` says
     where the earlier frames come from: 'env_step' (consecutive env steps, as in training data)
-    or 'policy_call' (the frame of the previous policy call). `gripper` is one of
+    or 'policy_call' (the frame of the previous policy call); `first_history` what an episode's
+    first calls get where fewer frames exist: 'current_only' (the frames there are) or
+    'repeat_current' (padded with the current frame). `gripper` is one of
     `GRIPPER_TRANSFORMS`; `binarize_gripper` maps the result to its sign.
     """
 
@@ -54,7 +58,7 @@ class ObservationProfile:
     center_crop_scale: float | None = None
     history: int = 1
     history_step: str = "env_step"
-    first_history: str = "repeat_current"
+    first_history: str = "current_only"
     gripper: str = GRIPPER_AS_DECODED
     binarize_gripper: bool = False
     uses_state: bool = False
@@ -69,6 +73,9 @@ class ObservationProfile:
         if self.history_step not in ("env_step", "policy_call"):
             raise ValueError(f"history_step must be 'env_step' or 'policy_call', "
                              f"got {self.history_step!r}")
+        if self.first_history not in FIRST_HISTORY:
+            raise ValueError(f"first_history must be one of {FIRST_HISTORY}, "
+                             f"got {self.first_history!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,14 +107,25 @@ register_profile(ObservationProfile(
     name="libero",
     description="the env observation as is: every camera, env image size, gripper as emitted",
 ))
+# WorldVLA's eval: worldvla/libero_util/Chameleon_utils.py, get_action_Chameleon_dis_awm_ck
+# (the prompt's images: the previous env step's frame, none at the first query, then the current).
 register_profile(ObservationProfile(
     name="worldvla",
     description="WorldVLA LIBERO eval: agentview only, resized to the model image size, previous "
-                "env step's frame + current frame, gripper as decoded",
+                "env step's frame (none at the first call) + current frame, gripper as decoded",
     cameras=("agentview",),
     history=2,
     history_step="env_step",
-    first_history="repeat_current",
+    first_history="current_only",
+    gripper=GRIPPER_AS_DECODED,
+))
+register_profile(ObservationProfile(
+    name="worldvla_policy_call",
+    description="as worldvla, the earlier frame from the previous policy call (an ablation)",
+    cameras=("agentview",),
+    history=2,
+    history_step="policy_call",
+    first_history="current_only",
     gripper=GRIPPER_AS_DECODED,
 ))
 register_profile(ObservationProfile(

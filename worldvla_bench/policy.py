@@ -19,7 +19,6 @@ from worldvla_bench.registry import Registry, instantiate
 ACTION_DIM = 7
 
 
-
 @dataclass(frozen=True)
 class EpisodeContext:
     """What a policy is told at the start of an episode."""
@@ -39,8 +38,11 @@ class EpisodeContext:
 class Policy(abc.ABC):
     """Base class: override `act`, and `reset` when the policy keeps per-episode state."""
 
-    #: Name of the observation profile the policy expects (how images/state are prepared).
+    #: Name of the observation profile the policy expects: the engine applies it (renders its
+    #: history frames, crops and resizes images, maps the gripper; see `observation_pipeline`).
     observation_profile: str = "libero"
+    #: Square image size (px) the model reads, where the profile leaves it open (None: env's).
+    image_size: int | None = None
     #: Cameras the policy reads (None = all the env renders; () = none, e.g. blind policies).
     #: Only these are rendered, and only on steps whose observation the policy reads.
     cameras: tuple[str, ...] | None = None

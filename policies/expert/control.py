@@ -19,7 +19,6 @@ OPEN, CLOSE = -1.0, 1.0
 POS_GAIN = 15.0  # action per metre of error (1.0 = 5 cm/step at most)
 ROT_GAIN = 2.0  # action per radian of error (1.0 = 0.5 rad/step at most)
 MAX_ROT = 0.5  # largest rotation action (0.25 rad/step)
-FINGER_REACH = 0.08  # fully open finger gap (m)
 GRIP_RATE = 0.25  # change of the gripper's internal target per policy step (0.01 x 25 substeps)
 BASE_BEHIND_HOME = 0.45  # the arm's base sits this far (m, along -x) behind the hand's start
 # gripper pointing down, fingers closing along world y: the canonical grasp frame (site axes)
@@ -52,20 +51,6 @@ class Context:
             if name in self.state[key]:
                 return self.state[key][name]
         raise KeyError(name)
-
-    def table_z(self) -> float:
-        """Height of the supporting surface (the lowest object bottom in the scene)."""
-        bottoms = [o["aabb_min"][2] for o in self.state["objects"].values()]
-        return float(min(bottoms)) if bottoms else 0.0
-
-    def highest_top(self, exclude: tuple[str, ...] = ()) -> float:
-        tops = [
-            o["aabb_max"][2]
-            for key in ("objects", "fixtures")
-            for name, o in self.state[key].items()
-            if name not in exclude
-        ]
-        return float(max(tops)) if tops else 0.0
 
 
 # -- low-level control ----------------------------------------------------------------------
@@ -173,28 +158,6 @@ def set_gripper(ctx: Context, command: float, steps: int = 12) -> SkillGen:
         last = width
         if i >= 4 and still >= 2:
             break
-    return True
-
-
-def set_width(ctx: Context, width: float, steps: int = 12) -> SkillGen:
-    """Pre-shape the fingers to a gap of about `width` (m), then keep it (gripper command 0).
-
-    robosuite's Panda gripper integrates the command: each policy step moves its internal
-    target by 0.25 towards -1 (open) or +1 (closed); a 0 command holds it. We track that target
-    (`ctx.grip_target`, updated by the policy for every emitted action) and stop on the value
-    whose finger gap is closest to `width` (gap ~ 0.08 m * (1 - target) / 2).
-    """
-    goal = float(np.clip(1.0 - 2.0 * width / FINGER_REACH, -1.0, 1.0))
-    hold_at = ctx.eef.copy()
-    for _ in range(steps):
-        err = goal - ctx.grip_target
-        if abs(err) <= GRIP_RATE / 2:
-            break
-        ctx.grip = CLOSE if err > 0 else OPEN
-        yield action_towards(ctx, hold_at, 0.3)
-    ctx.grip = 0.0
-    for _ in range(4):  # let the fingers get there
-        yield action_towards(ctx, hold_at, 0.3)
     return True
 
 

@@ -113,6 +113,12 @@ class RemotePolicy(Policy):
     def observation_profile(self) -> str:  # type: ignore[override]
         return str(self._server_metadata().get("observation_profile") or "libero")
 
+    @property
+    def image_size(self) -> int | None:  # type: ignore[override]
+        """The served model's image size: this engine prepares the images (the profile)."""
+        size = self._server_metadata().get("image_size")
+        return None if size is None else int(size)
+
     def _server_metadata(self) -> dict[str, Any]:
         if self.metadata is None:
             self._call(None)

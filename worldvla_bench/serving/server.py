@@ -410,6 +410,7 @@ class PolicyServer:
             "policy_kwargs": self.policy_kwargs,
             "cameras": None if cameras is None else list(cameras),
             "observation_profile": getattr(policy, "observation_profile", None),
+            "image_size": getattr(policy, "image_size", None),
             "requires_privileged_state": bool(getattr(policy, "requires_privileged_state", False)),
             "stateful": _is_stateful(policy),
             "batched": self._batched,

@@ -8,10 +8,11 @@ WorldVLA's LIBERO eval (profile `worldvla`): prompt "What action should the robo
 {instruction}?" with the third-person camera's previous and current frames (upright, as our env
 renders them; resized to `resolution`, a no-op for frames rendered at it, as the official eval
 does), greedy decoding of action blocks until end of turn (cap 12 * 25 = 300 new tokens) with
-the action attention mask, every decoded block executed open loop, the gripper as decoded. As
-in our `worldvla` policy, the previous frame is the previous env step's (a chunk is handed to the
-engine in two parts so that the frame one step before the last is rendered); at the first call
-of an episode the prompt holds the current frame only (the official history is empty then).
+the action attention mask, every decoded block executed open loop, the gripper as decoded. The
+engine applies the profile (`observation_pipeline`): it renders the step before the last of each
+chunk too, so `agentview_history` holds the previous env step's frame, resized to `resolution`
+(`image_size`) as the current one; at the first call of an episode it is empty and the prompt
+holds the current frame only (the official history is empty then).
 
 Blocks are read as the official eval reads them (`ActionTokenizer.decode_chunk`): the blocks
 before the first one it cannot execute. Where the official eval would end the episode (such a
@@ -49,11 +50,11 @@ from worldvla_bench.integrations.worldvla.chameleon_adapter import (
     instruction_from_task_name,
     load_released,
 )
-from worldvla_bench.observation_profiles import get_profile, gripper_to_env, prepare_image
 from worldvla_bench.policy import EpisodeContext, Policy
 
 RESOLUTIONS = (256, 512)
-PREVIOUS_FRAME = ("env_step", "policy_call")
+#: `previous_frame` -> the observation profile that delivers it
+PREVIOUS_FRAME = {"env_step": "worldvla", "policy_call": "worldvla_policy_call"}
 OPEN_GRIPPER = -1.0
 _SHARED: dict[tuple[Any, ...], ChameleonWorldVLA] = {}
 
@@ -97,7 +98,7 @@ class WorldVLAHFPolicy(Policy):
             raise ValueError(f"instruction_source must be one of {INSTRUCTION_SOURCES}, "
                              f"got {instruction_source!r}")
         if previous_frame not in PREVIOUS_FRAME:
-            raise ValueError(f"previous_frame must be one of {PREVIOUS_FRAME}, "
+            raise ValueError(f"previous_frame must be one of {list(PREVIOUS_FRAME)}, "
                              f"got {previous_frame!r}")
         if max_blocks is not None and int(max_blocks) < 1:
             raise ValueError(f"max_blocks must be >= 1, got {max_blocks}")
@@ -115,9 +116,9 @@ class WorldVLAHFPolicy(Policy):
             if share_model:
                 _SHARED[key] = adapter
         self.adapter: ChameleonWorldVLA = adapter
-        self.profile = get_profile(self.observation_profile)
+        self.observation_profile = PREVIOUS_FRAME[previous_frame]
         self.camera = self.cameras[0]
-        self.resolution = int(resolution)
+        self.resolution = self.image_size = int(resolution)
         self.instruction_source = instruction_source
         self.action_mask = bool(action_mask)
         self.previous_frame = previous_frame
@@ -134,8 +135,6 @@ class WorldVLAHFPolicy(Policy):
     # -- episode state
     def reset(self, context: EpisodeContext | None) -> None:
         self._context = context
-        self._prev: np.ndarray | None = None
-        self._pending: np.ndarray | None = None
         self._gripper = OPEN_GRIPPER
         self._broken = False
         self.episode_fallbacks = 0
@@ -160,17 +159,15 @@ class WorldVLAHFPolicy(Policy):
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
         self.stats["calls"] += 1
-        frame = prepare_image(observation[f"{self.camera}_image"], self.profile, self.resolution)
-        if self._pending is not None:  # second part of a split chunk: this is the previous frame
-            self._prev = frame
-            chunk, self._pending = self._pending, None
-            return chunk
+        frame = observation[f"{self.camera}_image"]
+        history = observation.get(f"{self.camera}_history", ())
+        # no previous frame at the first query of an episode (the official history is empty)
+        prev = history[-1] if len(history) else None
         if self._broken and self.end_on_broken:
             raise PolicyOutputError("the official eval ends the episode here: a generated "
                                     "action block it cannot execute (or none)")
         t0 = time.perf_counter()
-        # no previous frame at the first query of an episode (the official history is empty)
-        out = self.adapter.predict([self.prompt_instruction(observation)], [self._prev],
+        out = self.adapter.predict([self.prompt_instruction(observation)], [prev],
                                    frame[None], max_new_tokens=self.max_new_tokens,
                                    action_mask=self.action_mask)
         self.stats["decode_s"] += time.perf_counter() - t0
@@ -183,17 +180,12 @@ class WorldVLAHFPolicy(Policy):
             if self.end_on_broken and not len(chunk):
                 raise PolicyOutputError("the official eval ends the episode here: no "
                                         "executable action block was generated")
-        self._prev = frame
         if not len(chunk) or not np.all(np.isfinite(chunk)):
             self.stats["fallbacks"] += 1
             self.episode_fallbacks += 1
             return self.fallback_chunk()
         self.stats["blocks"] += len(chunk)
-        chunk = gripper_to_env(chunk, self.profile)
-        self._gripper = float(chunk[-1, 6])
-        if self.previous_frame == "env_step" and len(chunk) >= 2:
-            self._pending = chunk[-1:]
-            return chunk[:-1]
+        self._gripper = float(chunk[-1, 6])  # as decoded: the profile maps the gripper to itself
         return chunk
 
     def close(self) -> None:

@@ -12,14 +12,13 @@ Reproduces WorldVLA's LIBERO evaluation (profile `worldvla` in
 - a generation without any well-formed action block gives a safe chunk instead (zero motion,
   gripper kept at its last command; open at the start), counted in `stats['fallbacks']`.
 
-The previous env step's frame: the rollout engine renders cameras only on the step whose
-observation the policy reads, i.e. after the last action of a chunk. To see the frame one env
-step before that (what WorldVLA's prompt holds, and what training samples hold), the policy hands
-a K-action chunk to the engine in two parts, the first K-1 actions, then the last one: the engine
-renders after each part, the policy keeps the first frame as the "previous" one and decodes again
-only after the second. The executed actions are the same K actions, open loop; the cost is one
-extra render per chunk. `previous_frame='policy_call'` instead uses the frame of the previous
-policy call (K steps earlier; one render per chunk, not what the model was trained on).
+The frames come prepared by the engine, which applies the profile (`observation_pipeline`): it
+renders the step before the last of each chunk too, so `agentview_history` holds the previous
+env step's frame; the image is resized to the model's size (`image_size`). The tiny model's
+prompt always holds two frames, as its training samples do: at the first call of an episode,
+with no earlier frame, the current one is used twice. `previous_frame='policy_call'` asks for
+the profile `worldvla_policy_call` instead: the frame of the previous policy call (K steps
+earlier; one render per chunk, not what the model was trained on).
 """
 
 from __future__ import annotations
@@ -35,11 +34,11 @@ from worldvla_bench.integrations.worldvla.generation import action_stop, greedy_
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import pad_sequences
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
-from worldvla_bench.observation_profiles import get_profile, gripper_to_env, prepare_image
 from worldvla_bench.policy import EpisodeContext, Policy
 
 INSTRUCTION_SOURCES = ("language", "training")
-PREVIOUS_FRAME = ("env_step", "policy_call")
+#: `previous_frame` -> the observation profile that delivers it
+PREVIOUS_FRAME = {"env_step": "worldvla", "policy_call": "worldvla_policy_call"}
 OPEN_GRIPPER = -1.0
 
 
@@ -99,7 +98,7 @@ class WorldVLAPolicy(Policy):
             raise ValueError(f"instruction_source must be one of {INSTRUCTION_SOURCES}, "
                              f"got {instruction_source!r}")
         if previous_frame not in PREVIOUS_FRAME:
-            raise ValueError(f"previous_frame must be one of {PREVIOUS_FRAME}, "
+            raise ValueError(f"previous_frame must be one of {list(PREVIOUS_FRAME)}, "
                              f"got {previous_frame!r}")
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -108,7 +107,7 @@ class WorldVLAPolicy(Policy):
         if self.meta["stage"] != "done":
             warnings.warn(f"{checkpoint}: checkpoint of an unfinished training run "
                           f"(stage {self.meta['stage']}, step {self.meta['step']})", stacklevel=2)
-        self.profile = get_profile(self.observation_profile)
+        self.observation_profile = PREVIOUS_FRAME[previous_frame]
         self.camera = self.cameras[0]
         self.chunk_size = int(chunk_size or self.meta["chunk_size"])
         self.action_mask = bool(self.meta["action_mask"] if action_mask is None else action_mask)
@@ -124,8 +123,6 @@ class WorldVLAPolicy(Policy):
     # -- episode state
     def reset(self, context: EpisodeContext | None) -> None:
         self._context = context
-        self._prev: np.ndarray | None = None
-        self._pending: np.ndarray | None = None
         self._gripper = OPEN_GRIPPER  # LIBERO's wait steps leave the gripper open
         self.episode_fallbacks = 0
 
@@ -144,21 +141,14 @@ class WorldVLAPolicy(Policy):
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
         self.stats["calls"] += 1
-        frame = prepare_image(observation[f"{self.camera}_image"], self.profile, self.image_size)
-        if self._pending is not None:  # second part of a split chunk: this is the previous frame
-            self._prev = frame
-            chunk, self._pending = self._pending, None
-            return chunk
-        prev = self._prev if self._prev is not None else frame
+        frame = observation[f"{self.camera}_image"]
+        history = observation.get(f"{self.camera}_history", ())
+        prev = history[-1] if len(history) else frame  # first call: the current frame twice
         t0 = time.perf_counter()
         chunk = self._decode(self.prompt_instruction(observation), prev, frame)
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["chunks"] += 1
         self._gripper = float(chunk[-1, 6])
-        self._prev = frame
-        if self.previous_frame == "env_step" and len(chunk) >= 2:
-            self._pending = chunk[-1:]
-            return chunk[:-1]
         return chunk
 
     def _decode(self, instruction: str, prev: np.ndarray, frame: np.ndarray) -> np.ndarray:
@@ -173,7 +163,7 @@ class WorldVLAPolicy(Policy):
             return self.fallback_chunk()
         if len(chunk) < self.chunk_size:
             self.stats["partial"] += 1
-        return gripper_to_env(chunk, self.profile)
+        return chunk  # the engine maps the gripper as the profile says (as decoded)
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from worldvla_bench.integrations.worldvla.action_tokenizer import ActionTokenizer
-from worldvla_bench.integrations.worldvla.image_tokenizer import codes_to_tokens, tokens_to_codes
+from worldvla_bench.integrations.worldvla.image_tokenizer import codes_to_tokens
 from worldvla_bench.integrations.worldvla.text_tokenizer import ByteTokenizer
 from worldvla_bench.integrations.worldvla.transformer import IGNORE_INDEX
 from worldvla_bench.integrations.worldvla.vocab import Vocab
@@ -70,9 +70,6 @@ class WorldVLATokenizer:
 
     def image(self, codes: Codes) -> list[int]:
         return codes_to_tokens(codes, self.vocab)
-
-    def parse_image(self, tokens: Sequence[int]) -> np.ndarray:
-        return tokens_to_codes(tokens, self.vocab)
 
     def action_prompt(self, instruction: str, prev_codes: Codes, cur_codes: Codes) -> list[int]:
         """Prompt of the action model (previous and current frame as code grids)."""

@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 N_TEXT_TOKENS = 256
 
 
@@ -80,8 +78,3 @@ class Vocab:
             raise ValueError(f"token {token} is not a grid token")
         return n
 
-    def is_image_code(self, ids: torch.Tensor) -> torch.Tensor:
-        return (ids >= self.image_offset) & (ids < self.image_offset + self.codebook_size)
-
-    def is_action_value(self, ids: torch.Tensor) -> torch.Tensor:
-        return (ids >= self.action_offset) & (ids < self.action_offset + self.n_action_bins)
