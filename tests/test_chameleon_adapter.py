@@ -373,7 +373,7 @@ def test_action_mask_hides_earlier_blocks_in_cached_decoding(adapter) -> None:
     masked = adapter.teacher_forced_logits([prompt, prompt], conts, action_mask=True)
     causal = adapter.teacher_forced_logits([prompt, prompt], conts, action_mask=False)
     assert masked.shape == (2, len(conts[0]) + 1, VOCAB_SIZE)
-    finite = masked[0, n + 1:] > -1e30  # image-code logits are suppressed by Chameleon
+    finite = masked[0, n + 1:] > -1e30  # (all finite: image logits are unmasked, as officially)
     torch.testing.assert_close(masked[0, n + 1:][finite], masked[1, n + 1:][finite],
                                rtol=0, atol=1e-5)  # float noise (logits' std is about 1.6)
     assert (causal[0, n + 1:] - causal[1, n + 1:]).abs().max() > 1e-3
