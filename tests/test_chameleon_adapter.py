@@ -386,6 +386,47 @@ def test_action_mask_hides_earlier_blocks_in_cached_decoding(adapter) -> None:
     torch.testing.assert_close(masked[ok], full[ok], rtol=0, atol=1e-4)
 
 
+def official_mask_rows(ids: list[int]) -> torch.Tensor:
+    """modeling_xllmx_chameleon_ck.py generate_att_mask_3, one sample, written out: causal,
+    then every action block after the last image loses its view of every earlier action block
+    (an open image or block ends at the last position; a surplus end id is dropped)."""
+    t = len(ids)
+    mask = torch.tril(torch.ones(t, t)).bool()
+    img_s = [i for i, x in enumerate(ids) if x == 8197]
+    img_e = [i for i, x in enumerate(ids) if x == 8196]
+    if len(img_s) > len(img_e):
+        img_e.append(t - 1)
+    act_s = [i for i, x in enumerate(ids) if x == 10004]
+    act_e = [i for i, x in enumerate(ids) if x == 15004]
+    if len(act_s) > len(act_e):
+        act_e.append(t - 1)
+    elif len(act_s) < len(act_e):
+        act_e = act_e[:-1]
+    blocks = list(zip(act_s, act_e, strict=True))
+    last_image_end = img_e[-1] if img_e else -1
+    for start, end in blocks:
+        if start > last_image_end:
+            for prev_start, prev_end in blocks:
+                if prev_end < start:
+                    mask[start : end + 1, prev_start : prev_end + 1] = False
+    return mask
+
+
+def test_action_mask_rows_equal_the_official_ones(adapter) -> None:
+    from worldvla_bench.integrations.worldvla.chameleon_adapter import structure_roles
+    from worldvla_bench.integrations.worldvla.masks import attention_mask
+
+    prompt = adapter.action_prompt("go", np.zeros((2, 2), int), np.ones((2, 2), int))
+    answer = [BOA, *range(10010, 10017), EOA, BOA, *range(10020, 10027), EOA, 205, BOA, 10030,
+              10031, EOA, EOT]
+    seq = prompt + answer
+    # each official decoding step hands the model the last row of the mask over everything so far
+    for t in range(len(prompt), len(seq) + 1):
+        ids = torch.tensor([seq[:t]])
+        ours = attention_mask(structure_roles(ids, adapter.ids), query_start=t - 1)[0, -1]
+        torch.testing.assert_close(ours, official_mask_rows(seq[:t])[-1])
+
+
 def test_batched_generation_matches_single(adapter) -> None:
     rng = np.random.default_rng(3)
     prompts = [adapter.action_prompt(text, rng.integers(0, N_CODES, (2, 2)),
