@@ -705,7 +705,8 @@ def load_released(
     otherwise). `dtype` defaults to bfloat16 on CUDA, float32 on CPU (the VQ-GAN stays float32).
     The config's `vocabulary_map` is filled from the text tokenizer when the checkpoint lacks it.
     Transformer weights missing from the checkpoint raise (the VQ model inside the checkpoint
-    is never used and may be absent).
+    is never used and may be absent). `decoder` also loads the VQ-GAN decoder (world model);
+    `mask_image_logits` suppresses image codes in action decoding (the official eval does not).
     """
     check_attn_implementation(attn_implementation)
     ckpt, tok_dir = _local_dir(checkpoint_dir, "checkpoint_dir"), _local_dir(tokenizer_dir,
