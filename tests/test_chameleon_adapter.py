@@ -1,11 +1,19 @@
-"""Tests of the released-checkpoint adapter (`chameleon_adapter`) and the `worldvla_hf` policy.
+"""Tests of the released-checkpoint adapter (`chameleon_adapter`), the `worldvla_hf` policy and
+the `worldvla_hf` world model.
 
 A tiny, randomly initialised Chameleon (2 layers, hidden 64, vocabulary 16384 so that the
-reserved-token ids of the release fit) and a tiny Chameleon VQ-GAN are written in the release's
-layout (a `save_pretrained` checkpoint directory; a tokenizer directory with `vqgan.yaml`,
-`vqgan.ckpt` and `text_tokenizer.json`) and loaded offline. The tiny vocabulary puts
-`<reservedNNNNN>` at id NNNNN + 4 (so end of turn 8710, action begin 10004, action end 15004)
-and the action values at the end of the vocabulary (the adapter's default assumption).
+reserved-token ids of the release fit) and a tiny Chameleon VQ-GAN (encoder and decoder) are
+written in the release's layout (a `save_pretrained` checkpoint directory; a tokenizer directory
+with `vqgan.yaml`, `vqgan.ckpt` and `text_tokenizer.json`) and loaded offline. The tiny
+vocabulary gives the structural tokens the ids of Chameleon's vocabulary: `<reservedNNNNN>` at
+NNNNN + 4 (end of turn `<reserved08706>` 8710, action begin `<reserved10000>` 10004, action end
+`<reserved15000>` 15004, new line `<reserved08799>` 8803, grid(n) 8804 + n), `<eoss>` 8196,
+`<racm3:break>` 8197, image codes from 4, so an off-by-one in any of them shows.
+
+The golden tests compute the expected ids and actions from the official formulas written out
+here (github alibaba-damo-academy/WorldVLA, `worldvla/`): data/item_processor.py
+FlexARItemProcessor_Action.norm_action and process_action, model/modeling_xllmx_chameleon_ck.py
+decode_token_ids_to_actions and generate_dis_ma, eval_solver_libero_256.py unnorm_min_max.
 """
 
 from __future__ import annotations
@@ -26,24 +34,58 @@ transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 yaml = pytest.importorskip("yaml")
 
-from worldvla_bench.integrations.worldvla.action_tokenizer import ACTION_MAX, ACTION_MIN  # noqa: E402
+from worldvla_bench.integrations.worldvla.action_tokenizer import (  # noqa: E402
+    ACTION_MAX,
+    ACTION_MIN,
+    RELEASED_LAYOUT,
+    ActionTokenizer,
+)
 from worldvla_bench.integrations.worldvla.chameleon_adapter import (  # noqa: E402
-    ActionValueIds,
     ChameleonWorldVLA,
     decode_actions,
     encode_actions,
+    image_codes,
     image_tokens,
     instruction_from_task_name,
     load_released,
 )
+from worldvla_bench.integrations.worldvla.vqgan_decoder import VQGANDecoder  # noqa: E402
 from worldvla_bench.policy import EpisodeContext, make_policy  # noqa: E402
 
 VOCAB_SIZE = 16384
 N_CODES = 64
-RESERVED = [8706, 8799, 10000, 15000, *range(8801, 8833)]
+RESERVED = [8706, 8799, 10000, 15000, *range(8801, 8833), *range(10001, 10258)]
 CHARS = sorted(set(string.ascii_letters + string.digits + " ?.,'-"))
-EOT, BOA, EOA, BOI, EOI, NEWLINE = 8710, 10004, 15004, 101, 100, 8803
-SPAN = ACTION_MAX - ACTION_MIN
+EOT, BOA, EOA, BOI, EOI, NEWLINE = 8710, 10004, 15004, 8197, 8196, 8803
+
+# --- the official formulas, written out independently of the code under test
+# item_processor.py norm_action / eval_solver_libero_256.py unnorm_min_max
+OFFICIAL_MIN = np.array([-0.9375, -0.9375, -0.9375, -0.32571429, -0.375, -0.375, -1.0])
+OFFICIAL_MAX = np.array([0.9375, 0.9375, 0.9375, 0.375, 0.375, 0.375, 1.0])
+OFFICIAL_SPAN = OFFICIAL_MAX - OFFICIAL_MIN + 1e-8
+EDGES = np.linspace(-1, 1, 256)  # FlexARItemProcessor_Action.__init__ bins
+CENTRES = (EDGES[:-1] + EDGES[1:]) / 2.0  # bin_centers
+
+
+def official_ids(action: np.ndarray) -> np.ndarray:
+    """process_action: digitize(clip(2 (a - min) / (max - min + 1e-8) - 1, -1, 1)) + 10004 + 1."""
+    norm = np.clip(2 * (action - OFFICIAL_MIN) / OFFICIAL_SPAN - 1, -1, 1)
+    return np.digitize(norm, EDGES) + 10004 + 1
+
+
+def official_values(ids: np.ndarray) -> np.ndarray:
+    """decode_token_ids_to_actions: bin centre of clamp(id - 1 - 10004 - 1, 0, 254)."""
+    return CENTRES[np.clip(np.asarray(ids) - 1 - 10004 - 1, 0, 254)]
+
+
+def official_unnorm(values: np.ndarray) -> np.ndarray:
+    """unnorm_min_max: (x + 1) / 2 * (max - min + 1e-8) + min."""
+    return (values + 1) / 2 * OFFICIAL_SPAN + OFFICIAL_MIN
+
+
+def official_action(bins) -> np.ndarray:
+    """The env action of a block whose value ids are 10006 + bins."""
+    return official_unnorm(official_values(10006 + np.asarray(bins)))
 TASK = "LIVING_ROOM_SCENE2_put_both_the_alphabet_soup_and_the_tomato_sauce_in_the_basket"
 LANGUAGE = "put both the alphabet soup and the tomato sauce in the basket"
 
@@ -82,13 +124,14 @@ def write_release(root: Path) -> tuple[Path, Path]:
                      attn_resolutions=[])
     vq_config = ChameleonVQVAEConfig(**vq_kwargs)
     vq = ChameleonVQVAE(vq_config)
-    state = dict(vq.state_dict())
-    state["decoder.conv_in.weight"] = torch.zeros(1)  # dropped on load, as in the release
-    state["loss.logvar"] = torch.zeros(1)
-    torch.save({"state_dict": state}, tok / "vqgan.ckpt")
     ddconfig = {"double_z": False, "z_channels": 8, "resolution": 32, "in_channels": 3,
                 "out_ch": 3, "ch": 32, "ch_mult": [1, 1, 1, 1, 1], "num_res_blocks": 1,
                 "attn_resolutions": [], "dropout": 0.0}
+    state = dict(vq.state_dict())
+    decoder = VQGANDecoder(**ddconfig)
+    state.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
+    state["loss.logvar"] = torch.zeros(1)  # dropped on load, as in the release
+    torch.save({"state_dict": state}, tok / "vqgan.ckpt")
     (tok / "vqgan.yaml").write_text(yaml.safe_dump(
         {"model": {"params": {"embed_dim": 8, "n_embed": N_CODES, "ddconfig": ddconfig}}}))
     config = ChameleonConfig(
@@ -141,7 +184,9 @@ def test_loads_offline_with_released_ids(adapter, release, tmp_path) -> None:
     assert (ids.bos, ids.pad, ids.eot, ids.boa, ids.eoa) == (0, 1, EOT, BOA, EOA)
     assert (ids.boi, ids.eoi, ids.newline, ids.grid(2), ids.grid(16)) == (
         BOI, EOI, NEWLINE, 8806, 8820)
-    assert (ids.values.low, ids.values.high) == (VOCAB_SIZE - 256, VOCAB_SIZE - 1)
+    layout = ids.actions.layout
+    assert (layout.begin, layout.end, layout.first_value) == (BOA, EOA, 10006)
+    assert layout.blocks == "official" and layout.norm_eps == 1e-8 and not layout.clip_bins
     assert ids.img2bpe[:3].tolist() == [4, 5, 6] and ids.bpe2img[4 + 63] == 63
     assert adapter.model.config._attn_implementation == "sdpa"
     # a checkpoint config without `vocabulary_map` gets it from the text tokenizer
@@ -194,41 +239,126 @@ def test_prompt_layout(adapter) -> None:
     def image(codes: np.ndarray) -> list[int]:
         h, w = codes.shape
         rows = [t for row in codes for t in [*(4 + row).tolist(), NEWLINE]]
-        return [BOI, 8800 + h + 4, 8800 + w + 4, *rows, EOI]
+        # grid tokens count 32-pixel patches: 8804 + codes / 2 (item_processor.py)
+        return [BOI, 8804 + h // 2, 8804 + w // 2, *rows, EOI]
 
     assert prompt == [0, *text, *image(prev), *image(cur), EOT]
-    assert image_tokens(np.zeros((1, 3), int), adapter.ids) == [BOI, 8805, 8807, 4, 4, 4,
-                                                                NEWLINE, EOI]
+    # the first query of an episode: the current frame only
+    assert adapter.action_prompt("go", None, cur) == [0, *text, *image(cur), EOT]
+    assert image_tokens(np.zeros((2, 4), int), adapter.ids) == [
+        BOI, 8805, 8806, 4, 4, 4, 4, NEWLINE, 4, 4, 4, 4, NEWLINE, EOI]
+    # a 256x256 frame: 16 x 16 codes, grid(8) = <reserved08808> = 8812, 276 tokens
+    big = image_tokens(np.ones((16, 16), int), adapter.ids)
+    assert len(big) == 276 and big[:3] == [BOI, 8812, 8812] and big[3 + 16] == NEWLINE
+    codes = np.random.default_rng(0).integers(0, N_CODES, (4, 6))
+    np.testing.assert_array_equal(image_codes(image_tokens(codes, adapter.ids), adapter.ids),
+                                  codes)
+    with pytest.raises(ValueError, match="32-pixel"):
+        image_tokens(np.zeros((1, 3), int), adapter.ids)
     codes = adapter.encode_images(np.random.default_rng(0).integers(0, 255, (3, 32, 48, 3)))
     assert codes.shape == (3, 2, 3) and 0 <= int(codes.min()) and int(codes.max()) < N_CODES
     with pytest.raises(ValueError, match="multiples of 16"):
         adapter.encode_images(np.zeros((1, 30, 32, 3), np.uint8))
 
 
-def test_decode_known_tokens(adapter) -> None:
+def test_released_action_ids_are_the_official_ones(adapter) -> None:
     ids = adapter.ids
-    v = VOCAB_SIZE - 1  # id of bin 0
+    rng = np.random.default_rng(1)
+    lo, hi = OFFICIAL_MIN, OFFICIAL_MAX
+    # the bounds, zero, values on and next to bin edges, typical and out-of-range values
+    on_edges = official_unnorm(EDGES[[0, 1, 127, 128, 200, 254, 255]][:, None].repeat(7, 1))
+    actions = np.concatenate([
+        lo[None], hi[None], np.zeros((1, 7)), on_edges, on_edges + 1e-9, on_edges - 1e-9,
+        rng.uniform(lo, hi, (50, 7)), rng.uniform(lo - 0.5, hi + 0.5, (20, 7)),
+    ])
+    tokens = encode_actions(actions, ids)
+    blocks = np.array(tokens).reshape(len(actions), 9)
+    assert np.all(blocks[:, 0] == 10004) and np.all(blocks[:, 8] == 15004)
+    np.testing.assert_array_equal(blocks[:, 1:8], official_ids(actions))
+    # hand-derived ids: the minimum is digitize 1, the maximum (thanks to + 1e-8) digitize 255
+    assert blocks[0, 1:8].tolist() == [10006] * 7 and blocks[1, 1:8].tolist() == [10260] * 7
+    assert blocks[2, 1:8].tolist() == [10133, 10133, 10133, 10124, 10133, 10133, 10133]
+    # above the maximum the normalised value clips to exactly 1.0: digitize 256, id 10261
+    assert encode_actions(hi + 1, ids)[1:8] == [10261] * 7
+    # decoding: every block, bin centres, un-normalised with + 1e-8
+    decoded = decode_actions(tokens, ids)
+    np.testing.assert_allclose(decoded, official_unnorm(official_values(blocks[:, 1:8])),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        decoded[0], [-0.933824, -0.933824, -0.933824, -0.32434, -0.373529, -0.373529,
+                     -0.996078], atol=1e-6)
+    # a decoded action re-encodes to its bin's id (10261, bin 255, reads back as bin 254);
+    # in range, within half a bin
+    again = np.array(encode_actions(decoded, ids)).reshape(len(actions), 9)
+    np.testing.assert_array_equal(again[:, 1:8], np.minimum(blocks[:, 1:8], 10260))
+    typical = slice(len(actions) - 70, len(actions) - 20)
+    assert np.all(np.abs(decoded[typical] - actions[typical]) <= OFFICIAL_SPAN / 255 / 2 + 1e-9)
+
+
+def test_out_of_range_value_ids_are_clamped(adapter) -> None:
+    ids = adapter.ids
+    # 10005 (digitize 0) and anything below clamp to bin 0; 10261 and above to bin 254; any id
+    # between begin and end is read as a value, text tokens included
+    odd = [10005, 10261, 14000, 5, 10006, 10260, 200]
+    out = decode_actions([BOA, *odd, EOA], ids)
+    np.testing.assert_allclose(out[0], official_unnorm(official_values(np.array(odd))))
+    np.testing.assert_allclose(out[0], official_action([0, 254, 254, 0, 0, 254, 0]))
+
+
+def test_block_parsing_follows_generate_dis_ma_and_unnorm_min_max(adapter) -> None:
+    ids = adapter.ids
     bins = [0, 254, 127, 1, 200, 30, 100]
-    block = [BOA, *[v - b for b in bins], EOA]
-    centres = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
-    expected = (centres[bins] + 1) / 2 * SPAN + ACTION_MIN
-    tokens = [205, *block, BOA, v, v, EOA, *block[:-1], 4, *block, EOT]  # junk, broken blocks
-    out = decode_actions(tokens, ids)
-    np.testing.assert_allclose(out, np.stack([expected, expected]))
-    assert decode_actions([EOT], ids).shape == (0, 7)
-    # ids vocab_size - 256 and - 255 both mean the last bin; the gripper at +-0.996
-    edge = decode_actions([BOA, *[VOCAB_SIZE - 256] * 3, *[VOCAB_SIZE - 255] * 4, EOA], ids)
-    np.testing.assert_allclose(edge[0], (centres[254] + 1) / 2 * SPAN + ACTION_MIN)
-    assert abs(abs(edge[0, 6]) - 0.996) < 1e-3
-    # round trip of random actions within half a bin
-    actions = np.random.default_rng(1).uniform(ACTION_MIN, ACTION_MAX, (5, 7))
-    encoded = encode_actions(actions, ids)
-    assert len(encoded) == 45 and encoded[0] == BOA and encoded[8] == EOA
-    assert np.all(np.abs(decode_actions(encoded, ids) - actions) <= SPAN / 255 / 2 + 1e-9)
-    # the other scheme, should the released ids turn out to be an offset range
-    offset = ActionValueIds("offset", first_id=10005).resolve(VOCAB_SIZE)
-    assert offset.to_ids(np.array([0, 254])).tolist() == [10005, 10259]
-    assert offset.to_bins(np.array([10005, 10259])).tolist() == [0, 254]
+    block = [BOA, *[10006 + b for b in bins], EOA]
+    action = official_action(bins)
+    chunk = ids.actions.decode_chunk
+    # several blocks, with text and end of turn around them: every block, in order
+    out, broken = chunk([205, *block, 205, *block, EOT])
+    np.testing.assert_allclose(out, np.stack([action, action]))
+    assert not broken
+    # no block at all: nothing to execute (the official eval ends the episode)
+    out, broken = chunk([205, 10100, EOT])
+    assert out.shape == (0, 7) and broken
+    # a second begin restarts the block; an end without a begin is ignored
+    out, broken = chunk([EOA, BOA, 10010, 10011, *block, EOT])
+    np.testing.assert_allclose(out, action[None])
+    assert not broken
+    # a block still open when generation stops (token budget) is dropped
+    out, broken = chunk([*block, BOA, 10010, 10011])
+    np.testing.assert_allclose(out, action[None])
+    assert not broken
+    # more than 7 values: the first 7; exactly 1 value: broadcast to all 7 dimensions
+    out, broken = chunk([BOA, *block[1:8], 10100, 10200, EOA, BOA, 10050, EOA])
+    np.testing.assert_allclose(out, np.stack([action, official_action([44] * 7)]))
+    assert not broken
+    # 2..6 values (or none) cannot be executed: the chunk stops before that block
+    for n in (0, 2, 6):
+        out, broken = chunk([*block, BOA, *[10050] * n, EOA, *block, EOT])
+        np.testing.assert_allclose(out, action[None])
+        assert broken
+    assert decode_actions([BOA, 10050, 10051, EOA], ids).shape == (0, 7)
+    blocks = ids.actions.decode_blocks([*block, BOA, 10050, 10051, EOA])
+    assert [len(b) for b in blocks] == [7, 2]
+
+
+def test_one_tokenizer_two_layouts() -> None:
+    from worldvla_bench.integrations.worldvla.vocab import Vocab
+
+    vocab = Vocab(codebook_size=16)
+    tiny, released = ActionTokenizer(vocab), ActionTokenizer(RELEASED_LAYOUT)
+    assert tiny.layout.name == "tiny" and tiny.layout.first_value == vocab.action_offset
+    np.testing.assert_array_equal(ACTION_MIN, OFFICIAL_MIN)
+    np.testing.assert_array_equal(ACTION_MAX, OFFICIAL_MAX)
+    actions = np.random.default_rng(2).uniform(ACTION_MIN, ACTION_MAX, (30, 7))
+    # one bin arithmetic: the two layouts differ by the id offset (and the released + 1e-8)
+    t, r = np.array(tiny.encode(actions)), np.array(released.encode(actions))
+    assert t[0] == Vocab.BOA and r[0] == 10004
+    values = np.ones(len(t), bool)
+    values[0::9] = values[8::9] = False
+    assert np.abs(t[values] - vocab.action_offset - (r[values] - 10006)).max() <= 1
+    # the tiny layout keeps only well-formed blocks; the released one reads any begin..end
+    short = [Vocab.BOA, vocab.action_offset, Vocab.EOA]
+    assert tiny.decode(short).shape == (0, 7)
+    assert released.decode([10004, 10006, 15004]).shape == (1, 7)
 
 
 def test_action_mask_hides_earlier_blocks_in_cached_decoding(adapter) -> None:
@@ -243,7 +373,7 @@ def test_action_mask_hides_earlier_blocks_in_cached_decoding(adapter) -> None:
     masked = adapter.teacher_forced_logits([prompt, prompt], conts, action_mask=True)
     causal = adapter.teacher_forced_logits([prompt, prompt], conts, action_mask=False)
     assert masked.shape == (2, len(conts[0]) + 1, VOCAB_SIZE)
-    finite = masked[0, n + 1:] > -1e30  # image-code logits are suppressed by Chameleon
+    finite = masked[0, n + 1:] > -1e30  # (all finite: image logits are unmasked, as officially)
     torch.testing.assert_close(masked[0, n + 1:][finite], masked[1, n + 1:][finite],
                                rtol=0, atol=1e-5)  # float noise (logits' std is about 1.6)
     assert (causal[0, n + 1:] - causal[1, n + 1:]).abs().max() > 1e-3
@@ -254,6 +384,47 @@ def test_action_mask_hides_earlier_blocks_in_cached_decoding(adapter) -> None:
                                          use_cache=False)
     ok = masked > -1e30
     torch.testing.assert_close(masked[ok], full[ok], rtol=0, atol=1e-4)
+
+
+def official_mask_rows(ids: list[int]) -> torch.Tensor:
+    """modeling_xllmx_chameleon_ck.py generate_att_mask_3, one sample, written out: causal,
+    then every action block after the last image loses its view of every earlier action block
+    (an open image or block ends at the last position; a surplus end id is dropped)."""
+    t = len(ids)
+    mask = torch.tril(torch.ones(t, t)).bool()
+    img_s = [i for i, x in enumerate(ids) if x == 8197]
+    img_e = [i for i, x in enumerate(ids) if x == 8196]
+    if len(img_s) > len(img_e):
+        img_e.append(t - 1)
+    act_s = [i for i, x in enumerate(ids) if x == 10004]
+    act_e = [i for i, x in enumerate(ids) if x == 15004]
+    if len(act_s) > len(act_e):
+        act_e.append(t - 1)
+    elif len(act_s) < len(act_e):
+        act_e = act_e[:-1]
+    blocks = list(zip(act_s, act_e, strict=True))
+    last_image_end = img_e[-1] if img_e else -1
+    for start, end in blocks:
+        if start > last_image_end:
+            for prev_start, prev_end in blocks:
+                if prev_end < start:
+                    mask[start : end + 1, prev_start : prev_end + 1] = False
+    return mask
+
+
+def test_action_mask_rows_equal_the_official_ones(adapter) -> None:
+    from worldvla_bench.integrations.worldvla.chameleon_adapter import structure_roles
+    from worldvla_bench.integrations.worldvla.masks import attention_mask
+
+    prompt = adapter.action_prompt("go", np.zeros((2, 2), int), np.ones((2, 2), int))
+    answer = [BOA, *range(10010, 10017), EOA, BOA, *range(10020, 10027), EOA, 205, BOA, 10030,
+              10031, EOA, EOT]
+    seq = prompt + answer
+    # each official decoding step hands the model the last row of the mask over everything so far
+    for t in range(len(prompt), len(seq) + 1):
+        ids = torch.tensor([seq[:t]])
+        ours = attention_mask(structure_roles(ids, adapter.ids), query_start=t - 1)[0, -1]
+        torch.testing.assert_close(ours, official_mask_rows(seq[:t])[-1])
 
 
 def test_batched_generation_matches_single(adapter) -> None:
@@ -271,16 +442,16 @@ def test_batched_generation_matches_single(adapter) -> None:
 def test_generation_stops_at_end_of_turn_and_decodes(adapter, release) -> None:
     model = load_released(*release)
     bins = [0, 30, 60, 127, 200, 254, 100]
-    values = [VOCAB_SIZE - 1 - b for b in bins]
+    values = [10006 + b for b in bins]
     program_bigram(model.model, [EOT, BOA, *values, EOA, EOT])
     rng = np.random.default_rng(4)
     prompts = [model.action_prompt(t, rng.integers(0, N_CODES, (2, 2)),
                                    rng.integers(0, N_CODES, (2, 2))) for t in ("a", "bb c")]
     out = model.generate(prompts, max_new_tokens=300)
     assert out.tokens == [[BOA, *values, EOA, EOT]] * 2
-    centres = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
     for chunk in out.actions:
-        np.testing.assert_allclose(chunk, ((centres[bins] + 1) / 2 * SPAN + ACTION_MIN)[None])
+        np.testing.assert_allclose(chunk, official_action(bins)[None])
+    assert out.broken == [False, False]
 
 
 def test_policy_instruction_source_and_act(release) -> None:
@@ -307,7 +478,7 @@ def test_policy_instruction_source_and_act(release) -> None:
 
     # a bigram cycle: blocks of the same action until the 18-token cap -> two blocks
     bins = [10, 20, 30, 40, 50, 60, 254]
-    values = [VOCAB_SIZE - 1 - b for b in bins]
+    values = [10006 + b for b in bins]
     program_bigram(policy.adapter.model, [EOT, BOA, *values, EOA, BOA])
     policy.max_new_tokens = 18
     # observations as the engine prepares them (profile `worldvla` at the checkpoint's 256 px)
@@ -316,7 +487,161 @@ def test_policy_instruction_source_and_act(release) -> None:
     chunk = policy.act({"agentview_image": frames[1], "agentview_history": frames[:1],
                         "instruction": LANGUAGE})
     assert policy.last_tokens == [BOA, *values, EOA] * 2
-    centres = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
-    expected = (centres[bins] + 1) / 2 * SPAN + ACTION_MIN
+    expected = official_action(bins)
     np.testing.assert_allclose(chunk, np.stack([expected, expected]))  # both blocks, one call
     assert policy.stats["chunks"] == 1 and policy.stats["blocks"] == 2
+    # later queries hold the previous env step's frame then the current one (276 tokens each at
+    # 256 x 256); the first query of an episode (no history yet) the current frame only
+    codes = policy.adapter.encode_images(frames)
+    two = policy.last_prompt
+    assert two.count(BOI) == 2 and two[-1] == EOT
+    assert two[-553:-1] == [*image_tokens(codes[0], policy.adapter.ids),
+                            *image_tokens(codes[1], policy.adapter.ids)]
+    policy.reset(None)
+    policy.act({"agentview_image": frames[1], "agentview_history": frames[:0],
+                "instruction": LANGUAGE})
+    one = policy.last_prompt
+    assert one.count(BOI) == 1 and one == [*two[:-553], *two[-277:]]
+    assert one[-277:-1] == image_tokens(codes[1], policy.adapter.ids)
+
+def test_policy_where_the_official_eval_ends_the_episode(release) -> None:
+    from worldvla_bench.errors import PolicyOutputError
+    from worldvla_bench.integrations.worldvla.hf_policy import WorldVLAHFPolicy
+
+    policy = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
+                              share_model=False)
+    frame = np.random.default_rng(8).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    obs = {"agentview_image": frame, "instruction": LANGUAGE}
+    # a block of two values (the official unnorm_min_max cannot broadcast it): the safe chunk
+    program_bigram(policy.adapter.model, [EOT, BOA, 10100, 10101, EOA, EOT])
+    np.testing.assert_allclose(policy.act(obs), [[0, 0, 0, 0, 0, 0, -1.0]])
+    assert policy.last_tokens == [BOA, 10100, 10101, EOA, EOT]
+    assert policy.stats["broken"] == 1 and policy.stats["fallbacks"] == 1
+    # ... or, as the official eval, the end of the episode
+    strict = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
+                              end_on_broken=True)
+    strict.adapter = policy.adapter
+    with pytest.raises(PolicyOutputError, match="no executable action block"):
+        strict.act(obs)
+    # a block of one value broadcasts to all 7 dimensions
+    program_bigram(policy.adapter.model, [EOT, BOA, 10100, EOA, EOT])
+    np.testing.assert_allclose(policy.act(obs), official_action([94] * 7)[None])
+    assert policy.stats["broken"] == 1
+
+
+# --- the released checkpoint as a world model ----------------------------------------------
+
+
+WORLD_TEXT = ("Generate the next image based on the provided sequence of historical images and "
+              "corresponding actions.")  # data/world_model_conv_generation.py main
+
+
+@pytest.fixture(scope="module")
+def world_model(release):
+    from worldvla_bench.integrations.worldvla.hf_world_model import WorldVLAHFWorldModel
+
+    model = WorldVLAHFWorldModel(str(release[0]), str(release[1]), resolution=32)
+    yield model
+    model.close()
+
+
+def test_world_prompt_layout(adapter) -> None:
+    codes = np.array([[0, 1], [2, 3]])
+    action = np.array([0.1, -0.2, 0.3, 0.0, 0.05, -0.1, -1.0])
+    prompt = adapter.world_prompt([codes], action[None])
+    text = [200 + CHARS.index(c) for c in WORLD_TEXT]
+    image = [BOI, 8805, 8805, 4, 5, NEWLINE, 6, 7, NEWLINE, EOI]
+    assert prompt == [0, *text, *image, BOA, *official_ids(action).tolist(), EOA, EOT]
+    two = adapter.world_prompt([codes, codes + 1], np.stack([action, -action]))
+    assert two.count(BOI) == 2 and two.count(BOA) == 2 and two[-1] == EOT
+    with pytest.raises(ValueError, match="one action per history frame"):
+        adapter.world_prompt([codes], np.stack([action, action]))
+
+
+def test_generated_image_is_forced_layout_and_greedy_codes(world_model) -> None:
+    adapter = world_model.adapter
+    rng = np.random.default_rng(6)
+    prompts = [adapter.world_prompt([rng.integers(0, N_CODES, (2, 4))],
+                                    rng.uniform(ACTION_MIN, ACTION_MAX, (1, 7))) for _ in range(2)]
+    codes = adapter.generate_images(prompts, 2, 4)
+    assert codes.shape == (2, 2, 4) and int(codes.min()) >= 0 and int(codes.max()) < N_CODES
+    # every code is the most likely image code given the forced tokens before it, as a
+    # teacher-forced pass over the layout with these codes shows
+    layouts = [image_tokens(c, adapter.ids) for c in codes]
+    logits = adapter.teacher_forced_logits(prompts, layouts, action_mask=False)
+    image_ids = torch.tensor(sorted(adapter.ids.bpe2img))
+    for i, layout in enumerate(layouts):
+        for pos, token in enumerate(layout):
+            if token in adapter.ids.bpe2img:
+                best = image_ids[logits[i, pos, image_ids].argmax()]
+                assert int(best) == token
+    # batched generation equals one prompt at a time
+    torch.testing.assert_close(adapter.generate_images(prompts[1:], 2, 4), codes[1:])
+
+
+def test_vqgan_decoder_loads_the_release_weights(world_model, release) -> None:
+    adapter = world_model.adapter
+    state = torch.load(release[1] / "vqgan.ckpt", weights_only=True)["state_dict"]
+    for name, value in adapter.decoder.state_dict().items():
+        torch.testing.assert_close(value, state[f"decoder.{name}"], rtol=0, atol=0)
+    pixels = adapter.decode_codes(np.zeros((3, 2, 4), np.int64))
+    assert pixels.shape == (3, 32, 64, 3) and pixels.dtype == np.uint8
+    assert (pixels[0] == pixels[1]).all()
+    from worldvla_bench.integrations.worldvla.vqgan_decoder import decoder_from_state
+
+    ddconfig = yaml.safe_load((release[1] / "vqgan.yaml").read_text())["model"]["params"]
+    with pytest.raises(KeyError, match="decoder weights"):
+        decoder_from_state(ddconfig["ddconfig"], {k: v for k, v in state.items()
+                                                  if k != "decoder.conv_out.weight"})
+
+
+def test_world_model_rolls_out_on_its_own_predictions(world_model) -> None:
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 255, (2, 1, 32, 32, 3), dtype=np.uint8)
+    actions = [rng.uniform(ACTION_MIN, ACTION_MAX, (4, 7)), rng.uniform(ACTION_MIN, ACTION_MAX,
+                                                                         (2, 7))]
+    single = [world_model.predict(frames[i], actions[i], "") for i in range(2)]
+    assert single[0].shape == (4, 32, 32, 3) and single[0].dtype == np.uint8
+    batched = world_model.predict_batch(list(frames), actions)
+    for a, b in zip(single, batched, strict=True):  # same codes; pixels within float noise
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
+    # autoregressive: a shorter clip is the prefix of a longer one
+    np.testing.assert_array_equal(world_model.predict(frames[0], actions[0][:2], ""),
+                                  single[0][:2])
+    # each step sees only the previous (predicted) frame and its action: the first prediction
+    # is the image generated from the real frame's prompt
+    adapter = world_model.adapter
+    codes = adapter.encode_images(frames[0, 0])[0]
+    first = adapter.generate_images([adapter.world_prompt([codes], actions[0][:1])], 2, 2)
+    np.testing.assert_array_equal(adapter.decode_codes(first)[0], single[0][0])
+    # other frame sizes: resized to the model's resolution and back
+    big = world_model.predict(np.repeat(np.repeat(frames[0], 2, 1), 2, 2), actions[0][:1], "")
+    assert big.shape == (1, 64, 64, 3) and big.dtype == np.uint8
+
+
+def test_wm_eval_scores_the_released_world_model(release, tmp_path) -> None:
+    import h5py
+    import pandas as pd
+
+    from worldvla_bench.cli import main
+
+    data = tmp_path / "demos.hdf5"
+    with h5py.File(data, "w") as handle:
+        group = handle.create_group("data")
+        group.attrs["problem_info"] = json.dumps({"language_instruction": LANGUAGE})
+        for i in range(4):  # (the CLI's table needs >= 4 clips for its FVD GT-split column)
+            rng = np.random.default_rng(10 + i)
+            frames = rng.integers(0, 255, size=(11, 32, 32, 3), dtype=np.uint8)
+            demo = group.create_group(f"demo_{i}")
+            demo.create_dataset("obs/agentview_rgb", data=frames[:, ::-1, ::-1])
+            demo.create_dataset("actions", data=rng.uniform(-0.5, 0.5, size=(11, 7)))
+    out = tmp_path / "wm"
+    assert main(["wm-eval", "--model", "worldvla_hf", "--model-arg",
+                 f"checkpoint_dir={release[0]}", "--model-arg", f"tokenizer_dir={release[1]}",
+                 "--model-arg", "resolution=32", "--data", str(data), "--horizons", "9",
+                 "--out", str(out), "--no-progress"]) == 0
+    summary = pd.read_csv(out / "summary.csv").iloc[0]
+    assert summary["clips"] == 4 and summary["horizon"] == 9 and summary["fvd_n"] == 4
+    assert np.isfinite(summary["fvd"]) and np.isfinite(summary["psnr"])
+    assert 0 <= summary["ssim"] <= 1
+    assert len(pd.read_csv(out / "per_clip.csv")) == 4

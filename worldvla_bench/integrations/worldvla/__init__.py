@@ -7,7 +7,8 @@ Modules: `config` (sizes, presets), `vocab` (token ids), `action_tokenizer`, `te
 `generation` (greedy cached generation), `model` (the `WorldVLA` facade); training in
 `training` (its API) over `train_config`, `demo_data`, `checkpoints`, `trainer`, `loss_curves`,
 `train_cli`; `policy` (the `worldvla` policy), `world_model` (the `worldvla` world model),
-`hf_policy` and `chameleon_adapter` (the released checkpoints, policy `worldvla_hf`),
+`hf_policy`, `hf_world_model`, `chameleon_adapter` and `vqgan_decoder` (the released
+checkpoints: policy and world model `worldvla_hf`),
 `ablation` (the paper's ablation grid), `commands` (the CLI commands this integration
 registers through entry points, as any user's package would).
 
@@ -24,6 +25,7 @@ _EXPORTS = {
     "ACTION_MAX": "action_tokenizer",
     "ACTION_MIN": "action_tokenizer",
     "ACTION_PROMPT": "sequence",
+    "ActionLayout": "action_tokenizer",
     "ActionGeneration": "generation",
     "ActionTokenizer": "action_tokenizer",
     "Batch": "sequence",
@@ -32,6 +34,7 @@ _EXPORTS = {
     "ImageGeneration": "generation",
     "KVCache": "transformer",
     "PRESETS": "config",
+    "RELEASED_LAYOUT": "action_tokenizer",
     "Sample": "sequence",
     "TransformerConfig": "config",
     "VQConfig": "config",
@@ -58,6 +61,7 @@ _EXPORTS = {
     "position_ids": "masks",
     "preset": "config",
     "tensor_to_images": "vq",
+    "tiny_layout": "action_tokenizer",
     "tokens_to_codes": "image_tokenizer",
 }
 

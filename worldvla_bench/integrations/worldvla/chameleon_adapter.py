@@ -4,44 +4,53 @@ The released checkpoints (`Alibaba-DAMO-Academy/WorldVLA`: `model_256/*`, `model
 `save_pretrained` directories of a (modified) Chameleon; the VQ-GAN lives outside them, in
 `chameleon/tokenizer` (`vqgan.yaml` + `vqgan.ckpt`, the original Chameleon format, plus
 `text_tokenizer.json`). This module loads both from LOCAL directories (never from a hub),
-builds WorldVLA's action prompt with the released vocabulary, runs batched, cached, greedy
-generation with WorldVLA's action attention mask as a 4-d additive mask, and decodes the action
-blocks. See docs/worldvla_checkpoints.md for downloading and the traps.
+builds WorldVLA's prompts with the released vocabulary, runs batched, cached, greedy generation
+with WorldVLA's action attention mask as a 4-d additive mask, decodes the action blocks and
+generates images. Every constant is the official code's (github alibaba-damo-academy/WorldVLA,
+paths below relative to its `worldvla/`), cited next to it; docs/worldvla_checkpoints.md has
+the table.
 
-Token layout (Lumina-mGPT / Chameleon, names resolved through the vocabulary, see
-`ReleasedVocab`)::
+Action model (libero_util/Chameleon_utils.py get_action_Chameleon_dis_awm_ck, `his` =
+'2h_1a_img_only' as every exps_*/eval_*.sh passes; data/convertsation.py Conversation)::
 
     <s>, text("What action should the robot take to {instruction}?"),
-    image(previous frame), image(current frame), <reserved08706>
-    | K x (<reserved10000>, 7 action value tokens, <reserved15000>), <reserved08706>
+    [image(previous env step's frame)], image(current frame), <reserved08706>
+    | blocks (<reserved10000>, value ids, <reserved15000>) ..., <reserved08706>
 
-    image(codes h x w) = <racm3:break>, grid(h), grid(w),
+The previous frame is absent on the first query of an episode (the history is empty).
+
+World model (data/world_model_conv_generation.py main, trained with ``--his 1`` per the README)::
+
+    <s>, text("Generate the next image based on the provided sequence of historical images and
+    corresponding actions."), (image(frame), action block) x history, <reserved08706>
+    | image(next frame), <reserved08706>
+
+Images (data/item_processor.py FlexARItemProcessor_Action.process_image)::
+
+    image(codes h x w) = <racm3:break>, grid(h / 2), grid(w / 2),
                          row 0 codes, <reserved08799>, ..., row h-1 codes, <reserved08799>, <eoss>
-    grid(n) = <reserved{8800 + n:05d}>;  a code c is the BPE token "IMGIMG...Z" of c
-    (Chameleon's image vocabulary mapping).
 
-Action value tokens: THE assumption of this module, in one place, `RELEASED_ACTION_VALUES`
-(see `ActionValueIds`): WorldVLA's action tokenizer follows OpenVLA's, which overwrites the last
-256 ids of the text vocabulary: ``id = vocab_size - digitize(x, linspace(-1, 1, 256))``, i.e.
-bin b (0..254) <-> id ``vocab_size - 1 - b`` (ids ``vocab_size - 256`` and ``vocab_size - 255``
-both decode to the last bin, as in OpenVLA's decoder). `vocab_size` defaults to the model's
-(65536 for Chameleon). Change `RELEASED_ACTION_VALUES` (or pass `action_values=`) if the public
-code says otherwise; nothing else depends on the scheme.
+with grid(n) = ``<reserved{8800 + n:05d}>`` (id 8804 + n) counting 32-pixel patches (16-pixel
+VQ codes, so n = codes / 2) and a code c written as the BPE token "IMGIMG...Z" of c (Chameleon's
+image vocabulary mapping). Action values: `action_tokenizer.RELEASED_LAYOUT`.
 
 The action mask: every action block after the last image attends to the prompt and its own
-earlier tokens, never to earlier action blocks (`worldvla_bench.integrations.worldvla.masks`, reused
-here through a role map of the four structural tokens). The mask row of every new token is
+earlier tokens, never to earlier action blocks (`worldvla_bench.integrations.worldvla.masks`,
+reused here through a role map of the four structural tokens; the official
+model/modeling_xllmx_chameleon_ck.py generate_att_mask_3). The mask row of every new token is
 recomputed at every cached step and handed to the model as a 4-d float mask (B, 1, Tq, Tk).
 Flash-attention implementations ignore a custom 4-d mask, so only 'sdpa' and 'eager' are
-accepted.
+accepted. Logits are computed from the hidden states with the LM head, without the image-token
+suppression of `transformers`' Chameleon: the official eval runs with ``--unmask_image_logits``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +58,9 @@ import numpy as np
 import torch
 
 from worldvla_bench.integrations.worldvla.action_tokenizer import (
-    ACTION_DIM,
-    BLOCK_LEN,
-    N_EDGES,
+    RELEASED_ACTION_BEGIN,
+    RELEASED_ACTION_END,
+    RELEASED_LAYOUT,
     ActionTokenizer,
 )
 from worldvla_bench.integrations.worldvla.masks import attention_mask, isolation_start, position_ids
@@ -63,91 +72,69 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 INSTRUCTION_SOURCES = ("language", "filename")
-N_BINS = N_EDGES - 1
 IMAGE_TOKEN_PREFIX = "IMGIMG"
-#: WorldVLA's eval cap on new tokens per decoding call
-MAX_NEW_TOKENS = 300
+# eval_solver_libero_256.py Solver.get_args_parser: --action_steps default 25 (no eval script
+# passes it)
+ACTION_STEPS = 25
+# libero_util/Chameleon_utils.py get_action_Chameleon_dis_awm_ck: max_new_tokens=action_steps*12
+TOKENS_PER_ACTION_STEP = 12
+#: WorldVLA's eval cap on new tokens per decoding call (12 * 25 = 300)
+MAX_NEW_TOKENS = TOKENS_PER_ACTION_STEP * ACTION_STEPS
+# data/convertsation.py Conversation.sep_token "<reserved08706>"; Chameleon_utils.py
+# get_action_Chameleon_dis_awm_ck eos_token_id=[8710]
+RELEASED_END_OF_TURN = 8710
+# data/item_processor.py FlexARItemProcessor_Action.image_start_token "<racm3:break>"; the id is
+# hard-coded in model/modeling_xllmx_chameleon_ck.py generate_att_mask_3 (image_start 8197)
+RELEASED_IMAGE_BEGIN = 8197
+# item_processor.py image_end_token "<eoss>"; generate_att_mask_3 (image_end 8196)
+RELEASED_IMAGE_END = 8196
+# item_processor.py new_line_token "<reserved08799>" (id 8799 + 4, as 8706 -> 8710)
+RELEASED_IMAGE_NEWLINE = 8803
+# item_processor.py get_n_grids_token: f"<reserved{8800 + n:05d}>"; decode_image reads
+# n = id - 8804
+GRID_NAME_BASE = 8800
+RELEASED_GRID_BASE_ID = 8804
+# item_processor.py FlexARItemProcessor_Action.__init__ patch_size = 32 (grid counts patches);
+# process_image reshapes the codes to (H // 16, W // 16)
+GRID_PATCH = 32
+CODE_PATCH = 16
+# Chameleon_utils.py get_action_Chameleon_dis_awm_ck (his_type '2h_1a_img_only'): his_img[-1:]
+ACTION_HISTORY_FRAMES = 1
+# data/world_model_conv_generation.py main: the human turn of a world-model conversation
+RELEASED_WORLD_PROMPT = ("Generate the next image based on the provided sequence of historical "
+                         "images and corresponding actions.")
+# README.md "python world_model_conv_generation.py ... --his 1": one (image, action) pair
+WORLD_HISTORY = 1
 
 
 # --------------------------------------------------------------------------- vocabulary
 
 
 @dataclass(frozen=True)
-class ActionValueIds:
-    """How an action value bin (0..254) maps to a vocabulary id, and back.
-
-    - ``scheme='vocab_end'`` (OpenVLA's, the default): bin b <-> ``vocab_size - 1 - b``; ids
-      ``vocab_size - 256 .. vocab_size - 1`` are value tokens (the lowest two both decode to bin
-      254). `vocab_size` None = the model's ``config.vocab_size``.
-    - ``scheme='offset'``: bin b <-> ``first_id + b`` (255 ids), e.g. reserved tokens right after
-      the begin-of-action token.
-    """
-
-    scheme: str = "vocab_end"
-    vocab_size: int | None = None
-    first_id: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.scheme not in ("vocab_end", "offset"):
-            raise ValueError(f"action value scheme must be 'vocab_end' or 'offset', "
-                             f"got {self.scheme!r}")
-        if self.scheme == "offset" and self.first_id is None:
-            raise ValueError("scheme 'offset' needs first_id")
-
-    def resolve(self, model_vocab_size: int) -> ResolvedActionValues:
-        if self.scheme == "vocab_end":
-            size = int(self.vocab_size or model_vocab_size)
-            return ResolvedActionValues("vocab_end", size - N_EDGES, size - 1, size)
-        first = int(self.first_id)  # type: ignore[arg-type]
-        return ResolvedActionValues("offset", first, first + N_BINS - 1, first)
-
-
-@dataclass(frozen=True)
-class ResolvedActionValues:
-    """Id range [low, high] of the value tokens and the anchor of the scheme."""
-
-    scheme: str
-    low: int
-    high: int
-    anchor: int  # vocab_size (vocab_end) or first_id (offset)
-
-    def to_ids(self, bins: np.ndarray) -> np.ndarray:
-        b = np.asarray(bins, dtype=np.int64)
-        if np.any((b < 0) | (b >= N_BINS)):
-            raise ValueError(f"action bins must be in 0..{N_BINS - 1}")
-        return self.anchor - 1 - b if self.scheme == "vocab_end" else self.anchor + b
-
-    def to_bins(self, ids: np.ndarray) -> np.ndarray:
-        i = np.asarray(ids, dtype=np.int64)
-        bins = self.anchor - 1 - i if self.scheme == "vocab_end" else i - self.anchor
-        return np.clip(bins, 0, N_BINS - 1)
-
-    def is_value(self, token: int) -> bool:
-        return self.low <= int(token) <= self.high
-
-
-#: THE assumption about action value ids of the released checkpoints (module docstring).
-RELEASED_ACTION_VALUES = ActionValueIds(scheme="vocab_end")
-
-
-@dataclass(frozen=True)
 class ReleasedVocab:
-    """Names of the structural tokens in the released vocabulary (looked up by name)."""
+    """Names of the structural tokens in the released vocabulary (looked up by name) and the
+    ids the official code hard-codes for them (checked on load unless `check_official_ids`
+    is False)."""
 
-    bos: str | None = "<s>"
+    bos: str | None = "<s>"  # xllmx/model/tokenizer.py Tokenizer.encode(bos=True): bos_token_id
     pad: str = "<pad>"
-    end_of_turn: str = "<reserved08706>"
-    action_begin: str = "<reserved10000>"
-    action_end: str = "<reserved15000>"
-    image_begin: str = "<racm3:break>"
-    image_end: str = "<eoss>"
-    image_newline: str = "<reserved08799>"
-    #: grid(n) = f"<reserved{grid_base + n:05d}>"
-    grid_base: int = 8800
-    action_values: ActionValueIds = field(default_factory=lambda: RELEASED_ACTION_VALUES)
+    end_of_turn: str = "<reserved08706>"  # data/convertsation.py Conversation.sep_token
+    action_begin: str = "<reserved10000>"  # item_processor.py action_start_token
+    action_end: str = "<reserved15000>"  # item_processor.py action_end_token
+    image_begin: str = "<racm3:break>"  # item_processor.py image_start_token
+    image_end: str = "<eoss>"  # item_processor.py image_end_token
+    image_newline: str = "<reserved08799>"  # item_processor.py new_line_token
+    #: grid(n) = f"<reserved{grid_base + n:05d}>" (item_processor.py get_n_grids_token)
+    grid_base: int = GRID_NAME_BASE
+    check_official_ids: bool = True
 
     def grid_name(self, n: int) -> str:
         return f"<reserved{self.grid_base + n:05d}>"
+
+
+OFFICIAL_IDS = {"eot": RELEASED_END_OF_TURN, "boa": RELEASED_ACTION_BEGIN,
+                "eoa": RELEASED_ACTION_END, "boi": RELEASED_IMAGE_BEGIN,
+                "eoi": RELEASED_IMAGE_END, "newline": RELEASED_IMAGE_NEWLINE}
 
 
 @dataclass(frozen=True)
@@ -165,7 +152,7 @@ class TokenIds:
     grids: dict[int, int]
     img2bpe: torch.Tensor  # (codebook,) long: VQ code -> BPE id
     bpe2img: dict[int, int]
-    values: ResolvedActionValues
+    actions: ActionTokenizer
 
     @classmethod
     def from_vocab(cls, vocab: dict[str, int], model_vocab_size: int,
@@ -185,44 +172,61 @@ class TokenIds:
             img2bpe[code] = bpe
         grids = {n: int(vocab[names.grid_name(n)]) for n in range(1, 129)
                  if names.grid_name(n) in vocab}
+        boa, eoa = get(names.action_begin), get(names.action_end)
+        # the value ids follow the begin id (item_processor.py process_action)
+        layout = dataclasses.replace(RELEASED_LAYOUT, begin=boa, end=eoa, first_value=boa + 2)
         ids = cls(
             bos=get(names.bos) if names.bos is not None else None,
             pad=get(names.pad),
             eot=get(names.end_of_turn),
-            boa=get(names.action_begin),
-            eoa=get(names.action_end),
+            boa=boa,
+            eoa=eoa,
             boi=get(names.image_begin),
             eoi=get(names.image_end),
             newline=get(names.image_newline),
             grids=grids,
             img2bpe=img2bpe,
             bpe2img=bpe2img,
-            values=names.action_values.resolve(model_vocab_size),
+            actions=ActionTokenizer(layout),
         )
-        ids.check(model_vocab_size)
+        ids.check(model_vocab_size, official=names.check_official_ids)
         return ids
 
-    def check(self, model_vocab_size: int) -> None:
-        structural = {"eot": self.eot, "boa": self.boa, "eoa": self.eoa, "boi": self.boi,
-                      "eoi": self.eoi, "newline": self.newline}
-        for name, token in structural.items():
+    @property
+    def structural(self) -> dict[str, int]:
+        return {"eot": self.eot, "boa": self.boa, "eoa": self.eoa, "boi": self.boi,
+                "eoi": self.eoi, "newline": self.newline}
+
+    def check(self, model_vocab_size: int, official: bool = True) -> None:
+        """Ids inside the model's vocabulary, no collisions, and (`official`) the ids the
+        official code hard-codes (a vocabulary that differs would not run there either)."""
+        layout = self.actions.layout
+        for name, token in self.structural.items():
             if not 0 <= token < model_vocab_size:
                 raise ValueError(f"{name} id {token} outside the model vocabulary "
                                  f"({model_vocab_size})")
-            if self.values.is_value(token) or token in self.bpe2img:
+            if layout.is_value(token) or token in self.bpe2img:
                 raise ValueError(f"{name} id {token} collides with action value or image ids")
-        if self.values.low < 0 or self.values.high >= model_vocab_size:
-            raise ValueError(f"action value ids {self.values.low}..{self.values.high} outside "
-                             f"the model vocabulary ({model_vocab_size})")
+            if official and token != OFFICIAL_IDS[name]:
+                raise ValueError(f"{name} id {token} differs from the official id "
+                                 f"{OFFICIAL_IDS[name]}")
+        if official:
+            bad = {n: t for n, t in self.grids.items() if t != RELEASED_GRID_BASE_ID + n}
+            if bad:
+                raise ValueError(f"grid ids {bad} differ from the official 8804 + n")
+        if layout.first_value + 255 >= model_vocab_size:
+            raise ValueError(f"action value ids {layout.first_value}..{layout.first_value + 255} "
+                             f"outside the model vocabulary ({model_vocab_size})")
 
     def grid(self, n: int) -> int:
         if n not in self.grids:
-            raise KeyError(f"no grid token for {n} codes")
+            raise KeyError(f"no grid token for {n} patches")
         return self.grids[n]
 
 
 def image_code_map(vocab: dict[str, int]) -> dict[int, int]:
-    """BPE id -> VQ code of the "IMGIMG<letters>Z" tokens (Chameleon: letter A..J = digit)."""
+    """BPE id -> VQ code of the "IMGIMG<letters>Z" tokens (Chameleon: letter A..J = digit;
+    model/chameleon_vae_ori/vocab.py VocabTranslation.bpe2img)."""
     digits = {chr(ord("A") + i): str(i) for i in range(10)}
     out: dict[int, int] = {}
     for name, token in vocab.items():
@@ -244,47 +248,57 @@ def instruction_from_task_name(task_name: str) -> str:
     return name.removesuffix("_demo").replace("_", " ").strip()
 
 
+def grid_patches(n_codes: int) -> int:
+    """Grid token count of an image side of `n_codes` VQ codes (32-pixel patches)."""
+    if n_codes < 2 or n_codes * CODE_PATCH % GRID_PATCH:
+        raise ValueError(f"an image side of {n_codes} codes is not a whole number of "
+                         f"{GRID_PATCH}-pixel patches")
+    return n_codes * CODE_PATCH // GRID_PATCH
+
+
 def image_tokens(codes: np.ndarray | torch.Tensor, ids: TokenIds) -> list[int]:
-    """Chameleon layout of one (h, w) VQ code grid."""
+    """Released layout of one (h, w) VQ code grid (item_processor.py process_image)."""
     grid = torch.as_tensor(np.asarray(codes), dtype=torch.long)
     if grid.ndim != 2:
         raise ValueError(f"expected an (h, w) code grid, got shape {tuple(grid.shape)}")
     h, w = grid.shape
     bpe = ids.img2bpe[grid]
     rows = torch.cat([bpe, torch.full((h, 1), ids.newline, dtype=torch.long)], 1)
-    return [ids.boi, ids.grid(h), ids.grid(w), *rows.flatten().tolist(), ids.eoi]
+    return [ids.boi, ids.grid(grid_patches(h)), ids.grid(grid_patches(w)),
+            *rows.flatten().tolist(), ids.eoi]
+
+
+def image_codes(tokens: Sequence[int], ids: TokenIds) -> np.ndarray:
+    """Inverse of `image_tokens` (item_processor.py decode_image): (h, w) VQ codes."""
+    toks = [int(t) for t in tokens]
+    if toks and toks[0] == ids.boi:
+        toks = toks[1:]
+    if toks and toks[-1] == ids.eoi:
+        toks = toks[:-1]
+    inverse = {token: n for n, token in ids.grids.items()}
+    if len(toks) < 2 or toks[0] not in inverse or toks[1] not in inverse:
+        raise ValueError("an image starts with two grid tokens")
+    h, w = inverse[toks[0]] * GRID_PATCH // CODE_PATCH, inverse[toks[1]] * GRID_PATCH // CODE_PATCH
+    body = np.array(toks[2:], dtype=np.int64)
+    if body.size != h * (w + 1):
+        raise ValueError(f"expected {h * (w + 1)} image tokens after the grid, got {body.size}")
+    rows = body.reshape(h, w + 1)
+    if np.any(rows[:, -1] != ids.newline):
+        raise ValueError("every image row ends with the new-line token")
+    return np.vectorize(ids.bpe2img.__getitem__, otypes=[np.int64])(rows[:, :-1])
 
 
 def encode_actions(actions: np.ndarray, ids: TokenIds) -> list[int]:
-    """Action blocks of a (K, 7) chunk (env units) with the released ids (for tests, scoring)."""
-    bins = _ACTIONS.to_bins(np.atleast_2d(np.asarray(actions, dtype=np.float64)))
-    out: list[int] = []
-    for row in bins:
-        out += [ids.boa, *ids.values.to_ids(row).tolist(), ids.eoa]
-    return out
+    """Action blocks of a (K, 7) chunk (env units) with the released ids
+    (item_processor.py process_action)."""
+    return ids.actions.encode(np.atleast_2d(np.asarray(actions, dtype=np.float64)))
 
 
 def decode_actions(tokens: Sequence[int], ids: TokenIds) -> np.ndarray:
-    """(K, 7) float64 actions (env units, bin centres) of the well-formed blocks in `tokens`:
-    begin, 7 value tokens, end. Anything else (text, end of turn, malformed blocks) is skipped."""
-    toks = [int(t) for t in tokens]
-    blocks: list[list[int]] = []
-    i = 0
-    while i < len(toks):
-        if toks[i] == ids.boa and i + BLOCK_LEN <= len(toks):
-            body = toks[i + 1 : i + 1 + ACTION_DIM]
-            if toks[i + BLOCK_LEN - 1] == ids.eoa and all(ids.values.is_value(t) for t in body):
-                blocks.append(body)
-                i += BLOCK_LEN
-                continue
-        i += 1
-    if not blocks:
-        return np.zeros((0, ACTION_DIM))
-    return _ACTIONS.from_bins(ids.values.to_bins(np.array(blocks)))
-
-
-# our ActionTokenizer for the WorldVLA bounds and bin arithmetic (its own ids are not used)
-_ACTIONS = ActionTokenizer(Vocab(codebook_size=1))
+    """(K, 7) float64 actions (env units, bin centres) the official eval would execute from
+    `tokens`: its blocks in order, up to the first it cannot execute (see
+    `ActionTokenizer.decode_chunk`; `decode_chunk` also says whether one was met)."""
+    return ids.actions.decode_chunk(tokens)[0]
 
 
 # --------------------------------------------------------------------------- masks
@@ -320,26 +334,37 @@ def check_attn_implementation(name: str) -> str:
 
 @dataclass
 class HFGeneration:
-    """new tokens per sample (up to and including end of turn) and their (K, 7) chunks."""
+    """new tokens per sample (up to and including end of turn), their (K, 7) chunks (the
+    blocks the official eval would execute) and whether a block it could not execute, or no
+    block at all, ended the chunk (there the official eval ends the episode); the prompts."""
 
     tokens: list[list[int]]
     actions: list[np.ndarray]
+    broken: list[bool] = dataclasses.field(default_factory=list)
+    prompts: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 class ChameleonWorldVLA:
-    """A released WorldVLA checkpoint: Chameleon transformer, VQ-GAN, text tokenizer, ids."""
+    """A released WorldVLA checkpoint: Chameleon transformer, VQ-GAN, text tokenizer, ids.
+
+    `decoder` (a `vqgan_decoder.VQGANDecoder`) turns generated codes into pixels; None when
+    only actions are decoded. `mask_image_logits` False (the official eval's
+    ``--unmask_image_logits``) lets action decoding pick any id, image codes included.
+    """
 
     def __init__(self, model: ChameleonForConditionalGeneration, vq: ChameleonVQVAE,
-                 text_tokenizer: Any, ids: TokenIds) -> None:
+                 text_tokenizer: Any, ids: TokenIds, decoder: Any = None,
+                 mask_image_logits: bool = False) -> None:
         self.model = model.eval()
         self.vq = vq.eval()
+        self.decoder = decoder.eval() if decoder is not None else None
         self.text_tokenizer = text_tokenizer
         self.ids = ids
-        params = inspect.signature(model.forward).parameters
+        self.mask_image_logits = bool(mask_image_logits)
+        params = inspect.signature(model.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep")
-                              if k in params), None)
         self._cache_position = "cache_position" in params
+        self._image_ids = torch.tensor(sorted(ids.bpe2img), dtype=torch.long)
 
     @property
     def device(self) -> torch.device:
@@ -359,7 +384,11 @@ class ChameleonWorldVLA:
 
     @torch.no_grad()
     def encode_images(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (B, H, W, 3) or (H, W, 3) upright frames -> VQ codes (B, H/16, W/16)."""
+        """uint8 (B, H, W, 3) or (H, W, 3) upright frames -> VQ codes (B, H/16, W/16).
+
+        Pixels scaled to [-1, 1] as model/chameleon_vae_ori/image_tokenizer.py
+        img_tokens_from_pil does (x / 255 * 2 - 1).
+        """
         array = np.asarray(images, dtype=np.uint8)
         array = array[None] if array.ndim == 3 else array
         d = self.vq_downsample
@@ -367,24 +396,57 @@ class ChameleonWorldVLA:
             raise ValueError(f"expected (B, H, W, 3) images with H, W multiples of {d}, "
                              f"got {array.shape}")
         vq_param = next(self.vq.parameters())
-        x = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
-        x = x.to(device=vq_param.device, dtype=vq_param.dtype) / 127.5 - 1.0
+        x = torch.from_numpy(np.ascontiguousarray(array / 255.0 * 2.0 - 1.0)).permute(0, 3, 1, 2)
+        x = x.to(device=vq_param.device, dtype=vq_param.dtype)  # float64 math, then cast, as there
         out = self.vq.encode(x)
         codes = out[2] if isinstance(out, tuple) else out.image_tokens
         b, h, w = array.shape[0], array.shape[1] // d, array.shape[2] // d
         return codes.reshape(b, h, w).long().cpu()
 
-    def action_prompt(self, instruction: str, prev_codes: Any, cur_codes: Any) -> list[int]:
-        """<s>, text, image(previous), image(current), end of turn."""
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor | np.ndarray) -> np.ndarray:
+        """VQ codes (B, h, w) -> uint8 frames (B, 16h, 16w, 3) with the VQ-GAN decoder
+        (image_tokenizer.py pil_from_img_toks and _pil_from_chw_tensor: clamp to [-1, 1],
+        (x + 1) / 2 * 255, truncated to uint8)."""
+        if self.decoder is None:
+            raise RuntimeError("no VQ-GAN decoder loaded (load_released(..., decoder=True))")
+        c = torch.as_tensor(np.asarray(codes), dtype=torch.long)
+        param = next(self.decoder.parameters())
+        quant = self.vq.quantize.embedding(c.to(param.device))  # (B, h, w, C)
+        quant = quant.permute(0, 3, 1, 2).to(param.dtype)
+        pixels = self.decoder(self.vq.post_quant_conv(quant))
+        pixels = (pixels.clamp(-1.0, 1.0) + 1.0) / 2.0
+        return (pixels.permute(0, 2, 3, 1).float().cpu().numpy() * 255).astype(np.uint8)
+
+    def _bos(self) -> list[int]:
+        return [self.ids.bos] if self.ids.bos is not None else []
+
+    def action_prompt(self, instruction: str, prev_codes: Any | None, cur_codes: Any) -> list[int]:
+        """<s>, text, [image(previous)], image(current), end of turn; `prev_codes` None on
+        the first query of an episode (get_action_Chameleon_dis_awm_ck: empty history)."""
         text = self.encode_text(ACTION_PROMPT.format(instruction=instruction))
-        bos = [self.ids.bos] if self.ids.bos is not None else []
-        return [*bos, *text, *image_tokens(prev_codes, self.ids),
-                *image_tokens(cur_codes, self.ids), self.ids.eot]
+        prev = image_tokens(prev_codes, self.ids) if prev_codes is not None else []
+        return [*self._bos(), *text, *prev, *image_tokens(cur_codes, self.ids), self.ids.eot]
+
+    def world_prompt(self, codes: Sequence[Any], actions: np.ndarray) -> list[int]:
+        """<s>, text, (image, action block) per history step, end of turn
+        (world_model_conv_generation.py main); `codes` and `actions` (H, 7) pair up."""
+        acts = np.atleast_2d(np.asarray(actions, dtype=np.float64))
+        if len(codes) != len(acts) or not len(acts):
+            raise ValueError("one action per history frame, at least one")
+        body: list[int] = []
+        for frame, action in zip(codes, acts, strict=True):
+            body += [*image_tokens(frame, self.ids), *self.ids.actions.encode(action)]
+        return [*self._bos(), *self.encode_text(RELEASED_WORLD_PROMPT), *body, self.ids.eot]
 
     # -- forward passes
     def _step(self, seq: torch.Tensor, valid: torch.Tensor, isolate_from: torch.Tensor | None,
               cache: Any, start: int, keep_last: bool = True) -> tuple[torch.Tensor, Any]:
-        """Logits of positions start..T-1 (only the last if `keep_last`) and the new cache."""
+        """Logits of positions start..T-1 (only the last if `keep_last`) and the new cache.
+
+        The LM head is applied here, so image-code logits are left as the model gives them
+        unless `mask_image_logits` (model/chameleon/modeling_chameleon.py forward).
+        """
         roles = structure_roles(seq, self.ids)
         allowed = attention_mask(roles, valid, action_mask=isolate_from is not None,
                                  isolate_from=isolate_from, query_start=start)
@@ -395,16 +457,17 @@ class ChameleonWorldVLA:
             "use_cache": True,
             self._cache_kw: cache,
         }
-        if self._keep_kw is not None and keep_last:
-            kwargs[self._keep_kw] = 1
         if self._cache_position:
             kwargs["cache_position"] = torch.arange(start, seq.shape[1], device=seq.device)
-        out = self.model(**kwargs)
+        out = self.model.model(**kwargs)
         new_cache = getattr(out, "cache", None)
         if new_cache is None:
             new_cache = getattr(out, "past_key_values", None)
-        logits = out.logits[:, -1] if keep_last else out.logits
-        return logits.float(), new_cache
+        hidden = out.last_hidden_state[:, -1:] if keep_last else out.last_hidden_state
+        logits = self.model.lm_head(hidden).float()
+        if self.mask_image_logits:
+            logits[..., self._image_ids.to(logits.device)] = torch.finfo(logits.dtype).min
+        return (logits[:, -1] if keep_last else logits), new_cache
 
     def _prepare(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         if not prompts:
@@ -444,7 +507,39 @@ class ChameleonWorldVLA:
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
             logits, cache = self._step(seq, valid, isolate_from, cache, seq.shape[1] - 1)
-        return HFGeneration(new, [decode_actions(t, self.ids) for t in new])
+        decoded = [self.ids.actions.decode_chunk(t) for t in new]
+        return HFGeneration(new, [d[0] for d in decoded], [d[1] for d in decoded],
+                            [list(p) for p in prompts])
+
+    @torch.no_grad()
+    def generate_images(self, prompts: Sequence[Sequence[int]], h: int, w: int) -> torch.Tensor:
+        """Greedy, cached, batched: one (h, w) code grid per prompt, the layout forced.
+
+        The begin, grid, new-line and end tokens are written, not sampled; each code slot
+        takes the most likely image code. Returns (B, h, w) long codes.
+        """
+        layout = image_tokens(torch.zeros((h, w), dtype=torch.long), self.ids)
+        # after begin and two grid tokens, row r holds w codes then the new-line token
+        slots = [3 + r * (w + 1) + c for r in range(h) for c in range(w)]
+        seq, valid = self._prepare(prompts)
+        b = seq.shape[0]
+        image_ids = self._image_ids.to(seq.device)
+        codes = torch.zeros((b, h * w), dtype=torch.long)
+        logits, cache = self._step(seq, valid, None, None, 0)
+        slot_index = {pos: k for k, pos in enumerate(slots)}
+        for pos, forced in enumerate(layout[:-1]):
+            if pos in slot_index:
+                bpe = image_ids[logits[:, image_ids].argmax(-1)]
+                codes[:, slot_index[pos]] = torch.tensor(
+                    [self.ids.bpe2img[int(t)] for t in bpe], dtype=torch.long)
+                token = bpe
+            else:
+                token = torch.full((b,), forced, dtype=torch.long, device=seq.device)
+            seq = torch.cat([seq, token[:, None]], 1)
+            valid = torch.cat([valid, torch.ones((b, 1), dtype=torch.bool, device=seq.device)], 1)
+            if pos < len(layout) - 2:
+                logits, cache = self._step(seq, valid, None, cache, seq.shape[1] - 1)
+        return codes.reshape(b, h, w)
 
     @torch.no_grad()
     def teacher_forced_logits(self, prompts: Sequence[Sequence[int]],
@@ -473,16 +568,22 @@ class ChameleonWorldVLA:
             out.append(logits)
         return torch.stack(out, 1)
 
-    def predict(self, instructions: Sequence[str], prev_images: np.ndarray,
+    def predict(self, instructions: Sequence[str], prev_images: Sequence[np.ndarray | None],
                 cur_images: np.ndarray, *, max_new_tokens: int = MAX_NEW_TOKENS,
                 action_mask: bool = True) -> HFGeneration:
-        """Action chunks for a batch: instructions (B,), uint8 frames (B, H, W, 3) each."""
-        codes = self.encode_images(np.concatenate([np.asarray(prev_images),
-                                                   np.asarray(cur_images)]))
+        """Action chunks for a batch: instructions (B,), uint8 frames (H, W, 3) each; a
+        previous frame None (first query of an episode) leaves it out of that prompt."""
         b = len(instructions)
-        if codes.shape[0] != 2 * b:
-            raise ValueError("one previous and one current frame per instruction")
-        prompts = [self.action_prompt(instructions[i], codes[i], codes[b + i]) for i in range(b)]
+        if len(prev_images) != b or len(cur_images) != b:
+            raise ValueError("one previous (or None) and one current frame per instruction")
+        have = [i for i in range(b) if prev_images[i] is not None]
+        frames = [np.asarray(cur_images[i]) for i in range(b)]
+        frames += [np.asarray(prev_images[i]) for i in have]
+        codes = self.encode_images(np.stack(frames))
+        prev_codes: list[Any] = [None] * b
+        for k, i in enumerate(have):
+            prev_codes[i] = codes[b + k]
+        prompts = [self.action_prompt(instructions[i], prev_codes[i], codes[i]) for i in range(b)]
         return self.generate(prompts, max_new_tokens=max_new_tokens, action_mask=action_mask)
 
 
@@ -523,12 +624,8 @@ def load_text_tokenizer(checkpoint_dir: Path, tokenizer_dir: Path,
     raise FileNotFoundError(f"no text tokenizer among {[str(c) for c in candidates]}")
 
 
-def vq_config_from_yaml(path: Path) -> dict[str, Any]:
-    """`ChameleonVQVAEConfig` kwargs from Chameleon's original `vqgan.yaml`."""
-    import yaml
-
-    with open(path) as f:
-        params = yaml.safe_load(f)["model"]["params"]
+def vq_config_from_params(params: dict[str, Any]) -> dict[str, Any]:
+    """`ChameleonVQVAEConfig` kwargs from the model params of Chameleon's `vqgan.yaml`."""
     dd = params.get("ddconfig", {})
     return {
         "embed_dim": params["embed_dim"],
@@ -545,30 +642,48 @@ def vq_config_from_yaml(path: Path) -> dict[str, Any]:
     }
 
 
-def load_vqgan(tokenizer_dir: Path, device: str = "cpu",
-               trust_pickle: bool = False) -> ChameleonVQVAE:
-    """Chameleon's VQ-GAN encoder from `vqgan.yaml` + `vqgan.ckpt` (original format; the
-    decoder and loss weights are dropped, as transformers' conversion does)."""
-    from transformers import ChameleonVQVAE, ChameleonVQVAEConfig
+def read_vqgan(tokenizer_dir: Path, trust_pickle: bool = False
+               ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """`vqgan.yaml`'s model params and `vqgan.ckpt`'s state dict (original Chameleon format)."""
+    import yaml
 
     yaml_path, ckpt_path = tokenizer_dir / "vqgan.yaml", tokenizer_dir / "vqgan.ckpt"
     for p in (yaml_path, ckpt_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} missing: tokenizer_dir must be the 'chameleon/tokenizer' "
                                     f"folder of the release")
-    vq = ChameleonVQVAE(ChameleonVQVAEConfig(**vq_config_from_yaml(yaml_path)))
+    with open(yaml_path) as f:
+        params = yaml.safe_load(f)["model"]["params"]
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as error:  # noqa: BLE001 - unpickling errors have many types
         raise RuntimeError(f"cannot load {ckpt_path} with weights_only=True ({error}); if you "
                            f"trust the file, pass trust_pickle=True") from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+    return params, state
+
+
+def load_vqgan(tokenizer_dir: Path, device: str = "cpu", trust_pickle: bool = False,
+               decoder: bool = False) -> tuple[ChameleonVQVAE, Any]:
+    """Chameleon's VQ-GAN encoder from `vqgan.yaml` + `vqgan.ckpt` (the decoder and loss
+    weights are dropped, as transformers' conversion does) and, with `decoder`, its decoder
+    (`vqgan_decoder.VQGANDecoder`; else None)."""
+    from transformers import ChameleonVQVAE, ChameleonVQVAEConfig
+
+    params, state = read_vqgan(tokenizer_dir, trust_pickle)
+    vq = ChameleonVQVAE(ChameleonVQVAEConfig(**vq_config_from_params(params)))
     own = vq.state_dict()
     missing = sorted(set(own) - set(state))
     if missing:
-        raise KeyError(f"{ckpt_path} lacks VQ-GAN weights {missing[:5]} (of {len(missing)})")
+        raise KeyError(f"{tokenizer_dir / 'vqgan.ckpt'} lacks VQ-GAN weights {missing[:5]} "
+                       f"(of {len(missing)})")
     vq.load_state_dict({k: state[k] for k in own})
-    return vq.to(device).eval()
+    dec = None
+    if decoder:
+        from worldvla_bench.integrations.worldvla.vqgan_decoder import decoder_from_state
+
+        dec = decoder_from_state(params["ddconfig"], state).to(device)
+    return vq.to(device).eval(), dec
 
 
 def load_released(
@@ -581,6 +696,8 @@ def load_released(
     vocab_names: ReleasedVocab | None = None,
     text_tokenizer_file: str | Path | None = None,
     trust_pickle: bool = False,
+    decoder: bool = False,
+    mask_image_logits: bool = False,
 ) -> ChameleonWorldVLA:
     """Load a released checkpoint directory and the VQ-GAN folder, both local, offline.
 
@@ -588,7 +705,8 @@ def load_released(
     otherwise). `dtype` defaults to bfloat16 on CUDA, float32 on CPU (the VQ-GAN stays float32).
     The config's `vocabulary_map` is filled from the text tokenizer when the checkpoint lacks it.
     Transformer weights missing from the checkpoint raise (the VQ model inside the checkpoint
-    is never used and may be absent).
+    is never used and may be absent). `decoder` also loads the VQ-GAN decoder (world model);
+    `mask_image_logits` suppresses image codes in action decoding (the official eval does not).
     """
     check_attn_implementation(attn_implementation)
     ckpt, tok_dir = _local_dir(checkpoint_dir, "checkpoint_dir"), _local_dir(tokenizer_dir,
@@ -618,7 +736,8 @@ def load_released(
                       f"(of {len(unexpected)})", stacklevel=2)
     check_attn_implementation(model.config._attn_implementation)
     model = model.to(device)
-    vq = load_vqgan(tok_dir, device, trust_pickle)
+    vq, dec = load_vqgan(tok_dir, device, trust_pickle, decoder=decoder)
     ids = TokenIds.from_vocab(config.vocabulary_map, config.vocab_size, vocab_names)
-    return ChameleonWorldVLA(model, vq, text_tokenizer, ids)
+    return ChameleonWorldVLA(model, vq, text_tokenizer, ids, decoder=dec,
+                             mask_image_logits=mask_image_logits)
 

@@ -6,14 +6,20 @@ folder with `transformers`' Chameleon classes (extra `hf`; see
 
 WorldVLA's LIBERO eval (profile `worldvla`): prompt "What action should the robot take to
 {instruction}?" with the third-person camera's previous and current frames (upright, as our env
-renders them; resized to `resolution`), greedy decoding of action blocks until end of turn (cap
-300 new tokens) with the action attention mask, every decoded action executed open loop, the
-gripper as decoded. The engine applies the profile (`observation_pipeline`): it renders the
-step before the last of each chunk too, so `agentview_history` holds the previous env step's
-frame, resized to `resolution` (`image_size`) as the current one; at the first call the current
-frame is used twice. A generation without any
-well-formed block gives a safe chunk (one step of zero motion, gripper kept), counted in
-`stats['fallbacks']`.
+renders them; resized to `resolution`, a no-op for frames rendered at it, as the official eval
+does), greedy decoding of action blocks until end of turn (cap 12 * 25 = 300 new tokens) with
+the action attention mask, every decoded block executed open loop, the gripper as decoded. The
+engine applies the profile (`observation_pipeline`): it renders the step before the last of each
+chunk too, so `agentview_history` holds the previous env step's frame, resized to `resolution`
+(`image_size`) as the current one; at the first call of an episode it is empty and the prompt
+holds the current frame only (the official history is empty then).
+
+Blocks are read as the official eval reads them (`ActionTokenizer.decode_chunk`): the blocks
+before the first one it cannot execute. Where the official eval would end the episode (such a
+block, or no block at all) the chunk is cut there and counted in `stats['broken']`; an empty
+chunk becomes a safe one (one step of zero motion, gripper kept), counted in
+`stats['fallbacks']`. ``end_on_broken=True`` ends the episode there instead, as the official
+eval does (the policy raises `PolicyOutputError`, so the episode is recorded as an error).
 
 Loaded models are shared by the policy instances of one process with the same checkpoint and
 settings (`share_model=True`, the default): the policy server builds one instance per
@@ -35,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldvla_bench.errors import PolicyOutputError
 from worldvla_bench.integrations.worldvla.chameleon_adapter import (
     INSTRUCTION_SOURCES,
     MAX_NEW_TOKENS,
@@ -61,6 +68,7 @@ class WorldVLAHFPolicy(Policy):
     (flash attention is refused: it would drop the action mask). `dtype` defaults to bfloat16 on
     CUDA, float32 on CPU. `max_blocks` (None = all) truncates the decoded chunk.
     `share_model` reuses the model another instance of this process loaded with the same settings.
+    `end_on_broken` ends the episode where the official eval would (module docstring).
     """
 
     cameras = ("agentview",)
@@ -82,6 +90,7 @@ class WorldVLAHFPolicy(Policy):
         num_threads: int | None = None,
         trust_pickle: bool = False,
         share_model: bool = True,
+        end_on_broken: bool = False,
     ) -> None:
         if int(resolution) not in RESOLUTIONS:
             raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
@@ -115,9 +124,11 @@ class WorldVLAHFPolicy(Policy):
         self.previous_frame = previous_frame
         self.max_new_tokens = int(max_new_tokens)
         self.max_blocks = None if max_blocks is None else int(max_blocks)
+        self.end_on_broken = bool(end_on_broken)
         self.stats: dict[str, float] = {"calls": 0, "chunks": 0, "fallbacks": 0, "blocks": 0,
-                                        "decode_s": 0.0}
+                                        "broken": 0, "decode_s": 0.0}
         self.last_tokens: list[int] = []
+        self.last_prompt: list[int] = []
         self._warned_no_task = False
         self.reset(None)
 
@@ -125,6 +136,7 @@ class WorldVLAHFPolicy(Policy):
     def reset(self, context: EpisodeContext | None) -> None:
         self._context = context
         self._gripper = OPEN_GRIPPER
+        self._broken = False
         self.episode_fallbacks = 0
 
     def prompt_instruction(self, observation: dict[str, Any] | None = None) -> str:
@@ -149,15 +161,25 @@ class WorldVLAHFPolicy(Policy):
         self.stats["calls"] += 1
         frame = observation[f"{self.camera}_image"]
         history = observation.get(f"{self.camera}_history", ())
-        prev = history[-1] if len(history) else frame
+        # no previous frame at the first query of an episode (the official history is empty)
+        prev = history[-1] if len(history) else None
+        if self._broken and self.end_on_broken:
+            raise PolicyOutputError("the official eval ends the episode here: a generated "
+                                    "action block it cannot execute (or none)")
         t0 = time.perf_counter()
-        out = self.adapter.predict([self.prompt_instruction(observation)], prev[None],
+        out = self.adapter.predict([self.prompt_instruction(observation)], [prev],
                                    frame[None], max_new_tokens=self.max_new_tokens,
                                    action_mask=self.action_mask)
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["chunks"] += 1
-        self.last_tokens = out.tokens[0]
+        self.last_tokens, self.last_prompt = out.tokens[0], out.prompts[0]
         chunk = out.actions[0][: self.max_blocks] if self.max_blocks else out.actions[0]
+        if out.broken[0] and (self.max_blocks is None or len(chunk) < self.max_blocks):
+            self.stats["broken"] += 1
+            self._broken = True
+            if self.end_on_broken and not len(chunk):
+                raise PolicyOutputError("the official eval ends the episode here: no "
+                                        "executable action block was generated")
         if not len(chunk) or not np.all(np.isfinite(chunk)):
             self.stats["fallbacks"] += 1
             self.episode_fallbacks += 1
