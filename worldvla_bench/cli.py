@@ -175,7 +175,7 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
         if column in shown:
             # round first: a rounding residue such as -1e-9 would print as "-0.0"
             shown[column] = shown[column].map(
-                lambda v, d=digits: "" if v != v else f"{round(v, d) + 0.0:.{d}f}")
+                lambda v, d=digits: "" if v is None or v != v else f"{round(v, d) + 0.0:.{d}f}")
     text = (f"# World model `{args.model}` on `{args.data}` ({args.view} view), protocol "
             f"`{args.protocol}`\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n\n"
             f"fvd_n = clips per set; fvd_gt_split = FVD between two halves of the ground truth "
