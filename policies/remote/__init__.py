@@ -43,7 +43,6 @@ one-line error from the server (a bad request) is not retried: it ends the episo
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from typing import Any
 
@@ -51,7 +50,7 @@ import numpy as np
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.policy import EpisodeContext, Policy
-from worldvla_bench.serving import RESET_KEY, pack, to_openpi, unpack
+from worldvla_bench.serving import RESET_KEY, open_websocket, pack, to_openpi, unpack
 
 from .vla_eval_client import VlaEvalClient
 
@@ -241,19 +240,7 @@ class RemotePolicy(Policy):
         return unpack(reply)
 
     def _connect_and_restore(self) -> None:
-        from websockets.sync.client import connect
-
-        options: dict[str, Any] = {
-            "compression": None,
-            "max_size": None,
-            "open_timeout": self.timeout_s,
-        }
-        parameters = inspect.signature(connect).parameters
-        if "proxy" in parameters:
-            options["proxy"] = None  # websockets >= 15 would honour $http_proxy: go direct
-        if "legacy" in parameters:
-            options["legacy"] = True  # websockets >= 17: a plain connection, not a context
-        ws = connect(self.uri, **options)
+        ws = open_websocket(self.uri, self.timeout_s)
         try:
             first = ws.recv(timeout=self.timeout_s)
             if isinstance(first, str):

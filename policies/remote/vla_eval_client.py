@@ -30,7 +30,6 @@ then the request again; a server's `error` message ends the episode with its one
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import time
 from typing import Any
@@ -39,6 +38,7 @@ import numpy as np
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.policy import EpisodeContext
+from worldvla_bench.serving import open_websocket
 from worldvla_bench.serving.vla_eval_specs import ActionConversion, UnsupportedActionSpec
 from worldvla_bench.serving.vla_eval_wire import (
     WireError,
@@ -219,19 +219,7 @@ class VlaEvalClient:
         )
 
     def _connect_and_restore(self) -> None:
-        from websockets.sync.client import connect
-
-        options: dict[str, Any] = {
-            "compression": None,
-            "max_size": None,
-            "open_timeout": self.timeout_s,
-        }
-        parameters = inspect.signature(connect).parameters
-        if "proxy" in parameters:
-            options["proxy"] = None  # websockets >= 15 would honour $http_proxy: go direct
-        if "legacy" in parameters:
-            options["legacy"] = True  # websockets >= 17: a plain connection, not a context
-        self._ws = connect(self.uri, **options)
+        self._ws = open_websocket(self.uri, self.timeout_s)
         try:
             self._send("hello", hello_payload(benchmark="worldvla_bench"))
             reply = self._recv()

@@ -148,3 +148,20 @@ def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
     top, left = (height - new_height) // 2, (width - new_width) // 2
     out[top : top + new_height, left : left + new_width] = resized
     return out
+
+
+def open_websocket(uri: str, open_timeout_s: float) -> Any:
+    """A synchronous websocket client connection to a policy server, as both our clients open
+    it: no compression, no message size limit, never through an $http_proxy."""
+    import inspect
+
+    from websockets.sync.client import connect
+
+    options: dict[str, Any] = {"compression": None, "max_size": None,
+                               "open_timeout": open_timeout_s}
+    parameters = inspect.signature(connect).parameters
+    if "proxy" in parameters:
+        options["proxy"] = None  # websockets >= 15 would honour $http_proxy: go direct
+    if "legacy" in parameters:
+        options["legacy"] = True  # websockets >= 17: a plain connection, not a context
+    return connect(uri, **options)

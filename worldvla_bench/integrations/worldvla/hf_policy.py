@@ -50,11 +50,10 @@ from worldvla_bench.integrations.worldvla.chameleon_adapter import (
     instruction_from_task_name,
     load_released,
 )
+from worldvla_bench.integrations.worldvla.policy import PREVIOUS_FRAME
 from worldvla_bench.policy import EpisodeContext, Policy
 
 RESOLUTIONS = (256, 512)
-#: `previous_frame` -> the observation profile that delivers it
-PREVIOUS_FRAME = {"env_step": "worldvla", "policy_call": "worldvla_policy_call"}
 OPEN_GRIPPER = -1.0
 _SHARED: dict[tuple[Any, ...], ChameleonWorldVLA] = {}
 
