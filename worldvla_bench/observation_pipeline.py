@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from worldvla_bench.observation_profiles import (
+    GRIPPER_AS_DECODED,
     ObservationProfile,
     get_profile,
     gripper_to_env,
@@ -49,6 +50,9 @@ class ObservationPipeline:
         self.cameras = tuple(cameras)
         self.image_size = None if image_size is None else int(image_size)
         self.previous = max(0, self.profile.history - 1)
+        #: whether the profile changes the gripper value the policy emits
+        self.maps_gripper = (self.profile.gripper != GRIPPER_AS_DECODED
+                             or self.profile.binarize_gripper)
         # the latest prepared frames per camera, the current one last
         self._frames: dict[str, deque[np.ndarray]] = {
             camera: deque(maxlen=self.previous + 1) for camera in self.cameras}
@@ -59,7 +63,7 @@ class ObservationPipeline:
         """True when the profile changes nothing (no crop, resize, history or gripper mapping)."""
         p = self.profile
         return (p.image_size is None and self.image_size is None and p.center_crop_scale is None
-                and self.previous == 0 and p.gripper == "as_decoded" and not p.binarize_gripper)
+                and self.previous == 0 and not self.maps_gripper)
 
     def render_steps(self, chunk_len: int) -> frozenset[int]:
         """Indices in a chunk of `chunk_len` actions after which the policy's cameras render."""
@@ -102,9 +106,7 @@ class ObservationPipeline:
 
     def to_env(self, chunk: np.ndarray) -> np.ndarray:
         """The policy's chunk (K, 7) in the env's gripper convention."""
-        if self.profile.gripper == "as_decoded" and not self.profile.binarize_gripper:
-            return chunk
-        return gripper_to_env(chunk, self.profile)
+        return gripper_to_env(chunk, self.profile) if self.maps_gripper else chunk
 
     def _push(self, observation: dict[str, Any]) -> None:
         for camera in self.cameras:
