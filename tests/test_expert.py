@@ -222,3 +222,61 @@ def test_two_objects_on_one_region_get_side_by_side_slots():
     assert xy2[0] - xy1[0] > 0.08 and abs(xy1[0] + 0.05) < 0.075 and abs(xy2[0] + 0.05) < 0.075
     ctx.state["goal"] = ctx.state["goal"][:1]  # alone: the centre
     assert np.allclose(skills.place_target(ctx, "pot_1", "cook_region", "on")[0], [-0.05, -0.2])
+
+
+def _actions(policy: ExpertPolicy, state: dict, seed: int, calls: int = 40) -> np.ndarray:
+    """(calls, 7) actions of `policy` fed the same privileged state `calls` times."""
+    policy.reset(EpisodeContext(suite="libero_goal", task_id=3, task_name="t", instruction="i",
+                                trial=0, seed=seed, max_steps=300))
+    return np.concatenate([policy.act({"privileged": state}) for _ in range(calls)])
+
+
+def test_expert_action_noise_is_gaussian_on_the_arm_and_a_function_of_the_episode_seed(
+        goal_drawer_state):
+    clean = _actions(ExpertPolicy(), goal_drawer_state, seed=5)
+    noisy = _actions(ExpertPolicy(action_noise=0.3), goal_drawer_state, seed=5)
+    again = _actions(ExpertPolicy(action_noise=0.3), goal_drawer_state, seed=5)
+    other = _actions(ExpertPolicy(action_noise=0.3), goal_drawer_state, seed=6)
+    np.testing.assert_array_equal(noisy, again)  # same seed: the same episode
+    assert not np.allclose(noisy[:, :6], other[:, :6])
+    np.testing.assert_array_equal(noisy[:, 6], clean[:, 6])  # the gripper is not noised
+    # the documented rule: one normal(0, std, 6) draw per call from default_rng(seed), clipped
+    rng = np.random.default_rng(5)
+    expected = np.clip(clean[:, :6] + np.stack([rng.normal(0, 0.3, 6) for _ in clean]), -1, 1)
+    np.testing.assert_allclose(noisy[:, :6], expected, rtol=0, atol=1e-12)
+    assert np.all(np.abs(noisy) <= 1.0)
+
+
+class _ScriptedPlan(ExpertPolicy):
+    """The expert with its planner replaced by a fixed sequence of planned actions."""
+
+    def __init__(self, planned: np.ndarray, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.planned = planned
+        self.calls = 0
+
+    def _plan_action(self, observation: dict) -> np.ndarray:
+        self.calls += 1
+        return self.planned[self.calls - 1][None, :].copy()
+
+
+def test_expert_gripper_delay_lags_the_gripper_command_and_starts_open():
+    planned = np.random.default_rng(0).uniform(-0.5, 0.5, (12, 7))
+    planned[:, 6] = [1, 1, -1, 1, -1, -1, 1, 1, 1, -1, 1, -1]  # close, open, ... as planned
+    late = _actions(_ScriptedPlan(planned, gripper_delay=3), {}, seed=5, calls=12)
+    np.testing.assert_array_equal(late[:3, 6], -1.0)  # the hand starts open
+    np.testing.assert_array_equal(late[3:, 6], planned[:-3, 6])
+    np.testing.assert_array_equal(late[:, :6], planned[:, :6])  # the arm is not delayed
+    policy = _ScriptedPlan(planned, gripper_delay=3)
+    _actions(policy, {}, seed=5, calls=12)
+    policy.calls = 0
+    np.testing.assert_array_equal(_actions(policy, {}, seed=5, calls=12), late)  # reset: anew
+
+
+def test_expert_rejects_negative_noise_and_delay():
+    from worldvla_bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="action_noise"):
+        ExpertPolicy(action_noise=-0.1)
+    with pytest.raises(BenchError, match="gripper_delay"):
+        ExpertPolicy(gripper_delay=-1)

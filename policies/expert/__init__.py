@@ -3,10 +3,21 @@
 It reads `obs['privileged']` (see `worldvla_bench.envs.privileged`), plans the goal into skills
 (`planner`) and runs them closed loop (`skills`), one (1, 7) action per call, the same actions
 a learned policy emits. It never calls the success check.
+
+Two arguments make it a worse policy on purpose, so that failures happen near the goal (the
+success judge of `worldvla_bench.worldmodel.judge` trains on them):
+- `action_noise` (std, in action units): Gaussian noise added to the six arm dimensions of every
+  action it emits, then clipped to [-1, 1]. The noise generator is
+  `numpy.random.default_rng(context.seed)`, reseeded at every `reset`, one
+  `normal(0, action_noise, 6)` draw per call: an episode's noise is a pure function of its seed.
+  The planner does not see the noise it adds (it tracks its own commands), only its effect.
+- `gripper_delay` (steps): the gripper command it emits lags the one it means by that many
+  steps; the first `gripper_delay` steps of an episode emit "open" (-1), as the hand starts.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -25,8 +36,17 @@ class ExpertPolicy(Policy):
     requires_privileged_state = True
     cameras = ()  # reads no image: nothing is rendered for it
 
-    def __init__(self, verbose: bool = False) -> None:
+    def __init__(self, verbose: bool = False, action_noise: float = 0.0,
+                 gripper_delay: int = 0) -> None:
         self.verbose = bool(verbose)
+        self.action_noise = float(action_noise)
+        self.gripper_delay = int(gripper_delay)
+        if not np.isfinite(self.action_noise) or self.action_noise < 0:
+            raise BenchError(f"action_noise must be a finite std >= 0, got {action_noise!r}")
+        if self.gripper_delay < 0:
+            raise BenchError(f"gripper_delay must be >= 0 steps, got {gripper_delay!r}")
+        self._rng = np.random.default_rng(0)
+        self._gripper_queue: deque[float] = deque()
         self._reset_plan()
 
     def _reset_plan(self) -> None:
@@ -38,8 +58,26 @@ class ExpertPolicy(Policy):
 
     def reset(self, context: EpisodeContext | None = None) -> None:
         self._reset_plan()
+        self._rng = np.random.default_rng(context.seed if context is not None else 0)
+        self._gripper_queue = deque([skills.OPEN] * self.gripper_delay)
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
+        return self._degrade(self._plan_action(observation))
+
+    def _degrade(self, action: np.ndarray) -> np.ndarray:
+        """The planned (1, 7) action with `action_noise` and `gripper_delay` applied."""
+        if self.action_noise == 0.0 and self.gripper_delay == 0:
+            return action
+        out = action.copy()
+        if self.action_noise > 0.0:
+            noise = self._rng.normal(0.0, self.action_noise, size=6)
+            out[0, :6] = np.clip(out[0, :6] + noise, -1.0, 1.0)
+        if self.gripper_delay > 0:
+            self._gripper_queue.append(float(action[0, 6]))
+            out[0, 6] = self._gripper_queue.popleft()
+        return out
+
+    def _plan_action(self, observation: dict[str, Any]) -> np.ndarray:
         state = observation.get("privileged")
         if state is None:
             raise BenchError("the expert needs obs['privileged'] (requires_privileged_state)")
