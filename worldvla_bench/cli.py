@@ -247,6 +247,9 @@ COMMANDS: Registry[Command] = Registry("command", group="worldvla_bench.commands
 COMMANDS.register("serve-policy", Command(
     help="serve a policy over websocket + msgpack (openpi or vla-eval protocol)",
     add_parser="worldvla_bench.serving.serve_cli:add_serve_parser"))
+COMMANDS.register("train-judge", Command(
+    help="train the success judge (a small CNN) on frames of recorded runs",
+    add_parser="worldvla_bench.worldmodel.judge_cli:add_train_judge_parser"))
 
 
 def _add_registered_commands(sub, argv: list[str] | None) -> None:

@@ -1,0 +1,110 @@
+"""`worldvla-bench train-judge`: train the success judge on recorded runs, print its table.
+
+    worldvla-bench train-judge --runs judge/goal_expert judge/goal_random --out judge.pt
+
+Writes the checkpoint (`load_judge(path)`: weights, tasks, held-out metrics, provenance) and its
+held-out metrics as `<out stem>_metrics.md` and `.csv` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from worldvla_bench.errors import BenchError
+
+
+def _tasks(text: str | None) -> set[str | int] | None:
+    """'1,4' (ids of any suite) or 'libero_goal/1,libero_goal/4' (keys); None: all."""
+    if not text:
+        return None
+    chosen: set[str | int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if "/" in part:
+            chosen.add(part)
+        elif part.isdigit():
+            chosen.add(int(part))
+        else:
+            raise BenchError(f"bad task {part!r} in --tasks: use ids ('1,4') or 'suite/id'")
+    return chosen
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The held-out metrics as a markdown table (3 decimals; n/a where undefined)."""
+    import pandas as pd
+
+    columns = ["scope", "task", "episodes", "n", "positives", "majority_rate", "accuracy",
+               "balanced_accuracy", "precision", "recall", "ece", "brier"]
+    table = pd.DataFrame(rows)[columns]
+    for column in columns[5:]:
+        table[column] = table[column].map(lambda v: "n/a" if v != v else f"{v:.3f}")
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
+def cmd_train_judge(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from worldvla_bench.cli import _existing_run_path
+    from worldvla_bench.worldmodel.judge import ECE_BINS, TrainConfig, train_judge
+    from worldvla_bench.worldmodel.judge_data import read_labelled_runs, run_policy
+
+    runs = [_existing_run_path(name) for name in args.runs]
+    out = Path(args.out)
+    if out.suffix != ".pt":
+        raise BenchError(f"--out must end in .pt, got {out}")
+    data = read_labelled_runs(runs, _tasks(args.tasks), every=args.every,
+                              hold_steps=args.hold_steps, progress=not args.no_progress)
+    print(f"{len(data)} frames ({int(data.labels.sum())} successes, {int(data.hold.sum())} hold "
+          f"frames) of {len(set(data.episode))} episodes, tasks {sorted(set(data.task))}")
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         image_size=args.image_size, held_out=args.held_out, seed=args.seed)
+    provenance = {"runs": {str(r): run_policy(r) for r in runs}, "every": args.every,
+                  "hold_steps": args.hold_steps, "tasks": args.tasks or "all"}
+    judge, rows = train_judge(data, config, progress=not args.no_progress, provenance=provenance)
+    judge.save(out)
+    table = format_table(rows)
+    p = judge.provenance
+    text = (f"# Success judge `{out}`\n\n"
+            f"Held out: {len(p['held_out_episodes'])} episodes ({p['held_out_frames']} frames), "
+            f"split by episode; trained on {p['train_episodes']} episodes ({p['train_frames']} "
+            f"frames, {p['train_positives']} successes), {config.epochs} epochs, "
+            f"{p['parameters']} parameters, {config.image_size} px, {p['train_seconds']} s.\n\n"
+            f"{table}\n\n"
+            f"scope: frames = every held-out frame (hold frames included); recorded = the "
+            f"recorded episodes' frames only; final = each episode's last recorded frame, "
+            f"labelled by its outcome. Threshold 0.5; majority_rate = accuracy of always "
+            f"answering the commoner label; ECE over {ECE_BINS} equal-width bins.\n")
+    stem = out.with_suffix("")
+    Path(f"{stem}_metrics.md").write_text(text, encoding="utf-8")
+    pd.DataFrame(rows).to_csv(f"{stem}_metrics.csv", index=False)
+    print(text)
+    print(judge.error_line())
+    print(f"written: {out}, {stem}_metrics.md, {stem}_metrics.csv")
+    return 0
+
+
+def add_train_judge_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `train-judge --runs RUN [RUN ...] --out PATH.pt [...]`."""
+    tj = subparsers.add_parser(
+        "train-judge", help="train the success judge (a small CNN) on frames of recorded runs")
+    tj.add_argument("--runs", nargs="+", required=True,
+                    help="runs recorded with `eval --save-frames` (names under results/, or paths)")
+    tj.add_argument("--out", required=True, help="checkpoint path, ending in .pt")
+    tj.add_argument("--tasks", default=None, help="task ids '1,4' or 'suite/id,...' (default: all)")
+    tj.add_argument("--epochs", type=int, default=20)
+    tj.add_argument("--batch-size", type=int, default=64)
+    tj.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one cycle)")
+    tj.add_argument("--image-size", type=int, default=64,
+                    help="px the judge reads (a multiple of 16)")
+    tj.add_argument("--every", type=int, default=1,
+                    help="keep every n-th frame of an episode (positives and last frames always)")
+    tj.add_argument("--hold-steps", type=int, default=20,
+                    help="hold frames after each success, labelled by the simulator (0: none; "
+                         "cached in <run>/judge_hold/)")
+    tj.add_argument("--held-out", type=float, default=0.25, help="share of episodes held out")
+    tj.add_argument("--seed", type=int, default=0)
+    tj.add_argument("--no-progress", action="store_true")
+    tj.set_defaults(func=cmd_train_judge)
+    return tj
