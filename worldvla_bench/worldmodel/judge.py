@@ -50,8 +50,9 @@ CHECKPOINT_FORMAT = "worldvla-bench-success-judge/1"
 
 
 class JudgeNet(nn.Module):
-    """Trunk: 4 conv3x3 stride 2 (16, 32, 64, 64 channels, ReLU), flatten, linear to `width`,
-    ReLU; then one logit per task. Input (N, 3, S, S) in [-0.5, 0.5], S divisible by 16."""
+    """Trunk: 4 conv3x3 stride 2 (16, 32, 64, 64 channels, batch norm, ReLU), flatten, linear to
+    `width`, ReLU, dropout 0.2; then one logit per task. Input (N, 3, S, S) in [-0.5, 0.5],
+    S a multiple of 16."""
 
     def __init__(self, n_tasks: int, image_size: int = DEFAULT_IMAGE_SIZE, width: int = 64,
                  channels: Sequence[int] = (16, 32, 64, 64)) -> None:
@@ -61,7 +62,8 @@ class JudgeNet(nn.Module):
         layers: list[nn.Module] = []
         previous = 3
         for c in channels:
-            layers += [nn.Conv2d(previous, c, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(previous, c, 3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
             previous = c
         side = image_size // 2 ** len(channels)
         self.trunk = nn.Sequential(*layers, nn.Flatten(), nn.Linear(previous * side * side, width),
@@ -261,7 +263,7 @@ class TrainConfig:
 
     epochs: int = 20
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     image_size: int = DEFAULT_IMAGE_SIZE
     held_out: float = 0.25
@@ -293,6 +295,9 @@ def train_judge(data: LabelledFrames, config: TrainConfig | None = None,
     generator = torch.Generator().manual_seed(config.seed)
     train_mask, test_mask = split_episodes(data, config.held_out, config.seed)
     train, test = data.subset(train_mask), data.subset(test_mask)
+    if not len(test):
+        raise BenchError("no episode held out: record at least two episodes of a task and policy "
+                         "(the judge's error must be measured on episodes it never saw)")
     if not train.labels.any():
         raise BenchError("no successful frame in the training split: record successful episodes "
                          "(e.g. the expert) or add hold frames")
@@ -331,12 +336,12 @@ def train_judge(data: LabelledFrames, config: TrainConfig | None = None,
             loss.backward()
             optimiser.step()
             scheduler.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         bar.set_postfix(loss=f"{total / n:.4f}")
         bar.update()
     bar.close()
     judge = SuccessJudge(net.eval(), tasks, config.image_size)
-    rows = metrics_table(judge, test) if len(test) else []
+    rows = metrics_table(judge, test)
     judge.metrics = {row["scope"]: {k: v for k, v in row.items()} for row in rows
                      if row["task"] == "all" and row["scope"] in ("frames", "final")}
     judge.metrics["table"] = rows

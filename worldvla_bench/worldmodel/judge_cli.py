@@ -50,6 +50,10 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     from worldvla_bench.worldmodel.judge import ECE_BINS, TrainConfig, train_judge
     from worldvla_bench.worldmodel.judge_data import read_labelled_runs, run_policy
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # on a shared machine 1 can be faster than 2
     runs = [_existing_run_path(name) for name in args.runs]
     out = Path(args.out)
     if out.suffix != ".pt":
@@ -57,7 +61,7 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     data = read_labelled_runs(runs, _tasks(args.tasks), every=args.every,
                               hold_steps=args.hold_steps, progress=not args.no_progress)
     print(f"{len(data)} frames ({int(data.labels.sum())} successes, {int(data.hold.sum())} hold "
-          f"frames) of {len(set(data.episode))} episodes, tasks {sorted(set(data.task))}")
+          f"frames) of {len(set(data.episode))} episodes, tasks {sorted(map(str, set(data.task)))}")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          image_size=args.image_size, held_out=args.held_out, seed=args.seed)
     provenance = {"runs": {str(r): run_policy(r) for r in runs}, "every": args.every,
@@ -95,7 +99,7 @@ def add_train_judge_parser(subparsers: Any) -> argparse.ArgumentParser:
     tj.add_argument("--tasks", default=None, help="task ids '1,4' or 'suite/id,...' (default: all)")
     tj.add_argument("--epochs", type=int, default=20)
     tj.add_argument("--batch-size", type=int, default=64)
-    tj.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one cycle)")
+    tj.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (one cycle)")
     tj.add_argument("--image-size", type=int, default=64,
                     help="px the judge reads (a multiple of 16)")
     tj.add_argument("--every", type=int, default=1,
@@ -104,7 +108,9 @@ def add_train_judge_parser(subparsers: Any) -> argparse.ArgumentParser:
                     help="hold frames after each success, labelled by the simulator (0: none; "
                          "cached in <run>/judge_hold/)")
     tj.add_argument("--held-out", type=float, default=0.25, help="share of episodes held out")
-    tj.add_argument("--seed", type=int, default=0)
+    tj.add_argument("--seed", type=int, default=0, help="split, initialisation and batches")
+    tj.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
     tj.add_argument("--no-progress", action="store_true")
     tj.set_defaults(func=cmd_train_judge)
     return tj
