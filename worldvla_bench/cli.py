@@ -44,8 +44,17 @@ def _protocol(args: argparse.Namespace):
 
     return Protocol(suite=args.suite, policy=args.policy,
                     policy_kwargs=parse_policy_args(args.policy_arg), seed=args.seed,
-                    image_size=args.image_size, max_steps=args.max_steps,
+                    seeding=args.seeding, image_size=args.image_size, max_steps=args.max_steps,
                     fast_render=getattr(args, "fast_render", False))
+
+
+def _add_seeding(parser: argparse.ArgumentParser) -> None:
+    from worldvla_bench.envs.seeding import DEFAULT_SEEDING, SEEDINGS
+
+    parser.add_argument("--seeding", default=DEFAULT_SEEDING, choices=tuple(SEEDINGS),
+                        help="how scenes are seeded: openvla (env.seed(0) once per task, trials "
+                             "in order, as OpenVLA and WorldVLA; default), openpi (the same with "
+                             "env.seed(7)), hashed (a hashed seed per episode)")
 
 
 def _default_run_name(args: argparse.Namespace) -> str:
@@ -276,6 +285,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--run", default=None, help="run name under results/, or a path")
     ev.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
     ev.add_argument("--seed", type=int, default=7, help="run seed (episode seeds derive from it)")
+    _add_seeding(ev)
     ev.add_argument("--image-size", type=int, default=None, help="camera px (default: suite)")
     ev.add_argument("--max-steps", type=int, default=None, help="step limit (default: suite)")
     ev.add_argument("--video", action="store_true", help="save an mp4 per episode")
@@ -305,6 +315,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     rc.add_argument("--out", default="results/demos", help="output directory")
     rc.add_argument("--workers", type=int, default=None)
     rc.add_argument("--seed", type=int, default=7)
+    _add_seeding(rc)
     rc.add_argument("--image-size", type=int, default=None)
     rc.add_argument("--max-steps", type=int, default=None)
     rc.add_argument("--all-episodes", action="store_true", help="keep failed episodes too")
