@@ -156,3 +156,36 @@ def test_hard_reset_gives_the_same_reference_scenes(reference):
         _assert_same(ours, episodes[2])
     finally:
         env.close()
+
+
+def _old_manifest(run_dir) -> dict:
+    """A manifest written before seedings existed: its config has no `seeding`."""
+    import json
+
+    from worldvla_bench.manifest import build_manifest
+
+    config = Protocol("libero_spatial").resolved(load_suite("libero_spatial")).to_dict()
+    del config["seeding"]
+    manifest = build_manifest(config, load_suite("libero_spatial").to_dict())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_old_manifests_read_as_hashed_for_resume_and_compare(tmp_path):
+    from worldvla_bench.errors import RunDirectoryError
+    from worldvla_bench.manifest import write_or_check_manifest
+    from worldvla_bench.manifest_diff import manifest_differences
+
+    old = _old_manifest(tmp_path / "old")
+    suite = load_suite("libero_spatial")
+    hashed = Protocol("libero_spatial", seeding="hashed").resolved(suite).to_dict()
+    write_or_check_manifest(tmp_path / "old", hashed, suite.to_dict(), {})  # resumes
+    with pytest.raises(RunDirectoryError, match="seeding='hashed', not 'openvla'"):
+        write_or_check_manifest(tmp_path / "old", Protocol("libero_spatial").resolved(suite)
+                                .to_dict(), suite.to_dict(), {})
+    new = {**old, "config": {**old["config"], "seeding": "openvla"}}
+    differences = {d.what: d for d in manifest_differences(old, new)}
+    assert (differences["protocol.seeding"].a, differences["protocol.seeding"].b) == (
+        "hashed", "openvla")
+    assert differences["protocol.seeding"].moves_numbers is True
