@@ -44,8 +44,17 @@ def _protocol(args: argparse.Namespace):
 
     return Protocol(suite=args.suite, policy=args.policy,
                     policy_kwargs=parse_policy_args(args.policy_arg), seed=args.seed,
-                    image_size=args.image_size, max_steps=args.max_steps,
+                    seeding=args.seeding, image_size=args.image_size, max_steps=args.max_steps,
                     fast_render=getattr(args, "fast_render", False))
+
+
+def _add_seeding(parser: argparse.ArgumentParser) -> None:
+    from worldvla_bench.envs.seeding import DEFAULT_SEEDING, SEEDINGS
+
+    parser.add_argument("--seeding", default=DEFAULT_SEEDING, choices=tuple(SEEDINGS),
+                        help="how scenes are seeded: openvla (env.seed(0) once per task, trials "
+                             "in order, as OpenVLA and WorldVLA; default), openpi (the same with "
+                             "env.seed(7)), hashed (a hashed seed per episode)")
 
 
 def _default_run_name(args: argparse.Namespace) -> str:
@@ -96,6 +105,30 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"written: {path}")
     if not paths:
         print("no episode qualified (use --all-episodes to keep failures too)")
+    return 0
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from worldvla_bench.conformance import ConformanceConfig, run_conformance, summary
+
+    config = ConformanceConfig(
+        suite=args.suite, tasks=args.tasks, trials=args.trials,
+        sequences=tuple(s for s in args.sequences.split(",") if s), seeding=args.seeding,
+        image_size=args.image_size, max_steps=args.max_steps, workers=args.workers,
+        out=Path(args.out) if args.out else None, seed=args.seed, state_tol=args.state_tol,
+        pixel_tol=args.pixel_tol, progress=not args.no_progress)
+    table = run_conformance(config)
+    shown = table.assign(state_max_abs_diff=table["state_max_abs_diff"].map("{:.3g}".format),
+                         frames_differing=table["frames_differing"].map("{:.2%}".format))
+    print(shown.to_string(index=False))
+    print()
+    print(summary(table).to_string(index=False))
+    print(f"written: {config.out_dir / 'conformance.csv'}, {config.out_dir / 'conformance.md'}")
+    disagreements = int((~table["agrees"]).sum())
+    if disagreements:
+        print(f"{disagreements} of {len(table)} episodes disagree with the reference loop",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -279,6 +312,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--run", default=None, help="run name under results/, or a path")
     ev.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
     ev.add_argument("--seed", type=int, default=7, help="run seed (episode seeds derive from it)")
+    _add_seeding(ev)
     ev.add_argument("--image-size", type=int, default=None, help="camera px (default: suite)")
     ev.add_argument("--max-steps", type=int, default=None, help="step limit (default: suite)")
     ev.add_argument("--video", action="store_true", help="save an mp4 per episode")
@@ -308,11 +342,32 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     rc.add_argument("--out", default="results/demos", help="output directory")
     rc.add_argument("--workers", type=int, default=None)
     rc.add_argument("--seed", type=int, default=7)
+    _add_seeding(rc)
     rc.add_argument("--image-size", type=int, default=None)
     rc.add_argument("--max-steps", type=int, default=None)
     rc.add_argument("--all-episodes", action="store_true", help="keep failed episodes too")
     rc.add_argument("--no-progress", action="store_true")
     rc.set_defaults(func=cmd_record)
+
+    cf = sub.add_parser("conformance", help="our engine against OpenVLA's/openpi's loop on the "
+                                            "raw LIBERO env, same actions (exit 1: disagreement)")
+    cf.add_argument("--suite", required=True)
+    cf.add_argument("--tasks", default="0", help="task ids, e.g. '0,3' (default: 0)")
+    cf.add_argument("--trials", type=int, default=3, help="trials 0..N-1 of each task, in order")
+    cf.add_argument("--sequences", default="expert,random",
+                    help="action sequences: expert (the scripted expert's), random (seeded)")
+    cf.add_argument("--seeding", default="openvla", choices=("openvla", "openpi"),
+                    help="the reference loop: env.seed(0) (OpenVLA, WorldVLA) or 7 (openpi)")
+    cf.add_argument("--image-size", type=int, default=64, help="camera px (default: 64)")
+    cf.add_argument("--max-steps", type=int, default=None, help="step limit (default: suite)")
+    cf.add_argument("--workers", type=int, default=None, help="our engine's worker processes")
+    cf.add_argument("--seed", type=int, default=7, help="random sequences' and run seed")
+    cf.add_argument("--state-tol", type=float, default=0.0, help="largest |state diff| agreeing")
+    cf.add_argument("--pixel-tol", type=int, default=0, help="largest |pixel diff| agreeing")
+    cf.add_argument("--out", default=None,
+                    help="output directory (default: results/conformance/SUITE_SEEDING)")
+    cf.add_argument("--no-progress", action="store_true")
+    cf.set_defaults(func=cmd_conformance)
 
     rp = sub.add_parser("report", help="success rates of a run (writes report.md and report.csv)")
     rp.add_argument("run", help="run name under results/, or a path")

@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from worldvla_bench.envs.seeding import scene_of
 from worldvla_bench.errors import BenchError
 from worldvla_bench.libero_hdf5 import CAMERA_KEYS, Demo, write_demos
 from worldvla_bench.records import load_episode_arrays, read_episodes
@@ -55,5 +56,6 @@ def _demo(run_dir: Path, record: dict[str, Any]) -> Demo:
         proprio=arrays["proprio"][:steps],
         success=bool(record["success"]),
         attrs={"init_state": record["init_state"], "seed": record["seed"],
-               "success": bool(record["success"]), "trial": record["trial"]},
+               "success": bool(record["success"]), "trial": record["trial"],
+               **scene_of(record).to_record()},
     )

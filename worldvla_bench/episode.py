@@ -10,6 +10,7 @@ import numpy as np
 
 from worldvla_bench.atomic import atomic_path
 from worldvla_bench.envs.libero_env import LiberoEnv
+from worldvla_bench.envs.seeding import LEGACY_SEEDING, SceneSeed
 from worldvla_bench.errors import BenchError
 from worldvla_bench.observation_pipeline import ObservationPipeline
 from worldvla_bench.policy import EpisodeContext, Policy, validate_chunk
@@ -26,6 +27,7 @@ def run_episode(
     video_fps: int = 20,
     video_every: int = 1,
     save_frames: bool = False,
+    scene: SceneSeed | None = None,
 ) -> EpisodeRecord:
     """Run one episode and return its record; policy errors end the episode as an error record.
 
@@ -48,6 +50,9 @@ def run_episode(
     upright, with `states` (T+1, D): the simulator state after reset and after each step, and
     `control_states` (T+1, 2): the gripper command robosuite keeps outside the simulator, and
     `proprio` (T+1, 8): the observation's `state`.
+
+    `scene` seeds the scene (`worldvla_bench.envs.seeding`); None: the `hashed` seeding with
+    the context's seed. The record keeps it (`seeding`, `scene_seed`, `scene_resets`).
     """
     start = time.perf_counter()
     policy_time = env_time = 0.0
@@ -67,7 +72,9 @@ def run_episode(
     always = frozenset(env.cameras) if save_frames else frozenset()
     env.set_render_cameras(policy_cameras | video_cameras | always)
     t0 = time.perf_counter()
-    obs, _ = env.reset(seed=context.seed, options={"init_state": context.trial})
+    if scene is None:
+        scene = SceneSeed(LEGACY_SEEDING, context.seed, 0)
+    obs, _ = env.reset(options={"init_state": context.trial, "scene": scene})
     build_time = env.last_build_time  # the first episode of a worker also builds the simulator
     reset_time = time.perf_counter() - t0 - build_time
     initial_state = env.get_sim_state()
@@ -130,6 +137,7 @@ def run_episode(
         trial=context.trial,
         init_state=context.trial,
         seed=context.seed,
+        **scene.to_record(),
         policy=policy_name,
         success=success and error is None,
         steps=len(actions),

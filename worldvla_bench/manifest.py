@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from worldvla_bench.envs.seeding import LEGACY_SEEDING
 from worldvla_bench.errors import RunDirectoryError
 from worldvla_bench.protocol import PROTOCOL_KEYS
 from worldvla_bench.records import MANIFEST_FILE, read_json, write_json
@@ -85,6 +86,19 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+#: protocol fields added after runs were made, with the value those runs had
+LEGACY_CONFIG = {"seeding": LEGACY_SEEDING}
+
+
+def manifest_config(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's config, with fields it predates read as what its run did (`LEGACY_CONFIG`:
+    a run without `seeding` seeded every episode's scene with its hashed seed)."""
+    config = dict(manifest.get("config", {}))
+    for key, value in LEGACY_CONFIG.items():
+        config.setdefault(key, value)
+    return config
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / MANIFEST_FILE
     return read_json(path) if path.exists() else None
@@ -99,8 +113,9 @@ def write_or_check_manifest(
         manifest = build_manifest(config, suite)
     else:
         manifest = existing
+        recorded = manifest_config(existing)
         for key in PROTOCOL_KEYS:
-            old, new = existing["config"].get(key), config.get(key)
+            old, new = recorded.get(key), config.get(key)
             if old != new:
                 raise RunDirectoryError(
                     f"run directory {run_dir} holds a run with {key}={old!r}, not {new!r}; "

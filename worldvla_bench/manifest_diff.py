@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from worldvla_bench.manifest import SUITE_LABELS, run_render_provenances
+from worldvla_bench.manifest import SUITE_LABELS, manifest_config, run_render_provenances
 from worldvla_bench.protocol import PROTOCOL_KEYS
 from worldvla_bench.render_provenance import (
     GL_FIELDS,
@@ -77,7 +77,9 @@ def manifest_differences(ma: dict[str, Any], mb: dict[str, Any]) -> list[Manifes
     ca, cb = _config(ma), _config(mb)
     for key in PROTOCOL_KEYS:
         if ca.get(key) != cb.get(key):
-            why = "what is compared" if key in ("policy", "policy_kwargs") else "the protocol"
+            why = ("what is compared" if key in ("policy", "policy_kwargs") else
+                   "the seed places the fixtures (envs/seeding.py)" if key == "seeding" else
+                   "the protocol")
             found.append(ManifestDifference(f"protocol.{key}", ca.get(key), cb.get(key), True, why))
     sa, sb = ma.get("suite", {}), mb.get("suite", {})
     for key in sorted(set(sa) | set(sb)):
@@ -114,7 +116,7 @@ def manifest_differences(ma: dict[str, Any], mb: dict[str, Any]) -> list[Manifes
 def _config(manifest: dict[str, Any]) -> dict[str, Any]:
     """The config, with the old name of the reset switch read as today's (`fast_reset` is the
     inverse of `hard_reset`: manifests before the rename said fast_reset=False for a rebuild)."""
-    config = dict(manifest.get("config", {}))
+    config = manifest_config(manifest)
     if "fast_reset" in config and "hard_reset" not in config:
         config["hard_reset"] = not config.pop("fast_reset")
     return config

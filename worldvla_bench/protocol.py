@@ -1,12 +1,13 @@
 """What a run measures, and how it is run: two frozen objects passed down the engine unchanged.
 
 `Protocol` holds everything that defines a run's numbers: the suite, the policy and its
-arguments, the run seed (episode seeds derive from it), the camera size, the step limit and the
-render settings. Two runs with equal protocols measure the same thing; a run directory refuses to
-be resumed under another protocol (the manifest compares them), and `compare` names every field
-that differs. `RunOptions` holds everything else: where results go, which episodes, how many
-workers and where, videos, progress. None of them moves a number (the reset mode included:
-resetting in place and rebuilding give the same states and pixels, tests/test_env.py).
+arguments, the run seed (episode seeds derive from it), the scene seeding (`envs/seeding.py`),
+the camera size, the step limit and the render settings. Two runs with equal protocols measure
+the same thing; a run directory refuses to be resumed under another protocol (the manifest
+compares them), and `compare` names every field that differs. `RunOptions` holds everything
+else: where results go, which episodes, how many workers and where, videos, progress. None of
+them moves a number (the reset mode included: resetting in place and rebuilding give the same
+states and pixels, tests/test_env.py).
 
 The CLI, the Makefile, the benchmarks and the ablation build these two objects and nothing else.
 """
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from worldvla_bench.envs.seeding import DEFAULT_SEEDING, check_seeding
 from worldvla_bench.errors import BenchError, UnknownChoiceError
 from worldvla_bench.tasks import SuiteSpec
 
@@ -28,17 +30,22 @@ BACKENDS = ("local", "ray")
 class Protocol:
     """What a run measures. `image_size` (px, square) and `max_steps` (policy steps after the
     wait steps) default to the suite's (`None`); `resolved(suite)` fills them in. `fast_render`
-    turns MSAA and reflections off (faster; pixels differ slightly: opt-in, never a default)."""
+    turns MSAA and reflections off (faster; pixels differ slightly: opt-in, never a default).
+    `seeding` places the fixtures (`worldvla_bench.envs.seeding.SEEDINGS`: 'openvla', the
+    default, as WorldVLA's published numbers; 'openpi'; 'hashed'); policies get the episode's
+    hashed seed under every seeding."""
 
     suite: str
     policy: str = "expert"
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 7
+    seeding: str = DEFAULT_SEEDING
     image_size: int | None = None
     max_steps: int | None = None
     fast_render: bool = False
 
     def __post_init__(self) -> None:
+        check_seeding(self.seeding)
         if self.image_size is not None and int(self.image_size) <= 0:
             raise BenchError(f"image size must be positive, got {self.image_size}")
         if self.max_steps is not None and int(self.max_steps) <= 0:

@@ -24,7 +24,12 @@ MANIFEST_FILE = "manifest.json"
 
 @dataclass
 class EpisodeRecord:
-    """The outcome of one episode. Times in seconds; `steps` counts policy steps (no wait steps)."""
+    """The outcome of one episode. Times in seconds; `steps` counts policy steps (no wait steps).
+
+    `seed` is the policy's (`EpisodeContext.seed`); `seeding`, `scene_seed` and `scene_resets`
+    say how the scene was seeded (`worldvla_bench.envs.seeding.SceneSeed`; records without
+    them were made under `hashed`, with `seed`).
+    """
 
     suite: str
     task_id: int
@@ -50,6 +55,9 @@ class EpisodeRecord:
     worker_pid: int | None = None
     finished_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    seeding: str | None = None
+    scene_seed: int | None = None
+    scene_resets: int | None = None
 
     @property
     def key(self) -> tuple[str, int, int]:

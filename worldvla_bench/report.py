@@ -13,7 +13,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.manifest import read_manifest, run_render_provenances
+from worldvla_bench.manifest import manifest_config, read_manifest, run_render_provenances
 from worldvla_bench.records import EPISODES_FILE, read_episodes
 from worldvla_bench.render_provenance import format_render_provenance
 
@@ -128,13 +128,14 @@ def write_report(run_dir: Path | str) -> dict[str, Any]:
     episodes = load_run(run_dir)
     table = success_rate_table(episodes)
     manifest = read_manifest(run_dir) or {}
-    config = manifest.get("config", {})
+    config = manifest_config(manifest) if manifest else {}
     lines = [f"# Run `{run_dir.name}`", ""]
     if config:
         lines.append(
             f"policy `{config.get('policy')}` {config.get('policy_kwargs') or ''} on "
             f"`{config.get('suite')}`: max steps {config.get('max_steps')}, image "
-            f"{config.get('image_size')} px, seed {config.get('seed')}"
+            f"{config.get('image_size')} px, seed {config.get('seed')}, scenes seeded "
+            f"{config.get('seeding')}"
         )
         lines.append("")
     lines += [render_line(manifest), ""]

@@ -6,7 +6,6 @@ killed at any point and started again ends with exactly one record per episode.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from tqdm.auto import tqdm
 
 from worldvla_bench.envs.libero_tasks import libero_task, n_tasks
 from worldvla_bench.envs.rendering import check_renderer
+from worldvla_bench.envs.seeding import episode_seed, scene_seed
 from worldvla_bench.errors import BenchError
 from worldvla_bench.executors import default_workers, make_executor
 from worldvla_bench.manifest import record_render_provenance, write_or_check_manifest
@@ -32,12 +32,6 @@ from worldvla_bench.tasks import SuiteSpec, load_suite, parse_index_list
 from worldvla_bench.worker import PROVENANCE_KEY, EpisodeJob, WorkerConfig
 
 
-def episode_seed(run_seed: int, suite: str, task_id: int, trial: int) -> int:
-    """The episode's seed: a pure function of (run seed, suite, task, trial), in [0, 2**31)."""
-    digest = hashlib.sha256(f"{run_seed}/{suite}/{task_id}/{trial}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
 def plan_episodes(protocol: Protocol, options: RunOptions) -> tuple[SuiteSpec, list[EpisodeJob]]:
     """The suite spec and the ordered list of episodes (grouped by task) the options select."""
     suite = load_suite(protocol.suite)
@@ -52,7 +46,8 @@ def plan_episodes(protocol: Protocol, options: RunOptions) -> tuple[SuiteSpec, l
                 f"(one init state per trial), got {trials}"
             )
         jobs.extend(
-            EpisodeJob(task_id, trial, episode_seed(protocol.seed, suite.name, task_id, trial))
+            EpisodeJob(task_id, trial, episode_seed(protocol.seed, suite.name, task_id, trial),
+                       scene_seed(protocol.seeding, protocol.seed, suite.name, task_id, trial))
             for trial in range(trials)
         )
     return suite, jobs

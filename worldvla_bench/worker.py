@@ -20,6 +20,7 @@ from typing import Any
 
 from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.envs.rendering import configure_gl
+from worldvla_bench.envs.seeding import SceneSeed
 from worldvla_bench.episode import run_episode
 from worldvla_bench.errors import BenchError
 from worldvla_bench.policy import EpisodeContext, Policy, make_policy
@@ -47,11 +48,13 @@ class WorkerConfig:
 
 @dataclass(frozen=True)
 class EpisodeJob:
-    """One (task, trial) to run with its seed."""
+    """One (task, trial) to run: the policy's seed and the scene's seeding (any worker rebuilds
+    the scene from it, whatever it ran before)."""
 
     task_id: int
     trial: int
     seed: int
+    scene: SceneSeed | None = None
 
 
 _STATE: dict[str, Any] = {}
@@ -165,6 +168,7 @@ def run_job(job: EpisodeJob) -> dict[str, Any]:
             video_fps=config.suite.control_freq,
             video_every=config.video_every,
             save_frames=config.save_frames,
+            scene=job.scene,
         )
     except Exception:
         _drop_env(env)

@@ -17,9 +17,15 @@ Conventions:
 - reset in place: the simulator is built once and reset softly (robosuite `hard_reset=False`),
   with the state a soft reset would carry over cleared; states and pixels equal a rebuild's.
   `hard_reset=True` rebuilds it on every reset, as LIBERO's scripts do (slower: `make bench`).
-- one scene per (seed, init state): LIBERO registers its open/close and on/off samplers again on
-  every rebuild without clearing the old ones, so fixture positions drift with the number of
-  episodes an env object has run; we register them once (`_register_property_samplers_once`).
+- the scene: `reset(options={'scene': SceneSeed(...)})` seeds it as a seeding says
+  (`worldvla_bench.envs.seeding`). Under a reference seeding (`openvla`, `openpi`) the env
+  reproduces reset `scene.resets` of the reference loop (`env.seed(s)` once, then hard resets in
+  order), whatever this env ran before: it replays the RNG draws of the earlier resets (tens of
+  ms each; none when trials run in order) with as many property samplers as LIBERO would have
+  registered by then, and keeps its RNG apart from numpy's global one (saved and restored
+  around its resets). `reset(seed=s)` is the `hashed` seeding: `env.seed(s)` before this reset
+  and LIBERO's open/close and on/off samplers drawn once (`_register_property_samplers_once`),
+  so the scene is a function of (seed, init state) alone.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from gymnasium import spaces
 from worldvla_bench.envs.fork_guard import check_not_forked_after_rendering, note_renderer_built
 from worldvla_bench.envs.libero_tasks import LiberoTask, init_states, libero_task
 from worldvla_bench.envs.rendering import configure_gl, looks_like_gl_failure, rendering_error
+from worldvla_bench.envs.seeding import LEGACY_SEEDING, SceneSeed
 from worldvla_bench.errors import BenchError, UnknownChoiceError
 from worldvla_bench.tasks import SuiteSpec, load_suite
 
@@ -111,6 +118,8 @@ class LiberoEnv(gym.Env):
         self._render_cameras: frozenset[str] = frozenset(self.cameras)
         self._rendered: set[str] = set()
         self._blank = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        #: the reference loop after its last reset here: (seed, resets run, model loads, RNG)
+        self._scene_rng: tuple[int, int, int, Any] | None = None
 
     # -- render on demand ------------------------------------------------------------------
     def set_render_cameras(self, cameras: Any = None) -> None:
@@ -159,6 +168,7 @@ class LiberoEnv(gym.Env):
                     hard_reset=self.hard_reset,
                 )
             _register_property_samplers_once(sim.env)
+            self._scene_rng = None
         except Exception as error:  # robosuite raises plain exceptions for GL failures
             if looks_like_gl_failure(error):
                 raise rendering_error(backend, error) from error
@@ -250,8 +260,15 @@ class LiberoEnv(gym.Env):
         super().reset(seed=seed)
         options = dict(options or {})
         index = int(options.pop("init_state", 0))
+        scene = options.pop("scene", None)
         if options:
-            raise UnknownChoiceError("reset option", sorted(options), ["init_state"])
+            raise UnknownChoiceError("reset option", sorted(options), ["init_state", "scene"])
+        if scene is not None and not isinstance(scene, SceneSeed):
+            raise BenchError(f"reset option 'scene' must be a SceneSeed, got {scene!r}")
+        if scene is not None and seed is not None:
+            raise BenchError("give the scene (options['scene']) or a seed, not both")
+        if scene is None and seed is not None:
+            scene = SceneSeed(LEGACY_SEEDING, int(seed), 0)
         states = init_states(self.suite, self.task.task_id)
         if not 0 <= index < len(states):
             raise UnknownChoiceError(
@@ -262,14 +279,22 @@ class LiberoEnv(gym.Env):
         self.last_build_time = 0.0
         if self._sim is None:
             started = time.perf_counter()
-            self._sim = self._build_sim()
+            saved = np.random.get_state()  # the constructor's reset draws: not from our caller's
+            try:
+                self._sim = self._build_sim()
+            finally:
+                np.random.set_state(saved)
             self.last_build_time = time.perf_counter() - started
-        if seed is not None:
-            self._sim.seed(int(seed))  # seeds robosuite's global numpy RNG: identical frames
+        if scene is not None and not scene.reference:
+            self._sim.seed(scene.seed)  # seeds LIBERO's global numpy RNG: identical frames
         wanted = self._render_cameras
         try:
             self._render_cameras = frozenset()  # nobody looks at the frames of a reset
-            self._sim.reset()
+            if scene is not None and scene.reference:
+                self._reset_as_reference(scene)
+            else:
+                _set_property_sampler_sets(self._sim.env, 1)
+                self._sim.reset()
             if not self.hard_reset:
                 self.clear_carried_state()
             self._install_render_gate()
@@ -323,6 +348,63 @@ class LiberoEnv(gym.Env):
             self._sim = None
         super().close()
 
+    # -- the reference loop's scenes -----------------------------------------------------------
+    def _reset_as_reference(self, scene: SceneSeed) -> None:
+        """Reset `scene.resets` of the reference loop (`env.seed(scene.seed)` once, then hard
+        resets in order), on numpy's global RNG state as that loop would have it, then give the
+        global RNG back its state (what else draws from it in this process never moves a scene).
+        """
+        saved = np.random.get_state()
+        try:
+            loads = self._reference_rng_before(scene)
+            loads = self._reference_reset(loads, replay=False)
+            self._scene_rng = (scene.seed, scene.resets + 1, loads, np.random.get_state())
+        finally:
+            np.random.set_state(saved)
+
+    def _reference_rng_before(self, scene: SceneSeed) -> int:
+        """Put numpy's global RNG in its state before reset `scene.resets` of the reference loop
+        and return the number of model loads that loop has done by then: from the state this env
+        kept after its last reference reset when that is on the way, else from `env.seed`."""
+        cached = self._scene_rng
+        if cached is not None and cached[0] == scene.seed and cached[1] <= scene.resets:
+            _, done, loads, state = cached
+            np.random.set_state(state)
+        else:
+            self._sim.seed(scene.seed)  # LIBERO: np.random.seed (bddl_base_domain.py `seed`)
+            done, loads = 0, 1  # the constructor loaded the model once (robosuite MujocoEnv)
+        for _ in range(done, scene.resets):
+            loads = self._reference_reset(loads, replay=True)
+        return loads
+
+    def _reference_reset(self, loads: int, replay: bool) -> int:
+        """One hard reset of the reference loop, after `loads` model loads; returns the loads
+        after it. LIBERO's `ControlEnv.reset` retries on `RandomizationError`, each try a hard
+        reset that loads the model again (one more set of property samplers). `replay` draws
+        only (robosuite's `_reset_internal`: samplers, robot noise, placements); otherwise the
+        env's own reset (in place or rebuilt) with the same draws.
+
+        A hard reset starts from the freshly compiled model: fixtures at their XML positions
+        (the site positions the conditional placements read); a reset in place restores them.
+        """
+        from robosuite.utils.errors import RandomizationError
+
+        inner = self._sim.env
+        while True:
+            loads += 1  # the reference's reset loads the model again
+            _set_property_sampler_sets(inner, loads)
+            if not self.hard_reset or replay:
+                _restore_loaded_fixtures(inner)
+            try:
+                if replay:
+                    inner.sim.reset()
+                    inner._reset_internal()
+                else:
+                    inner.reset()
+                return loads
+            except RandomizationError:
+                continue
+
     # -- observation conversion ------------------------------------------------------------
     def _convert(self, raw: dict[str, Any]) -> dict[str, Any]:
         obs: dict[str, Any] = {}
@@ -353,11 +435,31 @@ def _register_property_samplers_once(env: Any) -> None:
     function of (seed, init state) alone, and the soft and hard resets draw the same numbers.
     """
     samplers = env.object_property_initializers
-    per_load = len(samplers)
+    env._worldvla_property_samplers = list(samplers)  # one load's set
+    env._worldvla_sampler_sets = 1
     load_model = env._load_model
 
     def load_model_registering_once() -> None:
         load_model()
-        del samplers[: len(samplers) - per_load]
+        one_set = samplers[len(samplers) - len(env._worldvla_property_samplers):]
+        env._worldvla_property_samplers = list(one_set)
+        samplers[:] = one_set * env._worldvla_sampler_sets
 
     env._load_model = load_model_registering_once
+
+
+def _set_property_sampler_sets(env: Any, sets: int) -> None:
+    """Register LIBERO's property samplers `sets` times, as after `sets` model loads (the
+    reference loop's count; 1 for the hashed seeding). Each set draws once per sampler."""
+    env._worldvla_sampler_sets = int(sets)
+    env.object_property_initializers[:] = list(env._worldvla_property_samplers) * int(sets)
+
+
+def _restore_loaded_fixtures(env: Any) -> None:
+    """Put the fixtures' root bodies back where a freshly compiled model has them (their XML
+    `pos` and `quat`; LIBERO's reset moves them by writing `sim.model.body_pos`)."""
+    for fixture in env.fixtures_dict.values():
+        element = env.model.worldbody.find(f".//body[@name='{fixture.root_body}']")
+        body = env.sim.model.body_name2id(fixture.root_body)
+        env.sim.model.body_pos[body] = np.array(element.get("pos", "0 0 0").split(), float)
+        env.sim.model.body_quat[body] = np.array(element.get("quat", "1 0 0 0").split(), float)

@@ -91,7 +91,7 @@ def episode_context(payload: dict[str, Any]) -> EpisodeContext:
     task = payload.get("task")
     if not isinstance(task, dict):
         raise RequestError("episode_start needs 'task': {name, suite, task_id, episode_idx}")
-    from worldvla_bench.rollout import episode_seed
+    from worldvla_bench.envs.seeding import episode_seed
 
     try:
         suite, task_id = str(task.get("suite", "")), int(task.get("task_id", 0))

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from worldvla_bench.envs.seeding import scene_of
 from worldvla_bench.errors import BenchError
 from worldvla_bench.libero_hdf5 import camera_of_view, read_demos
 from worldvla_bench.records import load_episode_arrays, read_episodes, read_json
@@ -74,7 +75,7 @@ def read_run(run_dir: Path | str, view: str = "agentview") -> Iterator[WMEpisode
             states=arrays.get("states"),
             control_states=arrays.get("control_states"),
             meta={"suite": record["suite"], "task_id": record["task_id"], "trial": record["trial"],
-                  "seed": record["seed"], "source": str(run_dir),
+                  "seed": record["seed"], **scene_of(record).to_record(), "source": str(run_dir),
                   "image_size": manifest.get("config", {}).get("image_size")},
         )
 
@@ -92,6 +93,7 @@ def read_hdf5(path: Path | str, view: str = "agentview", upright: bool = True,
         meta: dict[str, Any] = {"source": str(info.path), **info.where}
         if "seed" in demo.attrs:
             meta.update(seed=int(demo.attrs["seed"]), trial=int(demo.attrs.get("trial", 0)))
+            meta.update(scene_of(demo.attrs).to_record())
         yield WMEpisode(
             name=demo.name, frames=demo.frames, actions=demo.actions[: length - 1],
             instruction=info.instruction,

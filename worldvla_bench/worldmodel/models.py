@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from worldvla_bench.envs.seeding import SceneSeed, scene_of
 from worldvla_bench.errors import BenchError
 from worldvla_bench.registry import Registry, instantiate
 
@@ -58,15 +59,16 @@ class SimOracle(WorldModel):
 
     The prediction is the simulator itself: a ceiling that should score ~0 FVD/LPIPS, which also
     validates the pipeline end to end. Needs episodes recorded with simulator states
-    (`eval --save-frames`). The env is reset once per task and seed; each clip then restores
-    its state after clearing what a soft reset clears (the same frames: tests replay recorded
-    episodes from mid-episode states and compare every pixel).
+    (`eval --save-frames`). The env is reset once per task and scene (the recorded episode's
+    seeding, `envs/seeding.scene_of`: the fixtures stand where they stood); each clip then
+    restores its state after clearing what a soft reset clears (the same frames: tests replay
+    recorded episodes from mid-episode states and compare every pixel).
     """
 
     def __init__(self) -> None:
         self._env = None
         self._key: tuple | None = None
-        self._seed: int | None = None
+        self._scene: SceneSeed | None = None
 
     def _env_for(self, meta: dict[str, Any], size: int):
         from worldvla_bench.envs.libero_env import LiberoEnv
@@ -77,7 +79,7 @@ class SimOracle(WorldModel):
             self._env = LiberoEnv(meta["suite"], int(meta["task_id"]), image_size=size,
                                   cameras=("agentview",), wait_steps=0, max_steps=10**9)
             self._key = key
-            self._seed = None
+            self._scene = None
         return self._env
 
     def predict(self, context_frames, actions, instruction, context=None):
@@ -85,11 +87,11 @@ class SimOracle(WorldModel):
             raise BenchError("sim-oracle needs episodes with simulator states and suite/task "
                              "(record them with `worldvla-bench eval --save-frames`)")
         env = self._env_for(context.meta, int(context_frames.shape[1]))
-        seed = int(context.meta.get("seed", 0))
-        # a reset per seed (it moves fixtures), not per clip; and before robosuite's horizon
-        if self._seed != seed or env.steps_since_reset + len(actions) >= ROBOSUITE_HORIZON - 1:
-            env.reset(seed=seed, options={"init_state": 0})
-            self._seed = seed
+        scene = scene_of(context.meta)
+        # a reset per scene (the seed moves fixtures), not per clip; and before the horizon
+        if self._scene != scene or env.steps_since_reset + len(actions) >= ROBOSUITE_HORIZON - 1:
+            env.reset(options={"init_state": 0, "scene": scene})
+            self._scene = scene
         else:
             env.clear_carried_state()  # as a soft reset does: gripper command, warm start
         env.restore_sim_state(context.state, context.control_state)
@@ -104,7 +106,7 @@ class SimOracle(WorldModel):
             self._env.close()
             self._env = None
             self._key = None
-            self._seed = None
+            self._scene = None
 
 
 #: World models by name; installed packages add theirs through the entry-point group

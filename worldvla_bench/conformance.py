@@ -1,0 +1,246 @@
+"""Conformance with the reference loop: the same actions through our engine and through the
+evaluation loop of OpenVLA's and openpi's scripts (`envs/reference_loop.py`), episode by episode.
+
+Action sequences: `expert` (the scripted expert's episodes, run by our engine), `random`
+(uniform in [-1, 1], seeded per (seed, suite, task, trial); replayed by our engine with the
+`replay` policy). Our side runs as any evaluation (workers, resets in place, render on demand;
+`--save-frames` keeps every frame and state); the reference side plays, per task, the actions our
+engine executed for trials 0..N-1 in order, in one raw `OffScreenRenderEnv` seeded once.
+
+Per episode: success, the step of success, the final simulator state (max |difference|) and the
+frames of both cameras after the wait steps and after every step (share of differing values,
+max |difference|). An episode agrees when all four do (tolerances default to exact).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from worldvla_bench.atomic import write_atomic
+from worldvla_bench.envs.reference_loop import DUMMY_ACTION, NUM_STEPS_WAIT, ReferenceEpisode
+from worldvla_bench.envs.seeding import DEFAULT_SEEDING, SEEDINGS, check_seeding
+from worldvla_bench.errors import BenchError, UnknownChoiceError
+from worldvla_bench.records import episode_stem, load_episode_arrays, read_episodes
+from worldvla_bench.tasks import SuiteSpec, load_suite
+
+#: where the action sequences come from
+SEQUENCES = ("expert", "random")
+#: the reference loop's control frequency (LIBERO ControlEnv default, Hz)
+REFERENCE_CONTROL_FREQ = 20
+
+
+@dataclass(frozen=True)
+class ConformanceConfig:
+    """One conformance check: `trials` (from trial 0, in order) of each of `tasks` ('0,3'; None:
+    all) of `suite`, for each kind in `sequences`, under a reference `seeding`. `image_size`
+    (px) and `max_steps` (None: the suite's) keep it small; `seed` seeds the random sequences
+    and is the run seed; `state_tol` and `pixel_tol` are the largest |difference| that still
+    agrees (state: float; frames: uint8 levels)."""
+
+    suite: str
+    tasks: str | None = None
+    trials: int = 3
+    sequences: tuple[str, ...] = SEQUENCES
+    seeding: str = DEFAULT_SEEDING
+    image_size: int = 64
+    max_steps: int | None = None
+    workers: int | None = None
+    out: Path | None = None
+    seed: int = 7
+    state_tol: float = 0.0
+    pixel_tol: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if SEEDINGS[check_seeding(self.seeding)] is None:
+            raise BenchError(f"the {self.seeding!r} seeding has no reference loop: choose "
+                             f"{', '.join(k for k, v in SEEDINGS.items() if v is not None)}")
+        unknown = [s for s in self.sequences if s not in SEQUENCES]
+        if unknown or not self.sequences:
+            raise UnknownChoiceError("action sequences", unknown, list(SEQUENCES))
+        if int(self.trials) < 1:
+            raise BenchError(f"trials must be >= 1, got {self.trials}")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"results/conformance/{self.suite}_{self.seeding}")
+
+
+@dataclass
+class EpisodeAgreement:
+    """Our engine's episode against the reference loop's (`_ref`), and whether they agree."""
+
+    sequences: str
+    task_id: int
+    trial: int
+    success: bool
+    success_ref: bool
+    success_step: int | None
+    success_step_ref: int | None
+    steps: int
+    state_max_abs_diff: float
+    frames_differing: float  # share of differing uint8 values over every frame of both cameras
+    frames_max_abs_diff: int
+    agrees: bool
+
+
+def random_sequence(seed: int, suite: str, task_id: int, trial: int, steps: int) -> np.ndarray:
+    """(steps, 7) actions uniform in [-1, 1] from `default_rng([seed, crc(suite), task, trial])`."""
+    import zlib
+
+    rng = np.random.default_rng([int(seed), zlib.crc32(suite.encode()), int(task_id), int(trial)])
+    return rng.uniform(-1.0, 1.0, (int(steps), 7))
+
+
+def check_reference_constants(suite: SuiteSpec) -> None:
+    """The reference loop waits 10 dummy steps at 20 Hz: a suite with other constants has none."""
+    if (suite.wait_steps != NUM_STEPS_WAIT or list(suite.wait_action) != DUMMY_ACTION
+            or suite.control_freq != REFERENCE_CONTROL_FREQ):
+        raise BenchError(f"suite {suite.name} does not use the reference loop's constants "
+                         f"({NUM_STEPS_WAIT} wait steps of {DUMMY_ACTION}, "
+                         f"{REFERENCE_CONTROL_FREQ} Hz)")
+
+
+def run_conformance(config: ConformanceConfig) -> pd.DataFrame:
+    """Run the check, write `conformance.csv` and `conformance.md` into `config.out_dir`, and
+    return the per-episode table (one row per `EpisodeAgreement`)."""
+    suite = load_suite(config.suite)
+    check_reference_constants(suite)
+    max_steps = int(config.max_steps or suite.max_steps)
+    task_ids = _task_ids(config, suite)
+    out = config.out_dir
+    rows: list[EpisodeAgreement] = []
+    for kind in config.sequences:
+        ours = _run_ours(config, suite, kind, max_steps, out)
+        records = {(r["task_id"], r["trial"]): r for r in read_episodes(ours)}
+        bar = tqdm(total=len(task_ids) * config.trials, desc=f"{suite.name} {kind} reference",
+                   unit="ep", disable=not config.progress, file=sys.stderr, dynamic_ncols=True)
+        try:
+            for task_id in task_ids:
+                arrays = [_our_arrays(ours, records, suite.name, task_id, trial)
+                          for trial in range(config.trials)]
+                reference = _run_reference(config, suite, task_id, arrays, max_steps,
+                                           lambda _, bar=bar: bar.update(1))
+                for trial, (ref, mine) in enumerate(zip(reference, arrays, strict=True)):
+                    rows.append(compare_episode(kind, task_id, trial, records[(task_id, trial)],
+                                                mine, ref, config.state_tol, config.pixel_tol))
+        finally:
+            bar.close()
+    table = pd.DataFrame([asdict(r) for r in rows])
+    _write_tables(out, table, config, max_steps)
+    return table
+
+
+def _run_ours(config: ConformanceConfig, suite: SuiteSpec, kind: str, max_steps: int,
+              out: Path) -> Path:
+    """Our engine's run of the sequences `kind` (frames and states kept); its directory."""
+    from worldvla_bench.protocol import Protocol, RunOptions
+    from worldvla_bench.records import save_episode_arrays
+    from worldvla_bench.rollout import run_evaluation
+
+    if kind == "expert":
+        policy, kwargs = "expert", {}
+    else:
+        actions_dir = out / "random_actions"
+        for task_id in _task_ids(config, suite):
+            for trial in range(config.trials):
+                path = actions_dir / "episodes" / f"{episode_stem(suite.name, task_id, trial)}.npz"
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    save_episode_arrays(path, actions=random_sequence(
+                        config.seed, suite.name, task_id, trial, max_steps))
+        policy, kwargs = "replay", {"run": str(actions_dir)}
+    protocol = Protocol(suite=suite.name, policy=policy, policy_kwargs=kwargs, seed=config.seed,
+                        seeding=config.seeding, image_size=config.image_size,
+                        max_steps=max_steps)
+    options = RunOptions(run_dir=out / f"{kind}_ours", tasks=config.tasks, trials=config.trials,
+                         workers=config.workers, save_frames=True, progress=config.progress)
+    return run_evaluation(protocol, options)
+
+
+def _task_ids(config: ConformanceConfig, suite: SuiteSpec) -> list[int]:
+    from worldvla_bench.envs.libero_tasks import n_tasks
+    from worldvla_bench.tasks import parse_index_list
+
+    return parse_index_list(config.tasks, n_tasks(suite), f"task id for suite {suite.name}")
+
+
+def _our_arrays(run_dir: Path, records: dict, suite: str, task_id: int,
+                trial: int) -> dict[str, np.ndarray]:
+    record = records.get((task_id, trial))
+    if record is None or record.get("error") or not record.get("episode_file"):
+        why = record.get("error") if record else "no record"
+        raise BenchError(f"{suite} task {task_id} trial {trial}: our engine's episode is "
+                         f"missing or failed ({why})")
+    return load_episode_arrays(run_dir / record["episode_file"])
+
+
+def _run_reference(config: ConformanceConfig, suite: SuiteSpec, task_id: int,
+                   arrays: list[dict[str, np.ndarray]], max_steps: int,
+                   on_episode) -> list[ReferenceEpisode]:
+    from worldvla_bench.envs.reference_loop import run_reference_task
+
+    return run_reference_task(suite, task_id, int(SEEDINGS[config.seeding]),
+                              [a["actions"] for a in arrays], config.image_size, max_steps,
+                              on_episode=on_episode)
+
+
+def compare_episode(kind: str, task_id: int, trial: int, record: dict[str, Any],
+                    ours: dict[str, np.ndarray], ref: ReferenceEpisode, state_tol: float = 0.0,
+                    pixel_tol: int = 0) -> EpisodeAgreement:
+    """One episode of our engine (its record and arrays) against the reference loop's."""
+    success = bool(record["success"])
+    step = int(record["steps"]) if success else None
+    state_diff = _max_abs(ours["final_state"], ref.final_state)
+    differing, total, pixel_max = 0, 0, 0
+    same_length = True
+    for camera, frames_ref in ref.frames.items():
+        mine = ours.get(f"frames_{camera}")
+        if mine is None or mine.shape != frames_ref.shape:
+            same_length = False
+            continue
+        diff = np.abs(mine.astype(np.int16) - frames_ref.astype(np.int16))
+        differing += int(np.count_nonzero(diff > pixel_tol))
+        total += diff.size
+        pixel_max = max(pixel_max, int(diff.max()))
+    share = differing / total if total else 1.0
+    agrees = (success == ref.success and step == ref.success_step and same_length
+              and state_diff <= state_tol and differing == 0)
+    return EpisodeAgreement(kind, task_id, trial, success, ref.success, step, ref.success_step,
+                            int(record["steps"]), state_diff, share, pixel_max, agrees)
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Episodes compared and agreeing, per kind of sequence."""
+    return (table.groupby("sequences", sort=False)
+            .agg(episodes=("agrees", "size"), agree=("agrees", "sum"),
+                 successes=("success", "sum"),
+                 state_max_abs_diff=("state_max_abs_diff", "max"),
+                 frames_max_abs_diff=("frames_max_abs_diff", "max"))
+            .reset_index())
+
+
+def _write_tables(out: Path, table: pd.DataFrame, config: ConformanceConfig,
+                  max_steps: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "conformance.csv", table.to_csv(index=False).encode())
+    head = (f"# Conformance: {config.suite}, seeding {config.seeding} "
+            f"(env.seed({SEEDINGS[config.seeding]})), {config.image_size} px, "
+            f"{max_steps} steps\n\n")
+    text = (head + summary(table).to_markdown(index=False) + "\n\n"
+            + table.to_markdown(index=False) + "\n")
+    write_atomic(out / "conformance.md", text.encode())
