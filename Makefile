@@ -20,7 +20,7 @@ EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
 	$(if $(TASKS),--tasks $(TASKS)) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
-.PHONY: help setup system-deps eval report compare test lint bench clean
+.PHONY: help setup system-deps eval report compare test lint bench clean tiny-checkpoints
 
 help:
 	@echo "make setup                      install everything (Debian GL libs, venv, torch, package)"
@@ -29,6 +29,7 @@ help:
 	@echo "make compare A=run1 B=run2      per-task deltas with significance tests"
 	@echo "make test                       run the test suite"
 	@echo "make bench                      throughput benchmarks (writes results/bench/)"
+	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~1 h on 2 cores)"
 
 setup: system-deps $(BIN)/worldvla-bench
 
@@ -70,3 +71,18 @@ bench:
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
+
+# The shipped tiny WorldVLA checkpoints (worldvla_bench/integrations/worldvla/weights/), from
+# scratch: scripted-expert demos of libero_goal tasks 1, 4, 6, 9 (6 trials each, successes only),
+# a tiny model co-trained on actions and frames, exported (float16) at step 1000 and at the end.
+TINY_DIR := results/tiny_libero_goal
+TINY_WEIGHTS := worldvla_bench/integrations/worldvla/weights
+TINY_TRAIN = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos --out $(TINY_DIR)/train \
+	--config tiny --world-model-weight 1 --action-mask on --chunk-size 5 --vq-steps 2000 \
+	--steps 4000 --threads 2
+tiny-checkpoints:
+	$(BIN)/worldvla-bench record --suite libero_goal --tasks 1,4,6,9 --trials 6 --out $(TINY_DIR)/demos
+	$(TINY_TRAIN) --stop-at 1000
+	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/last.pt $(TINY_WEIGHTS)/tiny_libero_goal_early.pt
+	$(TINY_TRAIN)
+	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/final.pt $(TINY_WEIGHTS)/tiny_libero_goal.pt

@@ -13,15 +13,17 @@ import numpy as np
 import torch
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.integrations.worldvla.shipped import DEFAULT_CHECKPOINT
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.observation_profiles import resize_image
 from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
 
 
 class WorldVLAWorldModel(WorldModel):
-    """`checkpoint`: a checkpoint file or training directory (see `training.load_checkpoint`)."""
+    """`checkpoint`: a checkpoint file, training directory or shipped name (default the shipped
+    tiny libero_goal model; see `checkpoints.resolve_checkpoint`)."""
 
-    def __init__(self, checkpoint: str, num_threads: int | None = 1) -> None:
+    def __init__(self, checkpoint: str = DEFAULT_CHECKPOINT, num_threads: int | None = 1) -> None:
         if num_threads:
             torch.set_num_threads(int(num_threads))
         self.model, self.meta = load_checkpoint(checkpoint)
