@@ -291,6 +291,9 @@ COMMANDS: Registry[Command] = Registry("command", group="worldvla_bench.commands
 COMMANDS.register("serve-policy", Command(
     help="serve a policy over websocket + msgpack (openpi or vla-eval protocol)",
     add_parser="worldvla_bench.serving.serve_cli:add_serve_parser"))
+COMMANDS.register("wm-rank", Command(
+    help="rank a panel of policies in LIBERO and in world models, and compare the rankings",
+    add_parser="worldvla_bench.worldmodel.rank_cli:add_rank_parser"))
 
 
 def _add_registered_commands(sub, argv: list[str] | None) -> None:
