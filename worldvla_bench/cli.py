@@ -254,7 +254,7 @@ def _optimism_probe(args: argparse.Namespace, episodes: list, out: Path) -> int:
     table.to_csv(out / "optimism.csv", index=False)
     pd.concat(per_episode, ignore_index=True).to_csv(out / "optimism_per_episode.csv",
                                                      index=False)
-    text = format_optimism(table, judge.describe(), (
+    text = format_optimism(table, judge.error_line(), (
         f"Optimism: world models imagining {len(episodes)} recorded episodes of "
         f"{', '.join(str(d) for d in args.data)} from frame {args.start} on their own actions; "
         f"the judge reads the last {args.last_frames} imagined frame(s)"))

@@ -40,7 +40,7 @@ class FrameJudge(Protocol):
     def success_probability(self, frames: np.ndarray, suite: str, task_id: int) -> np.ndarray:
         """P(success) of each frame (N, H, W, 3) uint8 upright, for the given task: (N,)."""
 
-    def describe(self) -> str:
+    def error_line(self) -> str:
         """One line: the judge's own error on held-out real frames."""
 
 

@@ -51,7 +51,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         from worldvla_bench.worldmodel.judge import load_judge
 
         judge = load_judge(args.judge)
-        judge_id, judge_line = str(args.judge), judge.describe()
+        judge_id, judge_line = str(args.judge), judge.error_line()
     setup = RankSetup(suite=args.suite, tasks=args.tasks, trials=args.trials,
                       image_size=args.image_size, max_steps=args.max_steps,
                       threshold=args.threshold, workers=args.workers)
