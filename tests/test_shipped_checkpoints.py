@@ -97,3 +97,20 @@ def test_shipped_default_drives_policy_and_world_model_on_a_real_frame():
         assert frames.shape == (len(chunk), 64, 64, 3) and frames.dtype == np.uint8
     finally:
         env.close()
+
+
+def test_world_model_batches_clips_as_it_predicts_them_one_by_one(trained):
+    """predict_many runs clips of different lengths in lockstep batches; each clip gets the
+    frames `predict` gives it alone (greedy decoding, same prompts)."""
+    from worldvla_bench.integrations.worldvla.world_model import WorldVLAWorldModel
+
+    model = WorldVLAWorldModel(str(trained), batch_size=2)
+    rng = np.random.default_rng(0)
+    items = [(rng.integers(0, 255, (1, size, size, 3), dtype=np.uint8),
+              rng.uniform(-1, 1, (n, 7)), "", None)
+             for size, n in ((64, 3), (128, 1), (64, 0), (64, 2))]
+    together = model.predict_many(items)
+    for item, frames in zip(items, together, strict=True):
+        alone = model.predict(*item)
+        assert frames.shape == alone.shape == (len(item[1]), *item[0].shape[1:])
+        np.testing.assert_array_equal(frames, alone)

@@ -61,6 +61,12 @@ class WorldModel(abc.ABC):
                 context: PredictionContext | None = None) -> np.ndarray:
         """Predict one frame per action: (N, H, W, 3) uint8."""
 
+    def predict_many(self, items: list[tuple[np.ndarray, np.ndarray, str,
+                                             PredictionContext | None]]) -> list[np.ndarray]:
+        """`predict` for several clips at once: items of (context_frames, actions, instruction,
+        context), one array of frames each. Models that batch (WorldVLA) override it."""
+        return [self.predict(*item) for item in items]
+
     def start_rollout(self, first_frame: np.ndarray, instruction: str,
                       context: PredictionContext | None = None) -> Rollout:
         """An imagined episode from one real frame (H, W, 3) uint8; see `Rollout`."""

@@ -52,6 +52,13 @@ def _verdict_probability(judge: FrameJudge, frames: np.ndarray, meta: dict[str, 
     return float(np.max(probs))
 
 
+def _context(episode: WMEpisode, start: int) -> PredictionContext:
+    return PredictionContext(
+        meta=episode.meta,
+        state=None if episode.states is None else episode.states[start],
+        control_state=None if episode.control_states is None else episode.control_states[start])
+
+
 def _checked(episodes: Sequence[WMEpisode], start: int) -> None:
     for episode in episodes:
         missing = [k for k in ("suite", "task_id", "success") if k not in episode.meta]
@@ -65,37 +72,40 @@ def _checked(episodes: Sequence[WMEpisode], start: int) -> None:
 
 def imagine_outcomes(model: WorldModel, episodes: Sequence[WMEpisode], judge: FrameJudge,
                      start: int = 0, last_frames: int = 1, threshold: float = 0.5,
-                     progress: bool = True, desc: str = "imagining") -> pd.DataFrame:
+                     progress: bool = True, desc: str = "imagining", group: int = 32
+                     ) -> pd.DataFrame:
     """One row per episode: its true outcome, the judge on its real last frames, and the judge
     on the world model's imagined last frames (rolled out from frame `start` on the episode's
-    own actions). Probabilities in [0, 1]; verdicts at `threshold`."""
+    own actions). Probabilities in [0, 1]; verdicts at `threshold`. Episodes go to the world
+    model `group` at a time (`WorldModel.predict_many`: models that batch, batch them)."""
     if start < 0 or last_frames < 1 or not 0.0 < threshold < 1.0:
         raise BenchError(f"need start >= 0, last_frames >= 1 and 0 < threshold < 1; got "
                          f"{start}, {last_frames}, {threshold}")
     _checked(episodes, start)
     rows = []
-    for episode in tqdm(episodes, desc=desc, unit="ep", disable=not progress):
-        context = PredictionContext(
-            meta=episode.meta,
-            state=None if episode.states is None else episode.states[start],
-            control_state=(None if episode.control_states is None
-                           else episode.control_states[start]))
-        actions = np.asarray(episode.actions[start:], dtype=np.float64)
-        imagined = np.asarray(model.predict(episode.frames[start : start + 1], actions,
-                                            episode.instruction, context))
-        expected = (len(actions), *episode.frames.shape[1:])
-        if imagined.shape != expected or imagined.dtype != np.uint8:
-            raise BenchError(f"world model returned {imagined.dtype} {imagined.shape} for "
-                             f"{episode.name}; expected uint8 {expected}")
-        p_real = _verdict_probability(judge, episode.frames, episode.meta, last_frames)
-        p_imagined = _verdict_probability(judge, imagined, episode.meta, last_frames)
-        rows.append({
-            "episode": episode.name, "suite": episode.meta["suite"],
-            "task_id": int(episode.meta["task_id"]), "true_success": bool(episode.meta["success"]),
-            "frames_imagined": len(actions),
-            "p_real": p_real, "judged_real_success": p_real >= threshold,
-            "p_imagined": p_imagined, "imagined_success": p_imagined >= threshold,
-        })
+    with tqdm(total=len(episodes), desc=desc, unit="ep", disable=not progress) as bar:
+        for first in range(0, len(episodes), group):
+            part = episodes[first:first + group]
+            items = [(e.frames[start:start + 1], np.asarray(e.actions[start:], np.float64),
+                      e.instruction, _context(e, start)) for e in part]
+            for episode, item, imagined in zip(part, items, model.predict_many(items),
+                                               strict=True):
+                imagined = np.asarray(imagined)
+                expected = (len(item[1]), *episode.frames.shape[1:])
+                if imagined.shape != expected or imagined.dtype != np.uint8:
+                    raise BenchError(f"world model returned {imagined.dtype} {imagined.shape} "
+                                     f"for {episode.name}; expected uint8 {expected}")
+                p_real = _verdict_probability(judge, episode.frames, episode.meta, last_frames)
+                p_imagined = _verdict_probability(judge, imagined, episode.meta, last_frames)
+                rows.append({
+                    "episode": episode.name, "suite": episode.meta["suite"],
+                    "task_id": int(episode.meta["task_id"]),
+                    "true_success": bool(episode.meta["success"]),
+                    "frames_imagined": len(item[1]),
+                    "p_real": p_real, "judged_real_success": p_real >= threshold,
+                    "p_imagined": p_imagined, "imagined_success": p_imagined >= threshold,
+                })
+                bar.update()
     return pd.DataFrame(rows)
 
 
