@@ -98,3 +98,23 @@ def test_a_judge_is_required_for_learned_world_models(tmp_path):
     assert main(["wm-rank", "--panel", str(tmp_path / "p.yaml"), "--world-model", "copy-last",
                  "--suite", "libero_goal", "--out", str(tmp_path / "o")]) == 2
     assert not Path(tmp_path / "o").exists()
+
+
+def test_notebook_plots_the_ranking(ranked, tmp_path, monkeypatch):
+    import nbformat
+    from conftest import REPO
+    from nbclient import NotebookClient
+
+    out, _ = ranked
+    plot = tmp_path / "rank.png"
+    monkeypatch.setenv("WORLDVLA_RANK", str(out))
+    monkeypatch.setenv("WORLDVLA_RANK_PLOT", str(plot))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    path = REPO / "notebooks" / "success_rates.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors
+    assert plot.exists() and plot.stat().st_size > 5000

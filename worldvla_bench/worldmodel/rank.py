@@ -269,15 +269,14 @@ def format_rank(tables: dict[str, pd.DataFrame], title: str, judge_line: str) ->
         "model's inference time.", "", f"Judge: {judge_line}", ""])
 
 
-def plot_rank(per_policy: pd.DataFrame, path: Path) -> Path:
+def plot_rank(per_policy: pd.DataFrame, path: Path | None = None, ax=None):
     """Scatter of imagined against simulated success, one point per policy and world model,
-    with Wilson error bars, written to `path` (png)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    with Wilson error bars; written to `path` (png) when given. Returns the matplotlib Axes."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 5))
     for world_model, part in per_policy.groupby("world_model", sort=False):
         xerr = np.vstack([part["simulated"] - part["simulated_lo"],
                           part["simulated_hi"] - part["simulated"]])
@@ -295,11 +294,14 @@ def plot_rank(per_policy: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("imagined success (%)")
     ax.set_title("Policies in imagination vs in LIBERO (95% Wilson)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    if path is not None:
+        figure = ax.figure
+        figure.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
+        if fig is not None:
+            plt.close(fig)
+    return ax
 
 
 def wm_rank(panel: Panel, world_models: list[tuple[str, dict[str, Any]]], setup: RankSetup,
@@ -324,6 +326,10 @@ def wm_rank(panel: Panel, world_models: list[tuple[str, dict[str, Any]]], setup:
     tables["per_policy"].to_csv(out / "ranking.csv", index=False)
     tables["agreement"].to_csv(out / "agreement.csv", index=False)
     tables["per_episode"].to_csv(out / "per_episode.csv", index=False)
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")  # no display needed for the file
     plot_rank(tables["per_policy"], out / "ranking.png")
     text = format_rank(tables, f"Panel `{panel.name}` on `{setup.suite}` in LIBERO and in "
                        f"imagination", judge_line)
