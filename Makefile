@@ -20,7 +20,7 @@ EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
 	$(if $(TASKS),--tasks $(TASKS)) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
-.PHONY: help setup system-deps eval report compare test lint bench clean
+.PHONY: help setup system-deps eval report compare test lint bench clean tiny-checkpoints examples
 
 help:
 	@echo "make setup                      install everything (Debian GL libs, venv, torch, package)"
@@ -29,6 +29,8 @@ help:
 	@echo "make compare A=run1 B=run2      per-task deltas with significance tests"
 	@echo "make test                       run the test suite"
 	@echo "make bench                      throughput benchmarks (writes results/bench/)"
+	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
+	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~1 h on 2 cores)"
 
 setup: system-deps $(BIN)/worldvla-bench
 
@@ -70,3 +72,39 @@ bench:
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
+
+# The shipped tiny WorldVLA checkpoints (worldvla_bench/integrations/worldvla/weights/), from
+# scratch: scripted-expert demos of libero_goal tasks 1, 4, 6 (6 trials each, successes only), a
+# tiny model co-trained on actions and frames (2000 VQ steps, 3000 transformer steps), exported
+# (float16) at step 1000 and at the end.
+TINY_DIR := results/tiny_libero_goal
+TINY_WEIGHTS := worldvla_bench/integrations/worldvla/weights
+TINY_TRAIN = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos --out $(TINY_DIR)/train \
+	--config tiny --world-model-weight 1 --action-mask on --chunk-size 5 --vq-steps 2000 \
+	--steps 3000 --threads 2
+tiny-checkpoints:
+	$(BIN)/worldvla-bench record --suite libero_goal --tasks 1,4,6 --trials 6 --out $(TINY_DIR)/demos
+	$(TINY_TRAIN) --stop-at 1000
+	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/last.pt $(TINY_WEIGHTS)/tiny_libero_goal_early.pt
+	$(TINY_TRAIN)
+	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/final.pt $(TINY_WEIGHTS)/tiny_libero_goal.pt
+
+# results/examples/: the scripted expert on the four 10-task suites (5 trials per task), random and
+# noop on libero_spatial tasks 0-1 (3 trials), under the default protocol, then a summary table.
+# Refuses a checkout with uncommitted code: every manifest records a clean revision.
+EXAMPLES := results/examples
+EXAMPLE_RUNS := $(EXAMPLES)/expert_libero_spatial $(EXAMPLES)/expert_libero_object \
+	$(EXAMPLES)/expert_libero_goal $(EXAMPLES)/expert_libero_long \
+	$(EXAMPLES)/libero_spatial_random $(EXAMPLES)/libero_spatial_noop
+examples:
+	@git diff --quiet HEAD -- . ':(exclude)results' || \
+		{ echo "make examples: commit your code changes first (manifests record the revision)"; exit 2; }
+	rm -rf $(EXAMPLE_RUNS)
+	for suite in libero_spatial libero_object libero_goal libero_long; do \
+		$(BIN)/worldvla-bench eval --suite $$suite --trials 5 --run $(EXAMPLES)/expert_$$suite \
+			--workers 2 --no-progress --no-report || exit 1; done
+	for policy in random noop; do \
+		$(BIN)/worldvla-bench eval --suite libero_spatial --policy $$policy --tasks 0,1 --trials 3 \
+			--run $(EXAMPLES)/libero_spatial_$$policy --workers 2 --no-progress --no-report || exit 1; done
+	$(BIN)/python -m worldvla_bench.report $(EXAMPLE_RUNS) > $(EXAMPLES)/summary.md
+	@cat $(EXAMPLES)/summary.md

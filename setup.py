@@ -17,5 +17,6 @@ setup(
     packages=find_packages(include=["worldvla_bench", "worldvla_bench.*"]) + POLICIES
     + ["worldvla_bench.suite_files"],
     package_dir={"worldvla_bench.policies": "policies", "worldvla_bench.suite_files": "tasks"},
-    package_data={"worldvla_bench.suite_files": ["*.yaml"]},
+    package_data={"worldvla_bench.suite_files": ["*.yaml", "panels/*.yaml"],
+                  "worldvla_bench.integrations.worldvla": ["weights/*.pt", "weights/*.md"]},
 )

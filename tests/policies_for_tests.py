@@ -26,3 +26,25 @@ class WrongShapePolicy(Policy):
 
 class NotAPolicy:
     """Not a subclass of Policy."""
+
+
+class PixelSteeredPolicy(Policy):
+    """Reads the third-person camera (WorldVLA's profile: 64 px, the previous env step's frame
+    too) and moves towards the brighter half of the image: its actions depend on the pixels it
+    sees, so a rollout that shows it other frames makes it act otherwise. Chunks of 4."""
+
+    cameras = ("agentview",)
+    observation_profile = "worldvla"
+    image_size = 64
+
+    def act(self, observation):
+        image = observation["agentview_image"].astype(np.float64)
+        previous = observation["agentview_history"].astype(np.float64)
+        half = image.shape[1] // 2
+        steer = np.tanh((image[:, :half].mean() - image[:, half:].mean()) / 10.0)
+        motion = np.tanh((image - previous[-1]).mean() if len(previous) else 0.0)
+        chunk = np.zeros((4, 7))
+        chunk[:, 1] = 0.5 * steer
+        chunk[:, 2] = 0.3 * motion - 0.1
+        chunk[:, 6] = -1.0
+        return chunk

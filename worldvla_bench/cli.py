@@ -179,14 +179,16 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
 
     default_horizons = "10" if args.probe == "counterfactual" else "10,50"
     horizons = parse_index_list(args.horizons or default_horizons, 10**6, "horizon")
-    episodes = list(read_episodes_from(args.data, view=args.view))
+    episodes = [e for data in args.data for e in read_episodes_from(data, view=args.view)]
     if args.max_episodes:
         episodes = episodes[: args.max_episodes]
-    model = make_world_model(args.model, **parse_policy_args(args.model_arg))
     probe = "" if args.probe == "fidelity" else f"_{args.probe}"
-    name = args.out or (f"wm_{slugify(args.model)}_{slugify(Path(args.data).stem)}_"
+    name = args.out or (f"wm_{slugify(args.model)}_{slugify(Path(args.data[0]).stem)}_"
                         f"{args.protocol}{probe}")
     out = _run_path(name)
+    if args.probe == "optimism":
+        return _optimism_probe(args, episodes, out)
+    model = make_world_model(args.model, **parse_policy_args(args.model_arg))
     if args.probe == "counterfactual":
         try:
             return _counterfactual_probe(args, model, episodes, horizons, out)
@@ -209,8 +211,9 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
             # round first: a rounding residue such as -1e-9 would print as "-0.0"
             shown[column] = shown[column].map(
                 lambda v, d=digits: "" if v is None or v != v else f"{round(v, d) + 0.0:.{d}f}")
-    text = (f"# World model `{args.model}` on `{args.data}` ({args.view} view), protocol "
-            f"`{args.protocol}`\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n\n"
+    text = (f"# World model `{args.model}` on `{', '.join(args.data)}` ({args.view} view), "
+            f"protocol `{args.protocol}`\n\n"
+            f"{shown.to_markdown(index=False, disable_numparse=True)}\n\n"
             f"fvd_n = clips per set; fvd_gt_split = FVD between two halves of the ground truth "
             f"(the small-sample floor).\n")
     if result["protocol"].reference:  # published figures only beside the protocol they used
@@ -245,11 +248,52 @@ def _counterfactual_probe(args: argparse.Namespace, model: Any, episodes: list, 
     for key in ("fidelity", "sensitivity", "per_context", "per_branch"):
         result[key].to_csv(out / f"counterfactual_{key}.csv", index=False)
     text = format_counterfactual(result, f"Counterfactual actions: world model `{args.model}` "
-                                 f"on `{args.data}`, horizon {horizons[0]}, protocol "
+                                 f"on `{', '.join(args.data)}`, horizon {horizons[0]}, protocol "
                                  f"`{args.protocol}`")
     write_atomic(out / "counterfactual.md", text.encode("utf-8"))
     print(text)
     print(f"written: {out}/counterfactual.md, counterfactual_*.csv")
+    return 0
+
+
+def _optimism_probe(args: argparse.Namespace, episodes: list, out: Path) -> int:
+    import pandas as pd
+
+    from worldvla_bench.atomic import write_atomic
+    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.worldmodel.judge import load_judge
+    from worldvla_bench.worldmodel.models import make_world_model
+    from worldvla_bench.worldmodel.optimism import format_optimism, imagine_outcomes, summarise
+
+    if not args.judge:
+        raise BenchError("--probe optimism needs --judge PATH (train one with `train-judge`)")
+    judge = load_judge(args.judge)
+    models = [(args.model, parse_policy_args(args.model_arg))]
+    models += [(name, {}) for name in (args.baselines or "").split(",")
+               if name.strip() and name.strip() != args.model]
+    rows, per_episode = [], []
+    for name, kwargs in models:
+        model = make_world_model(name.strip(), **kwargs)
+        try:
+            outcomes = imagine_outcomes(model, episodes, judge, start=args.start,
+                                        last_frames=args.last_frames,
+                                        progress=not args.no_progress, desc=name.strip())
+        finally:
+            model.close()
+        rows.append(summarise(outcomes, name.strip()))
+        per_episode.append(outcomes.assign(world_model=name.strip()))
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "optimism.csv", index=False)
+    pd.concat(per_episode, ignore_index=True).to_csv(out / "optimism_per_episode.csv",
+                                                     index=False)
+    text = format_optimism(table, judge.error_line(), (
+        f"Optimism: world models imagining {len(episodes)} recorded episodes of "
+        f"{', '.join(str(d) for d in args.data)} from frame {args.start} on their own actions; "
+        f"the judge reads the last {args.last_frames} imagined frame(s)"))
+    write_atomic(out / "optimism.md", text.encode("utf-8"))
+    print(text)
+    print(f"written: {out}/optimism.md, optimism.csv, optimism_per_episode.csv")
     return 0
 
 
@@ -283,6 +327,9 @@ COMMANDS.register("serve-policy", Command(
 COMMANDS.register("train-judge", Command(
     help="train the success judge (a small CNN) on frames of recorded runs",
     add_parser="worldvla_bench.worldmodel.judge_cli:add_train_judge_parser"))
+COMMANDS.register("wm-rank", Command(
+    help="rank a panel of policies in LIBERO and in world models, and compare the rankings",
+    add_parser="worldvla_bench.worldmodel.rank_cli:add_rank_parser"))
 
 
 def _add_registered_commands(sub, argv: list[str] | None) -> None:
@@ -383,7 +430,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wm = sub.add_parser("wm-eval", help="score a world model's predicted frames")
     wm.add_argument("--model", required=True, help="copy-last, sim-oracle, or module:Class")
     wm.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
-    wm.add_argument("--data", required=True, help="run directory (eval --save-frames) or .hdf5")
+    wm.add_argument("--data", required=True, nargs="+",
+                    help="run directories (eval --save-frames) or .hdf5 files")
     wm.add_argument("--horizons", default=None,
                     help="predicted frames per clip, e.g. 10,50 (default 10,50; counterfactual 10)")
     wm.add_argument("--protocol", default="standard", help="standard or worldvla")
@@ -391,9 +439,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wm.add_argument("--max-episodes", type=int, default=None)
     wm.add_argument("--out", default=None, help="output name under results/, or a path")
     wm.add_argument("--save-video", action="store_true", help="mp4: prediction | ground truth")
-    wm.add_argument("--probe", default="fidelity", choices=("fidelity", "counterfactual"),
+    wm.add_argument("--probe", default="fidelity",
+                    choices=("fidelity", "counterfactual", "optimism"),
                     help="fidelity: frames on the logged actions; counterfactual: branches of "
-                    "other actions, each against the simulator's replay (one horizon)")
+                    "other actions, each against the simulator's replay (one horizon); "
+                    "optimism: does an imagined failed episode end as a failure (--judge)")
+    wm.add_argument("--judge", default=None, help="optimism: a judge from `train-judge`")
+    wm.add_argument("--start", type=int, default=0,
+                    help="optimism: the real frame imagination starts from")
+    wm.add_argument("--last-frames", type=int, default=1,
+                    help="optimism: imagined frames the judge reads (success if any is)")
+    wm.add_argument("--baselines", default="sim-oracle,copy-last",
+                    help="optimism: world models scored in the same table ('' for none)")
     wm.add_argument("--contexts-per-episode", type=int, default=2,
                     help="counterfactual: context frames per episode")
     wm.add_argument("--seed", type=int, default=0, help="counterfactual: noise seed")

@@ -166,3 +166,32 @@ def interval_errors(table: pd.DataFrame) -> np.ndarray:
     return np.vstack(
         [table["success_rate"] - table["ci_low"], table["ci_high"] - table["success_rate"]]
     )
+
+
+def summary_markdown(run_dirs: list[Path | str]) -> str:
+    """One row per run (its suite row): policy, episodes, success with the 95% Wilson interval,
+    and the code revision and render backend it ran with; each run's report.md is rewritten."""
+    rows = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        table = write_report(run_dir)["table"]
+        suite = table[table["task_id"] == "all"].iloc[0]
+        manifest = read_manifest(run_dir) or {}
+        config = manifest.get("config", {})
+        invocations = manifest.get("invocations") or [{}]
+        render = (run_render_provenances(manifest)[0] or [{}])[0]
+        rows.append({
+            "run": run_dir.name, "policy": config.get("policy"), "suite": suite["suite"],
+            "episodes": int(suite["trials"]), "success %": f"{suite['success_rate']:.1f}",
+            "95% CI": f"[{suite['ci_low']:.1f}, {suite['ci_high']:.1f}]",
+            "revision": str(invocations[-1].get("git_revision"))[:12]
+            + ("+dirty" if str(invocations[-1].get("git_revision")).endswith("+dirty") else ""),
+            "MUJOCO_GL": render.get("mujoco_gl"),
+        })
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+if __name__ == "__main__":  # python -m worldvla_bench.report RUN [RUN ...]: the summary table
+    import sys
+
+    print(summary_markdown(sys.argv[1:]), end="")

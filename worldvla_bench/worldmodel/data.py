@@ -75,7 +75,9 @@ def read_run(run_dir: Path | str, view: str = "agentview") -> Iterator[WMEpisode
             states=arrays.get("states"),
             control_states=arrays.get("control_states"),
             meta={"suite": record["suite"], "task_id": record["task_id"], "trial": record["trial"],
-                  "seed": record["seed"], **scene_of(record).to_record(), "source": str(run_dir),
+                  "seed": record["seed"], **scene_of(record).to_record(),
+                  "success": bool(record.get("success")), "steps": record.get("steps"),
+                  "policy": record.get("policy"), "source": str(run_dir),
                   "image_size": manifest.get("config", {}).get("image_size")},
         )
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from worldvla_bench.envs.seeding import scene_of
 from worldvla_bench.errors import BenchError
 from worldvla_bench.records import load_episode_arrays, read_json, save_episode_arrays
 from worldvla_bench.worldmodel.data import WMEpisode, read_run
@@ -180,7 +181,8 @@ def hold_frames(env, episode: WMEpisode, steps: int) -> tuple[np.ndarray, np.nda
     if episode.states is None:
         raise BenchError(f"episode {episode.name} has no simulator states (record with "
                          f"`eval --save-frames`)")
-    env.reset(seed=int(episode.meta["seed"]), options={"init_state": int(episode.meta["trial"])})
+    env.reset(options={"init_state": int(episode.meta["trial"]),
+                       "scene": scene_of(episode.meta)})  # the fixtures where they stood
     control = None if episode.control_states is None else episode.control_states[-1]
     env.restore_sim_state(episode.states[-1], control)
     hold_action = np.asarray(env.suite.wait_action, dtype=np.float64)

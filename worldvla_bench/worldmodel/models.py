@@ -29,13 +29,49 @@ class PredictionContext:
     control_state: np.ndarray | None = None
 
 
+class Rollout:
+    """A world model imagining one episode step by step: `step(actions (K, 7))` returns the K
+    frames after them (uint8 (K, H, W, 3)). The default chains `predict` on its own last frame;
+    `simulator_success` holds the simulator's verdict after each step for rollouts that run a
+    simulator (sim-oracle), else stays empty."""
+
+    def __init__(self, model: WorldModel, first_frame: np.ndarray, instruction: str,
+                 context: PredictionContext | None = None) -> None:
+        self.model = model
+        self.last = np.asarray(first_frame, dtype=np.uint8)
+        self.instruction = instruction
+        self.context = context
+        self.simulator_success: list[bool] = []
+
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        frames = np.asarray(self.model.predict(self.last[None], np.asarray(actions, np.float64),
+                                               self.instruction, self.context))
+        # later calls start from an imagined frame: no simulator state describes it
+        self.context = None if self.context is None else PredictionContext(meta=self.context.meta)
+        if len(frames):
+            self.last = frames[-1]
+        return frames
+
+
 class WorldModel(abc.ABC):
-    """Override `predict`; `close` releases resources."""
+    """Override `predict`; `close` releases resources. `start_rollout` imagines an episode
+    step by step (closed loop: the policy acts on the frames it returns)."""
 
     @abc.abstractmethod
     def predict(self, context_frames: np.ndarray, actions: np.ndarray, instruction: str,
                 context: PredictionContext | None = None) -> np.ndarray:
         """Predict one frame per action: (N, H, W, 3) uint8."""
+
+    def predict_many(self, items: list[tuple[np.ndarray, np.ndarray, str,
+                                             PredictionContext | None]]) -> list[np.ndarray]:
+        """`predict` for several clips at once: items of (context_frames, actions, instruction,
+        context), one array of frames each. Models that batch (WorldVLA) override it."""
+        return [self.predict(*item) for item in items]
+
+    def start_rollout(self, first_frame: np.ndarray, instruction: str,
+                      context: PredictionContext | None = None) -> Rollout:
+        """An imagined episode from one real frame (H, W, 3) uint8; see `Rollout`."""
+        return Rollout(self, first_frame, instruction, context)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
@@ -52,6 +88,9 @@ class CopyLast(WorldModel):
 #: horizon=1000, ignore_done=False): a step beyond it raises "executing action in terminated
 #: episode".
 ROBOSUITE_HORIZON = 1000
+#: room a rollout keeps before robosuite's horizon: the longest LIBERO step limit (libero_10's
+#: 520, tasks/libero_long.yaml) with a margin
+LONGEST_ROLLOUT = 600
 
 
 class SimOracle(WorldModel):
@@ -82,24 +121,31 @@ class SimOracle(WorldModel):
             self._scene = None
         return self._env
 
-    def predict(self, context_frames, actions, instruction, context=None):
+    def _restored(self, context: PredictionContext | None, size: int, steps: int):
+        """The env, at the state of `context` (the last context frame), with room for `steps`."""
         if context is None or context.state is None or "suite" not in context.meta:
             raise BenchError("sim-oracle needs episodes with simulator states and suite/task "
                              "(record them with `worldvla-bench eval --save-frames`)")
-        env = self._env_for(context.meta, int(context_frames.shape[1]))
+        env = self._env_for(context.meta, size)
         scene = scene_of(context.meta)
         # a reset per scene (the seed moves fixtures), not per clip; and before the horizon
-        if self._scene != scene or env.steps_since_reset + len(actions) >= ROBOSUITE_HORIZON - 1:
+        if self._scene != scene or env.steps_since_reset + steps >= ROBOSUITE_HORIZON - 1:
             env.reset(options={"init_state": 0, "scene": scene})
             self._scene = scene
         else:
             env.clear_carried_state()  # as a soft reset does: gripper command, warm start
         env.restore_sim_state(context.state, context.control_state)
-        frames = []
-        for action in actions:
-            obs, *_ = env.step(action)
-            frames.append(obs["agentview_image"])
-        return np.stack(frames)
+        return env
+
+    def predict(self, context_frames, actions, instruction, context=None):
+        env = self._restored(context, int(context_frames.shape[1]), len(actions))
+        return _SimRollout(env).step(actions)
+
+    def start_rollout(self, first_frame, instruction, context=None):
+        """The simulator itself, continuing from the state of the first frame; it records the
+        simulator's success check after every step (`Rollout.simulator_success`)."""
+        return _SimRollout(self._restored(context, int(np.shape(first_frame)[0]),
+                                          LONGEST_ROLLOUT))
 
     def close(self) -> None:
         if self._env is not None:
@@ -107,6 +153,22 @@ class SimOracle(WorldModel):
             self._env = None
             self._key = None
             self._scene = None
+
+
+class _SimRollout(Rollout):
+    """Steps a LIBERO env (set up by `SimOracle`) and keeps its frames and success checks."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self.simulator_success = []
+
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        frames = []
+        for action in np.asarray(actions, dtype=np.float64):
+            obs, _, _, _, info = self.env.step(action)
+            frames.append(obs["agentview_image"])
+            self.simulator_success.append(bool(info["success"]))
+        return np.stack(frames)
 
 
 #: World models by name; installed packages add theirs through the entry-point group

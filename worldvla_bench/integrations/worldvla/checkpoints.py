@@ -28,7 +28,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a training directory (its final.pt, else last.pt)."""
+    """A checkpoint file, a training directory (its final.pt, else last.pt), or the name of a
+    shipped checkpoint (`shipped.SHIPPED`, e.g. 'tiny-libero-goal')."""
+    from worldvla_bench.integrations.worldvla.shipped import SHIPPED, shipped_path
+
+    shipped = shipped_path(str(path))
+    if shipped is not None:
+        if not shipped.exists():
+            raise BenchError(f"shipped checkpoint {path!r} is missing ({shipped}); regenerate "
+                             "it with `make tiny-checkpoints`")
+        return shipped
     path = Path(path)
     if path.is_dir():
         for name in (FINAL_CHECKPOINT, LAST_CHECKPOINT):
@@ -36,7 +45,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
                 return path / name
         raise BenchError(f"{path} holds no {FINAL_CHECKPOINT} or {LAST_CHECKPOINT}")
     if not path.exists():
-        raise BenchError(f"no such checkpoint: {path}")
+        raise BenchError(f"no such checkpoint: {path} (shipped: {', '.join(SHIPPED)})")
     return path
 
 
@@ -74,5 +83,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         "stage": data.get("stage", "done"),
         "step": int(data.get("step", 0)),
         "vq_step": int(data.get("vq_step", 0)),
+        "exported": data.get("exported"),
     }
     return model, meta

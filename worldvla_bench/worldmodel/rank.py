@@ -1,0 +1,340 @@
+"""`wm-rank`: evaluate a panel of policies in LIBERO and in a world model, and compare rankings.
+
+For each policy of a panel (`worldvla_bench.panels`):
+1. the simulator: the normal engine (`run_evaluation`), records under `<out>/sim/<policy>/`;
+2. imagination, per world model: every simulated episode again, from the same init state and
+   scene, its first frame real and the rest imagined (`imagination.imagine_episode`: closed loop
+   for policies that read the camera, open loop on the executed actions for blind ones); the
+   judge decides success. Records under `<out>/imagined/<world model>/<policy>/episodes.jsonl`
+   (`extra.imagined = true`), appended as each episode ends, so a rerun resumes.
+
+Then one table: per policy the simulated and imagined success with Wilson intervals; per world
+model Pearson, Spearman and MMRV over the panel with bootstrap intervals over episodes
+(`ranking.ranking_agreement`); the judge's own held-out error beside them; and the costs: world
+model seconds per imagined episode against simulator seconds per simulated episode.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from worldvla_bench.atomic import write_atomic
+from worldvla_bench.envs.libero_env import LiberoEnv
+from worldvla_bench.envs.seeding import scene_of
+from worldvla_bench.errors import BenchError, RunDirectoryError
+from worldvla_bench.panels import Panel
+from worldvla_bench.policy import EpisodeContext, make_policy
+from worldvla_bench.protocol import Protocol, RunOptions
+from worldvla_bench.records import (
+    append_episode,
+    episode_key,
+    episode_stem,
+    load_episode_arrays,
+    read_episodes,
+    save_episode_arrays,
+)
+from worldvla_bench.report import wilson_interval
+from worldvla_bench.tasks import load_suite
+from worldvla_bench.worldmodel.imagination import (
+    IMAGINED_CAMERA,
+    imagination_mode,
+    imagine_episode,
+)
+from worldvla_bench.worldmodel.models import PredictionContext, WorldModel, make_world_model
+from worldvla_bench.worldmodel.ranking import ranking_agreement
+
+IMAGINATION_FILE = "imagination.json"
+
+
+@dataclass(frozen=True)
+class RankSetup:
+    """What a ranking measures: the suite and episodes, and how imagination is judged."""
+
+    suite: str
+    tasks: str | None = None
+    trials: int | None = None
+    image_size: int | None = None
+    max_steps: int | None = None
+    threshold: float = 0.5
+    workers: int | None = None
+
+
+def simulate_panel(panel: Panel, setup: RankSetup, out: Path, progress: bool = True
+                   ) -> dict[str, Path]:
+    """Run (or resume) every panel policy in LIBERO; returns label -> run directory."""
+    from worldvla_bench.rollout import run_evaluation
+
+    runs = {}
+    for entry in panel.entries:
+        protocol = Protocol(suite=setup.suite, policy=entry.policy, policy_kwargs=entry.args,
+                            image_size=setup.image_size, max_steps=setup.max_steps)
+        options = RunOptions(run_dir=out / "sim" / entry.name, tasks=setup.tasks,
+                             trials=setup.trials, workers=setup.workers, progress=progress)
+        runs[entry.name] = run_evaluation(protocol, options)
+    return runs
+
+
+def _check_imagination(run_dir: Path, config: dict[str, Any]) -> None:
+    """Write what an imagined run measures, or refuse to resume it under other settings."""
+    path = run_dir / IMAGINATION_FILE
+    config = json.loads(json.dumps(config))
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != config:
+            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise RunDirectoryError(f"{run_dir} was imagined with other settings ({changed}); "
+                                    "choose another --out")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(config, indent=1).encode("utf-8"))
+
+
+def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[str, Any],
+                world_model: str, model: WorldModel, judge: Any, judge_id: str,
+                threshold: float = 0.5, progress: bool = True) -> Path:
+    """Imagine every episode of simulated run `sim_run` into run directory `out` (resumable)."""
+    records = sorted((r for r in read_episodes(sim_run) if not r.get("error")),
+                     key=lambda r: (r["task_id"], r["trial"]))
+    manifest = json.loads((sim_run / "manifest.json").read_text(encoding="utf-8"))
+    config = manifest["config"]
+    _check_imagination(out, {"world_model": world_model, "judge": judge_id,
+                             "threshold": threshold, "sim_run": str(sim_run),
+                             "policy": policy_name, "policy_kwargs": policy_args,
+                             "image_size": config["image_size"],
+                             "max_steps": config["max_steps"]})
+    done = {episode_key(r) for r in read_episodes(out, repair=True)}
+    pending = [r for r in records if episode_key(r) not in done]
+    suite = load_suite(config["suite"])
+    policy = make_policy(policy_name, **policy_args)
+    batched = (judge is not None and imagination_mode(policy) == "open"
+               and type(model).predict_many is not WorldModel.predict_many)
+    group = 32 if batched else 1
+    env: LiberoEnv | None = None
+    try:
+        with tqdm(total=len(pending), desc=f"{world_model} {out.name}", unit="ep",
+                  disable=not progress, file=sys.stderr) as bar:
+            for first in range(0, len(pending), group):
+                part = pending[first:first + group]
+                starts = []
+                for record in part:
+                    if env is None or env.task.task_id != record["task_id"]:
+                        if env is not None:
+                            env.close()
+                        env = LiberoEnv(suite, record["task_id"], image_size=config["image_size"],
+                                        cameras=(IMAGINED_CAMERA,),
+                                        max_steps=config["max_steps"])
+                    starts.append(_first_observation(env, record))
+                actions = [load_episode_arrays(sim_run / r["episode_file"])["actions"]
+                           if r.get("episode_file") else None for r in part]
+                models: list[WorldModel] = [model] * len(part)
+                shared = 0.0
+                if batched:  # one batched call imagines the whole group, open loop
+                    t0 = time.perf_counter()
+                    frames = model.predict_many([
+                        (obs[f"{IMAGINED_CAMERA}_image"][None], acts, r["instruction"], ctx)
+                        for r, (obs, ctx), acts in zip(part, starts, actions, strict=True)])
+                    shared = (time.perf_counter() - t0) / len(part)
+                    models = [_Precomputed(f) for f in frames]
+                for record, (obs, first_ctx), acts, imagining in zip(part, starts, actions,
+                                                                     models, strict=True):
+                    context = EpisodeContext(record["suite"], record["task_id"],
+                                             record["task_name"], record["instruction"],
+                                             record["trial"], record["seed"], record["max_steps"])
+                    imagined = imagine_episode(imagining, policy, context, obs, first_ctx, judge,
+                                               policy_name=policy_name,
+                                               world_model_name=world_model, actions=acts,
+                                               threshold=threshold)
+                    imagined.env_time_s = round(imagined.env_time_s + shared, 4)
+                    imagined.wall_time_s = round(imagined.wall_time_s + shared, 4)
+                    stem = episode_stem(record["suite"], record["task_id"], record["trial"])
+                    save_episode_arrays(out / "episodes" / f"{stem}.npz",
+                                        actions=imagined.extra.pop("actions"))
+                    imagined.episode_file = str(Path("episodes") / f"{stem}.npz")
+                    imagined.extra["simulated_success"] = bool(record["success"])
+                    imagined.extra["simulated_wall_s"] = record.get("wall_time_s")
+                    append_episode(out, imagined)
+                    bar.update()
+    finally:
+        if env is not None:
+            env.close()
+        policy.close()
+    return out
+
+
+def _first_observation(env: LiberoEnv, record: dict[str, Any]
+                       ) -> tuple[dict[str, Any], PredictionContext]:
+    """The simulated episode's first observation (same init state and scene), and its state."""
+    scene = scene_of(record)
+    obs, _ = env.reset(options={"init_state": record["trial"], "scene": scene})
+    return obs, PredictionContext(
+        meta={**{k: record[k] for k in ("suite", "task_id", "trial", "seed")},
+              **scene.to_record()},
+        state=env.get_sim_state(), control_state=env.get_control_state())
+
+
+class _Precomputed(WorldModel):
+    """Frames a batched call imagined already, handed out in order (open loop)."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self.frames = np.asarray(frames)
+        self.used = 0
+
+    def predict(self, context_frames, actions, instruction, context=None):
+        out = self.frames[self.used:self.used + len(actions)]
+        self.used += len(actions)
+        return out
+
+
+def _rate(flags: np.ndarray) -> tuple[float, float, float]:
+    low, high = wilson_interval(int(np.sum(flags)), len(flags))
+    return 100.0 * float(np.mean(flags)), 100.0 * low, 100.0 * high
+
+
+def rank_tables(sim_runs: dict[str, Path], imagined: dict[str, dict[str, Path]],
+                n_boot: int = 2000) -> dict[str, pd.DataFrame]:
+    """`per_policy` (simulated and imagined success, costs), `agreement` (one row per world
+    model) and `per_episode`, from the run directories."""
+    rows, agreement, episodes = [], [], []
+    for world_model, runs in imagined.items():
+        outcomes = []
+        for label, sim_dir in sim_runs.items():
+            sim = {episode_key(r): r for r in read_episodes(sim_dir) if not r.get("error")}
+            imag = {episode_key(r): r for r in read_episodes(runs[label])}
+            keys = sorted(set(sim) & set(imag))
+            if not keys:
+                raise BenchError(f"no imagined episodes of {label} under {runs[label]}")
+            s = np.array([bool(sim[k]["success"]) for k in keys])
+            i = np.array([bool(imag[k]["success"]) for k in keys])
+            outcomes.append((s, i))
+            sim_rate, imag_rate = _rate(s), _rate(i)
+            rows.append({
+                "world_model": world_model, "policy": label, "episodes": len(keys),
+                "simulated": sim_rate[0], "simulated_lo": sim_rate[1], "simulated_hi": sim_rate[2],
+                "imagined": imag_rate[0], "imagined_lo": imag_rate[1], "imagined_hi": imag_rate[2],
+                "agree_episodes": float(np.mean(s == i)),
+                "mode": imag[keys[0]]["extra"].get("mode"),
+                "sim_s_per_episode": float(np.mean([sim[k]["wall_time_s"] for k in keys])),
+                "wm_s_per_episode": float(np.mean([imag[k]["env_time_s"] for k in keys])),
+                "imagined_s_per_episode": float(np.mean([imag[k]["wall_time_s"] for k in keys])),
+            })
+            episodes += [{"world_model": world_model, "policy": label, "task_id": k[1],
+                          "trial": k[2], "simulated": bool(sim[k]["success"]),
+                          "imagined": bool(imag[k]["success"]),
+                          "p_success_max": imag[k]["extra"].get("p_success_max")} for k in keys]
+        agreement.append({"world_model": world_model, "policies": len(outcomes),
+                          **ranking_agreement(outcomes, n_boot=n_boot)})
+    return {"per_policy": pd.DataFrame(rows), "agreement": pd.DataFrame(agreement),
+            "per_episode": pd.DataFrame(episodes)}
+
+
+def format_rank(tables: dict[str, pd.DataFrame], title: str, judge_line: str) -> str:
+    """The markdown report of `rank_tables`."""
+
+    def rate(row: pd.Series, key: str) -> str:
+        return f"{row[key]:.1f} [{row[key + '_lo']:.1f}, {row[key + '_hi']:.1f}]"
+
+    def value(row: pd.Series, key: str) -> str:
+        if row[key] != row[key]:
+            return "n/a"
+        return f"{row[key]:.2f} [{row[key + '_lo']:.2f}, {row[key + '_hi']:.2f}]"
+
+    per_policy = tables["per_policy"]
+    shown = pd.DataFrame([{
+        "world model": r["world_model"], "policy": r["policy"], "mode": r["mode"],
+        "episodes": int(r["episodes"]), "simulated %": rate(r, "simulated"),
+        "imagined %": rate(r, "imagined"), "same outcome": f"{100 * r['agree_episodes']:.0f}%",
+        "s/episode: simulator | world model": (f"{r['sim_s_per_episode']:.1f} | "
+                                               f"{r['wm_s_per_episode']:.1f}"),
+    } for _, r in per_policy.iterrows()])
+    agreement = pd.DataFrame([{
+        "world model": r["world_model"], "policies": int(r["policies"]),
+        "Pearson": value(r, "pearson"), "Spearman": value(r, "spearman"),
+        "MMRV": value(r, "mmrv"),
+    } for _, r in tables["agreement"].iterrows()])
+    return "\n".join([
+        f"# {title}", "", "## Ranking agreement over the panel", "",
+        agreement.to_markdown(index=False, disable_numparse=True), "",
+        "95% bootstrap intervals over episodes. MMRV (SIMPLER): mean over policies of the "
+        "largest simulated-rate gap to a policy imagination orders wrongly; 0 is perfect.", "",
+        "## Per policy", "", shown.to_markdown(index=False, disable_numparse=True), "",
+        "Success in percent with 95% Wilson intervals. mode: closed = the policy acted on "
+        "imagined frames; open = the world model imagined the actions the policy executed in "
+        "the simulator. Seconds per episode: the simulator's wall time against the world "
+        "model's inference time.", "", f"Judge: {judge_line}", ""])
+
+
+def plot_rank(per_policy: pd.DataFrame, path: Path | None = None, ax=None):
+    """Scatter of imagined against simulated success, one point per policy and world model,
+    with Wilson error bars; written to `path` (png) when given. Returns the matplotlib Axes."""
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+    for world_model, part in per_policy.groupby("world_model", sort=False):
+        xerr = np.vstack([part["simulated"] - part["simulated_lo"],
+                          part["simulated_hi"] - part["simulated"]])
+        yerr = np.vstack([part["imagined"] - part["imagined_lo"],
+                          part["imagined_hi"] - part["imagined"]])
+        ax.errorbar(part["simulated"], part["imagined"], xerr=xerr, yerr=yerr, fmt="o",
+                    capsize=3, label=str(world_model), alpha=0.8)
+        for _, row in part.iterrows():
+            ax.annotate(row["policy"], (row["simulated"], row["imagined"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.plot([0, 100], [0, 100], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlim(-5, 105)
+    ax.set_ylim(-5, 105)
+    ax.set_xlabel("simulated success (%)")
+    ax.set_ylabel("imagined success (%)")
+    ax.set_title("Policies in imagination vs in LIBERO (95% Wilson)")
+    ax.legend(fontsize=7)
+    if path is not None:
+        figure = ax.figure
+        figure.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
+        if fig is not None:
+            plt.close(fig)
+    return ax
+
+
+def wm_rank(panel: Panel, world_models: list[tuple[str, dict[str, Any]]], setup: RankSetup,
+            out: Path, judge: Any, judge_id: str, judge_line: str, progress: bool = True,
+            n_boot: int = 2000) -> dict[str, Any]:
+    """The whole ranking (see the module docstring); writes `ranking.md`, `ranking.csv`,
+    `agreement.csv`, `per_episode.csv` and `ranking.png` under `out`. `judge=None` uses the
+    simulator's check (only for simulator-backed world models)."""
+    sim_runs = simulate_panel(panel, setup, out, progress)
+    imagined: dict[str, dict[str, Path]] = {}
+    for name, kwargs in world_models:
+        model = make_world_model(name, **kwargs)
+        try:
+            imagined[name] = {
+                entry.name: imagine_run(sim_runs[entry.name], out / "imagined" / name / entry.name,
+                                        entry.policy, entry.args, name, model, judge, judge_id,
+                                        setup.threshold, progress)
+                for entry in panel.entries}
+        finally:
+            model.close()
+    tables = rank_tables(sim_runs, imagined, n_boot=n_boot)
+    tables["per_policy"].to_csv(out / "ranking.csv", index=False)
+    tables["agreement"].to_csv(out / "agreement.csv", index=False)
+    tables["per_episode"].to_csv(out / "per_episode.csv", index=False)
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")  # no display needed for the file
+    plot_rank(tables["per_policy"], out / "ranking.png")
+    text = format_rank(tables, f"Panel `{panel.name}` on `{setup.suite}` in LIBERO and in "
+                       f"imagination", judge_line)
+    write_atomic(out / "ranking.md", text.encode("utf-8"))
+    return {"text": text, **tables, "sim_runs": sim_runs, "imagined": imagined}

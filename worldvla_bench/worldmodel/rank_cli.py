@@ -1,0 +1,63 @@
+"""`worldvla-bench wm-rank`: its arguments and the command (see `worldmodel.rank`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "wm-rank", help="rank a panel of policies in LIBERO and in world models, and compare")
+    parser.add_argument("--panel", required=True,
+                        help="panel name (tasks/panels/<name>.yaml) or a yaml path")
+    parser.add_argument("--world-model", action="append", required=True, metavar="NAME",
+                        help="world model to imagine with (repeatable; also sim-oracle, "
+                        "copy-last, module:Class)")
+    parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                        help="argument of the first --world-model (repeatable)")
+    parser.add_argument("--judge", default=None,
+                        help="success judge from `train-judge`; 'simulator' = the simulator's "
+                        "own check (sim-oracle only)")
+    parser.add_argument("--suite", required=True)
+    parser.add_argument("--tasks", default=None, help="task ids, e.g. '0,3' (default: all)")
+    parser.add_argument("--trials", type=int, default=None, help="trials per task")
+    parser.add_argument("--image-size", type=int, default=None, help="camera px (default suite)")
+    parser.add_argument("--max-steps", type=int, default=None, help="step limit (default suite)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="judge P(success) cut")
+    parser.add_argument("--workers", type=int, default=None, help="simulator workers")
+    parser.add_argument("--out", default=None, help="output name under results/, or a path")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=cmd_rank)
+    return parser
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from worldvla_bench.cli import _run_path
+    from worldvla_bench.errors import BenchError
+    from worldvla_bench.panels import load_panel
+    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.records import slugify
+    from worldvla_bench.worldmodel.rank import RankSetup, wm_rank
+
+    panel = load_panel(args.panel)
+    world_models = [(name, parse_policy_args(args.model_arg) if i == 0 else {})
+                    for i, name in enumerate(args.world_model)]
+    if args.judge in (None, "simulator"):
+        if any(name != "sim-oracle" for name, _ in world_models):
+            raise BenchError("--judge is needed: only sim-oracle can be judged by the simulator")
+        judge, judge_id, judge_line = None, "simulator", "the simulator's own success check"
+    else:
+        from worldvla_bench.worldmodel.judge import load_judge
+
+        judge = load_judge(args.judge)
+        judge_id, judge_line = str(args.judge), judge.error_line()
+    setup = RankSetup(suite=args.suite, tasks=args.tasks, trials=args.trials,
+                      image_size=args.image_size, max_steps=args.max_steps,
+                      threshold=args.threshold, workers=args.workers)
+    out = _run_path(args.out or f"rank_{slugify(panel.name)}_{slugify(args.suite)}")
+    result = wm_rank(panel, world_models, setup, out, judge, judge_id, judge_line,
+                     progress=not args.no_progress)
+    print(result["text"])
+    print(f"written: {out}/ranking.md, ranking.csv, agreement.csv, per_episode.csv, ranking.png")
+    return 0
