@@ -118,3 +118,14 @@ def test_notebook_plots_the_ranking(ranked, tmp_path, monkeypatch):
               if o.output_type == "error"]
     assert not errors
     assert plot.exists() and plot.stat().st_size > 5000
+
+
+def test_shipped_panels_load_and_name_known_policies():
+    from worldvla_bench.panels import available_panels
+    from worldvla_bench.policy import resolve_policy_class
+
+    assert "libero_goal" in available_panels()
+    for name in available_panels():
+        panel = load_panel(name)
+        for entry in panel.entries:
+            resolve_policy_class(entry.policy)  # raises for an unknown policy
