@@ -273,6 +273,13 @@ def test_expert_gripper_delay_lags_the_gripper_command_and_starts_open():
     np.testing.assert_array_equal(_actions(policy, {}, seed=5, calls=12), late)  # reset: anew
 
 
+def test_expert_stop_after_holds_still_open_from_that_step():
+    planned = np.random.default_rng(1).uniform(-0.5, 0.5, (10, 7))
+    cut = _actions(_ScriptedPlan(planned, stop_after=4), {}, seed=5, calls=10)
+    np.testing.assert_array_equal(cut[:4], planned[:4])
+    np.testing.assert_array_equal(cut[4:], np.tile([0, 0, 0, 0, 0, 0, -1.0], (6, 1)))
+
+
 def test_expert_rejects_negative_noise_and_delay():
     from worldvla_bench.errors import BenchError
 
@@ -280,3 +287,5 @@ def test_expert_rejects_negative_noise_and_delay():
         ExpertPolicy(action_noise=-0.1)
     with pytest.raises(BenchError, match="gripper_delay"):
         ExpertPolicy(gripper_delay=-1)
+    with pytest.raises(BenchError, match="stop_after"):
+        ExpertPolicy(stop_after=-1)

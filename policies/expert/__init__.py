@@ -13,6 +13,8 @@ success judge of `worldvla_bench.worldmodel.judge` trains on them):
   The planner does not see the noise it adds (it tracks its own commands), only its effect.
 - `gripper_delay` (steps): the gripper command it emits lags the one it means by that many
   steps; the first `gripper_delay` steps of an episode emit "open" (-1), as the hand starts.
+- `stop_after` (steps): a truncated expert: from that step on it holds still with the gripper
+  open (the scripted plan cut short; None: never).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class ExpertPolicy(Policy):
     cameras = ()  # reads no image: nothing is rendered for it
 
     def __init__(self, verbose: bool = False, action_noise: float = 0.0,
-                 gripper_delay: int = 0) -> None:
+                 gripper_delay: int = 0, stop_after: int | None = None) -> None:
         self.verbose = bool(verbose)
         self.action_noise = float(action_noise)
         self.gripper_delay = int(gripper_delay)
@@ -45,6 +47,10 @@ class ExpertPolicy(Policy):
             raise BenchError(f"action_noise must be a finite std >= 0, got {action_noise!r}")
         if self.gripper_delay < 0:
             raise BenchError(f"gripper_delay must be >= 0 steps, got {gripper_delay!r}")
+        self.stop_after = None if stop_after is None else int(stop_after)
+        if self.stop_after is not None and self.stop_after < 0:
+            raise BenchError(f"stop_after must be >= 0 steps, got {stop_after!r}")
+        self._calls = 0
         self._rng = np.random.default_rng(0)
         self._gripper_queue: deque[float] = deque()
         self._reset_plan()
@@ -60,8 +66,12 @@ class ExpertPolicy(Policy):
         self._reset_plan()
         self._rng = np.random.default_rng(context.seed if context is not None else 0)
         self._gripper_queue = deque([skills.OPEN] * self.gripper_delay)
+        self._calls = 0
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
+        self._calls += 1
+        if self.stop_after is not None and self._calls > self.stop_after:
+            return np.array([[0.0] * 6 + [skills.OPEN]])
         return self._degrade(self._plan_action(observation))
 
     def _degrade(self, action: np.ndarray) -> np.ndarray:
