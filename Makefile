@@ -75,16 +75,18 @@ clean:
 
 # The shipped tiny WorldVLA checkpoints (worldvla_bench/integrations/worldvla/weights/), from
 # scratch: scripted-expert demos of libero_goal tasks 1, 4, 6 (6 trials each, successes only), a
-# tiny model co-trained on actions and frames (2000 VQ steps, 3000 transformer steps), exported
-# (float16) at step 1000 and at the end.
+# tiny model co-trained on actions and frames (1000 VQ steps, 2000 transformer steps), exported
+# (float16) at step 500 and at the end. Demos use the hashed seeding the shipped files were made
+# with.
 TINY_DIR := results/tiny_libero_goal
 TINY_WEIGHTS := worldvla_bench/integrations/worldvla/weights
 TINY_TRAIN = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos --out $(TINY_DIR)/train \
-	--config tiny --world-model-weight 1 --action-mask on --chunk-size 5 --vq-steps 2000 \
-	--steps 3000 --threads 2
+	--config tiny --world-model-weight 1 --action-mask on --chunk-size 5 --vq-steps 1000 \
+	--steps 2000 --threads 2
 tiny-checkpoints:
-	$(BIN)/worldvla-bench record --suite libero_goal --tasks 1,4,6 --trials 6 --out $(TINY_DIR)/demos
-	$(TINY_TRAIN) --stop-at 1000
+	$(BIN)/worldvla-bench record --suite libero_goal --tasks 1,4,6 --trials 6 --seeding hashed \
+		--out $(TINY_DIR)/demos
+	$(TINY_TRAIN) --stop-at 500
 	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/last.pt $(TINY_WEIGHTS)/tiny_libero_goal_early.pt
 	$(TINY_TRAIN)
 	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/final.pt $(TINY_WEIGHTS)/tiny_libero_goal.pt

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from worldvla_bench.atomic import write_atomic
 from worldvla_bench.envs.libero_env import LiberoEnv
-from worldvla_bench.envs.seeding import scene_of
+from worldvla_bench.envs.seeding import DEFAULT_SEEDING, scene_of
 from worldvla_bench.errors import BenchError, RunDirectoryError
 from worldvla_bench.panels import Panel
 from worldvla_bench.policy import EpisodeContext, make_policy
@@ -66,6 +66,7 @@ class RankSetup:
     max_steps: int | None = None
     threshold: float = 0.5
     workers: int | None = None
+    seeding: str = DEFAULT_SEEDING
 
 
 def simulate_panel(panel: Panel, setup: RankSetup, out: Path, progress: bool = True
@@ -76,7 +77,8 @@ def simulate_panel(panel: Panel, setup: RankSetup, out: Path, progress: bool = T
     runs = {}
     for entry in panel.entries:
         protocol = Protocol(suite=setup.suite, policy=entry.policy, policy_kwargs=entry.args,
-                            image_size=setup.image_size, max_steps=setup.max_steps)
+                            seeding=setup.seeding, image_size=setup.image_size,
+                            max_steps=setup.max_steps)
         options = RunOptions(run_dir=out / "sim" / entry.name, tasks=setup.tasks,
                              trials=setup.trials, workers=setup.workers, progress=progress)
         runs[entry.name] = run_evaluation(protocol, options)

@@ -7,6 +7,8 @@ from typing import Any
 
 
 def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
+    from worldvla_bench.cli import _add_seeding
+
     parser = sub.add_parser(
         "wm-rank", help="rank a panel of policies in LIBERO and in world models, and compare")
     parser.add_argument("--panel", required=True,
@@ -25,6 +27,7 @@ def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=None, help="camera px (default suite)")
     parser.add_argument("--max-steps", type=int, default=None, help="step limit (default suite)")
     parser.add_argument("--threshold", type=float, default=0.5, help="judge P(success) cut")
+    _add_seeding(parser)
     parser.add_argument("--workers", type=int, default=None, help="simulator workers")
     parser.add_argument("--out", default=None, help="output name under results/, or a path")
     parser.add_argument("--no-progress", action="store_true")
@@ -54,7 +57,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         judge_id, judge_line = str(args.judge), judge.error_line()
     setup = RankSetup(suite=args.suite, tasks=args.tasks, trials=args.trials,
                       image_size=args.image_size, max_steps=args.max_steps,
-                      threshold=args.threshold, workers=args.workers)
+                      threshold=args.threshold, workers=args.workers, seeding=args.seeding)
     out = _run_path(args.out or f"rank_{slugify(panel.name)}_{slugify(args.suite)}")
     result = wm_rank(panel, world_models, setup, out, judge, judge_id, judge_line,
                      progress=not args.no_progress)
