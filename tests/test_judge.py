@@ -184,7 +184,7 @@ def test_labels_of_a_real_run_match_the_simulator_success_check(expert_run):
     assert sum(checked) == 1
     # hold frames: the simulator's check after the success, cached beside the run
     assert data.hold.sum() == 3 and data.labels[data.hold].all()
-    assert len(list((expert_run / "judge_hold").glob("*_hold3_still5.npz"))) == 1
+    assert len(list((expert_run / "judge_hold").glob("*_hold3_still3.npz"))) == 1
     again = read_labelled_runs([expert_run], hold_steps=3, progress=False)
     np.testing.assert_array_equal(again.frames, data.frames)
 

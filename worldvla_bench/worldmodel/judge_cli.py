@@ -109,8 +109,8 @@ def add_train_judge_parser(subparsers: Any) -> argparse.ArgumentParser:
     tj.add_argument("--hold-steps", type=int, default=20,
                     help="hold frames after each success, labelled by the simulator (0: none; "
                          "cached in <run>/judge_hold/)")
-    tj.add_argument("--hold-still", type=int, default=5,
-                    help="hold frames with the arm still before the hand lifts (default 5)")
+    tj.add_argument("--hold-still", type=int, default=None,
+                    help="hold frames with the arm still before the hand lifts (default: all)")
     tj.add_argument("--held-out", type=float, default=0.25, help="share of episodes held out")
     tj.add_argument("--seed", type=int, default=0, help="split, initialisation and batches")
     tj.add_argument("--threads", type=int, default=None,

@@ -8,11 +8,12 @@ Sources:
   episode (`episode_labels`; `tests/test_judge.py` restores every state of a real episode and
   checks this rule against `check_success`).
 - hold frames (`hold_frames`): from the final state of a successful episode, the simulator goes on
-  for a few steps: gripper open and the arm still for `hold_still` steps, then the hand lifts
-  straight up (`HOLD_LIFT`), each frame labelled by the success check. One episode gives one
-  positive frame; this gives many more, near the goal, and with the hand away from the object
-  too (in a success's last frame the hand still covers it: a judge that learnt "hand over the
-  stove" would call an empty stove a success). Cached beside the run
+  for a few steps with the gripper open and the arm still (by default), each frame labelled by
+  the success check. One episode gives one positive frame; this gives many more, near the goal.
+  With `hold_still` < the hold steps, the hand lifts straight up (`HOLD_LIFT`) after
+  `hold_still` steps, to show successes with the hand away from the object too (in a success's
+  last frame the hand covers it); measured on libero_goal, it did not help (README). Cached
+  beside the run
   (`<run>/judge_hold/<episode>_hold<N>_still<S>.npz`), as `report.md` is.
 
 Frames are uint8 (H, W, 3), upright, as the env returns them. A task is named `suite/task_id`.
@@ -32,7 +33,6 @@ from worldvla_bench.records import load_episode_arrays, read_json, save_episode_
 from worldvla_bench.worldmodel.data import WMEpisode, read_run
 
 HOLD_DIR = "judge_hold"
-HOLD_STILL = 5  # default hold steps with the arm still and the gripper open, before lifting
 HOLD_LIFT = 0.3  # then this z action (OSC_POSE: 0.3 x 0.05 m = 1.5 cm per step up), gripper open
 
 
@@ -144,14 +144,14 @@ def _success_by_stem(run_dir: Path) -> dict[str, bool]:
 
 
 def read_labelled_runs(run_dirs: Iterable[Path | str], tasks: set[str | int] | None = None,
-                       every: int = 1, hold_steps: int = 0, hold_still: int = HOLD_STILL,
+                       every: int = 1, hold_steps: int = 0, hold_still: int | None = None,
                        view: str = "agentview", progress: bool = True) -> LabelledFrames:
     """Labelled frames of runs recorded with `--save-frames`.
 
     tasks: keep only these tasks, as keys ('suite/task_id') or ids of any suite (None: all);
     every: keep every n-th frame of an episode (its positive and final frames always);
     hold_steps: add that many hold frames after each successful episode (`hold_frames`, cached
-    in the run directory), the first `hold_still` of them with the arm still.
+    in the run directory), the first `hold_still` of them with the arm still (None: all).
     """
     if every < 1 or hold_steps < 0:
         raise BenchError(f"every must be >= 1 and hold_steps >= 0, got {every}, {hold_steps}")
@@ -168,7 +168,8 @@ def read_labelled_runs(run_dirs: Iterable[Path | str], tasks: set[str | int] | N
                 ok = success[episode.name]
                 hold = None
                 if holder is not None and ok:
-                    hold = holder.cached(run_dir, episode, hold_steps, hold_still)
+                    still = hold_steps if hold_still is None else min(hold_still, hold_steps)
+                    hold = holder.cached(run_dir, episode, hold_steps, still)
                 parts.append(_episode_frames(run_dir.name, episode, ok, every, hold))
     finally:
         if holder is not None:
@@ -179,9 +180,9 @@ def read_labelled_runs(run_dirs: Iterable[Path | str], tasks: set[str | int] | N
 
 
 def hold_frames(env, episode: WMEpisode, steps: int,
-                still_steps: int = HOLD_STILL) -> tuple[np.ndarray, np.ndarray]:
-    """Restore the episode's final state and take `steps` steps: `still_steps` with the suite's
-    wait action (arm still, gripper open), then lifting the hand (`HOLD_LIFT`, gripper open):
+                still_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Restore the episode's final state and take `steps` steps: `still_steps` (None: all) with
+    the suite's wait action (arm still, gripper open), then lifting the hand (`HOLD_LIFT`):
     the agentview frames (steps, H, W, 3) and the success check of each (steps,) bool. `env` is
     a `LiberoEnv` of the episode's task (agentview, no wait steps)."""
     if episode.states is None:
@@ -193,6 +194,7 @@ def hold_frames(env, episode: WMEpisode, steps: int,
     still = np.asarray(env.suite.wait_action, dtype=np.float64)
     lift = still.copy()
     lift[2] = HOLD_LIFT
+    still_steps = steps if still_steps is None else still_steps
     frames, labels = [], []
     for step in range(steps):
         obs, _, _, _, info = env.step(still if step < still_steps else lift)
