@@ -181,7 +181,8 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
 def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float = THRESHOLD,
                    bins: int = ECE_BINS) -> dict[str, Any]:
     """Metrics honest under imbalance: accuracy beside the majority rate, balanced accuracy,
-    precision, recall, ECE (equal-width bins), Brier score. NaN where undefined."""
+    precision, recall, ECE (equal-width bins), Brier score. NaN where undefined; balanced
+    accuracy is the mean of recall and specificity, or the one defined when a class is absent."""
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels, bool)
     pred = probs >= threshold
     tp, fp = int(np.sum(pred & labels)), int(np.sum(pred & ~labels))
