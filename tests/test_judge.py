@@ -8,6 +8,7 @@ labels; `tests/fixtures/make_judge_fixture.py` makes it from runs recorded as th
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -128,7 +129,8 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def test_judge_trained_in_seconds_beats_chance_on_held_out_real_frames(one_torch_thread):
+def test_judge_trained_in_seconds_beats_chance_on_held_out_real_frames(one_torch_thread,
+                                                                         tmp_path):
     data = LabelledFrames.load(FIXTURE)
     started = time.perf_counter()
     # ~100 training frames: no augmentation, more epochs (augmentation helps at scale only)
@@ -146,6 +148,14 @@ def test_judge_trained_in_seconds_beats_chance_on_held_out_real_frames(one_torch
     np.testing.assert_allclose(binary_metrics(probs, data.labels[held])["balanced_accuracy"],
                                judge.metrics["frames"]["balanced_accuracy"])
     assert "judge error on held-out real final frames" in judge.error_line()
+    # the trained judge saved and loaded: the same probabilities, metrics and provenance
+    judge.save(tmp_path / "judge.pt")
+    loaded = load_judge(tmp_path / "judge.pt")
+    np.testing.assert_array_equal(judge_probabilities(loaded, data),
+                                  judge_probabilities(judge, data))
+    assert loaded.error_line() == judge.error_line()
+    assert loaded.provenance["held_out_episodes"] == judge.provenance["held_out_episodes"]
+    assert json.dumps(loaded.metrics["table"]) == json.dumps(rows)  # NaN where undefined
 
 
 # -- labels of a real run against the simulator ------------------------------------------------
@@ -184,7 +194,7 @@ def test_labels_of_a_real_run_match_the_simulator_success_check(expert_run):
     assert sum(checked) == 1
     # hold frames: the simulator's check after the success, cached beside the run
     assert data.hold.sum() == 3 and data.labels[data.hold].all()
-    assert len(list((expert_run / "judge_hold").glob("*_hold3.npz"))) == 1
+    assert len(list((expert_run / "judge_hold").glob("*_hold3_still3.npz"))) == 1
     again = read_labelled_runs([expert_run], hold_steps=3, progress=False)
     np.testing.assert_array_equal(again.frames, data.frames)
 

@@ -136,9 +136,25 @@ class SuccessJudge:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"format": CHECKPOINT_FORMAT, "state_dict": self.net.state_dict(),
-                    "tasks": list(self.tasks), "image_size": int(self.image_size),
-                    "width": int(self.net.heads.in_features), "metrics": self.metrics,
-                    "provenance": self.provenance}, path)
+                    "tasks": [str(t) for t in self.tasks], "image_size": int(self.image_size),
+                    "width": int(self.net.heads.in_features), "metrics": _plain(self.metrics),
+                    "provenance": _plain(self.provenance)}, path)
+
+
+def _plain(value: Any) -> Any:
+    """Numbers, strings, lists and dicts only (numpy scalars and arrays converted): what
+    `torch.load(weights_only=True)` reads back."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str):
+        return str(value)  # np.str_, torch's TorchVersion
+    return value
 
 
 def load_judge(path: Path | str) -> SuccessJudge:
@@ -181,7 +197,8 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
 def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float = THRESHOLD,
                    bins: int = ECE_BINS) -> dict[str, Any]:
     """Metrics honest under imbalance: accuracy beside the majority rate, balanced accuracy,
-    precision, recall, ECE (equal-width bins), Brier score. NaN where undefined."""
+    precision, recall, ECE (equal-width bins), Brier score. NaN where undefined; balanced
+    accuracy is the mean of recall and specificity, or the one defined when a class is absent."""
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels, bool)
     pred = probs >= threshold
     tp, fp = int(np.sum(pred & labels)), int(np.sum(pred & ~labels))
@@ -225,7 +242,7 @@ def metrics_table(judge: SuccessJudge, data: LabelledFrames) -> list[dict[str, A
             mask = in_scope & ((data.task == key) if key != "all" else True)
             if not mask.any():
                 continue
-            rows.append({"scope": scope, "task": key,
+            rows.append({"scope": scope, "task": str(key),
                          "episodes": len(np.unique(data.episode[mask])),
                          **binary_metrics(probs[mask], data.labels[mask])})
     return rows

@@ -59,13 +59,15 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     if out.suffix != ".pt":
         raise BenchError(f"--out must end in .pt, got {out}")
     data = read_labelled_runs(runs, _tasks(args.tasks), every=args.every,
-                              hold_steps=args.hold_steps, progress=not args.no_progress)
+                              hold_steps=args.hold_steps, hold_still=args.hold_still,
+                              progress=not args.no_progress)
     print(f"{len(data)} frames ({int(data.labels.sum())} successes, {int(data.hold.sum())} hold "
           f"frames) of {len(set(data.episode))} episodes, tasks {sorted(map(str, set(data.task)))}")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          image_size=args.image_size, held_out=args.held_out, seed=args.seed)
     provenance = {"runs": {str(r): run_policy(r) for r in runs}, "every": args.every,
-                  "hold_steps": args.hold_steps, "tasks": args.tasks or "all"}
+                  "hold_steps": args.hold_steps, "hold_still": args.hold_still,
+                  "tasks": args.tasks or "all"}
     judge, rows = train_judge(data, config, progress=not args.no_progress, provenance=provenance)
     judge.save(out)
     table = format_table(rows)
@@ -107,6 +109,8 @@ def add_train_judge_parser(subparsers: Any) -> argparse.ArgumentParser:
     tj.add_argument("--hold-steps", type=int, default=20,
                     help="hold frames after each success, labelled by the simulator (0: none; "
                          "cached in <run>/judge_hold/)")
+    tj.add_argument("--hold-still", type=int, default=None,
+                    help="hold frames with the arm still before the hand lifts (default: all)")
     tj.add_argument("--held-out", type=float, default=0.25, help="share of episodes held out")
     tj.add_argument("--seed", type=int, default=0, help="split, initialisation and batches")
     tj.add_argument("--threads", type=int, default=None,

@@ -8,9 +8,13 @@ Sources:
   episode (`episode_labels`; `tests/test_judge.py` restores every state of a real episode and
   checks this rule against `check_success`).
 - hold frames (`hold_frames`): from the final state of a successful episode, the simulator goes on
-  with the arm still and the gripper open for a few steps, each frame labelled by the success
-  check. One episode gives one positive frame; this gives many more positives, all near the goal.
-  They are cached beside the run (`<run>/judge_hold/<episode>_hold<N>.npz`), as `report.md` is.
+  for a few steps with the gripper open and the arm still (by default), each frame labelled by
+  the success check. One episode gives one positive frame; this gives many more, near the goal.
+  With `hold_still` < the hold steps, the hand lifts straight up (`HOLD_LIFT`) after
+  `hold_still` steps, to show successes with the hand away from the object too (in a success's
+  last frame the hand covers it); measured on libero_goal, it did not help (README). Cached
+  beside the run
+  (`<run>/judge_hold/<episode>_hold<N>_still<S>.npz`), as `report.md` is.
 
 Frames are uint8 (H, W, 3), upright, as the env returns them. A task is named `suite/task_id`.
 """
@@ -30,6 +34,7 @@ from worldvla_bench.records import load_episode_arrays, read_json, save_episode_
 from worldvla_bench.worldmodel.data import WMEpisode, read_run
 
 HOLD_DIR = "judge_hold"
+HOLD_LIFT = 0.3  # then this z action (OSC_POSE: 0.3 x 0.05 m = 1.5 cm per step up), gripper open
 
 
 def task_key(suite: str, task_id: int) -> str:
@@ -140,14 +145,14 @@ def _success_by_stem(run_dir: Path) -> dict[str, bool]:
 
 
 def read_labelled_runs(run_dirs: Iterable[Path | str], tasks: set[str | int] | None = None,
-                       every: int = 1, hold_steps: int = 0, view: str = "agentview",
-                       progress: bool = True) -> LabelledFrames:
+                       every: int = 1, hold_steps: int = 0, hold_still: int | None = None,
+                       view: str = "agentview", progress: bool = True) -> LabelledFrames:
     """Labelled frames of runs recorded with `--save-frames`.
 
     tasks: keep only these tasks, as keys ('suite/task_id') or ids of any suite (None: all);
     every: keep every n-th frame of an episode (its positive and final frames always);
     hold_steps: add that many hold frames after each successful episode (`hold_frames`, cached
-    in the run directory).
+    in the run directory), the first `hold_still` of them with the arm still (None: all).
     """
     if every < 1 or hold_steps < 0:
         raise BenchError(f"every must be >= 1 and hold_steps >= 0, got {every}, {hold_steps}")
@@ -164,7 +169,8 @@ def read_labelled_runs(run_dirs: Iterable[Path | str], tasks: set[str | int] | N
                 ok = success[episode.name]
                 hold = None
                 if holder is not None and ok:
-                    hold = holder.cached(run_dir, episode, hold_steps)
+                    still = hold_steps if hold_still is None else min(hold_still, hold_steps)
+                    hold = holder.cached(run_dir, episode, hold_steps, still)
                 parts.append(_episode_frames(run_dir.name, episode, ok, every, hold))
     finally:
         if holder is not None:
@@ -174,10 +180,12 @@ def read_labelled_runs(run_dirs: Iterable[Path | str], tasks: set[str | int] | N
     return LabelledFrames.concatenate(parts)
 
 
-def hold_frames(env, episode: WMEpisode, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Restore the episode's final state and take `steps` steps with the suite's wait action
-    (arm still, gripper open): the agentview frames (steps, H, W, 3) and the success check of
-    each (steps,) bool. `env` is a `LiberoEnv` of the episode's task (agentview, no wait steps)."""
+def hold_frames(env, episode: WMEpisode, steps: int,
+                still_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Restore the episode's final state and take `steps` steps: `still_steps` (None: all) with
+    the suite's wait action (arm still, gripper open), then lifting the hand (`HOLD_LIFT`):
+    the agentview frames (steps, H, W, 3) and the success check of each (steps,) bool. `env` is
+    a `LiberoEnv` of the episode's task (agentview, no wait steps)."""
     if episode.states is None:
         raise BenchError(f"episode {episode.name} has no simulator states (record with "
                          f"`eval --save-frames`)")
@@ -185,10 +193,13 @@ def hold_frames(env, episode: WMEpisode, steps: int) -> tuple[np.ndarray, np.nda
                        "scene": scene_of(episode.meta)})  # the fixtures where they stood
     control = None if episode.control_states is None else episode.control_states[-1]
     env.restore_sim_state(episode.states[-1], control)
-    hold_action = np.asarray(env.suite.wait_action, dtype=np.float64)
+    still = np.asarray(env.suite.wait_action, dtype=np.float64)
+    lift = still.copy()
+    lift[2] = HOLD_LIFT
+    still_steps = steps if still_steps is None else still_steps
     frames, labels = [], []
-    for _ in range(steps):
-        obs, _, _, _, info = env.step(hold_action)
+    for step in range(steps):
+        obs, _, _, _, info = env.step(still if step < still_steps else lift)
         frames.append(obs["agentview_image"])
         labels.append(bool(info["success"]))
     return np.stack(frames), np.asarray(labels, dtype=bool)
@@ -201,8 +212,8 @@ class _Holder:
         self._env = None
         self._key: tuple | None = None
 
-    def cached(self, run_dir: Path, episode: WMEpisode, steps: int):
-        path = run_dir / HOLD_DIR / f"{episode.name}_hold{steps}.npz"
+    def cached(self, run_dir: Path, episode: WMEpisode, steps: int, still: int):
+        path = run_dir / HOLD_DIR / f"{episode.name}_hold{steps}_still{still}.npz"
         if path.exists():
             arrays = load_episode_arrays(path)
             return arrays["frames"], arrays["labels"]
@@ -215,7 +226,7 @@ class _Holder:
             self._env = LiberoEnv(key[0], key[1], image_size=size, cameras=("agentview",),
                                   wait_steps=0, max_steps=10**9)
             self._key = key
-        frames, labels = hold_frames(self._env, episode, steps)
+        frames, labels = hold_frames(self._env, episode, steps, still)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_episode_arrays(path, frames=frames, labels=labels)
         return frames, labels
