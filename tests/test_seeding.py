@@ -189,3 +189,15 @@ def test_old_manifests_read_as_hashed_for_resume_and_compare(tmp_path):
     assert (differences["protocol.seeding"].a, differences["protocol.seeding"].b) == (
         "hashed", "openvla")
     assert differences["protocol.seeding"].moves_numbers is True
+
+
+@pytest.mark.slow
+def test_the_openpi_seeding_is_openpis_loop_with_seed_7():
+    """openpi examples/libero/main.py: the same loop, env.seed(7): trial 1 alone agrees."""
+    actions = _actions(2)
+    episodes = run_reference_task(load_suite("libero_spatial"), 0, 7, actions, 64, STEPS)
+    env = LiberoEnv("libero_spatial", 0, image_size=64, max_steps=STEPS)
+    try:
+        _assert_same(_episode(env, 1, actions[1], SceneSeed("openpi", 7, 1)), episodes[1])
+    finally:
+        env.close()
