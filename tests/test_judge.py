@@ -173,6 +173,7 @@ def expert_run(tmp_path_factory) -> Path:
 
 def test_labels_of_a_real_run_match_the_simulator_success_check(expert_run):
     from worldvla_bench.envs.libero_env import LiberoEnv
+    from worldvla_bench.envs.seeding import scene_of
     from worldvla_bench.worldmodel.data import read_run
 
     data = read_labelled_runs([expert_run], hold_steps=3, progress=False)
@@ -182,7 +183,7 @@ def test_labels_of_a_real_run_match_the_simulator_success_check(expert_run):
     env = LiberoEnv("libero_goal", 1, image_size=48, cameras=("agentview",), wait_steps=0,
                     max_steps=10**9)
     try:
-        env.reset(seed=episode.meta["seed"], options={"init_state": 0})
+        env.reset(options={"init_state": 0, "scene": scene_of(episode.meta)})
         env.set_render_cameras(())  # the check needs no pixels (a restore may take a step)
         checked = []
         for state, control in zip(episode.states, episode.control_states, strict=True):
