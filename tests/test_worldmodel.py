@@ -69,7 +69,7 @@ def test_saved_frames_are_the_episode_with_states(frames_run: Path):
     assert len(episodes) == 4
     for episode in episodes:
         assert episode.frames.shape == (12, 48, 48, 3) and episode.actions.shape == (11, 7)
-        assert episode.states.shape[0] == 12 and episode.control_states.shape == (12, 2)
+        assert episode.states.shape[0] == 12 and episode.control_states.shape == (12, 14)
         assert all(frame.std() > 5 for frame in episode.frames)  # every frame rendered
     wrist = next(iter(read_run(frames_run, view="wrist")))
     assert not np.array_equal(wrist.frames, episodes[0].frames)

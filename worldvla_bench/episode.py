@@ -48,7 +48,8 @@ def run_episode(
     history needs) or the video keeps. `save_frames` renders every
     camera at every step and adds them to the .npz as `frames_<camera>` (T+1, H, W, 3) uint8,
     upright, with `states` (T+1, D): the simulator state after reset and after each step, and
-    `control_states` (T+1, 2): the gripper command robosuite keeps outside the simulator, and
+    `control_states` (T+1, 14): what robosuite keeps outside the simulator (the gripper command
+    and the arm controller's goal, `LiberoEnv.get_control_state`), and
     `proprio` (T+1, 8): the observation's `state`.
 
     `scene` seeds the scene (`worldvla_bench.envs.seeding`); None: the `hashed` seeding with

@@ -8,7 +8,8 @@ A file holds one task: `data.attrs['problem_info']` (JSON: `language_instruction
 down: the 180-degree rotation is undone on write and redone on read), `ee_pos`, `ee_ori`
 (axis-angle), `ee_states` (pos + axis-angle), `gripper_states`. Following robomimic, `obs[t]` is
 the observation before `actions[t]`. Ours also stores `control_states` (the gripper command
-robosuite keeps outside the simulator), so that `sim-oracle` can replay a file.
+and the arm controller's goal, which robosuite keeps outside the simulator), so that `sim-oracle`
+can replay a file.
 """
 
 from __future__ import annotations

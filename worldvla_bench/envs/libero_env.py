@@ -49,6 +49,9 @@ from worldvla_bench.tasks import SuiteSpec, load_suite
 
 STATE_DIM = 8
 ACTION_DIM = 7
+#: `LiberoEnv.get_control_state`: gripper command (2), arm goal position (3), orientation (9)
+CONTROL_STATE_DIM = 14
+GRIPPER_STATE_DIM = 2
 _TEXT_CHARSET = frozenset(string.printable)
 
 
@@ -199,15 +202,23 @@ class LiberoEnv(gym.Env):
         return privileged_state(self.robosuite_env)
 
     def get_control_state(self) -> np.ndarray:
-        """State robosuite keeps outside MuJoCo: the gripper's commanded opening (per finger).
-
-        Always 2 values (robosuite starts it as a 1-element zero that broadcasts to 2).
-        """
-        action = np.asarray(self._sim.robots[0].gripper.current_action, dtype=np.float64)
-        return np.broadcast_to(action, (2,)).copy()
+        """State robosuite keeps outside MuJoCo, (CONTROL_STATE_DIM,) float64: the gripper's
+        commanded opening (2 values, one per finger; robosuite starts it as a 1-element zero that
+        broadcasts), then the arm controller's goal: position (3, m) and orientation (3x3
+        rotation matrix, row-major, 9). OSC keeps its orientation goal until an action rotates
+        (robosuite controllers/osc.py `set_goal`), so zero-rotation actions after a restore move
+        the arm towards whatever goal the controller held: the goal is part of the state."""
+        robot = self._sim.robots[0]
+        grip = np.broadcast_to(np.asarray(robot.gripper.current_action, dtype=np.float64), (2,))
+        controller = robot.controller
+        return np.concatenate([grip, np.asarray(controller.goal_pos, dtype=np.float64).reshape(3),
+                               np.asarray(controller.goal_ori, dtype=np.float64).reshape(9)])
 
     def restore_sim_state(self, state: np.ndarray, control_state: np.ndarray | None = None) -> None:
-        """Continue from a recorded state (after a reset): MuJoCo state and gripper command.
+        """Continue from a recorded state (after a reset): MuJoCo state, gripper command and the
+        arm controller's goal (`get_control_state`). Control states recorded before the goal was
+        kept hold the gripper only (2 values): the goal is then set to the restored pose, the
+        best guess (exact right after a reset's wait steps only if the arm did not rotate).
 
         Camera sampling keeps the schedule of a fresh reset, so the next steps render as the
         recorded episode did (images are sampled at the first physics substep of a step).
@@ -220,8 +231,18 @@ class LiberoEnv(gym.Env):
             self._sim.step(np.asarray(self.suite.wait_action, dtype=np.float64))
         self._sim.set_state(np.asarray(state, dtype=np.float64))
         self._sim.sim.forward()
-        if control_state is not None:
-            self._sim.robots[0].gripper.current_action = np.array(control_state, dtype=np.float64)
+        if control_state is None:
+            return
+        control = np.asarray(control_state, dtype=np.float64).reshape(-1)
+        robot = self._sim.robots[0]
+        robot.gripper.current_action = control[:GRIPPER_STATE_DIM].copy()
+        controller = robot.controller
+        if len(control) >= CONTROL_STATE_DIM:
+            controller.goal_pos = control[2:5].copy()
+            controller.goal_ori = control[5:14].reshape(3, 3).copy()
+        else:
+            controller.update(force=True)  # its cached pose, read from the restored state
+            controller.reset_goal()
 
     @property
     def steps_since_reset(self) -> int:
