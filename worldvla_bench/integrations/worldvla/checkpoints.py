@@ -15,6 +15,13 @@ from worldvla_bench.integrations.worldvla.config import WorldVLAConfig
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 
 CHECKPOINT_FORMAT = "worldvla_bench.worldvla/1"
+#: the shipped tiny checkpoints (`shipped.py`, `make tiny-checkpoints`): name -> file in WEIGHTS_DIR
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED: dict[str, str] = {
+    "tiny-libero-goal": "tiny_libero_goal.pt",
+    "tiny-libero-goal-early": "tiny_libero_goal_early.pt",
+}
+DEFAULT_CHECKPOINT = "tiny-libero-goal"
 LAST_CHECKPOINT = "last.pt"
 FINAL_CHECKPOINT = "final.pt"
 
@@ -27,11 +34,15 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def shipped_path(name: str) -> Path | None:
+    """The file of a shipped checkpoint name, or None if `name` is not one."""
+    file = SHIPPED.get(str(name))
+    return None if file is None else WEIGHTS_DIR / file
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, a training directory (its final.pt, else last.pt), or the name of a
     shipped checkpoint (`shipped.SHIPPED`, e.g. 'tiny-libero-goal')."""
-    from worldvla_bench.integrations.worldvla.shipped import SHIPPED, shipped_path
-
     shipped = shipped_path(str(path))
     if shipped is not None:
         if not shipped.exists():

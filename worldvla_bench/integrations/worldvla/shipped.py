@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.integrations.worldvla.checkpoints import (  # noqa: F401 - the shipped names
+    DEFAULT_CHECKPOINT,
+    SHIPPED,
+    WEIGHTS_DIR,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    shipped_path,
+)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
-#: shipped checkpoint name -> file in WEIGHTS_DIR
-SHIPPED: dict[str, str] = {
-    "tiny-libero-goal": "tiny_libero_goal.pt",
-    "tiny-libero-goal-early": "tiny_libero_goal_early.pt",
-}
-DEFAULT_CHECKPOINT = "tiny-libero-goal"
 #: the largest file we ship (bytes)
 MAX_SHIPPED_BYTES = 5 * 1024 * 1024
 #: payload keys an export keeps (see trainer._payload)
@@ -37,21 +38,9 @@ KEPT_KEYS = ("format", "config", "train_args", "chunk_size", "action_mask", "wor
              "elapsed_s", "torch_version")
 
 
-def shipped_path(name: str) -> Path | None:
-    """The file of a shipped checkpoint name, or None if `name` is not one."""
-    file = SHIPPED.get(str(name))
-    return None if file is None else WEIGHTS_DIR / file
-
-
 def export_checkpoint(source: str | Path, target: str | Path, half: bool = True) -> Path:
     """Write the evaluation part of checkpoint `source` (a file or training directory) to
     `target`, float weights as float16 when `half`; returns the written path."""
-    from worldvla_bench.integrations.worldvla.checkpoints import (
-        read_checkpoint,
-        resolve_checkpoint,
-        save_checkpoint,
-    )
-
     data = read_checkpoint(source)
     payload: dict[str, Any] = {key: data[key] for key in KEPT_KEYS if key in data}
     payload["state_dict"] = {
