@@ -20,7 +20,9 @@ from worldvla_bench.records import read_episodes
 from worldvla_bench.render_provenance import render_provenance
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "results" / "examples" / "expert_libero_long"
+#: a run recorded before render provenance and scene seedings (the example run of main at
+#: cfb6340, manifest and records only), as users' old runs are
+EXAMPLE = REPO / "tests" / "fixtures" / "old_run_expert_libero_long"
 GPU = {
     "gl_vendor": "NVIDIA Corporation",
     "gl_renderer": "NVIDIA GeForce RTX 4090/PCIe/SSE2",
@@ -143,7 +145,7 @@ def test_compare_lists_a_revision_difference(recorded_run: Path, tmp_path):
 
 
 def test_compare_with_an_old_manifest_lists_every_difference(recorded_run: Path):
-    """results/examples/ manifests predate provenance and say fast_reset (the inverse of
+    """Old manifests (EXAMPLE) predate provenance and say fast_reset (the inverse of
     hard_reset): every difference is listed, the reset mode as one that does not move numbers."""
     old, new = json.loads((EXAMPLE / "manifest.json").read_text()), _read(recorded_run)
     differences = {d.what: d for d in manifest_differences(old, new)}
