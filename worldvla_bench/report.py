@@ -50,17 +50,24 @@ def wilson_interval(
     return (float(ci.low), float(ci.high))
 
 
+def percent_with_interval(successes: int, trials: int) -> tuple[float, float, float]:
+    """(rate, low, high) in percent, the interval the 95% Wilson one; NaN for no trials."""
+    low, high = wilson_interval(successes, trials)
+    rate = 100.0 * successes / trials if trials else float("nan")
+    return rate, 100.0 * low, 100.0 * high
+
+
 def _summarise(group: pd.DataFrame) -> pd.Series:
     trials = len(group)
     successes = int(group["success"].sum())
-    low, high = wilson_interval(successes, trials)
+    rate, low, high = percent_with_interval(successes, trials)
     return pd.Series(
         {
             "trials": trials,
             "successes": successes,
-            "success_rate": 100.0 * successes / trials,
-            "ci_low": 100.0 * low,
-            "ci_high": 100.0 * high,
+            "success_rate": rate,
+            "ci_low": low,
+            "ci_high": high,
             "mean_steps": float(group["steps"].mean()),
             "errors": int(group["is_error"].sum()),
         }

@@ -79,11 +79,7 @@ class Context:
         return f"{self.episode.name}@{self.start}"
 
     def prediction_context(self) -> PredictionContext:
-        ep = self.episode
-        return PredictionContext(
-            meta=ep.meta,
-            state=None if ep.states is None else ep.states[self.start],
-            control_state=None if ep.control_states is None else ep.control_states[self.start])
+        return self.episode.prediction_context(self.start)
 
 
 def held_gripper(episode: WMEpisode, start: int) -> float:

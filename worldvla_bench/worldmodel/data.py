@@ -23,6 +23,7 @@ from worldvla_bench.envs.seeding import scene_of
 from worldvla_bench.errors import BenchError
 from worldvla_bench.libero_hdf5 import camera_of_view, read_demos
 from worldvla_bench.records import load_episode_arrays, read_episodes, read_json
+from worldvla_bench.worldmodel.models import PredictionContext
 
 
 @dataclass
@@ -36,6 +37,14 @@ class WMEpisode:
     states: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
     control_states: np.ndarray | None = None
+
+    def prediction_context(self, index: int) -> PredictionContext:
+        """What a world model is told about frame `index`: the episode's metadata and, when
+        recorded, the simulator and control state of that frame."""
+        return PredictionContext(
+            meta=self.meta,
+            state=None if self.states is None else self.states[index],
+            control_state=None if self.control_states is None else self.control_states[index])
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:

@@ -29,9 +29,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.report import wilson_interval
+from worldvla_bench.report import percent_with_interval
 from worldvla_bench.worldmodel.data import WMEpisode
-from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
+from worldvla_bench.worldmodel.models import WorldModel
 
 
 class FrameJudge(Protocol):
@@ -50,13 +50,6 @@ def _verdict_probability(judge: FrameJudge, frames: np.ndarray, meta: dict[str, 
     tail = np.asarray(frames[-last_frames:])
     probs = judge.success_probability(tail, meta["suite"], int(meta["task_id"]))
     return float(np.max(probs))
-
-
-def _context(episode: WMEpisode, start: int) -> PredictionContext:
-    return PredictionContext(
-        meta=episode.meta,
-        state=None if episode.states is None else episode.states[start],
-        control_state=None if episode.control_states is None else episode.control_states[start])
 
 
 def _checked(episodes: Sequence[WMEpisode], start: int) -> None:
@@ -87,7 +80,7 @@ def imagine_outcomes(model: WorldModel, episodes: Sequence[WMEpisode], judge: Fr
         for first in range(0, len(episodes), group):
             part = episodes[first:first + group]
             items = [(e.frames[start:start + 1], np.asarray(e.actions[start:], np.float64),
-                      e.instruction, _context(e, start)) for e in part]
+                      e.instruction, e.prediction_context(start)) for e in part]
             for episode, item, imagined in zip(part, items, model.predict_many(items),
                                                strict=True):
                 imagined = np.asarray(imagined)
@@ -109,14 +102,6 @@ def imagine_outcomes(model: WorldModel, episodes: Sequence[WMEpisode], judge: Fr
     return pd.DataFrame(rows)
 
 
-def _rate(flags: pd.Series) -> dict[str, float]:
-    """Percent of True flags with the 95% Wilson interval (NaN when there are none)."""
-    n, k = len(flags), int(flags.sum())
-    low, high = wilson_interval(k, n)
-    return {"n": n, "rate": 100.0 * k / n if n else float("nan"),
-            "lo": 100.0 * low, "hi": 100.0 * high}
-
-
 def summarise(outcomes: pd.DataFrame, model: str) -> dict[str, Any]:
     """One table row: optimism (imagined success on true failures) and recall (on true
     successes) of the imagined frames, and the same two rates of the judge on the real frames."""
@@ -125,9 +110,9 @@ def summarise(outcomes: pd.DataFrame, model: str) -> dict[str, Any]:
     row: dict[str, Any] = {"world_model": model}
     for prefix, column in (("", "imagined_success"), ("judge_real_", "judged_real_success")):
         for name, part in (("optimism", failed), ("recall", succeeded)):
-            rate = _rate(part[column])
-            row.update({f"{prefix}{name}": rate["rate"], f"{prefix}{name}_lo": rate["lo"],
-                        f"{prefix}{name}_hi": rate["hi"]})
+            rate, low, high = percent_with_interval(int(part[column].sum()), len(part))
+            row.update({f"{prefix}{name}": rate, f"{prefix}{name}_lo": low,
+                        f"{prefix}{name}_hi": high})
     row["failures"] = len(failed)
     row["successes"] = len(succeeded)
     return row

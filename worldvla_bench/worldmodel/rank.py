@@ -42,7 +42,7 @@ from worldvla_bench.records import (
     read_episodes,
     save_episode_arrays,
 )
-from worldvla_bench.report import wilson_interval
+from worldvla_bench.report import percent_with_interval
 from worldvla_bench.tasks import load_suite
 from worldvla_bench.worldmodel.imagination import (
     IMAGINED_CAMERA,
@@ -196,11 +196,6 @@ class _Precomputed(WorldModel):
         return out
 
 
-def _rate(flags: np.ndarray) -> tuple[float, float, float]:
-    low, high = wilson_interval(int(np.sum(flags)), len(flags))
-    return 100.0 * float(np.mean(flags)), 100.0 * low, 100.0 * high
-
-
 def rank_tables(sim_runs: dict[str, Path], imagined: dict[str, dict[str, Path]],
                 n_boot: int = 2000) -> dict[str, pd.DataFrame]:
     """`per_policy` (simulated and imagined success, costs), `agreement` (one row per world
@@ -217,7 +212,8 @@ def rank_tables(sim_runs: dict[str, Path], imagined: dict[str, dict[str, Path]],
             s = np.array([bool(sim[k]["success"]) for k in keys])
             i = np.array([bool(imag[k]["success"]) for k in keys])
             outcomes.append((s, i))
-            sim_rate, imag_rate = _rate(s), _rate(i)
+            sim_rate = percent_with_interval(int(s.sum()), len(s))
+            imag_rate = percent_with_interval(int(i.sum()), len(i))
             rows.append({
                 "world_model": world_model, "policy": label, "episodes": len(keys),
                 "simulated": sim_rate[0], "simulated_lo": sim_rate[1], "simulated_hi": sim_rate[2],
