@@ -201,3 +201,16 @@ def test_the_openpi_seeding_is_openpis_loop_with_seed_7():
         _assert_same(_episode(env, 1, actions[1], SceneSeed("openpi", 7, 1)), episodes[1])
     finally:
         env.close()
+
+
+def test_first_trial_selects_the_same_episodes_as_a_longer_run():
+    """`--first-trial K --trials N` plans trials K..K+N-1 with the seeds a run of all K+N trials
+    gives them (the held-out episodes of one split are the same episodes in any run)."""
+    from worldvla_bench.protocol import RunOptions
+    from worldvla_bench.rollout import plan_episodes
+
+    protocol = Protocol(suite="libero_goal")
+    _, whole = plan_episodes(protocol, RunOptions(tasks="1,4", trials=6))
+    _, tail = plan_episodes(protocol, RunOptions(tasks="1,4", trials=2, first_trial=4))
+    assert [(j.task_id, j.trial) for j in tail] == [(1, 4), (1, 5), (4, 4), (4, 5)]
+    assert tail == [j for j in whole if j.trial >= 4]

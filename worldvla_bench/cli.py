@@ -69,6 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run_dir=_run_path(args.run or _default_run_name(args)),
         tasks=args.tasks,
         trials=args.trials,
+        first_trial=args.first_trial,
         workers=args.workers,
         backend=args.backend,
         ray_address=args.address,
@@ -356,6 +357,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     help="policy constructor argument (repeatable)")
     ev.add_argument("--tasks", default=None, help="task ids, e.g. '0,3' or '0-4' (default: all)")
     ev.add_argument("--trials", type=int, default=None, help="trials per task (default: suite)")
+    ev.add_argument("--first-trial", type=int, default=0,
+                    help="first trial (init state index) of each task: trials K..K+N-1, e.g. to "
+                         "keep a judge's training episodes apart from the evaluated ones")
     ev.add_argument("--run", default=None, help="run name under results/, or a path")
     ev.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
     ev.add_argument("--seed", type=int, default=7, help="run seed (episode seeds derive from it)")

@@ -69,7 +69,8 @@ PROTOCOL_KEYS = tuple(f.name for f in fields(Protocol))
 class RunOptions:
     """How a run is carried out; nothing here changes its numbers.
 
-    `tasks` ('0,3', '0-4'; None: all) and `trials` (per task; None: the suite's) select episodes;
+    `tasks` ('0,3', '0-4'; None: all), `trials` (per task; None: the suite's) and `first_trial`
+    (trials first_trial .. first_trial + trials - 1, i.e. init states by index) select episodes;
     `workers` None means one per core (Ray: one per cluster CPU); `hard_reset` rebuilds the
     simulator before every episode, as LIBERO's scripts do, instead of resetting it in place;
     `save_frames` stores every camera frame and simulator state (the world-model track).
@@ -78,6 +79,7 @@ class RunOptions:
     run_dir: Path = Path("results/run")
     tasks: str | None = None
     trials: int | None = None
+    first_trial: int = 0
     workers: int | None = None
     backend: str = "local"
     #: Ray cluster to join: None (start or reuse one in this process), 'auto', or 'HOST:PORT'

@@ -37,18 +37,19 @@ def plan_episodes(protocol: Protocol, options: RunOptions) -> tuple[SuiteSpec, l
     suite = load_suite(protocol.suite)
     task_ids = parse_index_list(options.tasks, n_tasks(suite), f"task id for suite {suite.name}")
     trials = suite.trials_per_task if options.trials is None else int(options.trials)
+    first = int(options.first_trial)
     jobs: list[EpisodeJob] = []
     for task_id in task_ids:
         available = libero_task(suite, task_id).n_init_states
-        if not 1 <= trials <= available:
+        if first < 0 or not 1 <= trials <= available - first:
             raise BenchError(
-                f"trials must be in 1..{available} for {suite.name} task {task_id} "
-                f"(one init state per trial), got {trials}"
+                f"trials {first}..{first + trials - 1} are not all among the {available} init "
+                f"states of {suite.name} task {task_id} (one init state per trial)"
             )
         jobs.extend(
             EpisodeJob(task_id, trial, episode_seed(protocol.seed, suite.name, task_id, trial),
                        scene_seed(protocol.seeding, protocol.seed, suite.name, task_id, trial))
-            for trial in range(trials)
+            for trial in range(first, first + trials)
         )
     return suite, jobs
 
@@ -65,7 +66,8 @@ def run_evaluation(protocol: Protocol, options: RunOptions) -> Path:
     workers = max(1, int(options.workers or default_workers()))
     run = {"workers": workers, "video": options.video, "save_frames": options.save_frames,
            "hard_reset": options.hard_reset}
-    selection = {"tasks": sorted({j.task_id for j in jobs}), "trials": options.trials}
+    selection = {"tasks": sorted({j.task_id for j in jobs}), "trials": options.trials,
+                 "first_trial": options.first_trial}
     write_or_check_manifest(run_dir, {**protocol.to_dict(), **run}, suite.to_dict(), selection)
 
     records = read_episodes(run_dir, repair=True)
