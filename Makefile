@@ -76,7 +76,7 @@ clean:
 # The shipped tiny WorldVLA checkpoints (worldvla_bench/integrations/worldvla/weights/), from
 # scratch: scripted-expert demos of libero_goal tasks 1, 4, 6 (6 trials each, successes only), a
 # tiny model co-trained on actions and frames (1000 VQ steps, then a 2000-step transformer
-# schedule), exported (float16) at transformer steps 500 and 1000. Demos use the hashed seeding
+# schedule), exported (float16) at transformer step 500 and at the end. Demos use the hashed seeding
 # the shipped files were made with.
 TINY_DIR := results/tiny_libero_goal
 TINY_WEIGHTS := worldvla_bench/integrations/worldvla/weights
@@ -88,8 +88,8 @@ tiny-checkpoints:
 		--out $(TINY_DIR)/demos
 	$(TINY_TRAIN) --stop-at 500
 	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/last.pt $(TINY_WEIGHTS)/tiny_libero_goal_early.pt
-	$(TINY_TRAIN) --stop-at 1000
-	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/last.pt $(TINY_WEIGHTS)/tiny_libero_goal.pt
+	$(TINY_TRAIN)
+	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/final.pt $(TINY_WEIGHTS)/tiny_libero_goal.pt
 
 # results/examples/: the scripted expert on the four 10-task suites (5 trials per task), random and
 # noop on libero_spatial tasks 0-1 (3 trials), under the default protocol, then a summary table.

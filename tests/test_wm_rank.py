@@ -31,7 +31,7 @@ def ranked(tmp_path_factory):
     (root / "panel.yaml").write_text(PANEL)
     panel = load_panel(root / "panel.yaml")
     setup = RankSetup(suite="libero_goal", tasks="1", trials=1, image_size=64, max_steps=120,
-                      workers=2)
+                      workers=2, video=True)
     result = wm_rank(panel, [("sim-oracle", {})], setup, root / "out", judge=None,
                      judge_id="simulator", judge_line="the simulator", progress=False, n_boot=200)
     return root / "out", result
@@ -57,6 +57,40 @@ def test_sim_oracle_imagines_every_episode_as_simulated(ranked):
     assert per_policy.loc["noop", "simulated"] == 0.0
     agreement = result["agreement"].iloc[0]
     assert agreement["spearman"] == pytest.approx(1.0) and agreement["mmrv"] == 0.0
+
+
+def test_side_by_side_videos_show_the_simulated_and_the_imagined_episode(ranked):
+    import imageio.v3 as iio
+
+    out, _ = ranked
+    for policy in ("expert", "pixels"):
+        imag_dir = out / "imagined" / "sim-oracle" / policy
+        record = read_episodes(imag_dir)[0]
+        sim_record = read_episodes(out / "sim" / policy)[0]
+        simulated = load_episode_arrays(out / "sim" / policy / sim_record["episode_file"])[
+            "frames_agentview"]
+        video = iio.imread(imag_dir / record["video"])
+        assert video.shape == (len(simulated), 64, 128, 3)  # 1 real + `steps` imagined frames
+        left, right = video[..., :64, :].astype(float), video[..., 64:, :].astype(float)
+        # sim-oracle imagines the simulated frames: both halves match up to H.264's loss
+        assert np.abs(left - right).mean() < 3.0
+        assert np.abs(left - simulated).mean() < 3.0
+        assert np.abs(left[0] - left[-1]).mean() > 3.0  # the scene moves: a real comparison
+
+
+def test_side_by_side_pads_the_shorter_episode_and_blanks_a_missing_one(tmp_path):
+    import imageio.v3 as iio
+
+    from worldvla_bench.worldmodel.rank import write_side_by_side_episode
+
+    imagined = np.full((5, 32, 32, 3), 200, np.uint8)
+    simulated = np.full((3, 64, 64, 3), 100, np.uint8)
+    write_side_by_side_episode(tmp_path / "a.mp4", simulated, imagined)
+    video = iio.imread(tmp_path / "a.mp4")
+    assert video.shape == (5, 32, 64, 3)
+    assert abs(video[4, :, :32].mean() - 100) < 4 and abs(video[4, :, 32:].mean() - 200) < 4
+    write_side_by_side_episode(tmp_path / "b.mp4", None, imagined)
+    assert iio.imread(tmp_path / "b.mp4")[:, :, :32].mean() < 4
 
 
 def test_outputs_written_and_resume_adds_nothing(ranked):
@@ -85,6 +119,12 @@ def test_bad_panels_and_cameras_are_refused(tmp_path):
         load_panel(tmp_path / "bad.yaml")
     with pytest.raises(BenchError, match="no panel"):
         load_panel("no_such_panel")
+    shipped = load_panel("libero_goal")
+    assert [e.name for e in shipped.select(["noop", "expert"]).entries] == ["expert", "noop"]
+    with pytest.raises(BenchError, match="no policies \\['nope'\\]; valid: expert"):
+        shipped.select(["expert", "nope"])
+    with pytest.raises(BenchError, match="at least two"):
+        shipped.select(["expert"])
     assert imagination_mode(RandomPolicy()) == "open"
     assert imagination_mode(RandomPolicy(observe="agentview")) == "closed"
     with pytest.raises(BenchError, match="imagine only"):

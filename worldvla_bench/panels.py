@@ -43,6 +43,18 @@ class Panel:
     entries: tuple[PanelEntry, ...]
     description: str = ""
 
+    def select(self, labels: list[str]) -> Panel:
+        """The panel restricted to `labels` (in the panel's order); unknown labels are refused."""
+        known = [e.name for e in self.entries]
+        unknown = [label for label in labels if label not in known]
+        if unknown:
+            raise BenchError(f"panel {self.name!r} has no policies {unknown}; valid: "
+                             f"{', '.join(known)}")
+        chosen = tuple(e for e in self.entries if e.name in set(labels))
+        if len(chosen) < 2:
+            raise BenchError("a ranking needs at least two policies of the panel")
+        return Panel(self.name, chosen, self.description)
+
 
 def available_panels() -> list[str]:
     folder = tasks_dir() / PANELS_SUBDIR

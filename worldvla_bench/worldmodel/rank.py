@@ -67,6 +67,8 @@ class RankSetup:
     threshold: float = 0.5
     workers: int | None = None
     seeding: str = DEFAULT_SEEDING
+    #: record the simulated episodes' frames and write a side-by-side video per imagined episode
+    video: bool = False
 
 
 def simulate_panel(panel: Panel, setup: RankSetup, out: Path, progress: bool = True
@@ -80,7 +82,8 @@ def simulate_panel(panel: Panel, setup: RankSetup, out: Path, progress: bool = T
                             seeding=setup.seeding, image_size=setup.image_size,
                             max_steps=setup.max_steps)
         options = RunOptions(run_dir=out / "sim" / entry.name, tasks=setup.tasks,
-                             trials=setup.trials, workers=setup.workers, progress=progress)
+                             trials=setup.trials, workers=setup.workers, progress=progress,
+                             save_frames=setup.video)
         runs[entry.name] = run_evaluation(protocol, options)
     return runs
 
@@ -102,8 +105,10 @@ def _check_imagination(run_dir: Path, config: dict[str, Any]) -> None:
 
 def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[str, Any],
                 world_model: str, model: WorldModel, judge: Any, judge_id: str,
-                threshold: float = 0.5, progress: bool = True) -> Path:
-    """Imagine every episode of simulated run `sim_run` into run directory `out` (resumable)."""
+                threshold: float = 0.5, progress: bool = True, video: bool = False) -> Path:
+    """Imagine every episode of simulated run `sim_run` into run directory `out` (resumable).
+    With `video`, each episode also gets `out/videos/<episode>.mp4`: the simulated episode (left,
+    when `sim_run` was recorded with frames) beside the imagined one (right)."""
     records = sorted((r for r in read_episodes(sim_run) if not r.get("error")),
                      key=lambda r: (r["task_id"], r["trial"]))
     manifest = json.loads((sim_run / "manifest.json").read_text(encoding="utf-8"))
@@ -154,13 +159,18 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
                     imagined = imagine_episode(imagining, policy, context, obs, first_ctx, judge,
                                                policy_name=policy_name,
                                                world_model_name=world_model, actions=acts,
-                                               threshold=threshold)
+                                               threshold=threshold, keep_frames=video)
                     imagined.env_time_s = round(imagined.env_time_s + shared, 4)
                     imagined.wall_time_s = round(imagined.wall_time_s + shared, 4)
                     stem = episode_stem(record["suite"], record["task_id"], record["trial"])
                     save_episode_arrays(out / "episodes" / f"{stem}.npz",
                                         actions=imagined.extra.pop("actions"))
                     imagined.episode_file = str(Path("episodes") / f"{stem}.npz")
+                    if video:
+                        frames = imagined.extra.pop("frames")
+                        write_side_by_side_episode(out / "videos" / f"{stem}.mp4",
+                                                   _simulated_frames(sim_run, record), frames)
+                        imagined.video = str(Path("videos") / f"{stem}.mp4")
                     imagined.extra["simulated_success"] = bool(record["success"])
                     imagined.extra["simulated_wall_s"] = record.get("wall_time_s")
                     append_episode(out, imagined)
@@ -181,6 +191,37 @@ def _first_observation(env: LiberoEnv, record: dict[str, Any]
         meta={**{k: record[k] for k in ("suite", "task_id", "trial", "seed")},
               **scene.to_record()},
         state=env.get_sim_state(), control_state=env.get_control_state())
+
+
+def _simulated_frames(sim_run: Path, record: dict[str, Any]) -> np.ndarray | None:
+    """The simulated episode's frames of the imagined camera, if its run recorded them."""
+    if not record.get("episode_file"):
+        return None
+    arrays = load_episode_arrays(sim_run / record["episode_file"])
+    return arrays.get(f"frames_{IMAGINED_CAMERA}")
+
+
+def write_side_by_side_episode(path: Path, simulated: np.ndarray | None, imagined: np.ndarray,
+                               fps: int = 20) -> None:
+    """An mp4 of the simulated episode (left; black when not recorded) beside the imagined one
+    (right), frame by frame from the shared first frame; the shorter one holds its last frame
+    (an episode ends at its success). Frames are resized to the imagined frames' size."""
+    from PIL import Image
+
+    from worldvla_bench.episode import write_video
+
+    height, width = imagined.shape[1:3]
+    if simulated is None:
+        simulated = np.zeros_like(imagined[:1])
+    elif simulated.shape[1:3] != (height, width):
+        simulated = np.stack([np.asarray(Image.fromarray(f).resize((width, height),
+                                                                   Image.BILINEAR))
+                              for f in simulated])
+    length = max(len(simulated), len(imagined))
+    frames = [np.concatenate([simulated[min(i, len(simulated) - 1)],
+                              imagined[min(i, len(imagined) - 1)]], axis=1)
+              for i in range(length)]
+    write_video(path, frames, fps)
 
 
 class _Precomputed(WorldModel):
@@ -319,7 +360,7 @@ def wm_rank(panel: Panel, world_models: list[tuple[str, dict[str, Any]]], setup:
             imagined[name] = {
                 entry.name: imagine_run(sim_runs[entry.name], out / "imagined" / name / entry.name,
                                         entry.policy, entry.args, name, model, judge, judge_id,
-                                        setup.threshold, progress)
+                                        setup.threshold, progress, video=setup.video)
                 for entry in panel.entries}
         finally:
             model.close()

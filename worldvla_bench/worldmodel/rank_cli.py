@@ -13,6 +13,8 @@ def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
         "wm-rank", help="rank a panel of policies in LIBERO and in world models, and compare")
     parser.add_argument("--panel", required=True,
                         help="panel name (tasks/panels/<name>.yaml) or a yaml path")
+    parser.add_argument("--policies", default=None,
+                        help="comma-separated labels of the panel to rank (default: all)")
     parser.add_argument("--world-model", action="append", required=True, metavar="NAME",
                         help="world model to imagine with (repeatable; also sim-oracle, "
                         "copy-last, module:Class)")
@@ -29,6 +31,10 @@ def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=0.5, help="judge P(success) cut")
     _add_seeding(parser)
     parser.add_argument("--workers", type=int, default=None, help="simulator workers")
+    parser.add_argument("--video", action="store_true",
+                        help="record the simulated frames and write an mp4 per imagined episode: "
+                        "simulated (left) beside imagined (right), under imagined/<wm>/<policy>/"
+                        "videos/")
     parser.add_argument("--out", default=None, help="output name under results/, or a path")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=cmd_rank)
@@ -44,6 +50,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from worldvla_bench.worldmodel.rank import RankSetup, wm_rank
 
     panel = load_panel(args.panel)
+    if args.policies:
+        panel = panel.select([p.strip() for p in args.policies.split(",") if p.strip()])
     world_models = [(name, parse_policy_args(args.model_arg) if i == 0 else {})
                     for i, name in enumerate(args.world_model)]
     if args.judge in (None, "simulator"):
@@ -57,7 +65,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
         judge_id, judge_line = str(args.judge), judge.error_line()
     setup = RankSetup(suite=args.suite, tasks=args.tasks, trials=args.trials,
                       image_size=args.image_size, max_steps=args.max_steps,
-                      threshold=args.threshold, workers=args.workers, seeding=args.seeding)
+                      threshold=args.threshold, workers=args.workers, seeding=args.seeding,
+                      video=args.video)
     out = _run_path(args.out or f"rank_{slugify(panel.name)}_{slugify(args.suite)}")
     result = wm_rank(panel, world_models, setup, out, judge, judge_id, judge_line,
                      progress=not args.no_progress)
