@@ -140,6 +140,21 @@ def test_a_judge_is_required_for_learned_world_models(tmp_path):
     assert not Path(tmp_path / "o").exists()
 
 
+def test_simulate_only_runs_the_simulator_half_of_a_panel_subset(tmp_path, capsys):
+    from worldvla_bench.cli import main
+
+    (tmp_path / "p.yaml").write_text(PANEL)
+    common = ["wm-rank", "--panel", str(tmp_path / "p.yaml"), "--suite", "libero_goal",
+              "--tasks", "1", "--trials", "1", "--image-size", "64", "--max-steps", "4",
+              "--workers", "1", "--no-progress", "--out", str(tmp_path / "o")]
+    assert main(common) == 2  # no world model, not --simulate-only
+    assert "at least one --world-model" in capsys.readouterr().err
+    assert main([*common, "--policies", "noop,pixels", "--simulate-only"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o" / "sim").iterdir()) == ["noop", "pixels"]
+    assert [r["steps"] for r in read_episodes(tmp_path / "o" / "sim" / "noop")] == [4]
+    assert not (tmp_path / "o" / "imagined").exists()
+
+
 def test_notebook_plots_the_ranking(ranked, tmp_path, monkeypatch):
     import nbformat
     from conftest import REPO

@@ -15,7 +15,7 @@ def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
                         help="panel name (tasks/panels/<name>.yaml) or a yaml path")
     parser.add_argument("--policies", default=None,
                         help="comma-separated labels of the panel to rank (default: all)")
-    parser.add_argument("--world-model", action="append", required=True, metavar="NAME",
+    parser.add_argument("--world-model", action="append", default=[], metavar="NAME",
                         help="world model to imagine with (repeatable; also sim-oracle, "
                         "copy-last, module:Class)")
     parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
@@ -36,6 +36,9 @@ def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
                         "simulated (left) beside imagined (right), under imagined/<wm>/<policy>/"
                         "videos/")
     parser.add_argument("--out", default=None, help="output name under results/, or a path")
+    parser.add_argument("--simulate-only", action="store_true",
+                        help="run (or resume) only the simulated episodes under <out>/sim/, e.g. "
+                        "while a judge trains; a later wm-rank with the same --out reuses them")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=cmd_rank)
     return parser
@@ -47,11 +50,22 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from worldvla_bench.panels import load_panel
     from worldvla_bench.policy import parse_policy_args
     from worldvla_bench.records import slugify
-    from worldvla_bench.worldmodel.rank import RankSetup, wm_rank
+    from worldvla_bench.worldmodel.rank import RankSetup, simulate_panel, wm_rank
 
     panel = load_panel(args.panel)
     if args.policies:
         panel = panel.select([p.strip() for p in args.policies.split(",") if p.strip()])
+    setup = RankSetup(suite=args.suite, tasks=args.tasks, trials=args.trials,
+                      image_size=args.image_size, max_steps=args.max_steps,
+                      threshold=args.threshold, workers=args.workers, seeding=args.seeding,
+                      video=args.video)
+    out = _run_path(args.out or f"rank_{slugify(panel.name)}_{slugify(args.suite)}")
+    if args.simulate_only:
+        runs = simulate_panel(panel, setup, out, progress=not args.no_progress)
+        print(f"simulated {len(runs)} policies under {out}/sim/")
+        return 0
+    if not args.world_model:
+        raise BenchError("give at least one --world-model (or --simulate-only)")
     world_models = [(name, parse_policy_args(args.model_arg) if i == 0 else {})
                     for i, name in enumerate(args.world_model)]
     if args.judge in (None, "simulator"):
@@ -63,11 +77,6 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
         judge = load_judge(args.judge)
         judge_id, judge_line = str(args.judge), judge.error_line()
-    setup = RankSetup(suite=args.suite, tasks=args.tasks, trials=args.trials,
-                      image_size=args.image_size, max_steps=args.max_steps,
-                      threshold=args.threshold, workers=args.workers, seeding=args.seeding,
-                      video=args.video)
-    out = _run_path(args.out or f"rank_{slugify(panel.name)}_{slugify(args.suite)}")
     result = wm_rank(panel, world_models, setup, out, judge, judge_id, judge_line,
                      progress=not args.no_progress)
     print(result["text"])
