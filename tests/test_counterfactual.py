@@ -4,6 +4,7 @@ truth, and the anchors (sim-oracle: sensitivity 1 and no error; copy-last: sensi
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import split_config
 
@@ -119,4 +120,12 @@ def test_cli_writes_the_tables(episodes, tmp_path):
                  "--out", str(out)]) == 0
     text = (out / "counterfactual.md").read_text()
     assert "Action sensitivity" in text and "sweep_z+" in text
-    assert (out / "counterfactual_fidelity.csv").exists()
+    assert "World model `copy-last`" in text and "World model `sim-oracle`" in text
+    # both models against one simulated ground truth: the baseline sim-oracle is exact
+    sensitivity = pd.read_csv(out / "counterfactual_sensitivity.csv").set_index("world_model")
+    assert sensitivity.loc["sim-oracle", "spearman"] == pytest.approx(1.0)
+    assert sensitivity.loc["copy-last", "spread_ratio"] == pytest.approx(0.0)
+    fidelity = pd.read_csv(out / "counterfactual_fidelity.csv")
+    assert set(fidelity["world_model"]) == {"copy-last", "sim-oracle"}
+    oracle = fidelity[fidelity["world_model"] == "sim-oracle"]
+    assert (oracle["psnr"] == 100.0).all() and (oracle["lpips"] < 1e-6).all()

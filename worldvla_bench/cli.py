@@ -233,28 +233,52 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
 
 def _counterfactual_probe(args: argparse.Namespace, model: Any, episodes: list, horizons: list,
                           out: Path) -> int:
+    import pandas as pd
+
     from worldvla_bench.atomic import write_atomic
     from worldvla_bench.worldmodel.counterfactual import (
+        build_contexts,
         format_counterfactual,
+        format_counterfactual_summary,
         probe_counterfactuals,
+        simulate_truth,
     )
+    from worldvla_bench.worldmodel.models import make_world_model
 
     if len(horizons) != 1:
         raise BenchError(f"--probe counterfactual takes one horizon, got {horizons}")
-    result = probe_counterfactuals(model, episodes, horizons[0],
-                                   per_episode=args.contexts_per_episode, protocol=args.protocol,
-                                   seed=args.seed, fvd=not args.no_fvd,
-                                   progress=not args.no_progress)
+    contexts = build_contexts(episodes, horizons[0], args.contexts_per_episode, args.seed)
+    simulate_truth(contexts, progress=not args.no_progress)  # once, for every model
+    names = [args.model] + _baseline_names(args)
+    results = {}
+    for name in names:
+        current = model if name == args.model else make_world_model(name)
+        try:
+            results[name] = probe_counterfactuals(
+                current, episodes, horizons[0], protocol=args.protocol, seed=args.seed,
+                fvd=not args.no_fvd, progress=not args.no_progress, contexts=contexts)
+        finally:
+            if current is not model:
+                current.close()
     out.mkdir(parents=True, exist_ok=True)
     for key in ("fidelity", "sensitivity", "per_context", "per_branch"):
-        result[key].to_csv(out / f"counterfactual_{key}.csv", index=False)
-    text = format_counterfactual(result, f"Counterfactual actions: world model `{args.model}` "
-                                 f"on `{', '.join(args.data)}`, horizon {horizons[0]}, protocol "
-                                 f"`{args.protocol}`")
+        pd.concat([r[key].assign(world_model=name) for name, r in results.items()],
+                  ignore_index=True).to_csv(out / f"counterfactual_{key}.csv", index=False)
+    title = (f"Counterfactual actions on `{', '.join(args.data)}`, horizon {horizons[0]}, "
+             f"protocol `{args.protocol}`")
+    text = "\n".join([format_counterfactual_summary(results, title)] + [
+        format_counterfactual(result, f"World model `{name}`", level=2)
+        for name, result in results.items()])
     write_atomic(out / "counterfactual.md", text.encode("utf-8"))
     print(text)
     print(f"written: {out}/counterfactual.md, counterfactual_*.csv")
     return 0
+
+
+def _baseline_names(args: argparse.Namespace) -> list[str]:
+    """--baselines as a list, without the probed model itself."""
+    return [name.strip() for name in (args.baselines or "").split(",")
+            if name.strip() and name.strip() != args.model]
 
 
 def _optimism_probe(args: argparse.Namespace, episodes: list, out: Path) -> int:
@@ -270,8 +294,7 @@ def _optimism_probe(args: argparse.Namespace, episodes: list, out: Path) -> int:
         raise BenchError("--probe optimism needs --judge PATH (train one with `train-judge`)")
     judge = load_judge(args.judge)
     models = [(args.model, parse_policy_args(args.model_arg))]
-    models += [(name, {}) for name in (args.baselines or "").split(",")
-               if name.strip() and name.strip() != args.model]
+    models += [(name, {}) for name in _baseline_names(args)]
     rows, per_episode = [], []
     for name, kwargs in models:
         model = make_world_model(name.strip(), **kwargs)
@@ -454,7 +477,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wm.add_argument("--last-frames", type=int, default=1,
                     help="optimism: imagined frames the judge reads (success if any is)")
     wm.add_argument("--baselines", default="sim-oracle,copy-last",
-                    help="optimism: world models scored in the same table ('' for none)")
+                    help="optimism and counterfactual: world models scored in the same table "
+                    "('' for none)")
     wm.add_argument("--contexts-per-episode", type=int, default=2,
                     help="counterfactual: context frames per episode")
     wm.add_argument("--seed", type=int, default=0, help="counterfactual: noise seed")

@@ -273,20 +273,51 @@ def probe_counterfactuals(model: WorldModel, episodes: Sequence[WMEpisode], hori
             "per_branch": per_branch, "contexts": contexts, "protocol": proto}
 
 
-def format_counterfactual(result: dict[str, Any], title: str) -> str:
-    """The markdown report: fidelity per branch kind, then sensitivity with intervals."""
+def _fmt(value: float, digits: int) -> str:
+    # round first: a rounding residue such as -1e-9 would print as "-0.0"
+    return "" if value != value else f"{round(value, digits) + 0.0:.{digits}f}"
 
-    def fmt(value: float, digits: int) -> str:
-        return "" if value != value else f"{round(value, digits) + 0.0:.{digits}f}"
 
+def format_counterfactual_summary(results: dict[str, dict[str, Any]], title: str) -> str:
+    """One row per world model (`probe_counterfactuals` results against one ground truth):
+    sensitivity with its intervals and fidelity over all branches."""
+    rows = []
+    for name, result in results.items():
+        s = result["sensitivity"].iloc[0]
+        per_branch = result["per_branch"]
+        rows.append({
+            "world model": name, "contexts": int(s["contexts"]),
+            "Spearman": f"{_fmt(s['spearman'], 3)} [{_fmt(s['spearman_lo'], 3)}, "
+                        f"{_fmt(s['spearman_hi'], 3)}]",
+            "spread ratio": f"{_fmt(s['spread_ratio'], 3)} [{_fmt(s['spread_lo'], 3)}, "
+                            f"{_fmt(s['spread_hi'], 3)}]",
+            "PSNR": _fmt(float(per_branch["psnr"].mean()), 2),
+            "SSIM": _fmt(float(per_branch["ssim"].mean()), 3),
+            "LPIPS": _fmt(float(per_branch["lpips"].mean()), 3),
+            "clips": len(per_branch)})
+    return "\n".join([
+        f"# {title}", "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), "",
+        "Sensitivity: Spearman between each context's predicted and true branch distances, and "
+        "the spread ratio (predicted / true), means over contexts with 95% bootstrap intervals; "
+        "the simulator scores 1 and 1, a model that ignores actions 0 and 0. PSNR / SSIM / "
+        "LPIPS: every branch's prediction against the simulator's replay of it, mean over "
+        "clips (per branch kind below).", ""])
+
+
+def format_counterfactual(result: dict[str, Any], title: str, level: int = 1) -> str:
+    """The markdown report: fidelity per branch kind, then sensitivity with intervals; `level`
+    is the heading level of `title`."""
+    fmt = _fmt
+    head, sub = "#" * level, "#" * (level + 1)
     fidelity = result["fidelity"].copy()
     for column, digits in (("psnr", 2), ("ssim", 3), ("lpips", 3), ("fvd", 1)):
         fidelity[column] = fidelity[column].map(lambda v, d=digits: fmt(v, d))
     s = result["sensitivity"].iloc[0]
-    lines = [f"# {title}", "", "## Fidelity per branch (prediction vs the simulator's replay)", "",
+    lines = [f"{head} {title}", "", f"{sub} Fidelity per branch (prediction vs the simulator's "
+             "replay)", "",
              fidelity.to_markdown(index=False, disable_numparse=True), "",
              "fvd_n = clips per set (FVD is unstable below a few hundred clips).", "",
-             "## Action sensitivity", "",
+             f"{sub} Action sensitivity", "",
              f"Over {int(s['contexts'])} contexts: Spearman between predicted and true branch "
              f"distances {fmt(s['spearman'], 3)} [{fmt(s['spearman_lo'], 3)}, "
              f"{fmt(s['spearman_hi'], 3)}], spread ratio {fmt(s['spread_ratio'], 3)} "
