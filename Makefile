@@ -20,7 +20,7 @@ EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
 	$(if $(TASKS),--tasks $(TASKS)) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
-.PHONY: help setup system-deps eval report compare test lint bench clean tiny-checkpoints examples
+.PHONY: help setup system-deps eval report compare test lint bench clean tiny-checkpoints examples wm-simulators
 
 help:
 	@echo "make setup                      install everything (Debian GL libs, venv, torch, package)"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench                      throughput benchmarks (writes results/bench/)"
 	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
 	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~1 h on 2 cores)"
+	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
 
 setup: system-deps $(BIN)/worldvla-bench
 
@@ -110,3 +111,30 @@ examples:
 			--run $(EXAMPLES)/libero_spatial_$$policy --workers 2 --no-progress --no-report || exit 1; done
 	$(BIN)/python -m worldvla_bench.report $(EXAMPLE_RUNS) > $(EXAMPLES)/summary.md
 	@cat $(EXAMPLES)/summary.md
+
+# World models as simulators on libero_goal tasks 1, 4, 6 (the shipped tiny checkpoints' tasks):
+# a success judge trained on trials 4-9 (expert and noisy expert), then on trials 0-3, which the
+# judge never saw: a panel of six policies in LIBERO and in three world models (wm-rank; its
+# table includes optimism over the panel's episodes), and the optimism and counterfactual probes
+# on the noisy expert's recorded episodes. About 3 hours on 2 cores: the sim-oracle baseline
+# renders every imagined frame. Stages resume where they stopped.
+WM_DIR := results/wm_simulators
+WM_JUDGE := $(WM_DIR)/judge_goal146.pt
+WM_TRIALS := --suite libero_goal --tasks 1,4,6 --image-size 64 --no-progress
+WM_POLICIES := expert,expert_noise_0.3,expert_gripper_delay_8,expert_truncated_80,expert_truncated_110,noop
+wm-simulators:
+	$(BIN)/worldvla-bench eval $(WM_TRIALS) --first-trial 4 --trials 6 --save-frames --no-report \
+		--policy expert --run $(WM_DIR)/judge_expert
+	$(BIN)/worldvla-bench eval $(WM_TRIALS) --first-trial 4 --trials 6 --save-frames --no-report \
+		--policy expert --policy-arg action_noise=0.3 --run $(WM_DIR)/judge_noise03
+	$(BIN)/worldvla-bench train-judge --runs $(WM_DIR)/judge_expert $(WM_DIR)/judge_noise03 \
+		--tasks 1,4,6 --out $(WM_JUDGE) --epochs 20 --every 2 --threads 1 --no-progress
+	$(BIN)/worldvla-bench eval $(WM_TRIALS) --trials 4 --save-frames --no-report --policy expert \
+		--policy-arg action_noise=0.3 --run $(WM_DIR)/rank/sim/expert_noise_0.3
+	$(BIN)/worldvla-bench wm-rank --panel libero_goal --policies $(WM_POLICIES) $(WM_TRIALS) \
+		--trials 4 --out $(WM_DIR)/rank --judge $(WM_JUDGE) \
+		--world-model worldvla --world-model sim-oracle --world-model copy-last
+	$(BIN)/worldvla-bench wm-eval --probe optimism --model worldvla --judge $(WM_JUDGE) --no-progress \
+		--baselines copy-last --data $(WM_DIR)/rank/sim/expert_noise_0.3 --out $(WM_DIR)/optimism
+	$(BIN)/worldvla-bench wm-eval --probe counterfactual --model worldvla --horizons 10 --no-progress \
+		--data $(WM_DIR)/rank/sim/expert_noise_0.3 --max-episodes 4 --out $(WM_DIR)/counterfactual

@@ -57,6 +57,9 @@ def test_sim_oracle_imagines_every_episode_as_simulated(ranked):
     assert per_policy.loc["noop", "simulated"] == 0.0
     agreement = result["agreement"].iloc[0]
     assert agreement["spearman"] == pytest.approx(1.0) and agreement["mmrv"] == 0.0
+    # imagined outcomes are the simulated ones: no failure imagined a success, every success is
+    assert agreement["optimism"] == 0.0 and agreement["recall"] == 100.0
+    assert agreement["optimism_n"] >= 1 and agreement["optimism_n"] + agreement["recall_n"] == 3
 
 
 def test_side_by_side_videos_show_the_simulated_and_the_imagined_episode(ranked):

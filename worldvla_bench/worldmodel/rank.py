@@ -270,9 +270,23 @@ def rank_tables(sim_runs: dict[str, Path], imagined: dict[str, dict[str, Path]],
                           "imagined": bool(imag[k]["success"]),
                           "p_success_max": imag[k]["extra"].get("p_success_max")} for k in keys]
         agreement.append({"world_model": world_model, "policies": len(outcomes),
-                          **ranking_agreement(outcomes, n_boot=n_boot)})
+                          **ranking_agreement(outcomes, n_boot=n_boot),
+                          **_optimism(np.concatenate([s for s, _ in outcomes]),
+                                      np.concatenate([i for _, i in outcomes]))})
     return {"per_policy": pd.DataFrame(rows), "agreement": pd.DataFrame(agreement),
             "per_episode": pd.DataFrame(episodes)}
+
+
+def _optimism(simulated: np.ndarray, imagined: np.ndarray) -> dict[str, Any]:
+    """Imagined success on the panel's simulated failures (optimism) and successes (recall),
+    in percent with Wilson intervals, over all its episodes."""
+    row: dict[str, Any] = {}
+    for name, truth in (("optimism", False), ("recall", True)):
+        chosen = simulated == truth
+        rate, low, high = percent_with_interval(int(imagined[chosen].sum()), int(chosen.sum()))
+        row.update({name: rate, f"{name}_lo": low, f"{name}_hi": high,
+                    f"{name}_n": int(chosen.sum())})
+    return row
 
 
 def format_rank(tables: dict[str, pd.DataFrame], title: str, judge_line: str) -> str:
@@ -286,6 +300,11 @@ def format_rank(tables: dict[str, pd.DataFrame], title: str, judge_line: str) ->
             return "n/a"
         return f"{row[key]:.2f} [{row[key + '_lo']:.2f}, {row[key + '_hi']:.2f}]"
 
+    def counted(row: pd.Series, key: str) -> str:
+        if row[key] != row[key]:
+            return f"n/a (of {int(row[key + '_n'])})"
+        return f"{rate(row, key)} of {int(row[key + '_n'])}"
+
     per_policy = tables["per_policy"]
     shown = pd.DataFrame([{
         "world model": r["world_model"], "policy": r["policy"], "mode": r["mode"],
@@ -298,12 +317,16 @@ def format_rank(tables: dict[str, pd.DataFrame], title: str, judge_line: str) ->
         "world model": r["world_model"], "policies": int(r["policies"]),
         "Pearson": value(r, "pearson"), "Spearman": value(r, "spearman"),
         "MMRV": value(r, "mmrv"),
+        "imagined success on simulated failures (optimism) %": counted(r, "optimism"),
+        "on simulated successes (recall) %": counted(r, "recall"),
     } for _, r in tables["agreement"].iterrows()])
     return "\n".join([
         f"# {title}", "", "## Ranking agreement over the panel", "",
         agreement.to_markdown(index=False, disable_numparse=True), "",
         "95% bootstrap intervals over episodes. MMRV (SIMPLER): mean over policies of the "
-        "largest simulated-rate gap to a policy imagination orders wrongly; 0 is perfect.", "",
+        "largest simulated-rate gap to a policy imagination orders wrongly; 0 is perfect. "
+        "Optimism and recall: over every episode of the panel, the share imagined as a success "
+        "among those that failed / succeeded in LIBERO (95% Wilson intervals).", "",
         "## Per policy", "", shown.to_markdown(index=False, disable_numparse=True), "",
         "Success in percent with 95% Wilson intervals. mode: closed = the policy acted on "
         "imagined frames; open = the world model imagined the actions the policy executed in "
