@@ -310,7 +310,7 @@ def format_rank(tables: dict[str, pd.DataFrame], title: str, judge_line: str) ->
         "world model": r["world_model"], "policy": r["policy"], "mode": r["mode"],
         "episodes": int(r["episodes"]), "simulated %": rate(r, "simulated"),
         "imagined %": rate(r, "imagined"), "same outcome": f"{100 * r['agree_episodes']:.0f}%",
-        "s/episode: simulator | world model": (f"{r['sim_s_per_episode']:.1f} | "
+        "s/episode: simulator / world model": (f"{r['sim_s_per_episode']:.1f} / "
                                                f"{r['wm_s_per_episode']:.1f}"),
     } for _, r in per_policy.iterrows()])
     agreement = pd.DataFrame([{
