@@ -297,15 +297,15 @@ def _optimism_probe(args: argparse.Namespace, episodes: list, out: Path) -> int:
     models += [(name, {}) for name in _baseline_names(args)]
     rows, per_episode = [], []
     for name, kwargs in models:
-        model = make_world_model(name.strip(), **kwargs)
+        model = make_world_model(name, **kwargs)
         try:
             outcomes = imagine_outcomes(model, episodes, judge, start=args.start,
                                         last_frames=args.last_frames,
-                                        progress=not args.no_progress, desc=name.strip())
+                                        progress=not args.no_progress, desc=name)
         finally:
             model.close()
-        rows.append(summarise(outcomes, name.strip()))
-        per_episode.append(outcomes.assign(world_model=name.strip()))
+        rows.append(summarise(outcomes, name))
+        per_episode.append(outcomes.assign(world_model=name))
     out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(rows)
     table.to_csv(out / "optimism.csv", index=False)

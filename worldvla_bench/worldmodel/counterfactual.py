@@ -307,11 +307,10 @@ def format_counterfactual_summary(results: dict[str, dict[str, Any]], title: str
 def format_counterfactual(result: dict[str, Any], title: str, level: int = 1) -> str:
     """The markdown report: fidelity per branch kind, then sensitivity with intervals; `level`
     is the heading level of `title`."""
-    fmt = _fmt
     head, sub = "#" * level, "#" * (level + 1)
     fidelity = result["fidelity"].copy()
     for column, digits in (("psnr", 2), ("ssim", 3), ("lpips", 3), ("fvd", 1)):
-        fidelity[column] = fidelity[column].map(lambda v, d=digits: fmt(v, d))
+        fidelity[column] = fidelity[column].map(lambda v, d=digits: _fmt(v, d))
     s = result["sensitivity"].iloc[0]
     lines = [f"{head} {title}", "", f"{sub} Fidelity per branch (prediction vs the simulator's "
              "replay)", "",
@@ -319,8 +318,8 @@ def format_counterfactual(result: dict[str, Any], title: str, level: int = 1) ->
              "fvd_n = clips per set (FVD is unstable below a few hundred clips).", "",
              f"{sub} Action sensitivity", "",
              f"Over {int(s['contexts'])} contexts: Spearman between predicted and true branch "
-             f"distances {fmt(s['spearman'], 3)} [{fmt(s['spearman_lo'], 3)}, "
-             f"{fmt(s['spearman_hi'], 3)}], spread ratio {fmt(s['spread_ratio'], 3)} "
-             f"[{fmt(s['spread_lo'], 3)}, {fmt(s['spread_hi'], 3)}] (95% bootstrap). "
+             f"distances {_fmt(s['spearman'], 3)} [{_fmt(s['spearman_lo'], 3)}, "
+             f"{_fmt(s['spearman_hi'], 3)}], spread ratio {_fmt(s['spread_ratio'], 3)} "
+             f"[{_fmt(s['spread_lo'], 3)}, {_fmt(s['spread_hi'], 3)}] (95% bootstrap). "
              "The simulator scores 1 and 1; a model that ignores actions 0 and 0.", ""]
     return "\n".join(lines)

@@ -102,19 +102,30 @@ def imagine_outcomes(model: WorldModel, episodes: Sequence[WMEpisode], judge: Fr
     return pd.DataFrame(rows)
 
 
+def optimism_and_recall(true_success: np.ndarray, imagined_success: np.ndarray,
+                        prefix: str = "") -> dict[str, float]:
+    """Imagined success on true failures (`optimism`) and on true successes (`recall`), each
+    in percent with its 95% Wilson interval (`_lo`, `_hi`; NaN where there are none)."""
+    truth = np.asarray(true_success, dtype=bool)
+    imagined = np.asarray(imagined_success, dtype=bool)
+    row: dict[str, float] = {}
+    for name, outcome in (("optimism", False), ("recall", True)):
+        chosen = truth == outcome
+        rate, low, high = percent_with_interval(int(imagined[chosen].sum()), int(chosen.sum()))
+        row.update({f"{prefix}{name}": rate, f"{prefix}{name}_lo": low,
+                    f"{prefix}{name}_hi": high})
+    return row
+
+
 def summarise(outcomes: pd.DataFrame, model: str) -> dict[str, Any]:
     """One table row: optimism (imagined success on true failures) and recall (on true
     successes) of the imagined frames, and the same two rates of the judge on the real frames."""
-    failed = outcomes[~outcomes["true_success"]]
-    succeeded = outcomes[outcomes["true_success"]]
+    truth = outcomes["true_success"].to_numpy(bool)
     row: dict[str, Any] = {"world_model": model}
     for prefix, column in (("", "imagined_success"), ("judge_real_", "judged_real_success")):
-        for name, part in (("optimism", failed), ("recall", succeeded)):
-            rate, low, high = percent_with_interval(int(part[column].sum()), len(part))
-            row.update({f"{prefix}{name}": rate, f"{prefix}{name}_lo": low,
-                        f"{prefix}{name}_hi": high})
-    row["failures"] = len(failed)
-    row["successes"] = len(succeeded)
+        row.update(optimism_and_recall(truth, outcomes[column].to_numpy(bool), prefix))
+    row["failures"] = int((~truth).sum())
+    row["successes"] = int(truth.sum())
     return row
 
 

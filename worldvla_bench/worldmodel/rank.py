@@ -50,6 +50,7 @@ from worldvla_bench.worldmodel.imagination import (
     imagine_episode,
 )
 from worldvla_bench.worldmodel.models import PredictionContext, WorldModel, make_world_model
+from worldvla_bench.worldmodel.optimism import optimism_and_recall
 from worldvla_bench.worldmodel.ranking import ranking_agreement
 
 IMAGINATION_FILE = "imagination.json"
@@ -279,13 +280,12 @@ def rank_tables(sim_runs: dict[str, Path], imagined: dict[str, dict[str, Path]],
 
 def _optimism(simulated: np.ndarray, imagined: np.ndarray) -> dict[str, Any]:
     """Imagined success on the panel's simulated failures (optimism) and successes (recall),
-    in percent with Wilson intervals, over all its episodes."""
+    in percent with Wilson intervals, over all its episodes, and how many of each."""
+    rates = optimism_and_recall(simulated, imagined)
     row: dict[str, Any] = {}
-    for name, truth in (("optimism", False), ("recall", True)):
-        chosen = simulated == truth
-        rate, low, high = percent_with_interval(int(imagined[chosen].sum()), int(chosen.sum()))
-        row.update({name: rate, f"{name}_lo": low, f"{name}_hi": high,
-                    f"{name}_n": int(chosen.sum())})
+    for name, n in (("optimism", int((~simulated).sum())), ("recall", int(simulated.sum()))):
+        row.update({key: rates[key] for key in (name, f"{name}_lo", f"{name}_hi")})
+        row[f"{name}_n"] = n
     return row
 
 
