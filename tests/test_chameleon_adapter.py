@@ -220,6 +220,55 @@ def test_loads_offline_with_released_ids(adapter, release, tmp_path) -> None:
         load_released("Alibaba-DAMO-Academy/WorldVLA", release[1])
 
 
+def test_official_qk_norm_layout_loads_with_the_stock_logits(release, tmp_path) -> None:
+    """WorldVLA's vendored ChameleonLayerNorm (worldvla/model/chameleon/modeling_chameleon.py)
+    stores q/k-norm as (model_parallel_size, head_dim) and repeats each row over its shard's
+    heads at every forward; stock transformers stores the repeated (heads, head_dim) tensor."""
+    from safetensors.torch import load_file, save_file
+
+    (weights,) = release[0].glob("*.safetensors")
+    state = load_file(weights)
+    gen = torch.Generator().manual_seed(11)
+    official, stock, tiled = dict(state), dict(state), dict(state)
+    norms = [k for k in state if k.endswith(("q_norm.weight", "q_norm.bias", "k_norm.weight",
+                                             "k_norm.bias"))]
+    assert len(norms) == 8 and all(state[k].shape == (4, 16) for k in norms)
+    for i, key in enumerate(norms):
+        rows = 1 if i % 2 else 2  # official (1, head_dim), and (2, head_dim) from 2 shards
+        shard = 1.0 + 0.5 * torch.randn((rows, 16), generator=gen)
+        official[key] = shard
+        stock[key] = shard.repeat_interleave(4 // rows, 0)  # shard s -> heads 2s, 2s + 1
+        tiled[key] = shard.repeat(4 // rows, 1)  # the wrong order, to show the test can see it
+    dirs = {}
+    for name, tensors in (("official", official), ("stock", stock), ("tiled", tiled)):
+        dirs[name] = tmp_path / name
+        shutil.copytree(release[0], dirs[name])
+        save_file(tensors, dirs[name] / weights.name, metadata={"format": "pt"})
+    models = {name: load_released(d, release[1]) for name, d in dirs.items()}
+    for key in norms:
+        param = models["official"].model.get_parameter(key)
+        torch.testing.assert_close(param, stock[key], rtol=0, atol=0)
+    rng = np.random.default_rng(12)
+    prompt = models["stock"].action_prompt("go", rng.integers(0, N_CODES, (2, 2)),
+                                           rng.integers(0, N_CODES, (2, 2)))
+    cont = encode_actions(rng.uniform(ACTION_MIN, ACTION_MAX, (2, 7)), models["stock"].ids)
+    logits = {name: m.teacher_forced_logits([prompt], [cont]) for name, m in models.items()}
+    torch.testing.assert_close(logits["official"], logits["stock"], rtol=0, atol=0)
+    assert (logits["tiled"] - logits["stock"]).abs().max() > 1e-2
+    # any other mismatch: one line naming the key and both shapes, before the weights are read
+    for key, shape in (("model.layers.0.self_attn.q_norm.weight", (3, 16)),
+                       ("model.layers.1.self_attn.k_norm.bias", (1, 8)),
+                       ("model.layers.0.mlp.down_proj.weight", (64, 64))):
+        bad = dict(stock)
+        bad[key] = torch.zeros(shape)
+        save_file(bad, dirs["tiled"] / weights.name, metadata={"format": "pt"})
+        with pytest.raises(ValueError) as error:
+            load_released(dirs["tiled"], release[1])
+        message = str(error.value)
+        assert "\n" not in message and key in message and str(list(shape)) in message
+        assert str(list(stock[key].shape)) in message
+
+
 def test_flash_attention_refused(release) -> None:
     from worldvla_bench.integrations.worldvla.hf_policy import WorldVLAHFPolicy
 

@@ -686,6 +686,80 @@ def load_vqgan(tokenizer_dir: Path, device: str = "cpu", trust_pickle: bool = Fa
     return vq.to(device).eval(), dec
 
 
+# The released checkpoints hold q/k-norm weights and biases as (model_parallel_size, head_dim),
+# (1, 128) for the 7B: WorldVLA's vendored Chameleon (github alibaba-damo-academy/WorldVLA,
+# worldvla/model/chameleon/modeling_chameleon.py ChameleonLayerNorm: a LayerNorm of shape
+# [model_parallel_size, head_dim] whose `repeat_param` repeat-interleaves each row over the
+# n_heads_per_mp heads of its shard at every forward) and its convert script
+# (model/chameleon/convert_chameleon_weights_to_hf.py: q_normalization / k_normalization written
+# with `.reshape(1, -1)` or stacked per shard, no `repeat_interleave(num_heads)`). Stock
+# transformers' ChameleonLayerNorm holds the repeated (num_heads, head_dim) tensor instead.
+QK_NORM_SUFFIXES = tuple(f"self_attn.{n}.{p}" for n in ("q_norm", "k_norm")
+                         for p in ("weight", "bias"))
+
+
+def checkpoint_shapes(checkpoint_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of every `*.safetensors` file of a checkpoint, read from the headers only
+    (empty for a checkpoint without safetensors files)."""
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in sorted(checkpoint_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                shapes[key] = tuple(handle.get_slice(key).get_shape())
+    return shapes
+
+
+def layout_conversions(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]
+                       ) -> dict[str, tuple[int, ...]]:
+    """{key: shape in transformers} of the checkpoint tensors to repeat per head: q/k-norm
+    tensors of shape (r, head_dim) where transformers wants (heads, head_dim) and r divides
+    heads (the official layout, r = model_parallel_size = 1). Any other shape mismatch between
+    the checkpoint (`found`) and transformers' Chameleon (`expected`) raises a one-line
+    ValueError naming the key and both shapes; keys absent from either side are left to the
+    loader's missing / unexpected checks."""
+    convert: dict[str, tuple[int, ...]] = {}
+    for key in sorted(set(found) & set(expected)):
+        have, want = tuple(found[key]), tuple(expected[key])
+        if have == want:
+            continue
+        if (key.endswith(QK_NORM_SUFFIXES) and len(have) == len(want) == 2
+                and have[1] == want[1] and have[0] >= 1 and want[0] % have[0] == 0):
+            convert[key] = want
+            continue
+        raise ValueError(f"checkpoint tensor {key} has shape {list(have)}, transformers' Chameleon "
+                         f"expects {list(want)}")
+    return convert
+
+
+def repeat_per_head(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """(r, head_dim) -> (heads, head_dim), row i repeated for heads i * heads / r .. (i + 1)
+    * heads / r - 1, as the official ChameleonLayerNorm.repeat_param does at every forward."""
+    return tensor.repeat_interleave(int(shape[0]) // tensor.shape[0], dim=0)
+
+
+def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+    from transformers import ChameleonForConditionalGeneration
+
+    with torch.device("meta"):
+        skeleton = ChameleonForConditionalGeneration(config)
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+
+
+def _load_converted(model: Any, checkpoint_dir: Path, convert: dict[str, tuple[int, ...]]) -> None:
+    from safetensors import safe_open
+
+    params = dict(model.named_parameters())
+    for path in sorted(checkpoint_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            for key in set(handle.keys()) & set(convert):
+                param = params[key]
+                with torch.no_grad():
+                    param.copy_(repeat_per_head(handle.get_tensor(key), convert[key]).to(
+                        device=param.device, dtype=param.dtype))
+
+
 def load_released(
     checkpoint_dir: str | Path,
     tokenizer_dir: str | Path,
@@ -705,7 +779,9 @@ def load_released(
     otherwise). `dtype` defaults to bfloat16 on CUDA, float32 on CPU (the VQ-GAN stays float32).
     The config's `vocabulary_map` is filled from the text tokenizer when the checkpoint lacks it.
     Transformer weights missing from the checkpoint raise (the VQ model inside the checkpoint
-    is never used and may be absent). `decoder` also loads the VQ-GAN decoder (world model);
+    is never used and may be absent). q/k-norm tensors in the official layout (r, head_dim)
+    are repeated per head (`layout_conversions`); any other shape mismatch raises a one-line
+    ValueError before the weights are read. `decoder` also loads the VQ-GAN decoder (world model);
     `mask_image_logits` suppresses image codes in action decoding (the official eval does not).
     """
     check_attn_implementation(attn_implementation)
@@ -723,9 +799,24 @@ def load_released(
     torch_dtype = _dtype(dtype, device)
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     dtype_kw = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    model, info = ChameleonForConditionalGeneration.from_pretrained(
-        ckpt, config=config, attn_implementation=attn_implementation, local_files_only=True,
-        output_loading_info=True, **{dtype_kw: torch_dtype})
+    convert = layout_conversions(checkpoint_shapes(ckpt), _expected_shapes(config))
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    if convert:  # the load report would call the converted tensors "newly initialized"
+        hf_logging.set_verbosity_error()
+    try:
+        model, info = ChameleonForConditionalGeneration.from_pretrained(
+            ckpt, config=config, attn_implementation=attn_implementation, local_files_only=True,
+            output_loading_info=True, ignore_mismatched_sizes=bool(convert),
+            **{dtype_kw: torch_dtype})
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    mismatched = {entry[0] for entry in info.get("mismatched_keys", [])}
+    if mismatched != set(convert):  # the header scan and the loader disagree: never guess
+        raise RuntimeError(f"{ckpt}: loader found mismatched shapes at {sorted(mismatched)[:5]}, "
+                           f"expected {sorted(convert)[:5]}")
+    _load_converted(model, ckpt, convert)
     missing = sorted(k for k in info.get("missing_keys", []) if "vqmodel." not in k)
     if missing:
         raise KeyError(f"{ckpt}: transformer weights missing from the checkpoint: {missing[:5]} "
