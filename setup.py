@@ -18,5 +18,6 @@ setup(
     + ["worldvla_bench.suite_files"],
     package_dir={"worldvla_bench.policies": "policies", "worldvla_bench.suite_files": "tasks"},
     package_data={"worldvla_bench.suite_files": ["*.yaml", "panels/*.yaml"],
-                  "worldvla_bench.integrations.worldvla": ["weights/*.pt", "weights/*.md"]},
+                  "worldvla_bench.integrations.worldvla": ["weights/*.pt", "weights/*.md"],
+                  "worldvla_bench": ["schemas/*.json"]},
 )

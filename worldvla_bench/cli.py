@@ -138,7 +138,8 @@ def _print_report(run_dir: Path) -> int:
 
     result = write_report(run_dir)
     print(result["markdown"])
-    print(f"written: {run_dir / 'report.md'}, {run_dir / 'report.csv'}")
+    print(f"written: {run_dir / 'report.md'}, {run_dir / 'report.csv'}, "
+          f"{run_dir / 'results.json'}")
     return 0
 
 
@@ -443,7 +444,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     cf.add_argument("--no-progress", action="store_true")
     cf.set_defaults(func=cmd_conformance)
 
-    rp = sub.add_parser("report", help="success rates of a run (writes report.md and report.csv)")
+    rp = sub.add_parser("report", help="success rates of a run (writes report.md, report.csv and "
+                                        "results.json)")
     rp.add_argument("run", help="run name under results/, or a path")
     rp.set_defaults(func=cmd_report)
 

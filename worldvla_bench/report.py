@@ -16,6 +16,7 @@ from worldvla_bench.errors import BenchError
 from worldvla_bench.manifest import manifest_config, read_manifest, run_render_provenances
 from worldvla_bench.records import EPISODES_FILE, read_episodes
 from worldvla_bench.render_provenance import format_render_provenance
+from worldvla_bench.results_json import write_results_json
 
 CONFIDENCE = 0.95
 
@@ -130,7 +131,8 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(run_dir: Path | str) -> dict[str, Any]:
-    """Compute the report of a run, write `report.md` and `report.csv` into it, return both."""
+    """Compute the report of a run, write `report.md`, `report.csv` and `results.json`
+    (`results_json.py`) into it, return the table, markdown and warnings."""
     run_dir = Path(run_dir)
     episodes = load_run(run_dir)
     table = success_rate_table(episodes)
@@ -154,6 +156,7 @@ def write_report(run_dir: Path | str) -> dict[str, Any]:
     markdown = "\n".join(lines) + "\n"
     (run_dir / "report.md").write_text(markdown, encoding="utf-8")
     table.to_csv(run_dir / "report.csv", index=False)
+    write_results_json(run_dir, table, manifest, warnings)
     return {"table": table, "markdown": markdown, "warnings": warnings}
 
 
