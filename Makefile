@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch/torchvision pair that installs offline here (Linux x86_64, Python 3.11); override for GPUs.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-DEBIAN_PACKAGES := libegl1 libgl1-mesa-dri libosmesa6
+# chromium: tests/test_html_report.py opens the HTML report in a real (headless) browser
+DEBIAN_PACKAGES := libegl1 libgl1-mesa-dri libosmesa6 chromium
 export MUJOCO_GL ?= egl
 
 SUITE ?= libero_spatial

@@ -19,5 +19,5 @@ setup(
     package_dir={"worldvla_bench.policies": "policies", "worldvla_bench.suite_files": "tasks"},
     package_data={"worldvla_bench.suite_files": ["*.yaml", "panels/*.yaml"],
                   "worldvla_bench.integrations.worldvla": ["weights/*.pt", "weights/*.md"],
-                  "worldvla_bench": ["schemas/*.json"]},
+                  "worldvla_bench": ["schemas/*.json", "html/*"]},
 )

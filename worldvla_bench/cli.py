@@ -144,7 +144,14 @@ def _print_report(run_dir: Path) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    return _print_report(_existing_run_path(args.run))
+    run_dirs = [_existing_run_path(run) for run in args.run]
+    for run_dir in run_dirs:
+        _print_report(run_dir)
+    if args.html:
+        from worldvla_bench.html_report import write_html_report
+
+        print(f"written: {write_html_report(run_dirs, Path(args.html))} (open it in a browser)")
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -446,7 +453,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="success rates of a run (writes report.md, report.csv and "
                                         "results.json)")
-    rp.add_argument("run", help="run name under results/, or a path")
+    rp.add_argument("run", nargs="+", help="run name under results/, or a path (several: "
+                    "each gets its report; --html compares each with the first)")
+    rp.add_argument("--html", default=None, metavar="DIR",
+                    help="also write a static page (DIR/index.html, videos copied beside it)")
     rp.set_defaults(func=cmd_report)
 
     cp = sub.add_parser("compare", help="compare two runs with significance tests")
