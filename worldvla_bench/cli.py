@@ -144,6 +144,16 @@ def _print_report(run_dir: Path) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from worldvla_bench.html_report import is_rank_output
+
+    if len(args.run) == 1 and is_rank_output(args.run[0]):  # a wm-rank output: its page
+        if not args.html:
+            raise BenchError(f"{args.run[0]} is a wm-rank output (see its ranking.md); give "
+                             "--html DIR for its page")
+        from worldvla_bench.html_report import write_rank_html
+
+        print(f"written: {write_rank_html(Path(args.run[0]), Path(args.html))}")
+        return 0
     run_dirs = [_existing_run_path(run) for run in args.run]
     for run_dir in run_dirs:
         _print_report(run_dir)
@@ -362,6 +372,9 @@ COMMANDS.register("train-judge", Command(
 COMMANDS.register("wm-rank", Command(
     help="rank a panel of policies in LIBERO and in world models, and compare the rankings",
     add_parser="worldvla_bench.worldmodel.rank_cli:add_rank_parser"))
+COMMANDS.register("export-lerobot", Command(
+    help="write a run recorded with --save-frames as a LeRobot v3 dataset",
+    add_parser="worldvla_bench.lerobot_export:add_export_lerobot_parser"))
 
 
 def _add_registered_commands(sub, argv: list[str] | None) -> None:
@@ -454,7 +467,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="success rates of a run (writes report.md, report.csv and "
                                         "results.json)")
     rp.add_argument("run", nargs="+", help="run name under results/, or a path (several: "
-                    "each gets its report; --html compares each with the first)")
+                    "each gets its report; --html compares each with the first), or one "
+                    "wm-rank output directory (with --html)")
     rp.add_argument("--html", default=None, metavar="DIR",
                     help="also write a static page (DIR/index.html, videos copied beside it)")
     rp.set_defaults(func=cmd_report)

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pandas as pd
 
@@ -66,13 +66,31 @@ def png_data_uri(figure) -> str:
 
 
 def success_chart(table: pd.DataFrame, title: str | None = None) -> str:
-    """The grouped-bar chart of `plots.plot_success_rates` as a data URI (no pyplot state)."""
+    """The grouped-bar chart of `plots.plot_success_rates` as a data URI (no pyplot state);
+    one run needs no legend."""
     from matplotlib.figure import Figure
 
     width = max(6.0, 0.9 * table[["suite", "task_id"]].drop_duplicates().shape[0] + 2)
     figure = Figure(figsize=(min(width, 18.0), 4.2))
-    plot_success_rates(table, ax=figure.subplots(), title=title)
+    ax = plot_success_rates(table, ax=figure.subplots(), title=title)
+    if table["run"].nunique() == 1 and ax.get_legend() is not None:
+        ax.get_legend().remove()
     return png_data_uri(figure)
+
+
+def video_poster(path: Path) -> str | None:
+    """The first frame of a video as a PNG data URI (what the player shows before it plays)."""
+    import imageio.v2 as imageio
+    from PIL import Image
+
+    try:
+        with imageio.get_reader(path, format="FFMPEG") as reader:
+            frame = reader.get_data(0)
+    except (OSError, IndexError, RuntimeError, ValueError):
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _slugs(run_dirs: list[Path]) -> list[str]:
@@ -134,6 +152,8 @@ def episode_grid(episodes: pd.DataFrame, run_dir: Path, out_dir: Path,
                      "instruction": str(group["instruction"].iloc[0])
                      if "instruction" in group else "", "cells": cells})
     first = next((c for r in rows for c in r["cells"] if c["href"]), None)
+    if first is not None:
+        first["poster"] = video_poster(out_dir / unquote(first["href"]))
     return {"trials": trials, "rows": rows, "first_video": first,
             "videos": sum(1 for r in rows for c in r["cells"] if c["href"])}
 
@@ -208,6 +228,58 @@ def write_html_report(run_dirs: list[Path | str], out_dir: Path | str,
     page = _environment().get_template("report.html.j2").render(
         title="worldvla-bench: " + ", ".join(slugs),
         runs=runs, comparisons=comparisons, chart=success_chart(stacked),
+        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        version=package_versions()["worldvla-bench"],
+        css=_asset("report.css"), js=_asset("report.js"),
+    )
+    index = out_dir / INDEX_FILE
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def is_rank_output(path: Path | str) -> bool:
+    """Whether `path` is a `wm-rank` output directory (its ranking.csv beside imagined/)."""
+    path = Path(path)
+    return (path / "ranking.csv").is_file() and (path / "imagined").is_dir()
+
+
+def _csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A CSV's columns and rows as text, floats to 3 significant decimals."""
+    if not path.is_file():
+        return [], []
+    table = pd.read_csv(path)
+    shown = table.map(lambda v: "" if pd.isna(v) else f"{v:.3g}" if isinstance(v, float)
+                      else str(v))
+    return list(shown.columns), shown.to_dict("records")
+
+
+def write_rank_html(rank_dir: Path | str, out_dir: Path | str) -> Path:
+    """The page of a `wm-rank` output: the ranking and agreement tables, the scatter plot, and
+    per world model and policy the episode grid whose cells play the side-by-side video
+    (simulated | imagined). Returns the path of index.html."""
+    rank_dir, out_dir = Path(rank_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns, rows = _csv_rows(rank_dir / "ranking.csv")
+    agreement_columns, agreement = _csv_rows(rank_dir / "agreement.csv")
+    plot = rank_dir / "ranking.png"
+    scatter = ("data:image/png;base64," + base64.b64encode(plot.read_bytes()).decode("ascii")
+               if plot.is_file() else None)
+    panels = []
+    for model_dir in sorted(p for p in (rank_dir / "imagined").iterdir() if p.is_dir()):
+        for policy_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            if not (policy_dir / "episodes.jsonl").is_file():
+                continue
+            slug = _slugs([Path(f"{model_dir.name}_{policy_dir.name}")])[0]
+            episodes = load_run(policy_dir)
+            panels.append({"world_model": model_dir.name, "policy": policy_dir.name,
+                           "slug": slug, "grid": episode_grid(episodes, policy_dir, out_dir, slug)})
+    judge_line = next((line for line in (rank_dir / "ranking.md").read_text(
+        encoding="utf-8").splitlines() if line.lower().startswith("judge")), "") if (
+        rank_dir / "ranking.md").is_file() else ""
+    page = _environment().get_template("rank.html.j2").render(
+        title=f"worldvla-bench wm-rank: {rank_dir.name}", path=str(rank_dir),
+        columns=columns, rows=rows, agreement_columns=agreement_columns, agreement=agreement,
+        scatter=scatter, panels=panels, judge_line=judge_line,
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         version=package_versions()["worldvla-bench"],
         css=_asset("report.css"), js=_asset("report.js"),

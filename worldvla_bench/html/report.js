@@ -21,6 +21,7 @@
       event.preventDefault();
       document.querySelectorAll("a.playing").forEach(function (a) { a.classList.remove("playing"); });
       link.classList.add("playing");
+      player.removeAttribute("poster");
       player.src = link.getAttribute("href");
       var caption = document.getElementById(link.dataset.player + "-caption");
       if (caption) { caption.textContent = link.title; }
