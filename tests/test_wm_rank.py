@@ -187,3 +187,31 @@ def test_shipped_panels_load_and_name_known_policies():
         panel = load_panel(name)
         for entry in panel.entries:
             resolve_policy_class(entry.policy)  # raises for an unknown policy
+
+
+def test_report_html_of_a_rank_output(ranked, tmp_path, capsys):
+    """`report OUT --html DIR` on a wm-rank output: the ranking table, the scatter plot, and per
+    world model and policy a grid whose cells play the simulated | imagined video."""
+    from test_html_report import facts
+
+    from worldvla_bench.cli import main
+
+    out, result = ranked
+    assert main(["report", str(out), "--html", str(tmp_path / "page")]) == 0
+    html = (tmp_path / "page" / "index.html").read_text()
+    page = facts(html)
+    for policy in ("expert", "noop", "pixels"):
+        assert f"<td>{policy}</td>" in html
+        assert f'data-run="sim-oracle_{policy}"' in html
+    assert html.count("data:image/png;base64,") >= 1 + 3  # the scatter, a poster per player
+    assert len(page.videos) == 3 and len(page.cells) == 3
+    for cell in page.cells:
+        video = tmp_path / "page" / cell["href"]
+        assert video.is_file() and video.stat().st_size > 0
+    imagined = {p: read_episodes(out / "imagined" / "sim-oracle" / p)[0]["success"]
+                for p in ("expert", "noop", "pixels")}
+    outcomes = {c["run"].removeprefix("sim-oracle_"): c["outcome"] == "success"
+                for c in page.cells}
+    assert outcomes == imagined
+    assert main(["report", str(out)]) == 2  # a rank output without --html: one clear line
+    assert "--html" in capsys.readouterr().err

@@ -67,14 +67,16 @@ def png_data_uri(figure) -> str:
 
 def success_chart(table: pd.DataFrame, title: str | None = None) -> str:
     """The grouped-bar chart of `plots.plot_success_rates` as a data URI (no pyplot state);
-    one run needs no legend."""
+    the legend beside the axes, none for one run."""
     from matplotlib.figure import Figure
 
     width = max(6.0, 0.9 * table[["suite", "task_id"]].drop_duplicates().shape[0] + 2)
     figure = Figure(figsize=(min(width, 18.0), 4.2))
     ax = plot_success_rates(table, ax=figure.subplots(), title=title)
-    if table["run"].nunique() == 1 and ax.get_legend() is not None:
+    if ax.get_legend() is not None:
         ax.get_legend().remove()
+        if table["run"].nunique() > 1:  # beside the axes, never over a bar
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return png_data_uri(figure)
 
 
@@ -225,13 +227,16 @@ def write_html_report(run_dirs: list[Path | str], out_dir: Path | str,
     stacked = pd.concat([r["table"].assign(run=r["slug"]) for r in runs], ignore_index=True)
     comparisons = [comparison_section(run_dirs[0], d, slugs[0], s, alpha)
                    for d, s in zip(run_dirs[1:], slugs[1:], strict=True)]
-    page = _environment().get_template("report.html.j2").render(
-        title="worldvla-bench: " + ", ".join(slugs),
-        runs=runs, comparisons=comparisons, chart=success_chart(stacked),
+    return _write_page("report.html.j2", out_dir, title="worldvla-bench: " + ", ".join(slugs),
+                       runs=runs, comparisons=comparisons, chart=success_chart(stacked))
+
+
+def _write_page(template: str, out_dir: Path, **context: Any) -> Path:
+    """Render a template of `html/` with the shared context into out_dir/index.html."""
+    page = _environment().get_template(template).render(
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         version=package_versions()["worldvla-bench"],
-        css=_asset("report.css"), js=_asset("report.js"),
-    )
+        css=_asset("report.css"), js=_asset("report.js"), **context)
     index = out_dir / INDEX_FILE
     index.write_text(page, encoding="utf-8")
     return index
@@ -273,17 +278,10 @@ def write_rank_html(rank_dir: Path | str, out_dir: Path | str) -> Path:
             episodes = load_run(policy_dir)
             panels.append({"world_model": model_dir.name, "policy": policy_dir.name,
                            "slug": slug, "grid": episode_grid(episodes, policy_dir, out_dir, slug)})
-    judge_line = next((line for line in (rank_dir / "ranking.md").read_text(
-        encoding="utf-8").splitlines() if line.lower().startswith("judge")), "") if (
-        rank_dir / "ranking.md").is_file() else ""
-    page = _environment().get_template("rank.html.j2").render(
-        title=f"worldvla-bench wm-rank: {rank_dir.name}", path=str(rank_dir),
-        columns=columns, rows=rows, agreement_columns=agreement_columns, agreement=agreement,
-        scatter=scatter, panels=panels, judge_line=judge_line,
-        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        version=package_versions()["worldvla-bench"],
-        css=_asset("report.css"), js=_asset("report.js"),
-    )
-    index = out_dir / INDEX_FILE
-    index.write_text(page, encoding="utf-8")
-    return index
+    markdown = rank_dir / "ranking.md"  # its "Judge: ..." line (worldmodel/rank.format_rank)
+    lines = markdown.read_text(encoding="utf-8").splitlines() if markdown.is_file() else []
+    judge_line = next((line for line in lines if line.startswith("Judge: ")), "")
+    return _write_page("rank.html.j2", out_dir, title=f"worldvla-bench wm-rank: {rank_dir.name}",
+                       path=str(rank_dir), columns=columns, rows=rows,
+                       agreement_columns=agreement_columns, agreement=agreement,
+                       scatter=scatter, panels=panels, judge_line=judge_line)
