@@ -4,6 +4,7 @@ report.csv's success rates, and the episode video loads in its <video> element."
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -142,3 +143,21 @@ def test_chromium_renders_the_page_of_a_real_run(recorded_run: Path, tmp_path):
     # the browser decoded the video's header: the H.264 mp4 plays here
     assert video.get("data-state") == "loaded", video
     assert float(video["data-duration"]) > 0
+
+
+def test_page_links_only_videos_the_run_holds(tmp_path, capsys):
+    run = make_run(tmp_path / "r", {0: [True, False]})
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(b"not the run's")
+    (run / "videos").mkdir()
+    (run / "videos" / "ok.mp4").write_bytes(b"the run's")
+    lines = (run / "episodes.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    records[0]["video"], records[1]["video"] = "../secret.mp4", "videos/ok.mp4"
+    (run / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    page = facts(write_html_report([run], tmp_path / "page").read_text())
+    assert [c.get("href") for c in page.cells] == [None, "runs/r/videos/ok.mp4"]
+    assert not (tmp_path / "page" / "runs" / "r" / "videos" / "secret.mp4").exists()
+    (tmp_path / "taken").write_text("")
+    assert main(["report", str(run), "--html", str(tmp_path / "taken")]) == 2
+    assert "is a file" in capsys.readouterr().err

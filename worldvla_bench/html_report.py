@@ -29,7 +29,9 @@ from urllib.parse import quote, unquote
 
 import pandas as pd
 
+from worldvla_bench.atomic import write_atomic
 from worldvla_bench.compare import compare_runs, format_comparison, format_differences
+from worldvla_bench.errors import BenchError
 from worldvla_bench.manifest import package_versions, read_manifest, run_render_provenances
 from worldvla_bench.plots import plot_success_rates
 from worldvla_bench.report import (
@@ -117,9 +119,9 @@ def _copy_video(run_dir: Path, video: Any, out_dir: Path, slug: str) -> str | No
     """Copy one episode's video into the page's directory; its relative URL, or None."""
     if not isinstance(video, str) or not video:
         return None
-    source = run_dir / video
-    if not source.is_file():
-        return None
+    source = (run_dir / video).resolve()
+    if not source.is_file() or not source.is_relative_to(run_dir.resolve()):
+        return None  # a video the record names but the run does not hold
     target = out_dir / "runs" / slug / "videos" / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists() or target.stat().st_size != source.stat().st_size:
@@ -220,8 +222,7 @@ def write_html_report(run_dirs: list[Path | str], out_dir: Path | str,
                       alpha: float = 0.05) -> Path:
     """Write the page of these runs into `out_dir` (created); return the path of index.html."""
     run_dirs = [Path(d) for d in run_dirs]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _page_dir(out_dir)
     slugs = _slugs(run_dirs)
     runs = [run_section(d, s, out_dir) for d, s in zip(run_dirs, slugs, strict=True)]
     stacked = pd.concat([r["table"].assign(run=r["slug"]) for r in runs], ignore_index=True)
@@ -238,8 +239,16 @@ def _write_page(template: str, out_dir: Path, **context: Any) -> Path:
         version=package_versions()["worldvla-bench"],
         css=_asset("report.css"), js=_asset("report.js"), **context)
     index = out_dir / INDEX_FILE
-    index.write_text(page, encoding="utf-8")
+    write_atomic(index, page.encode("utf-8"))
     return index
+
+
+def _page_dir(out_dir: Path | str) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchError(f"{out_dir} is a file: give a directory for the HTML page")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
 
 
 def is_rank_output(path: Path | str) -> bool:
@@ -262,8 +271,7 @@ def write_rank_html(rank_dir: Path | str, out_dir: Path | str) -> Path:
     """The page of a `wm-rank` output: the ranking and agreement tables, the scatter plot, and
     per world model and policy the episode grid whose cells play the side-by-side video
     (simulated | imagined). Returns the path of index.html."""
-    rank_dir, out_dir = Path(rank_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rank_dir, out_dir = Path(rank_dir), _page_dir(out_dir)
     columns, rows = _csv_rows(rank_dir / "ranking.csv")
     agreement_columns, agreement = _csv_rows(rank_dir / "agreement.csv")
     plot = rank_dir / "ranking.png"
