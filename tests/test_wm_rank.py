@@ -215,3 +215,37 @@ def test_report_html_of_a_rank_output(ranked, tmp_path, capsys):
     assert outcomes == imagined
     assert main(["report", str(out)]) == 2  # a rank output without --html: one clear line
     assert "--html" in capsys.readouterr().err
+
+
+def test_export_lerobot_of_an_imagined_run(ranked, tmp_path, capsys):
+    """An imagined run of wm-rank --video as a LeRobot dataset: LeRobot reads back the imagined
+    frames (up to video compression), the actions and the imagined outcome; the protocol is the
+    simulated run's and the world model is named."""
+    import json
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    lerobot_dataset = pytest.importorskip("lerobot.datasets.lerobot_dataset",
+                                          reason="LeRobot is not installed (make setup)")
+    pytest.importorskip("torchcodec", reason="torchcodec (LeRobot's decoder) not installed")
+    from worldvla_bench.cli import main
+
+    out, _ = ranked
+    imagined = out / "imagined" / "sim-oracle" / "expert"
+    assert main(["export-lerobot", str(imagined), str(tmp_path / "ds"), "--no-progress"]) == 0
+    dataset = lerobot_dataset.LeRobotDataset("local/imagined", root=tmp_path / "ds")
+    ours = dataset.meta.info["worldvla_bench"]
+    sim_manifest = json.loads((out / "sim" / "expert" / "manifest.json").read_text())
+    assert ours["protocol"]["suite"] == sim_manifest["config"]["suite"] == "libero_goal"
+    assert ours["imagination"]["world_model"] == "sim-oracle"
+    (record,) = read_episodes(imagined)
+    arrays = load_episode_arrays(imagined / record["episode_file"])
+    steps = len(arrays["actions"])
+    assert len(dataset) == steps and "observation.state" not in dataset.meta.features
+    items = [dataset[i] for i in range(steps)]
+    np.testing.assert_array_equal(np.stack([x["action"].numpy() for x in items]),
+                                  arrays["actions"].astype(np.float32))
+    assert bool(items[-1]["next.success"]) == record["success"]
+    decoded = np.stack([(x["observation.images.agentview"].numpy() * 255).round()
+                        .transpose(1, 2, 0) for x in items])
+    assert np.abs(decoded - arrays["frames_agentview"][:steps]).mean() < 4.0  # AV1, 64 px

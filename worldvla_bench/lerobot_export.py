@@ -15,6 +15,11 @@ is not kept (it has no action). The task is the episode's instruction. Episodes 
 `worldvla_bench` entry: the run's protocol and its hash, revision, render provenance, and per
 dataset episode the run's (suite, task_id, trial, success, seed, steps).
 
+An imagined run of `wm-rank --video` (`<out>/imagined/<world model>/<policy>/`) exports the same
+way: its imagined frames (agentview; the first one real), the actions, the imagined success
+(the judge's) as `next.success`, no state; its protocol is the simulated run's, and
+`worldvla_bench.imagination` says which world model, judge and threshold imagined it.
+
 LeRobot (PyPI `lerobot`, which pins an older torch) is installed without its dependencies, as
 `make setup` does; it is imported only here.
 """
@@ -76,10 +81,11 @@ def _features(arrays: dict[str, np.ndarray], cameras: list[str]) -> dict[str, di
         height, width, channels = arrays[f"frames_{camera}"].shape[1:]
         features[image_key(camera)] = {"dtype": "video", "shape": (height, width, channels),
                                        "names": ["height", "width", "channels"]}
-    state_dim = arrays["proprio"].shape[1]
-    features["observation.state"] = {
-        "dtype": "float32", "shape": (state_dim,),
-        "names": STATE_NAMES if state_dim == len(STATE_NAMES) else None}
+    if "proprio" in arrays:  # imagined episodes have images only
+        state_dim = arrays["proprio"].shape[1]
+        features["observation.state"] = {
+            "dtype": "float32", "shape": (state_dim,),
+            "names": STATE_NAMES if state_dim == len(STATE_NAMES) else None}
     features["action"] = {"dtype": "float32", "shape": (7,), "names": ACTION_NAMES}
     features["next.done"] = {"dtype": "bool", "shape": (1,), "names": None}
     features["next.success"] = {"dtype": "bool", "shape": (1,), "names": None}
@@ -102,7 +108,8 @@ def export_lerobot(run_dir: Path | str, out: Path | str, repo_id: str | None = N
         raise BenchError(f"{INSTALL_HINT} ({error})") from error
     datasets.disable_progress_bars()  # one bar, ours, per episode
     records, errored = _exported_episodes(run_dir)
-    manifest = read_manifest(run_dir) or {}
+    imagination = _imagination(run_dir)
+    manifest = read_manifest(run_dir) or _sim_manifest(run_dir, imagination)
     suite = manifest.get("suite") or {}
     first = _arrays(run_dir, records[0])
     cameras = [c for c in suite.get("cameras", []) if f"frames_{c}" in first] or sorted(
@@ -121,8 +128,9 @@ def export_lerobot(run_dir: Path | str, out: Path | str, repo_id: str | None = N
         for t in range(steps):
             last = t == steps - 1
             frame = {image_key(c): arrays[f"frames_{c}"][t] for c in cameras}
+            if "proprio" in arrays:
+                frame["observation.state"] = np.asarray(arrays["proprio"][t], dtype=np.float32)
             frame.update({
-                "observation.state": np.asarray(arrays["proprio"][t], dtype=np.float32),
                 "action": actions[t],
                 "next.done": np.array([last]),
                 "next.success": np.array([last and bool(record["success"])]),
@@ -133,17 +141,39 @@ def export_lerobot(run_dir: Path | str, out: Path | str, repo_id: str | None = N
         exported.append({"episode_index": len(exported), "suite": record["suite"],
                          "task_id": int(record["task_id"]), "trial": int(record["trial"]),
                          "success": bool(record["success"]), "seed": record.get("seed"),
-                         "steps": steps})
+                         "steps": steps, **({"simulated_success": record["extra"].get(
+                             "simulated_success")} if imagination else {})})
         frames += steps
     dataset.finalize()
     if not exported:
         raise BenchError(f"run {run_dir} has no episode with an action to export")
-    _add_provenance(out, run_dir, manifest, exported, errored)
+    _add_provenance(out, run_dir, manifest, exported, errored, imagination)
     return {"root": out, "episodes": len(exported), "frames": frames, "skipped_errors": errored}
 
 
+def _imagination(run_dir: Path) -> dict[str, Any] | None:
+    """What a wm-rank imagined run measures (its imagination.json), None for a simulated run."""
+    from worldvla_bench.worldmodel.rank import IMAGINATION_FILE
+
+    path = run_dir / IMAGINATION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _sim_manifest(run_dir: Path, imagination: dict[str, Any] | None) -> dict[str, Any]:
+    """An imagined run's protocol lives in the manifest of the simulated run it re-imagined:
+    `sim_run` as wm-rank recorded it, else <out>/sim/<policy> beside <out>/imagined/<wm>/."""
+    if imagination is None:
+        return {}
+    beside = run_dir.resolve().parent.parent.parent / "sim" / run_dir.name
+    for sim_run in (Path(imagination["sim_run"]), beside):
+        if (sim_run / "manifest.json").is_file():
+            return read_manifest(sim_run) or {}
+    return {}
+
+
 def _add_provenance(out: Path, run_dir: Path, manifest: dict[str, Any],
-                    exported: list[dict[str, Any]], errored: int) -> None:
+                    exported: list[dict[str, Any]], errored: int,
+                    imagination: dict[str, Any] | None) -> None:
     """The run's protocol and provenance, in the dataset's `meta/info.json`."""
     protocol = protocol_of(manifest)
     invocations = manifest.get("invocations") or [{}]
@@ -156,6 +186,7 @@ def _add_provenance(out: Path, run_dir: Path, manifest: dict[str, Any],
         "revision": invocations[-1].get("git_revision", manifest.get("git_revision")),
         "versions": manifest.get("versions"),
         "render": run_render_provenances(manifest)[0],
+        "imagination": imagination,
         "skipped_error_episodes": errored,
         "frame_convention": "frame t: observation before action t; the last observation "
                             "(after the last action) is not kept",

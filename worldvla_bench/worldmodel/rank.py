@@ -6,7 +6,10 @@ For each policy of a panel (`worldvla_bench.panels`):
    scene, its first frame real and the rest imagined (`imagination.imagine_episode`: closed loop
    for policies that read the camera, open loop on the executed actions for blind ones); the
    judge decides success. Records under `<out>/imagined/<world model>/<policy>/episodes.jsonl`
-   (`extra.imagined = true`), appended as each episode ends, so a rerun resumes.
+   (`extra.imagined = true`), appended as each episode ends, so a rerun resumes; each
+   episode's executed actions in `episodes/<episode>.npz`, with `--video` also its imagined
+   frames (`frames_agentview`: the real first frame, then one per step), which
+   `export-lerobot` writes as a LeRobot dataset.
 
 Then one table: per policy the simulated and imagined success with Wilson intervals; per world
 model Pearson, Spearman and MMRV over the panel with bootstrap intervals over episodes
@@ -164,11 +167,12 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
                     imagined.env_time_s = round(imagined.env_time_s + shared, 4)
                     imagined.wall_time_s = round(imagined.wall_time_s + shared, 4)
                     stem = episode_stem(record["suite"], record["task_id"], record["trial"])
+                    frames = imagined.extra.pop("frames") if video else None
+                    kept = {f"frames_{IMAGINED_CAMERA}": np.stack(frames)} if video else {}
                     save_episode_arrays(out / "episodes" / f"{stem}.npz",
-                                        actions=imagined.extra.pop("actions"))
+                                        actions=imagined.extra.pop("actions"), **kept)
                     imagined.episode_file = str(Path("episodes") / f"{stem}.npz")
                     if video:
-                        frames = imagined.extra.pop("frames")
                         write_side_by_side_episode(out / "videos" / f"{stem}.mp4",
                                                    _simulated_frames(sim_run, record), frames)
                         imagined.video = str(Path("videos") / f"{stem}.mp4")
