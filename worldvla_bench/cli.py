@@ -146,13 +146,14 @@ def _print_report(run_dir: Path) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from worldvla_bench.html_report import is_rank_output
 
-    if len(args.run) == 1 and is_rank_output(args.run[0]):  # a wm-rank output: its page
+    ranks = [p for p in (_run_path(args.run[0]), Path(args.run[0])) if is_rank_output(p)]
+    if len(args.run) == 1 and ranks:  # a wm-rank output (under results/ or here): its page
         if not args.html:
-            raise BenchError(f"{args.run[0]} is a wm-rank output (see its ranking.md); give "
+            raise BenchError(f"{ranks[0]} is a wm-rank output (see its ranking.md); give "
                              "--html DIR for its page")
         from worldvla_bench.html_report import write_rank_html
 
-        print(f"written: {write_rank_html(Path(args.run[0]), Path(args.html))}")
+        print(f"written: {write_rank_html(ranks[0], Path(args.html))}")
         return 0
     run_dirs = [_existing_run_path(run) for run in args.run]
     for run_dir in run_dirs:
