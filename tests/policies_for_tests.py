@@ -48,3 +48,19 @@ class PixelSteeredPolicy(Policy):
         chunk[:, 2] = 0.3 * motion - 0.1
         chunk[:, 6] = -1.0
         return chunk
+
+
+class EndsOnSecondCallPolicy(Policy):
+    """Chunks of 2 zero actions; at its second call of an episode it hands over one more
+    action and ends the episode (`EndEpisode`), as a model whose answer its eval stops at."""
+
+    def reset(self, context: EpisodeContext) -> None:
+        self.calls = 0
+
+    def act(self, observation):
+        from worldvla_bench.policy import EndEpisode
+
+        self.calls += 1
+        if self.calls == 2:
+            raise EndEpisode("broken answer: no action block", np.zeros((1, 7)))
+        return np.zeros((2, 7))

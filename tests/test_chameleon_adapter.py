@@ -366,11 +366,15 @@ def test_block_parsing_follows_generate_dis_ma_and_unnorm_min_max(adapter) -> No
     assert not broken
     # no block at all: nothing to execute (the official eval ends the episode)
     out, broken = chunk([205, 10100, EOT])
-    assert out.shape == (0, 7) and broken
-    # a second begin restarts the block; an end without a begin is ignored
-    out, broken = chunk([EOA, BOA, 10010, 10011, *block, EOT])
+    assert out.shape == (0, 7) and broken == "no action block in the answer"
+    # a second begin restarts the block; an end without an open block after one is skipped
+    out, broken = chunk([BOA, 10010, 10011, *block, EOA, EOT])
     np.testing.assert_allclose(out, action[None])
     assert not broken
+    # an end before any begin: generate_dis_ma reads start_index unassigned and raises, so the
+    # official eval ends the episode without running any block
+    out, broken = chunk([EOA, BOA, 10010, 10011, *block, EOT])
+    assert out.shape == (0, 7) and broken == "an end-of-action token before any begin"
     # a block still open when generation stops (token budget) is dropped
     out, broken = chunk([*block, BOA, 10010, 10011])
     np.testing.assert_allclose(out, action[None])
@@ -383,7 +387,7 @@ def test_block_parsing_follows_generate_dis_ma_and_unnorm_min_max(adapter) -> No
     for n in (0, 2, 6):
         out, broken = chunk([*block, BOA, *[10050] * n, EOA, *block, EOT])
         np.testing.assert_allclose(out, action[None])
-        assert broken
+        assert broken == f"action block 2 holds {n} values"
     assert decode_actions([BOA, 10050, 10051, EOA], ids).shape == (0, 7)
     blocks = ids.actions.decode_blocks([*block, BOA, 10050, 10051, EOA])
     assert [len(b) for b in blocks] == [7, 2]
@@ -553,29 +557,120 @@ def test_policy_instruction_source_and_act(release) -> None:
     assert one.count(BOI) == 1 and one == [*two[:-553], *two[-277:]]
     assert one[-277:-1] == image_tokens(codes[1], policy.adapter.ids)
 
+def test_mask_fault_is_where_generate_att_mask_3_raises(adapter) -> None:
+    from worldvla_bench.integrations.worldvla.chameleon_adapter import mask_fault
+
+    prompt = adapter.action_prompt("go", np.zeros((2, 2), int), np.zeros((2, 2), int))
+    ids = adapter.ids
+    # every sequence fed to the model is checked: the prompt and all new tokens but the last
+    assert mask_fault(prompt, [BOA, 10050, BOA, 10051, EOT], ids) == (
+        "mismatched action begin and end tokens (the official mask raises)")
+    assert mask_fault(prompt, [BOA, 10050, BOA], ids) is None  # the last one is never fed
+    assert mask_fault(prompt, [BOA, 10050, EOA, EOA, EOA, EOT], ids) is not None
+    assert mask_fault(prompt, [BOA, 10050, EOA, EOA, EOT], ids) is None  # one extra end: dropped
+    assert mask_fault(prompt, [BOI, BOI, EOT], ids).startswith("mismatched image")
+    # the official counts, written out (generate_att_mask_3: one missing end is added, one
+    # extra end is dropped, then the counts must agree)
+    for new in ([BOA, BOA, EOA, EOT], [EOA, EOA, EOA, EOT], [BOA, EOA, BOA, 10050, BOA, EOT]):
+        fed = [*prompt, *new[:-1]]
+        raises = False
+        for t in range(1, len(fed) + 1):
+            starts, ends = fed[:t].count(BOA), fed[:t].count(EOA)
+            ends += 1 if starts > ends else (-1 if starts < ends else 0)
+            raises |= starts != ends
+        assert (mask_fault(prompt, new, ids) is not None) == raises
+
+
 def test_policy_where_the_official_eval_ends_the_episode(release) -> None:
-    from worldvla_bench.errors import PolicyOutputError
     from worldvla_bench.integrations.worldvla.hf_policy import WorldVLAHFPolicy
+    from worldvla_bench.policy import EndEpisode
 
     policy = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
                               share_model=False)
     frame = np.random.default_rng(8).integers(0, 255, (256, 256, 3), dtype=np.uint8)
     obs = {"agentview_image": frame, "instruction": LANGUAGE}
-    # a block of two values (the official unnorm_min_max cannot broadcast it): the safe chunk
+    # a block of two values (the official unnorm_min_max cannot broadcast it): by default, the
+    # end of the episode as a failure, as the official eval
     program_bigram(policy.adapter.model, [EOT, BOA, 10100, 10101, EOA, EOT])
-    np.testing.assert_allclose(policy.act(obs), [[0, 0, 0, 0, 0, 0, -1.0]])
+    with pytest.raises(EndEpisode, match="broken answer: action block 1 holds 2 values") as end:
+        policy.act(obs)
+    assert end.value.actions.shape == (0, 7)
     assert policy.last_tokens == [BOA, 10100, 10101, EOA, EOT]
-    assert policy.stats["broken"] == 1 and policy.stats["fallbacks"] == 1
-    # ... or, as the official eval, the end of the episode
-    strict = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
-                              end_on_broken=True)
-    strict.adapter = policy.adapter
-    with pytest.raises(PolicyOutputError, match="no executable action block"):
-        strict.act(obs)
-    # a block of one value broadcasts to all 7 dimensions
+    assert policy.stats["broken"] == 1 and policy.stats["fallbacks"] == 0
+    # ... or, with on_broken=continue, the safe chunk and the episode goes on
+    program_bigram(policy.adapter.model, [EOT, BOA, 10100, 10101, EOA, EOT])
+    going = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
+                             on_broken="continue")
+    going.adapter = policy.adapter
+    assert going.act_batch is None  # its safe chunk keeps per-episode state: not shared
+    np.testing.assert_allclose(going.act(obs), [[0, 0, 0, 0, 0, 0, -1.0]])
+    assert going.stats["broken"] == 1 and going.stats["fallbacks"] == 1
+    # a block of one value broadcasts to all 7 dimensions: no end
     program_bigram(policy.adapter.model, [EOT, BOA, 10100, EOA, EOT])
     np.testing.assert_allclose(policy.act(obs), official_action([94] * 7)[None])
-    assert policy.stats["broken"] == 1
+    with pytest.raises(ValueError, match="on_broken"):
+        WorldVLAHFPolicy(str(release[0]), str(release[1]), on_broken="ignore")
+
+
+BRANCH_SEED = 1  # its batch below mixes chunks and episode ends
+
+
+def program_branches(model, seed: int) -> None:
+    """The first answer token depends on the prompt (random attention; the LM head picks one
+    of four openings), then a bigram chain follows it (as `program_bigram`, the chain tokens'
+    embeddings large enough to drown the attention): a well-formed block, a value with no
+    block, or values then an end before any begin."""
+    good = [10006 + b for b in (3, 50, 90, 127, 160, 200, 250)]
+    chains = [[BOA, *good, EOA, EOT], [10100, EOT], [10101, 10102, 10103, EOA, EOT]]
+    openings = [BOA, 10100, EOA, 10101]
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head, embed = model.lm_head.weight, model.model.embed_tokens.weight
+        head.zero_()
+        successors = {s: d for chain in chains for s, d in zip(chain[:-1], chain[1:], strict=True)}
+        for k, (src, dst) in enumerate(successors.items()):
+            embed[src] = 0.0
+            embed[src, k] = 1000.0
+            head[dst, k] = 10.0
+        head[openings, 16:] = 6 * torch.randn(len(openings), head.shape[1] - 16,
+                                              generator=generator)
+
+
+def test_act_batch_equals_act_one_at_a_time(release) -> None:
+    """One left-padded batch of different frames, histories and instructions (the action mask
+    on) gives every episode what `act` gives it alone: chunks, and episode ends."""
+    from worldvla_bench.integrations.worldvla.hf_policy import WorldVLAHFPolicy
+    from worldvla_bench.policy import EndEpisode
+
+    policy = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
+                              share_model=False, max_new_tokens=40)
+    assert policy.action_mask
+    program_branches(policy.adapter.model, BRANCH_SEED)
+    rng = np.random.default_rng(11)
+    texts = ["put the bowl on the plate", "open the drawer", "go", "pick up the soup and place it"]
+    observations = []
+    for i in range(8):
+        obs = {"agentview_image": rng.integers(0, 255, (256, 256, 3), dtype=np.uint8),
+               "instruction": texts[i % 4]}
+        if i % 3:  # some first calls of an episode (no previous frame), some later ones
+            obs["agentview_history"] = rng.integers(0, 255, (1, 256, 256, 3), dtype=np.uint8)
+        observations.append(obs)
+    batch = policy.act_batch(observations, contexts=[None] * len(observations))
+    kinds = set()
+    for obs, out in zip(observations, batch, strict=True):
+        try:
+            alone = policy.act(obs)
+        except EndEpisode as end:
+            alone = end
+        assert type(out) is type(alone)
+        if isinstance(out, EndEpisode):
+            assert out.reason == alone.reason
+            np.testing.assert_array_equal(out.actions, alone.actions)
+            kinds.add("end with actions" if len(out.actions) else "end")
+        else:
+            np.testing.assert_array_equal(out, alone)
+            kinds.add("chunk")
+    assert {"chunk", "end"} <= kinds, kinds  # the batch mixes both
 
 
 # --- the released checkpoint as a world model ----------------------------------------------

@@ -94,6 +94,25 @@ def test_bad_policy_output_is_an_error_record_and_the_run_goes_on(tmp_path: Path
     assert records[2]["error"] is None
 
 
+def test_a_policy_ending_the_episode_gives_a_failure_with_its_reason(tmp_path: Path):
+    from worldvla_bench.report import write_report
+
+    run_dir = tmp_path / "ends"
+    run_evaluation(*split_config(suite="libero_spatial", policy="policies_for_tests:"
+                                 "EndsOnSecondCallPolicy", tasks="0", trials=2, run_dir=run_dir,
+                                 workers=1, progress=False, image_size=32, max_steps=20))
+    records = read_episodes(run_dir)
+    assert len(records) == 2
+    for record in records:  # 2 actions, then the 1 handed over with the end: a failure
+        assert record["error"] is None and not record["success"]
+        assert record["steps"] == 3 and record["policy_calls"] == 2
+        assert record["extra"]["ended_by_policy"] == "broken answer: no action block"
+    report = write_report(run_dir)["markdown"]
+    assert ("Ended by the policy (failures): 2 of 2 episodes (2 x broken answer: no action "
+            "block)") in report
+    assert "ended in an error" not in report
+
+
 def _count_lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 

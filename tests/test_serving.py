@@ -23,7 +23,7 @@ import pytest
 from conftest import split_config
 
 from worldvla_bench.policies.remote import RemotePolicy, RemotePolicyError
-from worldvla_bench.policy import EpisodeContext, Policy, make_policy
+from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, make_policy
 from worldvla_bench.records import load_episode_arrays, read_episodes
 from worldvla_bench.rollout import run_evaluation
 from worldvla_bench.serving import RESET_KEY, pack, resize_with_pad, unpack
@@ -66,6 +66,41 @@ class EchoBatchPolicy(Policy):
             chunk[:, 3] = "instruction" in obs
             chunks.append(chunk)
         return chunks
+
+
+class EndingBatchPolicy(EchoBatchPolicy):
+    """Batched: an observation with a negative state ends its episode after one action."""
+
+    def act_batch(self, observations, contexts):
+        chunks = super().act_batch(observations, contexts)
+        return [EndEpisode("broken answer", np.full((1, 7), 0.25)) if obs["state"][0] < 0
+                else chunk for obs, chunk in zip(observations, chunks, strict=True)]
+
+
+class EndingPolicy(Policy):
+    """Per session: ends the episode, with nothing more to run, when the state is negative."""
+
+    def act(self, observation):
+        if observation["state"][0] < 0:
+            raise EndEpisode("no block")
+        return np.zeros((2, 7))
+
+
+def test_a_served_policy_ends_the_episode_as_it_does_locally():
+    """`EndEpisode` crosses the wire: the client raises it with the actions to run first."""
+    for policy, reason, actions in ((EndingBatchPolicy, "broken answer", np.full((1, 7), 0.25)),
+                                    (EndingPolicy, "no block", np.zeros((0, 7)))):
+        with PolicyServer(policy, port=0, max_batch=4) as server:
+            remote = RemotePolicy(port=server.port)
+            remote.reset(_context())
+            assert remote.act(_obs(1.0)).shape == (2, 7)
+            with pytest.raises(EndEpisode) as ended:
+                remote.act(_obs(-1.0))
+            assert ended.value.reason == reason
+            np.testing.assert_array_equal(ended.value.actions.reshape(-1, 7), actions)
+            assert remote.act(_obs(2.0)).shape == (2, 7)  # the session goes on serving
+            remote.close()
+            assert server.stats().get("errors", 0) == 0
 
 
 class FailingPolicy(Policy):

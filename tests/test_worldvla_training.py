@@ -155,7 +155,8 @@ def test_policy_on_a_real_libero_observation(trained):
     from worldvla_bench.policy import EpisodeContext, validate_chunk
 
     _, result = trained
-    policy = WorldVLAPolicy(str(result.checkpoint), max_new_tokens=40)
+    # this barely trained model may answer no block (then the safe chunk: K actions)
+    policy = WorldVLAPolicy(str(result.checkpoint), max_new_tokens=40, on_broken="continue")
     assert policy.cameras == ("agentview",) and policy.observation_profile == "worldvla"
     assert policy.chunk_size == 3 and policy.action_mask is True
     env = LiberoEnv("libero_spatial", 0, image_size=64, cameras=("agentview",), max_steps=8)
@@ -169,21 +170,25 @@ def test_policy_on_a_real_libero_observation(trained):
         env.close()
 
 
-def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
+def test_policy_prompt_frames_broken_answers_and_chunking(trained, monkeypatch):
     import worldvla_bench.integrations.worldvla.policy as module
     from worldvla_bench.integrations.worldvla.policy import WorldVLAPolicy
+    from worldvla_bench.integrations.worldvla.vocab import Vocab
+    from worldvla_bench.policy import EndEpisode
 
     _, result = trained
     seen: list[tuple[int, int]] = []
-    replies: list[np.ndarray] = [np.tile([0.1, 0, 0, 0, 0, 0, 0.996], (3, 1)), np.zeros((0, 7))]
+    replies: list[list[int] | None] = []
 
-    def fake_decode(model, instruction, prev, cur, num_blocks, action_mask, max_new_tokens):
-        assert instruction == INSTRUCTION and prev.shape == cur.shape == (64, 64, 3)
-        seen.append((int(prev[0, 0, 0]), int(cur[0, 0, 0])))
-        return replies.pop(0), []
+    def fake_generate(model, instructions, prev, cur, num_blocks, action_mask, max_new_tokens):
+        assert instructions == [INSTRUCTION] and prev[0].shape == cur[0].shape == (64, 64, 3)
+        seen.append((int(prev[0][0, 0, 0]), int(cur[0][0, 0, 0])))
+        return [replies.pop(0)]
 
-    monkeypatch.setattr(module, "decode_action_chunk", fake_decode)
+    monkeypatch.setattr(module, "generate_action_tokens", fake_generate)
     policy = WorldVLAPolicy(str(result.checkpoint))
+    encode = policy.model.tokenizer.actions.encode
+    good = encode(np.tile([0.1, 0, 0, 0, 0, 0, 0.996], (3, 1)))
 
     def obs(value: int, previous: int | None = None) -> dict:
         """An observation as the engine prepares it for the `worldvla` profile (64 px)."""
@@ -194,19 +199,107 @@ def test_policy_prompt_frames_fallback_and_chunking(trained, monkeypatch):
         return out
 
     assert policy.observation_profile == "worldvla" and policy.image_size == 64
+    assert policy.on_broken == "end"
+    replies[:] = [good, [Vocab.EOT], [*good[:9], Vocab.BOA, *good[1:4], Vocab.EOA], None]
     first = policy.act(obs(10))  # first call: the current frame is also the previous one
-    assert first.shape == (3, 7) and np.allclose(first[:, 6], 0.996)  # gripper as decoded
-    fallback = policy.act(obs(30, previous=20))  # previous env step's frame (20), current (30)
+    # the gripper as decoded (the bin centre of 0.996)
+    assert first.shape == (3, 7) and np.allclose(first[:, 6], 0.996, atol=1 / 255)
+    with pytest.raises(EndEpisode, match="broken answer: no action block"):
+        policy.act(obs(30, previous=20))  # previous env step's frame (20), current (30)
     assert seen == [(10, 10), (20, 30)]
-    assert policy.stats["fallbacks"] == 1 and policy.episode_fallbacks == 1
-    # safe chunk: zero motion, gripper kept, K actions
+    # a good block, then one of 3 values: the good one is run, then the episode ends
+    with pytest.raises(EndEpisode, match="action block 2 holds 3 tokens") as end:
+        policy.act(obs(40, previous=30))
+    np.testing.assert_allclose(end.value.actions, first[:1])
+    with pytest.raises(EndEpisode, match="fills the model's context"):
+        policy.act(obs(50, previous=40))
+    assert policy.stats["broken"] == 3 and policy.stats["fallbacks"] == 0
+
+    # on_broken=continue: every well-formed block, else a safe chunk (zero motion, gripper
+    # kept, K actions); a stateful policy, so not a batched one
+    going = WorldVLAPolicy(str(result.checkpoint), on_broken="continue")
+    assert going.act_batch is None
+    replies[:] = [good, [Vocab.EOT], [*good[:9], Vocab.BOA, *good[1:4], Vocab.EOA, *good[:9]]]
+    going.act(obs(10))
+    fallback = going.act(obs(30, previous=20))
+    assert going.stats["fallbacks"] == 1 and going.episode_fallbacks == 1
     assert fallback.shape == (3, 7) and np.all(fallback[:, :6] == 0)
-    assert np.allclose(fallback[:, 6], 0.996)
+    assert np.all(fallback[:, 6] == first[-1, 6])
+    assert len(going.act(obs(40, previous=30))) == 2  # the malformed block skipped
 
     calls = WorldVLAPolicy(str(result.checkpoint), previous_frame="policy_call")
     assert calls.observation_profile == "worldvla_policy_call"
     calls.reset(None)
     assert calls.fallback_chunk()[0, 6] == -1.0  # a new episode starts with the gripper open
+    with pytest.raises(ValueError, match="on_broken"):
+        WorldVLAPolicy(str(result.checkpoint), on_broken="maybe")
+
+
+def program_branches(transformer, vocab, seed: int) -> None:
+    """The first answer token depends on the prompt (the LM head picks one of four openings),
+    then a bigram chain follows it (its tokens' embeddings drown the attention): a well-formed
+    block, a value with no block, or values then an end before any begin."""
+    from worldvla_bench.integrations.worldvla.vocab import Vocab
+
+    value = vocab.action_offset
+    good = [value + b for b in (3, 50, 90, 127, 160, 200, 250)]
+    chains = [[Vocab.BOA, *good, Vocab.EOA, Vocab.EOT], [value + 100, Vocab.EOT],
+              [value + 101, value + 102, Vocab.EOA, Vocab.EOT]]
+    openings = [Vocab.BOA, value + 100, Vocab.EOA, value + 101]
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    transformer.apply(transformer._init_weights)  # random attention: prompt-dependent openings
+    with torch.no_grad():
+        transformer.lm_head.weight = torch.nn.Parameter(transformer.lm_head.weight.clone())
+        head, embed = transformer.lm_head.weight, transformer.embed.weight
+        head.zero_()
+        successors = {s: d for chain in chains for s, d in zip(chain[:-1], chain[1:], strict=True)}
+        for k, (src, dst) in enumerate(successors.items()):
+            embed[src] = 0.0
+            embed[src, k] = 1000.0
+            head[dst, k] = 10.0
+        head[openings, 16:] = 6 * torch.randn(len(openings), head.shape[1] - 16,
+                                              generator=generator)
+
+
+TINY_BRANCH_SEED = 0  # its batch below mixes chunks and episode ends
+
+
+def test_policy_act_batch_equals_act_one_at_a_time(trained):
+    """One left-padded batch of different frames, histories and instructions (the action mask
+    on) gives every episode what `act` gives it alone: chunks, and episode ends."""
+    from worldvla_bench.integrations.worldvla.policy import WorldVLAPolicy
+    from worldvla_bench.policy import EndEpisode
+
+    _, result = trained
+    policy = WorldVLAPolicy(str(result.checkpoint), max_new_tokens=40)
+    assert policy.action_mask
+    program_branches(policy.model.transformer, policy.model.tokenizer.vocab, TINY_BRANCH_SEED)
+    rng = np.random.default_rng(2)
+    texts = [INSTRUCTION, "open the top drawer", "go", "pick up the black bowl and place it"]
+    observations = []
+    for i in range(8):
+        obs = {"agentview_image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+               "instruction": texts[i % 4]}
+        if i % 3:
+            obs["agentview_history"] = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+        observations.append(obs)
+    batch = policy.act_batch(observations, contexts=[None] * len(observations))
+    kinds = set()
+    for obs, out in zip(observations, batch, strict=True):
+        try:
+            alone = policy.act(obs)
+        except EndEpisode as end:
+            alone = end
+        assert type(out) is type(alone)
+        if isinstance(out, EndEpisode):
+            assert out.reason == alone.reason
+            np.testing.assert_array_equal(out.actions, alone.actions)
+            kinds.add("end")
+        else:
+            np.testing.assert_array_equal(out, alone)
+            kinds.add("chunk")
+    assert kinds == {"chunk", "end"}, kinds  # the batch mixes both
 
 
 def test_policy_decodes_well_formed_chunks_in_bounds(trained):

@@ -13,7 +13,7 @@ from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.envs.seeding import LEGACY_SEEDING, SceneSeed
 from worldvla_bench.errors import BenchError
 from worldvla_bench.observation_pipeline import ObservationPipeline
-from worldvla_bench.policy import EpisodeContext, Policy, validate_chunk
+from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, validate_chunk
 from worldvla_bench.records import EpisodeRecord, save_episode_arrays, slugify
 
 
@@ -37,6 +37,9 @@ def run_episode(
 
     Times in the record exclude building the simulator (a worker's first episode does that; it
     is recorded as `env_build_s`).
+
+    A policy that raises `EndEpisode` ends the episode as a failure (not an error) after the
+    actions it hands over, unless they succeed; its reason goes to `extra["ended_by_policy"]`.
 
     Success is checked after every policy step (never during the wait steps), as in the
     published LIBERO evaluation scripts. The policy's observation profile is applied here
@@ -63,6 +66,7 @@ def run_episode(
     error: str | None = None
     simulator_failed = False
     success = False
+    ended_by_policy: str | None = None
     calls = 0
 
     policy_cameras = frozenset(env.cameras if policy.cameras is None else policy.cameras)
@@ -95,10 +99,12 @@ def run_episode(
             if privileged:
                 obs = {**obs, "privileged": env.privileged_state()}
             t0 = time.perf_counter()
-            chunk = pipeline.to_env(validate_chunk(policy.act(pipeline.observe(obs))))
+            chunk, ending = _ask(policy, pipeline.observe(obs))
+            chunk = pipeline.to_env(chunk)
             policy_time += time.perf_counter() - t0
             calls += 1
-            read = pipeline.render_steps(len(chunk))
+            # no call follows a chunk the policy ends the episode with: nothing to render for it
+            read = pipeline.render_steps(len(chunk)) if ending is None else frozenset()
             for index, action in enumerate(chunk):
                 keep_frame = video_path is not None and (len(actions) + 1) % video_every == 0
                 wanted = policy_cameras if index in read else frozenset()
@@ -122,6 +128,8 @@ def run_episode(
                     success = bool(info["success"])
                     done = True
                     break
+            if ending is not None and not done:
+                ended_by_policy, done = ending, True
     except BenchError as exc:
         error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a user's policy may raise anything; the run goes on
@@ -168,10 +176,23 @@ def run_episode(
         record.video = str(Path("videos") / named.name)
     if simulator_failed:
         record.extra["simulator_failed"] = True
+    if ended_by_policy is not None and error is None:
+        record.extra["ended_by_policy"] = ended_by_policy
     record.env_build_s = round(build_time, 4)
     record.wall_time_s = round(time.perf_counter() - start - build_time, 4)
     record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def _ask(policy: Policy, observation: dict) -> tuple[np.ndarray, str | None]:
+    """The policy's chunk (K, 7), checked, and None; or, when it ends the episode, the actions
+    it hands over (maybe none) and its reason."""
+    try:
+        return validate_chunk(policy.act(observation)), None
+    except EndEpisode as end:
+        if np.asarray(end.actions).size == 0:
+            return np.zeros((0, 7)), end.reason
+        return validate_chunk(end.actions), end.reason
 
 
 class _FrameRecorder:

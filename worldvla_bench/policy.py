@@ -35,6 +35,23 @@ class EpisodeContext:
         return asdict(self)
 
 
+class EndEpisode(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by `Policy.act` (or put in `act_batch`'s list in place of a chunk) to end the
+    episode as a FAILURE, not an error: the policy will not go on, e.g. its output is one its
+    published evaluation stops at.
+
+    `actions` (K, 7), maybe empty, are executed first (success is checked after each step as
+    usual); then the episode ends, unless it succeeded meanwhile. The record keeps `reason` in
+    `extra["ended_by_policy"]` and the report counts such episodes. Remote policies carry it
+    over the wire (`worldvla_bench.serving`).
+    """
+
+    def __init__(self, reason: str, actions: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = str(reason)
+        self.actions = np.zeros((0, ACTION_DIM)) if actions is None else np.asarray(actions)
+
+
 class Policy(abc.ABC):
     """Base class: override `act`, and `reset` when the policy keeps per-episode state."""
 
@@ -54,7 +71,8 @@ class Policy(abc.ABC):
 
     @abc.abstractmethod
     def act(self, observation: dict[str, Any]) -> np.ndarray:
-        """Return an action chunk, float array of shape (K, 7), K >= 1."""
+        """Return an action chunk, float array of shape (K, 7), K >= 1 (or raise
+        `EndEpisode` to end the episode as a failure)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (models, connections)."""

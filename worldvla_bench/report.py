@@ -116,6 +116,21 @@ def run_warnings(episodes: pd.DataFrame) -> list[str]:
     return warnings
 
 
+def policy_endings(episodes: pd.DataFrame) -> str | None:
+    """One line counting the episodes the policy ended (`EndEpisode`: failures, each with its
+    reason in `extra["ended_by_policy"]`), the most frequent reason first; None if none."""
+    if "extra" not in episodes:
+        return None
+    reasons = pd.Series([e.get("ended_by_policy") if isinstance(e, dict) else None
+                         for e in episodes["extra"]]).dropna()
+    if reasons.empty:
+        return None
+    counts = reasons.value_counts()
+    listed = "; ".join(f"{n} x {reason}" for reason, n in counts.items())
+    return (f"Ended by the policy (failures): {len(reasons)} of {len(episodes)} episodes "
+            f"({listed})")
+
+
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """Human-readable columns: 'success %' with its interval, rounded steps."""
     shown = table.copy()
@@ -150,6 +165,9 @@ def write_report(run_dir: Path | str) -> dict[str, Any]:
     lines += [render_line(manifest), ""]
     shown = format_table(table).drop(columns=["run"])
     lines.append(shown.to_markdown(index=False, disable_numparse=True))
+    ended = policy_endings(episodes)
+    if ended:
+        lines += ["", ended]
     warnings = run_warnings(episodes)
     if warnings:
         lines += ["", "Warnings:"] + [f"- {w}" for w in warnings]

@@ -49,8 +49,15 @@ from typing import Any
 import numpy as np
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.policy import EpisodeContext, Policy
-from worldvla_bench.serving import RESET_KEY, open_websocket, pack, to_openpi, unpack
+from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy
+from worldvla_bench.serving import (
+    END_EPISODE_KEY,
+    RESET_KEY,
+    open_websocket,
+    pack,
+    to_openpi,
+    unpack,
+)
 
 from .vla_eval_client import VlaEvalClient
 
@@ -182,6 +189,8 @@ class RemotePolicy(Policy):
         if self._server_metadata().get("stateful"):
             self._history.append(message)
         actions = np.asarray(reply["actions"])
+        if reply.get(END_EPISODE_KEY) is not None:
+            raise EndEpisode(str(reply[END_EPISODE_KEY]), actions)
         if self.replan_steps is not None and actions.ndim == 2:
             actions = actions[: self.replan_steps]
         return actions

@@ -25,6 +25,11 @@ it with a server that has it): a request `{"__reset__": <episode context>}` star
 for this connection's session and is answered `{"reset": True, "session": <id>}`. The context is
 `EpisodeContext.to_dict()`: suite, task_id, task_name, instruction, trial, seed, max_steps.
 
+A policy that ends the episode (`worldvla_bench.policy.EndEpisode`) is answered
+`{"actions": <the (K, 7) actions to run first, maybe (0, 7)>, "__end_episode__": <reason>}`;
+our `remote` client raises `EndEpisode` from it, so the episode ends as it would locally (a
+client that does not know the key runs the actions and asks again).
+
 Observation keys: ours (`native`) are the env's: `agentview_image`, `robot0_eye_in_hand_image`
 (uint8 HxWx3, upright), `state` (8,), `instruction`. openpi's LIBERO example sends
 `observation/image`, `observation/wrist_image`, `observation/state`, `prompt` (see `OPENPI_KEYS`);
@@ -40,6 +45,8 @@ import numpy as np
 PROTOCOL = "worldvla-remote/1"
 #: The request key of our reset extension.
 RESET_KEY = "__reset__"
+#: The reply key of a policy that ends the episode (`EndEpisode`): its reason.
+END_EPISODE_KEY = "__end_episode__"
 #: Our observation key -> openpi's LIBERO example key (examples/libero/main.py).
 OPENPI_KEYS = {
     "agentview_image": "observation/image",

@@ -10,6 +10,8 @@ instance per connection (built on first use, closed when the connection ends), a
 messages reset that instance only. A policy with `act_batch(observations)` is built once and
 shared: it must be a pure function of its inputs (one batch entry per session); if its signature
 also takes `contexts`, it receives each session's current `EpisodeContext` (or None) alongside.
+An entry of its list may be an `EndEpisode` instead of a chunk (as `act` may raise one): the
+client is told to end the episode (see `worldvla_bench.serving`).
 
 Requests from all connections go through one queue: a batcher collects what is pending (waiting up
 to `batch_timeout_ms` for the other connected sessions, at most `max_batch`) and hands the batch to
@@ -40,8 +42,16 @@ from typing import Any
 import numpy as np
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.policy import EpisodeContext, Policy, make_policy
-from worldvla_bench.serving import PROTOCOL, RESET_KEY, error_line, from_openpi, pack, unpack
+from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, make_policy
+from worldvla_bench.serving import (
+    END_EPISODE_KEY,
+    PROTOCOL,
+    RESET_KEY,
+    error_line,
+    from_openpi,
+    pack,
+    unpack,
+)
 
 logger = logging.getLogger("worldvla_bench.serving")
 
@@ -337,6 +347,8 @@ class PolicyServer:
                 return pack({"reset": True, "session": session.id})
             actions, timing = await self._submit(session, from_openpi(request))
             return pack({"actions": actions, "server_timing": timing})
+        except EndEpisode as end:
+            return pack({"actions": end.actions, END_EPISODE_KEY: end.reason})
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -472,7 +484,8 @@ class PolicyServer:
                     raise RequestError(
                         f"act_batch returned {len(outputs)} chunks for {len(batch)} observations"
                     )
-                results = [self._checked(out) for out in outputs]
+                results = [out if isinstance(out, EndEpisode) else self._checked(out)
+                           for out in outputs]
             except Exception as error:
                 results = [self._failure(error)] * len(batch)
         else:
@@ -483,6 +496,8 @@ class PolicyServer:
                 try:
                     output = self._session_policy(request.session).act(request.observation)
                     results.append(self._checked(output))
+                except EndEpisode as end:
+                    results.append(end)
                 except Exception as error:
                     results.append(self._failure(error))
         infer_ms = round((time.perf_counter() - started) * 1000.0, 3)

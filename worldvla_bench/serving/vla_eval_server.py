@@ -21,6 +21,9 @@ thread, 127.0.0.1 by default) with vla-eval's conversation (`worldvla_bench.serv
   vla-eval steps once per observation, so the policy's (K, 7) chunk is kept per session and
   served one action per observation (a new policy call when it is used up, and at every
   `episode_start`), which executes the chunk open loop as our engine does;
+- a policy that ends the episode (`EndEpisode`) has its last actions served, then every further
+  observation of that episode is answered with an `error` (vla-eval's protocol has no way to end
+  an episode from the server);
 - anything wrong (not msgpack, unknown type, an observation without images, the policy raising)
   is answered with one `error` message `{"error": "<one line>"}`; the connection stays open.
 
@@ -42,7 +45,7 @@ import numpy as np
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.observation_pipeline import ObservationPipeline
-from worldvla_bench.policy import EpisodeContext
+from worldvla_bench.policy import EndEpisode, EpisodeContext
 from worldvla_bench.serving.server import PolicyServer, RequestError, _parse_context, _Session
 from worldvla_bench.serving.vla_eval_specs import OUR_ACTION_SPEC, observation_spec
 from worldvla_bench.serving.vla_eval_wire import (
@@ -186,6 +189,7 @@ class VlaEvalPolicyServer(PolicyServer):
                 return pack_message("hello", {**self.hello, "session": session.id}, seq)
             if message.type == "episode_start":
                 episode.chunk.clear()
+                episode.ended = None
                 episode.pipeline = self._pipeline()
                 await self._start_episode(session, episode_context(message.payload))
                 return None
@@ -200,9 +204,16 @@ class VlaEvalPolicyServer(PolicyServer):
             # checked, and its frames recorded, even when the answer is buffered
             observation = native_observation(message.payload, self._needs_images)
             episode.pipeline.record(observation)
+            if not episode.chunk and episode.ended is not None:
+                raise RequestError(f"the policy ended the episode: {episode.ended}")
             if not episode.chunk:
                 prepared = episode.pipeline.observe(observation)
-                actions, _ = await self._submit(session, prepared)
+                try:
+                    actions, _ = await self._submit(session, prepared)
+                except EndEpisode as end:  # its actions first, then errors (vla-eval has no end)
+                    episode.ended, actions = end.reason, end.actions
+                    if not np.asarray(actions).size:
+                        raise RequestError(f"the policy ended the episode: {end.reason}") from None
                 episode.chunk.extend(episode.pipeline.to_env(_checked_chunk(actions)))
             return pack_message("action", {"actions": episode.chunk.popleft()}, seq)
         except asyncio.CancelledError:
@@ -218,6 +229,7 @@ class _Episode:
 
     pipeline: ObservationPipeline
     chunk: deque = field(default_factory=deque)
+    ended: str | None = None  # the reason of a policy that ended the episode (`EndEpisode`)
 
 
 def _checked_chunk(actions: np.ndarray) -> np.ndarray:

@@ -199,24 +199,15 @@ class ActionTokenizer:
         modeling_xllmx_chameleon_ck.py generate_dis_ma: a begin id opens a block (a second
         begin restarts it), an end id closes the open block and emits every token in between
         (any id, its bin clamped to 0..254, the bin centre taken; so a block may hold 0, 1, 7
-        or any number of values); an end id without an open block is ignored (the official loop
-        would raise NameError if that came first) and a block still open when the tokens end
-        is dropped. The 'strict' rule emits only well-formed 7-value blocks.
+        or any number of values); an end id without an open block is skipped (the official loop
+        raises if that comes before any begin: `decode_chunk` reports it) and a block still
+        open when the tokens end is dropped. The 'strict' rule emits only well-formed 7-value
+        blocks.
         """
         if self.layout.blocks == "strict":
             return [self.centres[np.array(b, dtype=np.int64)] for b in self.block_bins(tokens)]
-        toks = [int(t) for t in tokens]
-        out: list[np.ndarray] = []
-        start: int | None = None
-        for i, t in enumerate(toks):
-            if t == self.layout.begin:
-                start = i
-            elif t == self.layout.end:
-                if start is not None:
-                    out.append(self.centres[self.id_bins(np.array(toks[start + 1 : i],
-                                                                  dtype=np.int64))])
-                start = None
-        return out
+        return [self.centres[self.id_bins(np.array(span, dtype=np.int64))]
+                for span in self._spans([int(t) for t in tokens])]
 
     def block_action(self, values: np.ndarray) -> np.ndarray | None:
         """One block's normalised values -> a (7,) action in env units, or None if the
@@ -233,19 +224,58 @@ class ActionTokenizer:
             return None
         return self.unnormalize(np.broadcast_to(v, (ACTION_DIM,)))
 
-    def decode_chunk(self, tokens: Sequence[int]) -> tuple[np.ndarray, bool]:
-        """(K, 7) actions of the executable blocks before the first one that is not, and
-        whether such a block (or no block at all) was met: the official eval executes its
-        queue of blocks in order and ends the episode at a block it cannot execute, or at
-        once when there is none (val_libero pops an empty list)."""
+    def decode_chunk(self, tokens: Sequence[int]) -> tuple[np.ndarray, str | None]:
+        """(K, 7) actions of the executable blocks before the first one that is not, and the
+        reason the official eval would end the episode after them (None: it goes on).
+
+        The official eval executes its queue of blocks in order and ends the episode (a caught
+        exception in eval_solver_libero_256.py val_libero, recorded as a failure) at a block it
+        cannot execute (`block_action`), or at once when there is no block (it pops an empty
+        list) or an end id comes before any begin id (modeling_xllmx_chameleon_ck.py
+        generate_dis_ma reads `start_index` before it is assigned). The 'strict' layout applies
+        the same rule with its own blocks: a begin..end span that is not 7 value ids cannot
+        be executed.
+        """
+        toks = [int(t) for t in tokens]
+        empty = np.zeros((0, ACTION_DIM))
+        begin, end = self.layout.begin, self.layout.end
+        if end in toks and (begin not in toks or toks.index(end) < toks.index(begin)):
+            return empty, "an end-of-action token before any begin"
         actions: list[np.ndarray] = []
-        blocks = self.decode_blocks(tokens)
-        for values in blocks:
-            action = self.block_action(values)
+        spans = self._spans(toks)
+        for number, span in enumerate(spans, 1):
+            action = self._span_action(span)
             if action is None:
-                return np.array(actions).reshape(-1, ACTION_DIM), True
+                what = (f"{len(span)} values" if self.layout.blocks == "official"
+                        else f"{len(span)} tokens, not 7 action values")
+                return np.array(actions).reshape(-1, ACTION_DIM), (
+                    f"action block {number} holds {what}")
             actions.append(action)
-        return np.array(actions).reshape(-1, ACTION_DIM), not blocks
+        if not spans:
+            return empty, "no action block in the answer"
+        return np.array(actions).reshape(-1, ACTION_DIM), None
+
+    def _spans(self, toks: list[int]) -> list[list[int]]:
+        """The ids between each begin and the end that closes it, cut as generate_dis_ma
+        does (a second begin restarts the block; an end without an open block is skipped; a
+        block still open at the end is dropped)."""
+        out: list[list[int]] = []
+        start: int | None = None
+        for i, t in enumerate(toks):
+            if t == self.layout.begin:
+                start = i
+            elif t == self.layout.end:
+                if start is not None:
+                    out.append(toks[start + 1 : i])
+                start = None
+        return out
+
+    def _span_action(self, span: list[int]) -> np.ndarray | None:
+        if self.layout.blocks == "official":
+            return self.block_action(self.centres[self.id_bins(np.array(span, dtype=np.int64))])
+        if len(span) != ACTION_DIM or not all(self.layout.is_value(t) for t in span):
+            return None
+        return self.from_bins(np.array(span) - self.layout.first_value)
 
     def decode(self, tokens: Sequence[int]) -> np.ndarray:
         """(K, 7) float64 actions of the decodable blocks in `tokens` (K may be 0).

@@ -332,16 +332,41 @@ def check_attn_implementation(name: str) -> str:
 # --------------------------------------------------------------------------- the model
 
 
+def mask_fault(prompt: Sequence[int], new: Sequence[int], ids: TokenIds) -> str | None:
+    """Why the official generation would raise on this answer, or None.
+
+    model/modeling_xllmx_chameleon_ck.py generate_att_mask_3 runs on every sequence the
+    official generation feeds the model (the prompt and every new token but the last) and
+    raises "Mismatched action (image) start and end tokens" where the begin and end counts
+    of actions, or of images, differ by two or more (one more begin is closed at the end, one
+    more end is dropped). val_libero catches it and ends the episode, before any action ran.
+    """
+    fed = [*prompt, *list(new)[:-1]]
+    for what, begin, end in (("action", ids.boa, ids.eoa), ("image", ids.boi, ids.eoi)):
+        diff = 0
+        for token in fed:
+            diff += (token == begin) - (token == end)
+            if abs(diff) >= 2:
+                return f"mismatched {what} begin and end tokens (the official mask raises)"
+    return None
+
+
 @dataclass
 class HFGeneration:
     """new tokens per sample (up to and including end of turn), their (K, 7) chunks (the
-    blocks the official eval would execute) and whether a block it could not execute, or no
-    block at all, ended the chunk (there the official eval ends the episode); the prompts."""
+    blocks the official eval would execute), and why the official eval would end the episode
+    after them (`faults`: None where it goes on; `mask_fault`, then
+    `ActionTokenizer.decode_chunk`); the prompts."""
 
     tokens: list[list[int]]
     actions: list[np.ndarray]
-    broken: list[bool] = dataclasses.field(default_factory=list)
+    faults: list[str | None] = dataclasses.field(default_factory=list)
     prompts: list[list[int]] = dataclasses.field(default_factory=list)
+
+    @property
+    def broken(self) -> list[bool]:
+        """Whether the official eval would end the episode after each sample's chunk."""
+        return [fault is not None for fault in self.faults]
 
 
 class ChameleonWorldVLA:
@@ -507,9 +532,14 @@ class ChameleonWorldVLA:
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
             logits, cache = self._step(seq, valid, isolate_from, cache, seq.shape[1] - 1)
-        decoded = [self.ids.actions.decode_chunk(t) for t in new]
-        return HFGeneration(new, [d[0] for d in decoded], [d[1] for d in decoded],
-                            [list(p) for p in prompts])
+        actions, faults = [], []
+        for prompt, tokens in zip(prompts, new, strict=True):
+            fault = mask_fault(prompt, tokens, self.ids)
+            chunk, decode_fault = ((np.zeros((0, 7)), fault) if fault
+                                   else self.ids.actions.decode_chunk(tokens))
+            actions.append(chunk)
+            faults.append(decode_fault)
+        return HFGeneration(new, actions, faults, [list(p) for p in prompts])
 
     @torch.no_grad()
     def generate_images(self, prompts: Sequence[Sequence[int]], h: int, w: int) -> torch.Tensor:

@@ -15,11 +15,24 @@ chunk too, so `agentview_history` holds the previous env step's frame, resized t
 holds the current frame only (the official history is empty then).
 
 Blocks are read as the official eval reads them (`ActionTokenizer.decode_chunk`): the blocks
-before the first one it cannot execute. Where the official eval would end the episode (such a
-block, or no block at all) the chunk is cut there and counted in `stats['broken']`; an empty
-chunk becomes a safe one (one step of zero motion, gripper kept), counted in
-`stats['fallbacks']`. ``end_on_broken=True`` ends the episode there instead, as the official
-eval does (the policy raises `PolicyOutputError`, so the episode is recorded as an error).
+before the first one it cannot execute. Where the official eval ends the episode as a failure
+(libero_util/Chameleon_utils.py get_action_Chameleon_dis_awm_ck;
+model/modeling_xllmx_chameleon_ck.py generate_dis_ma and generate_att_mask_3; the exception
+caught in eval_solver_libero_256.py val_libero, which counts the episode as not done): a block
+of 0 or 2-6 values, no block at all, an end-of-action token before any begin, or begin and end
+tokens the official mask cannot pair (`chameleon_adapter.mask_fault`), so does ours by default
+(``on_broken='end'``): the blocks before the broken one are executed, then the episode ends as a
+failure (`EndEpisode`) with the reason in the record (`extra['ended_by_policy']`), counted in
+`stats['broken']` and in the run's report. ``on_broken='continue'`` cuts the chunk there and
+goes on; an empty chunk becomes a safe one (one step of zero motion, gripper kept), counted in
+`stats['fallbacks']`: not the official rule, and it can only raise the success rate.
+
+Batched serving: `act_batch(observations, contexts)` answers many episodes with one batched,
+left-padded generation (`ChameleonWorldVLA.generate`), each entry as `act` would (a chunk, or an
+`EndEpisode`), so `serve-policy worldvla_hf --max-batch 16` serves 16 env workers with one
+model. With ``on_broken='continue'`` the safe chunk depends on the episode's last gripper command,
+a per-episode state a shared batched policy cannot keep: that mode has no `act_batch` (the server
+then builds one instance per connection, sharing the loaded model).
 
 Loaded models are shared by the policy instances of one process with the same checkpoint and
 settings (`share_model=True`, the default): the policy server builds one instance per
@@ -41,7 +54,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldvla_bench.errors import PolicyOutputError
 from worldvla_bench.integrations.worldvla.chameleon_adapter import (
     INSTRUCTION_SOURCES,
     MAX_NEW_TOKENS,
@@ -51,9 +63,11 @@ from worldvla_bench.integrations.worldvla.chameleon_adapter import (
     load_released,
 )
 from worldvla_bench.integrations.worldvla.policy import PREVIOUS_FRAME
-from worldvla_bench.policy import EpisodeContext, Policy
+from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy
 
 RESOLUTIONS = (256, 512)
+#: What a broken answer does: end the episode as a failure (official), or go on (safe chunk).
+ON_BROKEN = ("end", "continue")
 OPEN_GRIPPER = -1.0
 _SHARED: dict[tuple[Any, ...], ChameleonWorldVLA] = {}
 
@@ -67,7 +81,7 @@ class WorldVLAHFPolicy(Policy):
     (flash attention is refused: it would drop the action mask). `dtype` defaults to bfloat16 on
     CUDA, float32 on CPU. `max_blocks` (None = all) truncates the decoded chunk.
     `share_model` reuses the model another instance of this process loaded with the same settings.
-    `end_on_broken` ends the episode where the official eval would (module docstring).
+    `on_broken` 'end' (the official rule, default) or 'continue' (module docstring).
     """
 
     cameras = ("agentview",)
@@ -89,7 +103,7 @@ class WorldVLAHFPolicy(Policy):
         num_threads: int | None = None,
         trust_pickle: bool = False,
         share_model: bool = True,
-        end_on_broken: bool = False,
+        on_broken: str = "end",
     ) -> None:
         if int(resolution) not in RESOLUTIONS:
             raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
@@ -101,6 +115,8 @@ class WorldVLAHFPolicy(Policy):
                              f"got {previous_frame!r}")
         if max_blocks is not None and int(max_blocks) < 1:
             raise ValueError(f"max_blocks must be >= 1, got {max_blocks}")
+        if on_broken not in ON_BROKEN:
+            raise ValueError(f"on_broken must be one of {ON_BROKEN}, got {on_broken!r}")
         check_attn_implementation(attn_implementation)
         if num_threads is not None:
             torch.set_num_threads(max(1, int(num_threads)))
@@ -123,7 +139,9 @@ class WorldVLAHFPolicy(Policy):
         self.previous_frame = previous_frame
         self.max_new_tokens = int(max_new_tokens)
         self.max_blocks = None if max_blocks is None else int(max_blocks)
-        self.end_on_broken = bool(end_on_broken)
+        self.on_broken = on_broken
+        if on_broken == "continue":
+            self.act_batch = None  # type: ignore[assignment]  # stateful: see module docstring
         self.stats: dict[str, float] = {"calls": 0, "chunks": 0, "fallbacks": 0, "blocks": 0,
                                         "broken": 0, "decode_s": 0.0}
         self.last_tokens: list[int] = []
@@ -135,16 +153,18 @@ class WorldVLAHFPolicy(Policy):
     def reset(self, context: EpisodeContext | None) -> None:
         self._context = context
         self._gripper = OPEN_GRIPPER
-        self._broken = False
         self.episode_fallbacks = 0
 
-    def prompt_instruction(self, observation: dict[str, Any] | None = None) -> str:
-        """The instruction text of the prompt (see `instruction_source`)."""
+    def prompt_instruction(self, observation: dict[str, Any] | None = None,
+                           context: EpisodeContext | None = None) -> str:
+        """The instruction text of the prompt (see `instruction_source`); `context` defaults
+        to the episode's (`reset`)."""
+        context = context or self._context
         language = str((observation or {}).get("instruction")
-                       or (self._context.instruction if self._context else ""))
+                       or (context.instruction if context else ""))
         if self.instruction_source == "filename":
-            if self._context is not None and self._context.task_name:
-                return instruction_from_task_name(self._context.task_name)
+            if context is not None and context.task_name:
+                return instruction_from_task_name(context.task_name)
             if not self._warned_no_task:
                 warnings.warn("instruction_source='filename' without an episode task_name: "
                               "using the language instruction", stacklevel=2)
@@ -157,28 +177,48 @@ class WorldVLAHFPolicy(Policy):
         return chunk
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
-        self.stats["calls"] += 1
-        frame = observation[f"{self.camera}_image"]
-        history = observation.get(f"{self.camera}_history", ())
-        # no previous frame at the first query of an episode (the official history is empty)
-        prev = history[-1] if len(history) else None
-        if self._broken and self.end_on_broken:
-            raise PolicyOutputError("the official eval ends the episode here: a generated "
-                                    "action block it cannot execute (or none)")
+        out = self._answer([observation], [self._context])[0]
+        if isinstance(out, EndEpisode):
+            raise out
+        return out
+
+    def act_batch(self, observations: list[dict[str, Any]],
+                  contexts: list[EpisodeContext | None] | None = None
+                  ) -> list[np.ndarray | EndEpisode]:
+        """One batched generation for many episodes: each entry what `act` gives for that
+        observation and episode context (a chunk, or the `EndEpisode` it would raise)."""
+        return self._answer(list(observations), list(contexts or [None] * len(observations)))
+
+    def _answer(self, observations: list[dict[str, Any]],
+                contexts: list[EpisodeContext | None]) -> list[np.ndarray | EndEpisode]:
+        if len(contexts) != len(observations):
+            raise ValueError("one context (or None) per observation")
+        if not observations:
+            return []
+        self.stats["calls"] += len(observations)
+        frames, previous = [], []
+        for observation in observations:
+            frames.append(observation[f"{self.camera}_image"])
+            history = observation.get(f"{self.camera}_history", ())
+            # no previous frame at the first query of an episode (the official history is empty)
+            previous.append(history[-1] if len(history) else None)
+        texts = [self.prompt_instruction(o, c) for o, c in zip(observations, contexts, strict=True)]
         t0 = time.perf_counter()
-        out = self.adapter.predict([self.prompt_instruction(observation)], [prev],
-                                   frame[None], max_new_tokens=self.max_new_tokens,
+        out = self.adapter.predict(texts, previous, np.stack(frames),
+                                   max_new_tokens=self.max_new_tokens,
                                    action_mask=self.action_mask)
         self.stats["decode_s"] += time.perf_counter() - t0
-        self.stats["chunks"] += 1
-        self.last_tokens, self.last_prompt = out.tokens[0], out.prompts[0]
-        chunk = out.actions[0][: self.max_blocks] if self.max_blocks else out.actions[0]
-        if out.broken[0] and (self.max_blocks is None or len(chunk) < self.max_blocks):
+        self.stats["chunks"] += len(observations)
+        self.last_tokens, self.last_prompt = out.tokens[-1], out.prompts[-1]
+        return [self._chunk(actions, fault) for actions, fault in zip(out.actions, out.faults,
+                                                                       strict=True)]
+
+    def _chunk(self, actions: np.ndarray, fault: str | None) -> np.ndarray | EndEpisode:
+        chunk = actions[: self.max_blocks] if self.max_blocks else actions
+        if fault is not None and (self.max_blocks is None or len(chunk) < self.max_blocks):
             self.stats["broken"] += 1
-            self._broken = True
-            if self.end_on_broken and not len(chunk):
-                raise PolicyOutputError("the official eval ends the episode here: no "
-                                        "executable action block was generated")
+            if self.on_broken == "end":
+                return EndEpisode(f"broken answer: {fault}", chunk)
         if not len(chunk) or not np.all(np.isfinite(chunk)):
             self.stats["fallbacks"] += 1
             self.episode_fallbacks += 1

@@ -9,8 +9,18 @@ Reproduces WorldVLA's LIBERO evaluation (profile `worldvla` in
   trained with; it also stops at end of turn), with the action attention mask when the
   checkpoint was trained with it; decoded to bin centres (the gripper goes to the env as decoded,
   about +-0.996) and executed open loop;
-- a generation without any well-formed action block gives a safe chunk instead (zero motion,
-  gripper kept at its last command; open at the start), counted in `stats['fallbacks']`.
+- a broken answer ends the episode as a failure, the official eval's rule
+  (`ActionTokenizer.decode_chunk` with this model's blocks: no block, a begin..end span that is
+  not 7 action values, an end before any begin; or a prompt that fills the model's context): the
+  well-formed blocks before it are executed, then `EndEpisode` (reason in the record's
+  `extra['ended_by_policy']`, counted in `stats['broken']`). ``on_broken='continue'`` keeps
+  every well-formed block instead and, with none, gives a safe chunk (zero motion, gripper kept
+  at its last command; open at the start), counted in `stats['fallbacks']`.
+
+`act_batch(observations, contexts)` answers many episodes with one left-padded batched
+generation (`generation.greedy_generate`), each entry as `act` would; so `serve-policy worldvla
+--max-batch N` serves N env workers with one model. ``on_broken='continue'`` keeps the last
+gripper per episode, which a shared batched policy cannot: that mode has no `act_batch`.
 
 The frames come prepared by the engine, which applies the profile (`observation_pipeline`): it
 renders the step before the last of each chunk too, so `agentview_history` holds the previous
@@ -35,12 +45,48 @@ from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import pad_sequences
 from worldvla_bench.integrations.worldvla.shipped import DEFAULT_CHECKPOINT
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
-from worldvla_bench.policy import EpisodeContext, Policy
+from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy
 
 INSTRUCTION_SOURCES = ("language", "training")
 #: `previous_frame` -> the observation profile that delivers it
 PREVIOUS_FRAME = {"env_step": "worldvla", "policy_call": "worldvla_policy_call"}
 OPEN_GRIPPER = -1.0
+#: What a broken answer does: end the episode as a failure (official), or go on (safe chunk).
+ON_BROKEN = ("end", "continue")
+
+
+def generate_action_tokens(
+    model: WorldVLA,
+    instructions: list[str],
+    prev_images: list[np.ndarray],
+    cur_images: list[np.ndarray],
+    num_blocks: int | None,
+    action_mask: bool = True,
+    max_new_tokens: int | None = None,
+) -> list[list[int] | None]:
+    """Greedy answers for a batch, one left-padded generation per token budget: each
+    sample's new tokens (None where its prompt fills the model's context), as it would get
+    them alone. Images are uint8 (H, W, 3) at any size (the model resizes them to its own)."""
+    b = len(instructions)
+    if not (len(prev_images) == len(cur_images) == b):
+        raise ValueError("one previous and one current frame per instruction")
+    codes = model.encode_images(np.stack([*prev_images, *cur_images]))
+    prompts = [model.tokenizer.action_prompt(instructions[i], codes[i], codes[b + i])
+               for i in range(b)]
+    cap = max_new_tokens or model.config.max_new_action_tokens
+    groups: dict[int, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        budget = min(cap, model.transformer.config.max_seq_len - len(prompt))
+        if budget >= 1:
+            groups.setdefault(budget, []).append(i)
+    answers: list[list[int] | None] = [None] * b
+    for budget, members in groups.items():  # a shared budget keeps every sample's own stop
+        ids, valid = pad_sequences([prompts[i] for i in members])
+        out = greedy_generate(model.transformer, ids, valid, max_new_tokens=budget,
+                              action_mask=action_mask, stop=action_stop(num_blocks))
+        for row, i in enumerate(members):
+            answers[i] = out.new_tokens[row][out.new_valid[row]].tolist()
+    return answers
 
 
 def decode_action_chunk(
@@ -52,24 +98,14 @@ def decode_action_chunk(
     action_mask: bool = True,
     max_new_tokens: int | None = None,
 ) -> tuple[np.ndarray, list[int]]:
-    """Greedy action chunk (K', 7) (K' <= num_blocks, maybe 0) and the generated tokens.
-
-    Images are uint8 (H, W, 3) at any size (the model resizes them to its own).
-    """
-    codes = model.encode_images(np.stack([prev_image, cur_image]))
-    prompt = model.tokenizer.action_prompt(instruction, codes[0], codes[1])
-    ids, valid = pad_sequences([prompt])
-    room = model.transformer.config.max_seq_len - len(prompt)
-    budget = min(max_new_tokens or model.config.max_new_action_tokens, room)
-    if budget < 1:
-        raise ValueError(f"the prompt ({len(prompt)} tokens) fills the model's context")
-    out = greedy_generate(model.transformer, ids, valid, max_new_tokens=budget,
-                          action_mask=action_mask, stop=action_stop(num_blocks))
-    tokens = out.new_tokens[0][out.new_valid[0]].tolist()
+    """Greedy action chunk (K', 7) (its well-formed blocks, K' <= num_blocks, maybe 0) and the
+    generated tokens. Images are uint8 (H, W, 3) at any size."""
+    tokens = generate_action_tokens(model, [instruction], [prev_image], [cur_image], num_blocks,
+                                    action_mask, max_new_tokens)[0]
+    if tokens is None:
+        raise ValueError("the prompt fills the model's context")
     chunk = model.tokenizer.actions.decode(tokens)
-    if num_blocks is not None:
-        chunk = chunk[:num_blocks]
-    return chunk, tokens
+    return (chunk[:num_blocks] if num_blocks is not None else chunk), tokens
 
 
 class WorldVLAPolicy(Policy):
@@ -94,7 +130,10 @@ class WorldVLAPolicy(Policy):
         previous_frame: str = "env_step",
         max_new_tokens: int | None = None,
         num_threads: int = 1,
+        on_broken: str = "end",
     ) -> None:
+        if on_broken not in ON_BROKEN:
+            raise ValueError(f"on_broken must be one of {ON_BROKEN}, got {on_broken!r}")
         if instruction_source not in INSTRUCTION_SOURCES:
             raise ValueError(f"instruction_source must be one of {INSTRUCTION_SOURCES}, "
                              f"got {instruction_source!r}")
@@ -116,8 +155,11 @@ class WorldVLAPolicy(Policy):
         self.previous_frame = previous_frame
         self.max_new_tokens = max_new_tokens
         self.image_size = self.model.config.vq.image_size
+        self.on_broken = on_broken
+        if on_broken == "continue":
+            self.act_batch = None  # type: ignore[assignment]  # stateful: see module docstring
         self.stats: dict[str, float] = {"calls": 0, "chunks": 0, "fallbacks": 0, "partial": 0,
-                                        "decode_s": 0.0}
+                                        "broken": 0, "decode_s": 0.0}
         self._context: EpisodeContext | None = None
         self.reset(None)
 
@@ -127,9 +169,10 @@ class WorldVLAPolicy(Policy):
         self._gripper = OPEN_GRIPPER  # LIBERO's wait steps leave the gripper open
         self.episode_fallbacks = 0
 
-    def prompt_instruction(self, observation: dict[str, Any]) -> str:
-        language = str(observation.get("instruction")
-                       or (self._context.instruction if self._context else ""))
+    def prompt_instruction(self, observation: dict[str, Any],
+                           context: EpisodeContext | None = None) -> str:
+        context = context or self._context
+        language = str(observation.get("instruction") or (context.instruction if context else ""))
         if self.instruction_source == "training":
             return self.meta["instructions"].get(language, language)
         return language
@@ -141,29 +184,62 @@ class WorldVLAPolicy(Policy):
         return chunk
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
-        self.stats["calls"] += 1
-        frame = observation[f"{self.camera}_image"]
-        history = observation.get(f"{self.camera}_history", ())
-        prev = history[-1] if len(history) else frame  # first call: the current frame twice
-        t0 = time.perf_counter()
-        chunk = self._decode(self.prompt_instruction(observation), prev, frame)
-        self.stats["decode_s"] += time.perf_counter() - t0
-        self.stats["chunks"] += 1
-        self._gripper = float(chunk[-1, 6])
-        return chunk
+        out = self._answer([observation], [self._context])[0]
+        if isinstance(out, EndEpisode):
+            raise out
+        return out
 
-    def _decode(self, instruction: str, prev: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        try:
-            chunk, _ = decode_action_chunk(self.model, instruction, prev, frame, self.chunk_size,
-                                           self.action_mask, self.max_new_tokens)
-        except ValueError:  # prompt too long for the model's context
-            chunk = np.zeros((0, 7))
+    def act_batch(self, observations: list[dict[str, Any]],
+                  contexts: list[EpisodeContext | None] | None = None
+                  ) -> list[np.ndarray | EndEpisode]:
+        """One batched generation for many episodes: each entry what `act` gives for that
+        observation and episode context (a chunk, or the `EndEpisode` it would raise)."""
+        return self._answer(list(observations), list(contexts or [None] * len(observations)))
+
+    def _answer(self, observations: list[dict[str, Any]],
+                contexts: list[EpisodeContext | None]) -> list[np.ndarray | EndEpisode]:
+        if len(contexts) != len(observations):
+            raise ValueError("one context (or None) per observation")
+        if not observations:
+            return []
+        self.stats["calls"] += len(observations)
+        frames, previous = [], []
+        for observation in observations:
+            frame = observation[f"{self.camera}_image"]
+            history = observation.get(f"{self.camera}_history", ())
+            frames.append(frame)
+            previous.append(history[-1] if len(history) else frame)  # first call: frame twice
+        texts = [self.prompt_instruction(o, c) for o, c in zip(observations, contexts, strict=True)]
+        t0 = time.perf_counter()
+        answers = generate_action_tokens(self.model, texts, previous, frames, self.chunk_size,
+                                         self.action_mask, self.max_new_tokens)
+        self.stats["decode_s"] += time.perf_counter() - t0
+        self.stats["chunks"] += len(observations)
+        return [self._chunk(tokens) for tokens in answers]
+
+    def _chunk(self, tokens: list[int] | None) -> np.ndarray | EndEpisode:
+        actions = self.model.tokenizer.actions
+        if self.on_broken == "end":
+            if tokens is None:
+                chunk, fault = np.zeros((0, 7)), "the prompt fills the model's context"
+            else:
+                chunk, fault = actions.decode_chunk(tokens)
+                chunk = chunk[: self.chunk_size]
+                if len(chunk) == self.chunk_size:
+                    fault = None  # generation stops after K blocks: nothing after them counts
+            if fault is not None:
+                self.stats["broken"] += 1
+                return EndEpisode(f"broken answer: {fault}", chunk)
+        else:
+            chunk = np.zeros((0, 7)) if tokens is None else actions.decode(tokens)
+            chunk = chunk[: self.chunk_size]
         if not len(chunk) or not np.all(np.isfinite(chunk)):
             self.stats["fallbacks"] += 1
             self.episode_fallbacks += 1
             return self.fallback_chunk()
         if len(chunk) < self.chunk_size:
             self.stats["partial"] += 1
+        self._gripper = float(chunk[-1, 6])
         return chunk  # the engine maps the gripper as the profile says (as decoded)
 
     def close(self) -> None:
