@@ -200,7 +200,20 @@ def main() -> int:
     bench_metrics(out)
     bench_remote(out)
     bench_worldvla(out)
+    bench_worldvla_serving(out)
     return 0
+
+
+def bench_worldvla_serving(out: Path) -> None:
+    """calls/s of `serve-policy worldvla --max-batch N` with N client workers (tiny, CPU)."""
+    from benchmarks.bench_serving import bench_serving, table
+
+    print("measuring batched serving of worldvla ...", file=sys.stderr, flush=True)
+    rows = bench_serving()
+    text = table(rows)
+    print(text)
+    (out / "serving.md").write_text(text)
+    (out / "serving.json").write_text(json.dumps(rows, indent=2))
 
 
 def bench_worldvla(out: Path) -> None:
