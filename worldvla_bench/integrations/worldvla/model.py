@@ -62,14 +62,17 @@ class WorldVLA(nn.Module):
 
     @torch.no_grad()
     def encode_images(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (B, H, W, 3) -> VQ codes (B, h, w)."""
+        """uint8 (B, H, W, 3) -> VQ codes (B, h, w); the VQ-VAE runs float32, also inside a
+        bf16 autocast (which is for the transformer)."""
         x = images_to_tensor(images, self.config.vq.image_size).to(self.device)
-        return self.vq.encode(x)
+        with torch.autocast(self.device.type, enabled=False):
+            return self.vq.encode(x)
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
-        """VQ codes (B, h, w) -> uint8 (B, H, W, 3)."""
-        return tensor_to_images(self.vq.decode(codes.to(self.device)))
+        """VQ codes (B, h, w) -> uint8 (B, H, W, 3) (float32, as `encode_images`)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return tensor_to_images(self.vq.decode(codes.to(self.device)))
 
     @torch.no_grad()
     def predict_actions(

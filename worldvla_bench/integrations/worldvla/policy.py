@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldvla_bench.integrations.worldvla.devices import autocast, resolve_device, use_bf16
 from worldvla_bench.integrations.worldvla.generation import action_stop, greedy_generate
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import pad_sequences
@@ -115,7 +116,8 @@ class WorldVLAPolicy(Policy):
     `instruction_source` 'language' prompts with the env's instruction (as WorldVLA's eval does,
     even where training used other text, e.g. libero_10's scene-prefixed names); 'training'
     prompts with the text the checkpoint was trained on for that instruction (falls back to the
-    language string for an unseen task).
+    language string for an unseen task). `device` any torch device (default CPU); `bf16`
+    None autocasts to bfloat16 on CUDA only.
     """
 
     cameras = ("agentview",)
@@ -131,6 +133,8 @@ class WorldVLAPolicy(Policy):
         max_new_tokens: int | None = None,
         num_threads: int = 1,
         on_broken: str = "end",
+        device: str = "cpu",
+        bf16: bool | None = None,
     ) -> None:
         if on_broken not in ON_BROKEN:
             raise ValueError(f"on_broken must be one of {ON_BROKEN}, got {on_broken!r}")
@@ -143,7 +147,10 @@ class WorldVLAPolicy(Policy):
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         torch.set_num_threads(max(1, int(num_threads)))
+        self.device = resolve_device(device)
+        self.bf16 = use_bf16(self.device, bf16)
         self.model, self.meta = load_checkpoint(checkpoint)
+        self.model.to(self.device)
         if self.meta["stage"] != "done" and not self.meta["exported"]:
             warnings.warn(f"{checkpoint}: checkpoint of an unfinished training run "
                           f"(stage {self.meta['stage']}, step {self.meta['step']})", stacklevel=2)
@@ -211,8 +218,10 @@ class WorldVLAPolicy(Policy):
             previous.append(history[-1] if len(history) else frame)  # first call: frame twice
         texts = [self.prompt_instruction(o, c) for o, c in zip(observations, contexts, strict=True)]
         t0 = time.perf_counter()
-        answers = generate_action_tokens(self.model, texts, previous, frames, self.chunk_size,
-                                         self.action_mask, self.max_new_tokens)
+        with autocast(self.device, self.bf16):
+            answers = generate_action_tokens(self.model, texts, previous, frames,
+                                             self.chunk_size, self.action_mask,
+                                             self.max_new_tokens)
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["chunks"] += len(observations)
         return [self._chunk(tokens) for tokens in answers]

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from worldvla_bench.integrations.worldvla.config import PRESETS
+from worldvla_bench.integrations.worldvla.devices import launch_info
 from worldvla_bench.integrations.worldvla.loss_curves import (
     LOSSES_CSV,
     LOSSES_PNG,
@@ -53,6 +54,11 @@ def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = T
                         help="reuse the VQ-VAE of this checkpoint (skips VQ training)")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    parser.add_argument("--device", default=d.device,
+                        help="torch device: cpu (default), cuda, cuda:1, mps, ...; under "
+                             "torchrun --nproc-per-node N, cuda is each rank's local GPU")
+    parser.add_argument("--bf16", type=_on_off, default=d.bf16, metavar="on|off",
+                        help="bfloat16 autocast of the transformer (default: on CUDA only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -63,7 +69,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         description="Train WorldVLA: the VQ-VAE on the demo frames, then the transformer on "
                     "action samples (instruction + previous + current frame -> K actions) mixed "
                     "with world-model samples (frame + action -> next frame). Re-running the "
-                    "same command resumes from OUT/last.pt.",
+                    "same command resumes from OUT/last.pt. On several GPUs: torchrun "
+                    "--standalone --nproc-per-node N -m worldvla_bench train ... --device cuda "
+                    "(DDP; --batch-size is the global batch).",
     )
     add_train_arguments(parser)
     parser.add_argument("--out", required=True, help="output directory (checkpoints, losses)")
@@ -89,6 +97,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "instruction_source": args.instruction_source, "max_demos": args.max_demos,
         "vq_from": args.vq_from, "checkpoint_every": args.checkpoint_every,
         "threads": args.threads, "progress": not args.no_progress,
+        "device": getattr(args, "device", "cpu"), "bf16": getattr(args, "bf16", None),
         "world_model_weight": getattr(args, "world_model_weight", 0.0),
         "action_mask": getattr(args, "action_mask", True),
         "stop_at": getattr(args, "stop_at", None),
@@ -101,6 +110,8 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     result = train(config)
+    if launch_info().rank:  # under torchrun, rank 0 reports
+        return 0
     transformer = [r for r in result.losses if r["stage"] == "transformer"]
     if transformer:
         print(f"transformer step {transformer[-1]['step']}: loss {transformer[-1]['loss']:.4f}")

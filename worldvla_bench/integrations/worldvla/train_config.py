@@ -12,7 +12,7 @@ from worldvla_bench.integrations.worldvla.config import PRESETS
 INSTRUCTION_SOURCES = ("language", "filename")
 #: arguments that may change between a run and its resumption (they do not change the result)
 RESUMABLE_CHANGES = frozenset(
-    {"out", "stop_at", "progress", "threads", "checkpoint_every", "resume"}
+    {"out", "stop_at", "progress", "threads", "checkpoint_every", "resume", "device"}
 )
 
 
@@ -23,6 +23,10 @@ class TrainConfig:
     `steps` are transformer optimizer steps (0 = train the VQ-VAE only); `vq_steps` VQ-VAE steps
     (skipped when `vq_from` names a checkpoint whose VQ-VAE is reused). `stop_at` ends this
     invocation after that many transformer steps (with a checkpoint), to resume later.
+    `device` is any torch device ('cpu', 'cuda', 'cuda:1', ...); `bf16` None autocasts the
+    transformer to bfloat16 on CUDA only (False: never; True: refused off CUDA). Launched by
+    `torchrun` (WORLD_SIZE > 1) the transformer trains with DDP, `batch_size` the global batch
+    split over the ranks (see `trainer`).
     """
 
     data: list[str]
@@ -49,6 +53,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     stop_at: int | None = None
     threads: int = 1
+    device: str = "cpu"
+    bf16: bool | None = None
     progress: bool = True
     resume: bool = True
 

@@ -1,5 +1,14 @@
 """The training loop: the VQ-VAE first, then the transformer on mixed action and world-model
-batches, resumable from `last.pt` with the same losses as an uninterrupted run."""
+batches, resumable from `last.pt` with the same losses as an uninterrupted run.
+
+On any torch device (`TrainConfig.device`; bf16 autocast of the transformer on CUDA). Launched
+by `torchrun --nproc-per-node N` the transformer trains with torch's DDP (NCCL on CUDA, gloo on
+CPU): every rank draws the same global batch of `batch_size` samples from the same seeded RNG and
+trains on its share (samples rank, rank + N, ...); its loss is its share of the weighted
+cross-entropy sums divided by the global weight sum (all-reduced), times N, so DDP's gradient
+average is the gradient of the one-process loss of that batch. The VQ-VAE stage (small) runs
+the same on every rank. Rank 0 alone writes checkpoints and losses.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +36,13 @@ from worldvla_bench.integrations.worldvla.demo_data import (
     SampleBuilder,
     load_demos,
 )
+from worldvla_bench.integrations.worldvla.devices import (
+    autocast,
+    init_process_group,
+    launch_info,
+    resolve_device,
+    use_bf16,
+)
 from worldvla_bench.integrations.worldvla.generation import forward_sequence
 from worldvla_bench.integrations.worldvla.loss_curves import (
     LOSS_COLUMNS,
@@ -38,7 +54,7 @@ from worldvla_bench.integrations.worldvla.train_config import (
     RESUMABLE_CHANGES,
     TrainConfig,
 )
-from worldvla_bench.integrations.worldvla.transformer import lm_loss
+from worldvla_bench.integrations.worldvla.transformer import lm_loss, lm_loss_sums
 from worldvla_bench.integrations.worldvla.vq import images_to_tensor
 
 
@@ -86,9 +102,9 @@ def _encode_all(model: WorldVLA, demos: DemoSet, batch: int = 256) -> list[np.nd
     codes = []
     with torch.no_grad():
         for frames in demos.frames:
-            parts = [model.vq.encode(images_to_tensor(frames[i : i + batch]))
+            parts = [model.vq.encode(images_to_tensor(frames[i : i + batch]).to(model.device))
                      for i in range(0, len(frames), batch)]
-            codes.append(torch.cat(parts).numpy().astype(np.int64))
+            codes.append(torch.cat(parts).cpu().numpy().astype(np.int64))
     return codes
 
 
@@ -149,13 +165,23 @@ class Trainer:
         return self.elapsed_before + time.perf_counter() - self.start_time
 
     def save(self) -> Path:
-        path = save_checkpoint(self.out / LAST_CHECKPOINT, self._payload(full=True))
-        write_losses(self.losses, self.out)
+        path = self.out / LAST_CHECKPOINT
+        if self.dist.main:  # one writer in a DDP launch
+            save_checkpoint(path, self._payload(full=True))
+            write_losses(self.losses, self.out)
         return path
 
     def _build(self) -> dict[str, Any] | None:
         config = self.config
         torch.set_num_threads(max(1, int(config.threads)))
+        self.dist = launch_info()
+        self.device = resolve_device(config.device)
+        if self.dist.enabled and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if self.dist.world_size > config.batch_size:
+            raise BenchError(f"batch size {config.batch_size} < {self.dist.world_size} ranks")
+        self.bf16 = use_bf16(self.device, config.bf16)
+        init_process_group(self.dist, self.device)
         self.out.mkdir(parents=True, exist_ok=True)
         saved = None
         last = self.out / LAST_CHECKPOINT
@@ -166,7 +192,7 @@ class Trainer:
         self.demos = load_demos(config.data, model_config.vq.image_size, config.view,
                                 config.instruction_source, config.max_demos)
         torch.manual_seed(config.seed)
-        self.model = WorldVLA(model_config)
+        self.model = WorldVLA(model_config).to(self.device)
         self.rng = np.random.default_rng(config.seed)
         self.vq_opt = torch.optim.Adam(self.model.vq.parameters(), lr=config.vq_lr)
         self.opt = torch.optim.AdamW(self.model.transformer.parameters(), lr=config.lr,
@@ -200,12 +226,12 @@ class Trainer:
         config, model = self.config, self.model
         all_frames = np.concatenate(self.demos.frames)
         model.vq.train()
-        bar = _bar(config.vq_steps, self.vq_step, "VQ-VAE", config.progress)
+        bar = _bar(config.vq_steps, self.vq_step, "VQ-VAE", config.progress and self.dist.main)
         t0, start_step = time.perf_counter(), self.vq_step
         try:
             while self.vq_step < config.vq_steps:
                 idx = self.rng.integers(0, len(all_frames), config.vq_batch_size)
-                x = images_to_tensor(all_frames[idx])
+                x = images_to_tensor(all_frames[idx]).to(self.device)
                 if self.vq_step == 0:  # data-dependent codebook init
                     self.vq_usage.zero_()
                     _restart_dead_codes(model, self.vq_usage, x, self.rng)
@@ -213,7 +239,7 @@ class Trainer:
                 self.vq_opt.zero_grad(set_to_none=True)
                 out.loss.backward()
                 self.vq_opt.step()
-                self.vq_usage += torch.bincount(out.codes.flatten(),
+                self.vq_usage += torch.bincount(out.codes.flatten().cpu(),
                                                 minlength=len(self.vq_usage))
                 self.vq_step += 1
                 restart = config.vq_restart_every
@@ -238,7 +264,13 @@ class Trainer:
         builder = SampleBuilder(model, self.demos, _encode_all(model, self.demos),
                                 config.chunk_size)
         model.transformer.train()
-        bar = _bar(config.steps, self.step, "transformer", config.progress)
+        net: torch.nn.Module = model.transformer
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(
+                model.transformer, device_ids=[self.device] if self.device.type == "cuda" else None)
+        bar = _bar(config.steps, self.step, "transformer", config.progress and self.dist.main)
         t0, start_step, stopped = time.perf_counter(), self.step, False
         try:
             while self.step < config.steps:
@@ -250,28 +282,15 @@ class Trainer:
                     group["lr"] = lr
                 samples, n_action = builder.batch(self.rng, config.batch_size,
                                                   config.world_model_weight)
-                batch = collate(samples)
-                logits = forward_sequence(model.transformer, batch.input_ids, batch.valid,
-                                          action_mask=config.action_mask)
-                loss = lm_loss(logits, batch.labels, model.class_weight)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.transformer.parameters(),
-                                                   config.grad_clip)
-                self.opt.step()
-                with torch.no_grad():
-                    action_loss = float(lm_loss(logits[:n_action], batch.labels[:n_action],
-                                                model.class_weight))
-                    world_loss = (float(lm_loss(logits[n_action:], batch.labels[n_action:],
-                                                model.class_weight))
-                                  if n_action < len(samples) else float("nan"))
+                if self.dist.enabled:
+                    loss, action_loss, world_loss = self._ddp_step(net, samples, n_action)
+                else:
+                    loss, action_loss, world_loss = self._step(net, samples, n_action)
                 self.step += 1
-                self.losses.append(_row("transformer", self.step, loss.item(),
-                                        action_loss=action_loss, world_loss=world_loss, lr=lr,
-                                        elapsed_s=self._elapsed()))
+                self.losses.append(_row("transformer", self.step, loss, action_loss=action_loss,
+                                        world_loss=world_loss, lr=lr, elapsed_s=self._elapsed()))
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                 if self.step % config.checkpoint_every == 0:
                     self.save()
         finally:
@@ -279,6 +298,59 @@ class Trainer:
         model.transformer.eval()
         done = self.step - start_step
         return (done / (time.perf_counter() - t0) if done else None), stopped
+
+    def _update(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.transformer.parameters(),
+                                           self.config.grad_clip)
+        self.opt.step()
+
+    def _step(self, net: torch.nn.Module, samples: list, n_action: int
+              ) -> tuple[float, float, float]:
+        """One optimizer step on the whole batch: (loss, action loss, world loss)."""
+        model, batch = self.model, collate(samples).to(self.device)
+        with autocast(self.device, self.bf16):
+            logits = forward_sequence(net, batch.input_ids, batch.valid,
+                                      action_mask=self.config.action_mask)
+        loss = lm_loss(logits, batch.labels, model.class_weight)
+        self._update(loss)
+        with torch.no_grad():
+            action_loss = float(lm_loss(logits[:n_action], batch.labels[:n_action],
+                                        model.class_weight))
+            world_loss = (float(lm_loss(logits[n_action:], batch.labels[n_action:],
+                                        model.class_weight))
+                          if n_action < len(samples) else float("nan"))
+        return loss.item(), action_loss, world_loss
+
+    def _ddp_step(self, net: torch.nn.Module, samples: list, n_action: int
+                  ) -> tuple[float, float, float]:
+        """One DDP step: this rank's share of the global batch (module docstring)."""
+        import torch.distributed as td
+
+        rank, world = self.dist.rank, self.dist.world_size
+        mine = list(range(rank, len(samples), world))
+        local_action = sum(1 for i in mine if i < n_action)
+        batch = collate([samples[i] for i in mine]).to(self.device)
+        weight = self.model.class_weight
+        with autocast(self.device, self.bf16):
+            logits = forward_sequence(net, batch.input_ids, batch.valid,
+                                      action_mask=self.config.action_mask)
+        total, denominator = lm_loss_sums(logits, batch.labels, weight)
+        with torch.no_grad():
+            parts = [total.detach(), denominator]
+            for part in (slice(None, local_action), slice(local_action, None)):
+                if len(batch.labels[part]):
+                    parts += list(lm_loss_sums(logits[part], batch.labels[part], weight))
+                else:
+                    parts += [torch.zeros((), device=logits.device)] * 2
+            sums = torch.stack([p.float() for p in parts])
+            td.all_reduce(sums)
+        self._update(total * world / sums[1])
+        action = float(sums[2] / sums[3])
+        world_loss = float(sums[4] / sums[5]) if n_action < len(samples) else float("nan")
+        return float(sums[0] / sums[1]), action, world_loss
 
     def run(self) -> TrainResult:
         saved = self._build()
@@ -300,13 +372,22 @@ class Trainer:
             return TrainResult(self.out, self.save(), self.losses, rate, vq_rate, True)
         self.stage = "done"
         self.save()
-        final = save_checkpoint(self.out / FINAL_CHECKPOINT, self._payload(full=False))
+        final = self.out / FINAL_CHECKPOINT
+        if self.dist.main:
+            save_checkpoint(final, self._payload(full=False))
         return TrainResult(self.out, final, self.losses, rate, vq_rate, False)
 
 
 def train(config: TrainConfig) -> TrainResult:
     """Train (or resume) a WorldVLA model; see the module docstring."""
-    return Trainer(config).run()
+    try:
+        return Trainer(config).run()
+    finally:
+        import torch.distributed as td
+
+        if td.is_available() and td.is_initialized():
+            td.barrier()  # rank 0 has written its checkpoints
+            td.destroy_process_group()
 
 
 def _bar(total: int, initial: int, desc: str, enabled: bool):

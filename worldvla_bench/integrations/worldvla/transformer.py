@@ -237,3 +237,19 @@ def lm_loss(
         weight=None if weight is None else weight.to(logits.device, torch.float32),
         ignore_index=IGNORE_INDEX,
     )
+
+
+def lm_loss_sums(
+    logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`lm_loss` as (sum of w_y * nll, sum of w_y) over the counted targets, so shards of one
+    batch (DDP ranks) add up to the whole batch's weighted mean."""
+    v = logits.shape[-1]
+    targets = labels[:, 1:].reshape(-1)
+    w = None if weight is None else weight.to(logits.device, torch.float32)
+    total = F.cross_entropy(logits[:, :-1].reshape(-1, v).float(), targets, weight=w,
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+    counted = targets[targets != IGNORE_INDEX]
+    denominator = (w[counted].sum() if w is not None
+                   else torch.tensor(float(len(counted)), device=logits.device))
+    return total, denominator

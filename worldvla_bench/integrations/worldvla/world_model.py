@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.integrations.worldvla.devices import autocast, resolve_device, use_bf16
 from worldvla_bench.integrations.worldvla.shipped import DEFAULT_CHECKPOINT
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.observation_profiles import resize_image
@@ -21,14 +22,18 @@ from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
 
 class WorldVLAWorldModel(WorldModel):
     """`checkpoint`: a checkpoint file, training directory or shipped name (default the shipped
-    tiny libero_goal model; see `checkpoints.resolve_checkpoint`)."""
+    tiny libero_goal model; see `checkpoints.resolve_checkpoint`). `device` any torch device
+    (default CPU); `bf16` None autocasts to bfloat16 on CUDA only."""
 
     def __init__(self, checkpoint: str = DEFAULT_CHECKPOINT, num_threads: int | None = 1,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, device: str = "cpu", bf16: bool | None = None) -> None:
         if num_threads:
             torch.set_num_threads(int(num_threads))
         self.batch_size = max(1, int(batch_size))
+        self.device = resolve_device(device)
+        self.bf16 = use_bf16(self.device, bf16)
         self.model, self.meta = load_checkpoint(checkpoint)
+        self.model.to(self.device)
         self.image_size = self.model.config.vq.image_size
 
     def predict(self, context_frames: np.ndarray, actions: np.ndarray, instruction: str,
@@ -58,8 +63,10 @@ class WorldVLAWorldModel(WorldModel):
             active = [i for i, a in enumerate(actions) if step < len(a)]
             for start in range(0, len(active), self.batch_size):
                 batch = active[start:start + self.batch_size]
-                out = self.model.predict_next_images(np.stack([current[i] for i in batch]),
-                                                     np.stack([actions[i][step] for i in batch]))
+                with autocast(self.device, self.bf16):
+                    out = self.model.predict_next_images(
+                        np.stack([current[i] for i in batch]),
+                        np.stack([actions[i][step] for i in batch]))
                 for i, frame in zip(batch, out, strict=True):
                     current[i] = frame
                     predicted[i].append(frame)
