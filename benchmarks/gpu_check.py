@@ -32,8 +32,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def released_size_adapter(device: str = "cuda"):
-    """A random 7B-layout Chameleon in bf16 on `device`, wrapped as `ChameleonWorldVLA`."""
+#: `--smoke`: the same code on CPU with a small layout (checks the script where no GPU is)
+SMOKE_LAYOUT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "num_key_value_heads": 2}
+SMOKE_VQ = {"base_channels": 32, "channel_multiplier": [1, 1, 2, 2, 4], "num_res_blocks": 1,
+            "embed_dim": 32, "latent_channels": 32}
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def released_size_adapter(device: str = "cuda", smoke: bool = False):
+    """A random 7B-layout Chameleon in bf16 on `device`, wrapped as `ChameleonWorldVLA`
+    (`smoke`: a small layout in float32, for a check of this script on CPU)."""
     import torch
     from tokenizers import Tokenizer, models
     from transformers import (
@@ -60,14 +75,15 @@ def released_size_adapter(device: str = "cuda"):
     text = {chr(c): 20000 + i for i, c in enumerate(range(32, 127))}
     vocab.update(text)
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    config = ChameleonConfig(vocabulary_map=vocab, attn_implementation="sdpa")
+    config = ChameleonConfig(vocabulary_map=vocab, **(SMOKE_LAYOUT if smoke else {}))
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.device(device):
-        model = ChameleonForConditionalGeneration(config).to(torch.bfloat16)
-        vq = ChameleonVQVAE(ChameleonVQVAEConfig()).float()
-    torch.cuda.synchronize()
+        model = ChameleonForConditionalGeneration(config)
+        model = model.float() if smoke else model.to(torch.bfloat16)
+        vq = ChameleonVQVAE(ChameleonVQVAEConfig(**(SMOKE_VQ if smoke else {}))).float()
+    _sync(device)
     build_s = time.perf_counter() - t0
     ids = TokenIds.from_vocab(vocab, config.vocab_size)
     return ChameleonWorldVLA(model.eval(), vq.eval(), tokenizer, ids), build_s
@@ -77,6 +93,8 @@ def time_chunks(adapter, batch: int, blocks: int, repeats: int = 2) -> dict:
     import numpy as np
     import torch
 
+    device = str(adapter.device)
+
     rng = np.random.default_rng(batch)
     frames = rng.integers(0, 255, (2 * batch, 256, 256, 3), dtype=np.uint8)
     texts = ["put the black bowl on the plate"] * batch
@@ -84,20 +102,22 @@ def time_chunks(adapter, batch: int, blocks: int, repeats: int = 2) -> dict:
     row = {"batch": batch, "new_tokens": new_tokens}
     try:
         adapter.predict(texts, list(frames[:batch]), frames[batch:], max_new_tokens=new_tokens)
-        torch.cuda.synchronize()
+        _sync(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
             out = adapter.predict(texts, list(frames[:batch]), frames[batch:],
                                   max_new_tokens=new_tokens)
-        torch.cuda.synchronize()
+        _sync(device)
         seconds = (time.perf_counter() - t0) / repeats
         row.update(prompt_tokens=len(out.prompts[0]), s_per_call=round(seconds, 3),
                    chunks_per_s=round(batch / seconds, 2),
                    tokens_per_s=round(batch * new_tokens / seconds, 1),
-                   peak_gb=round(torch.cuda.max_memory_allocated() / 2**30, 1))
+                   peak_gb=(round(torch.cuda.max_memory_allocated() / 2**30, 1)
+                            if device.startswith("cuda") else None))
     except torch.cuda.OutOfMemoryError:
         row["error"] = "out of GPU memory"
-    torch.cuda.empty_cache()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
     return row
 
 
@@ -129,7 +149,7 @@ def libero_eval(policy: str, policy_args: list[str], trials: int, steps: int) ->
             "steps_per_s": round(steps_done / busy, 2) if busy else None,
             "errors": sum(1 for r in records if r.get("error")),
             "run_wall_s": round(wall, 1),
-            "renderer": render.get("gl_renderer") or render.get("backend") or "?"}
+            "renderer": render.get("gl_renderer") or render.get("mujoco_gl") or "?"}
 
 
 def main() -> int:
@@ -139,30 +159,35 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="check this script on CPU: a small random layout, no LIBERO eval")
     args = parser.parse_args()
     import torch
 
-    name = torch.cuda.get_device_name(0)
+    name = "CPU smoke run (small layout)" if args.smoke else torch.cuda.get_device_name(0)
     print(f"gpu_check on {name} (torch {torch.__version__})", file=sys.stderr, flush=True)
-    adapter, build_s = released_size_adapter()
+    adapter, build_s = released_size_adapter("cpu" if args.smoke else "cuda", args.smoke)
     print(f"random 7B-layout Chameleon built in {build_s:.1f} s", file=sys.stderr, flush=True)
     decode = []
     for batch in args.batches:
         decode.append(time_chunks(adapter, batch, args.blocks))
         print(f"  {decode[-1]}", file=sys.stderr, flush=True)
     del adapter
-    torch.cuda.empty_cache()
-    evals = [libero_eval("random", ["chunk_size=5"], args.trials, args.steps),
-             libero_eval("worldvla", ["device=cuda"], args.trials, args.steps)]
+    evals = []
+    if not args.smoke:
+        torch.cuda.empty_cache()
+        evals = [libero_eval("random", ["chunk_size=5"], args.trials, args.steps),
+                 libero_eval("worldvla", ["device=cuda"], args.trials, args.steps)]
     lines = [f"# GPU check: {name}", "",
              "| what | batch | tokens in / out | s per call | chunks/s | new tokens/s | peak GB |",
              "|---|---|---|---|---|---|---|"]
+    what = ("small layout (smoke), float32, CPU" if args.smoke
+            else "Chameleon 7B layout, random, bf16, SDPA + action mask")
     for r in decode:
         if "error" in r:
-            lines.append(f"| Chameleon 7B layout, random, bf16, SDPA + action mask | {r['batch']} "
-                         f"| - / {r['new_tokens']} | {r['error']} | | | |")
+            lines.append(f"| {what} | {r['batch']} | - / {r['new_tokens']} | {r['error']} | | | |")
             continue
-        lines.append(f"| Chameleon 7B layout, random, bf16, SDPA + action mask | {r['batch']} | "
+        lines.append(f"| {what} | {r['batch']} | "
                      f"{r['prompt_tokens']} / {r['new_tokens']} | {r['s_per_call']} | "
                      f"{r['chunks_per_s']} | {r['tokens_per_s']} | {r['peak_gb']} |")
     lines += ["", "| LIBERO eval, EGL on the GPU | episodes | env steps | env steps/s | errors |"
