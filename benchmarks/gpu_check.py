@@ -79,9 +79,15 @@ def released_size_adapter(device: str = "cuda", smoke: bool = False):
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     t0 = time.perf_counter()
+    default = torch.get_default_dtype()
+    # built in its dtype on the device: 7B parameters in float32 first would need 28 GB
+    torch.set_default_dtype(torch.float32 if smoke else torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = ChameleonForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(default)
     with torch.device(device):
-        model = ChameleonForConditionalGeneration(config)
-        model = model.float() if smoke else model.to(torch.bfloat16)
         vq = ChameleonVQVAE(ChameleonVQVAEConfig(**(SMOKE_VQ if smoke else {}))).float()
     _sync(device)
     build_s = time.perf_counter() - t0
