@@ -51,3 +51,38 @@ def recorded_run(tmp_path_factory) -> Path:
         )
     )
     return run_dir
+
+
+def batch_equals_one_at_a_time(policy, texts: list[str], size: int, n: int = 8) -> set[str]:
+    """`n` observations of the `worldvla` profile (random `size` px frames, the instructions
+    in turn, some with a previous frame, some without, as at an episode's first call) through
+    `policy.act_batch` at once and `policy.act` one by one: asserts both give every entry the
+    same chunk or the same `EndEpisode` (reason, actions); returns the kinds met."""
+    import numpy as np
+
+    from worldvla_bench.policy import EndEpisode
+
+    rng = np.random.default_rng(11)
+    observations = []
+    for i in range(n):
+        obs = {"agentview_image": rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
+               "instruction": texts[i % len(texts)]}
+        if i % 3:
+            obs["agentview_history"] = rng.integers(0, 255, (1, size, size, 3), dtype=np.uint8)
+        observations.append(obs)
+    batch = policy.act_batch(observations, contexts=[None] * n)
+    kinds = set()
+    for obs, out in zip(observations, batch, strict=True):
+        try:
+            alone = policy.act(obs)
+        except EndEpisode as end:
+            alone = end
+        assert type(out) is type(alone)
+        if isinstance(out, EndEpisode):
+            assert out.reason == alone.reason
+            np.testing.assert_array_equal(out.actions, alone.actions)
+            kinds.add("end")
+        else:
+            np.testing.assert_array_equal(out, alone)
+            kinds.add("chunk")
+    return kinds

@@ -268,37 +268,16 @@ TINY_BRANCH_SEED = 0  # its batch below mixes chunks and episode ends
 def test_policy_act_batch_equals_act_one_at_a_time(trained):
     """One left-padded batch of different frames, histories and instructions (the action mask
     on) gives every episode what `act` gives it alone: chunks, and episode ends."""
+    from conftest import batch_equals_one_at_a_time
+
     from worldvla_bench.integrations.worldvla.policy import WorldVLAPolicy
-    from worldvla_bench.policy import EndEpisode
 
     _, result = trained
     policy = WorldVLAPolicy(str(result.checkpoint), max_new_tokens=40)
     assert policy.action_mask
     program_branches(policy.model.transformer, policy.model.tokenizer.vocab, TINY_BRANCH_SEED)
-    rng = np.random.default_rng(2)
     texts = [INSTRUCTION, "open the top drawer", "go", "pick up the black bowl and place it"]
-    observations = []
-    for i in range(8):
-        obs = {"agentview_image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
-               "instruction": texts[i % 4]}
-        if i % 3:
-            obs["agentview_history"] = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
-        observations.append(obs)
-    batch = policy.act_batch(observations, contexts=[None] * len(observations))
-    kinds = set()
-    for obs, out in zip(observations, batch, strict=True):
-        try:
-            alone = policy.act(obs)
-        except EndEpisode as end:
-            alone = end
-        assert type(out) is type(alone)
-        if isinstance(out, EndEpisode):
-            assert out.reason == alone.reason
-            np.testing.assert_array_equal(out.actions, alone.actions)
-            kinds.add("end")
-        else:
-            np.testing.assert_array_equal(out, alone)
-            kinds.add("chunk")
+    kinds = batch_equals_one_at_a_time(policy, texts, 64)
     assert kinds == {"chunk", "end"}, kinds  # the batch mixes both
 
 

@@ -62,7 +62,7 @@ from worldvla_bench.integrations.worldvla.chameleon_adapter import (
     instruction_from_task_name,
     load_released,
 )
-from worldvla_bench.integrations.worldvla.policy import PREVIOUS_FRAME
+from worldvla_bench.integrations.worldvla.policy import PREVIOUS_FRAME, ActsInBatches
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy
 
 RESOLUTIONS = (256, 512)
@@ -72,7 +72,7 @@ OPEN_GRIPPER = -1.0
 _SHARED: dict[tuple[Any, ...], ChameleonWorldVLA] = {}
 
 
-class WorldVLAHFPolicy(Policy):
+class WorldVLAHFPolicy(ActsInBatches, Policy):
     """A released WorldVLA checkpoint as a policy; see the module docstring.
 
     `checkpoint_dir`: local `save_pretrained` directory (e.g. `.../model_256/libero_goal`);
@@ -176,25 +176,8 @@ class WorldVLAHFPolicy(Policy):
         chunk[:, 6] = self._gripper
         return chunk
 
-    def act(self, observation: dict[str, Any]) -> np.ndarray:
-        out = self._answer([observation], [self._context])[0]
-        if isinstance(out, EndEpisode):
-            raise out
-        return out
-
-    def act_batch(self, observations: list[dict[str, Any]],
-                  contexts: list[EpisodeContext | None] | None = None
-                  ) -> list[np.ndarray | EndEpisode]:
-        """One batched generation for many episodes: each entry what `act` gives for that
-        observation and episode context (a chunk, or the `EndEpisode` it would raise)."""
-        return self._answer(list(observations), list(contexts or [None] * len(observations)))
-
     def _answer(self, observations: list[dict[str, Any]],
                 contexts: list[EpisodeContext | None]) -> list[np.ndarray | EndEpisode]:
-        if len(contexts) != len(observations):
-            raise ValueError("one context (or None) per observation")
-        if not observations:
-            return []
         self.stats["calls"] += len(observations)
         frames, previous = [], []
         for observation in observations:

@@ -109,7 +109,35 @@ def decode_action_chunk(
     return (chunk[:num_blocks] if num_blocks is not None else chunk), tokens
 
 
-class WorldVLAPolicy(Policy):
+class ActsInBatches:
+    """`act` and `act_batch` of both WorldVLA policies, through their `_answer(observations,
+    contexts)`: one batched generation, each entry a (K, 7) chunk or an `EndEpisode`."""
+
+    _context: EpisodeContext | None
+
+    def _answer(self, observations: list[dict[str, Any]],
+                contexts: list[EpisodeContext | None]) -> list[np.ndarray | EndEpisode]:
+        raise NotImplementedError
+
+    def act(self, observation: dict[str, Any]) -> np.ndarray:
+        out = self._answer([observation], [self._context])[0]
+        if isinstance(out, EndEpisode):
+            raise out
+        return out
+
+    def act_batch(self, observations: list[dict[str, Any]],
+                  contexts: list[EpisodeContext | None] | None = None
+                  ) -> list[np.ndarray | EndEpisode]:
+        """One batched generation for many episodes: each entry what `act` gives for that
+        observation and episode context (a chunk, or the `EndEpisode` it would raise)."""
+        observations = list(observations)
+        contexts = list(contexts or [None] * len(observations))
+        if len(contexts) != len(observations):
+            raise ValueError("one context (or None) per observation")
+        return self._answer(observations, contexts) if observations else []
+
+
+class WorldVLAPolicy(ActsInBatches, Policy):
     """A WorldVLA checkpoint as a policy; see the module docstring.
 
     `chunk_size` and `action_mask` default to what the checkpoint was trained with.
@@ -190,25 +218,8 @@ class WorldVLAPolicy(Policy):
         chunk[:, 6] = self._gripper
         return chunk
 
-    def act(self, observation: dict[str, Any]) -> np.ndarray:
-        out = self._answer([observation], [self._context])[0]
-        if isinstance(out, EndEpisode):
-            raise out
-        return out
-
-    def act_batch(self, observations: list[dict[str, Any]],
-                  contexts: list[EpisodeContext | None] | None = None
-                  ) -> list[np.ndarray | EndEpisode]:
-        """One batched generation for many episodes: each entry what `act` gives for that
-        observation and episode context (a chunk, or the `EndEpisode` it would raise)."""
-        return self._answer(list(observations), list(contexts or [None] * len(observations)))
-
     def _answer(self, observations: list[dict[str, Any]],
                 contexts: list[EpisodeContext | None]) -> list[np.ndarray | EndEpisode]:
-        if len(contexts) != len(observations):
-            raise ValueError("one context (or None) per observation")
-        if not observations:
-            return []
         self.stats["calls"] += len(observations)
         frames, previous = [], []
         for observation in observations:
