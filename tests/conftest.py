@@ -86,3 +86,30 @@ def batch_equals_one_at_a_time(policy, texts: list[str], size: int, n: int = 8) 
             np.testing.assert_array_equal(out, alone)
             kinds.add("chunk")
     return kinds
+
+
+def program_branches(head, embed, ids: tuple[int, int, int], first_value: int,
+                     seed: int) -> None:
+    """Turn a random language model (LM head `head`, embeddings `embed`, both (V, D)) into one
+    whose first answer token depends on the prompt (its attention stays random; the LM head
+    picks one of four openings) and whose next tokens follow a bigram chain (the chain tokens'
+    embeddings, one-hot x 1000, drown the attention): a well-formed block, a value with no
+    block, or values then an end before any begin. `ids` = (begin, end of action, end of
+    turn); value ids from `first_value` (bin 0)."""
+    import torch
+
+    boa, eoa, eot = ids
+    good = [first_value + b for b in (3, 50, 90, 127, 160, 200, 250)]
+    lone, stray = first_value + 94, [first_value + b for b in (95, 96, 97)]
+    chains = [[boa, *good, eoa, eot], [lone, eot], [*stray, eoa, eot]]
+    openings = [boa, lone, eoa, stray[0]]
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head.zero_()
+        successors = {s: d for chain in chains for s, d in zip(chain[:-1], chain[1:], strict=True)}
+        for k, (src, dst) in enumerate(successors.items()):
+            embed[src] = 0.0
+            embed[src, k] = 1000.0
+            head[dst, k] = 10.0
+        head[openings, 16:] = 6 * torch.randn(len(openings), head.shape[1] - 16,
+                                              generator=generator)

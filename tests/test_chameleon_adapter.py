@@ -615,38 +615,19 @@ def test_policy_where_the_official_eval_ends_the_episode(release) -> None:
 BRANCH_SEED = 1  # its batch below mixes chunks and episode ends
 
 
-def program_branches(model, seed: int) -> None:
-    """The first answer token depends on the prompt (random attention; the LM head picks one
-    of four openings), then a bigram chain follows it (as `program_bigram`, the chain tokens'
-    embeddings large enough to drown the attention): a well-formed block, a value with no
-    block, or values then an end before any begin."""
-    good = [10006 + b for b in (3, 50, 90, 127, 160, 200, 250)]
-    chains = [[BOA, *good, EOA, EOT], [10100, EOT], [10101, 10102, 10103, EOA, EOT]]
-    openings = [BOA, 10100, EOA, 10101]
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        head, embed = model.lm_head.weight, model.model.embed_tokens.weight
-        head.zero_()
-        successors = {s: d for chain in chains for s, d in zip(chain[:-1], chain[1:], strict=True)}
-        for k, (src, dst) in enumerate(successors.items()):
-            embed[src] = 0.0
-            embed[src, k] = 1000.0
-            head[dst, k] = 10.0
-        head[openings, 16:] = 6 * torch.randn(len(openings), head.shape[1] - 16,
-                                              generator=generator)
-
-
 def test_act_batch_equals_act_one_at_a_time(release) -> None:
     """One left-padded batch of different frames, histories and instructions (the action mask
     on) gives every episode what `act` gives it alone: chunks, and episode ends."""
-    from conftest import batch_equals_one_at_a_time
+    from conftest import batch_equals_one_at_a_time, program_branches
 
     from worldvla_bench.integrations.worldvla.hf_policy import WorldVLAHFPolicy
 
     policy = WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
                               share_model=False, max_new_tokens=40)
     assert policy.action_mask
-    program_branches(policy.adapter.model, BRANCH_SEED)
+    model = policy.adapter.model  # 10006: the value id of bin 0
+    program_branches(model.lm_head.weight, model.model.embed_tokens.weight, (BOA, EOA, EOT),
+                     10006, BRANCH_SEED)
     texts = ["put the bowl on the plate", "open the drawer", "go", "pick up the soup and place it"]
     kinds = batch_equals_one_at_a_time(policy, texts, 256)
     assert kinds == {"chunk", "end"}, kinds  # the batch mixes both

@@ -235,47 +235,27 @@ def test_policy_prompt_frames_broken_answers_and_chunking(trained, monkeypatch):
         WorldVLAPolicy(str(result.checkpoint), on_broken="maybe")
 
 
-def program_branches(transformer, vocab, seed: int) -> None:
-    """The first answer token depends on the prompt (the LM head picks one of four openings),
-    then a bigram chain follows it (its tokens' embeddings drown the attention): a well-formed
-    block, a value with no block, or values then an end before any begin."""
-    from worldvla_bench.integrations.worldvla.vocab import Vocab
-
-    value = vocab.action_offset
-    good = [value + b for b in (3, 50, 90, 127, 160, 200, 250)]
-    chains = [[Vocab.BOA, *good, Vocab.EOA, Vocab.EOT], [value + 100, Vocab.EOT],
-              [value + 101, value + 102, Vocab.EOA, Vocab.EOT]]
-    openings = [Vocab.BOA, value + 100, Vocab.EOA, value + 101]
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    transformer.apply(transformer._init_weights)  # random attention: prompt-dependent openings
-    with torch.no_grad():
-        transformer.lm_head.weight = torch.nn.Parameter(transformer.lm_head.weight.clone())
-        head, embed = transformer.lm_head.weight, transformer.embed.weight
-        head.zero_()
-        successors = {s: d for chain in chains for s, d in zip(chain[:-1], chain[1:], strict=True)}
-        for k, (src, dst) in enumerate(successors.items()):
-            embed[src] = 0.0
-            embed[src, k] = 1000.0
-            head[dst, k] = 10.0
-        head[openings, 16:] = 6 * torch.randn(len(openings), head.shape[1] - 16,
-                                              generator=generator)
-
-
 TINY_BRANCH_SEED = 0  # its batch below mixes chunks and episode ends
 
 
 def test_policy_act_batch_equals_act_one_at_a_time(trained):
     """One left-padded batch of different frames, histories and instructions (the action mask
     on) gives every episode what `act` gives it alone: chunks, and episode ends."""
-    from conftest import batch_equals_one_at_a_time
+    from conftest import batch_equals_one_at_a_time, program_branches
 
     from worldvla_bench.integrations.worldvla.policy import WorldVLAPolicy
 
     _, result = trained
     policy = WorldVLAPolicy(str(result.checkpoint), max_new_tokens=40)
     assert policy.action_mask
-    program_branches(policy.model.transformer, policy.model.tokenizer.vocab, TINY_BRANCH_SEED)
+    from worldvla_bench.integrations.worldvla.vocab import Vocab
+
+    net = policy.model.transformer
+    torch.manual_seed(TINY_BRANCH_SEED)
+    net.apply(net._init_weights)  # random attention: prompt-dependent openings
+    net.lm_head.weight = torch.nn.Parameter(net.lm_head.weight.detach().clone())  # untied
+    program_branches(net.lm_head.weight, net.embed.weight, (Vocab.BOA, Vocab.EOA, Vocab.EOT),
+                     policy.model.tokenizer.vocab.action_offset, TINY_BRANCH_SEED)
     texts = [INSTRUCTION, "open the top drawer", "go", "pick up the black bowl and place it"]
     kinds = batch_equals_one_at_a_time(policy, texts, 64)
     assert kinds == {"chunk", "end"}, kinds  # the batch mixes both
