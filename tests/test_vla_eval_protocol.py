@@ -409,3 +409,38 @@ def test_our_server_prepares_observations_as_the_policys_profile_says():
     # the earlier frame is the previous env step's (20), which the policy was never shown
     assert second["agentview_history"].shape == (1, 16, 16, 3)
     assert second["agentview_history"].max() == second["agentview_history"].min() == 20
+
+
+class EndsAfterTwoActionsPolicy(Policy):
+    """Ends every episode at its first call, handing over two actions to run first."""
+
+    def act(self, observation):
+        from worldvla_bench.policy import EndEpisode
+
+        raise EndEpisode("broken answer", np.full((2, 7), 0.5))
+
+
+def test_a_policy_ending_the_episode_gets_its_actions_then_one_line_errors():
+    """vla-eval's protocol cannot end an episode from the server: the handed-over actions are
+    served, then each observation of that episode gets an error naming the reason, until the
+    next episode_start."""
+    from websockets.sync.client import connect
+
+    obs = {"images": {"agentview": np.zeros((8, 8, 3), np.uint8)}, "task_description": "x",
+           "states": np.zeros(8)}
+    with VlaEvalPolicyServer(EndsAfterTwoActionsPolicy, port=0) as server:
+        ws = connect(server.url, proxy=None).__enter__()
+
+        def reply(seq: int) -> Message:
+            ws.send(pack_message(Message(MessageType.OBSERVATION, obs, seq=seq)))
+            return unpack_message(ws.recv(timeout=10))
+
+        for start in (0, 10):  # a new episode starts over
+            ws.send(pack_message(Message(MessageType.EPISODE_START, {
+                "task": {"name": "x", "suite": "libero_spatial", "task_id": 0,
+                         "episode_idx": 0}}, seq=start)))
+            answers = [reply(start + i) for i in (1, 2, 3)]
+            assert [a.type for a in answers] == [MessageType.ACTION] * 2 + [MessageType.ERROR]
+            np.testing.assert_allclose(answers[0].payload["actions"], np.full(7, 0.5))
+            assert answers[2].payload["error"] == "the policy ended the episode: broken answer"
+        ws.close()
