@@ -200,26 +200,30 @@ def test_policy_prompt_frames_broken_answers_and_chunking(trained, monkeypatch):
 
     assert policy.observation_profile == "worldvla" and policy.image_size == 64
     assert policy.on_broken == "end"
-    replies[:] = [good, [Vocab.EOT], [*good[:9], Vocab.BOA, *good[1:4], Vocab.EOA], None]
+    malformed = [Vocab.BOA, *good[1:4], Vocab.EOA]  # 3 values
+    replies[:] = [good, [Vocab.EOT], [*malformed, *good[:9]], malformed, None]
     first = policy.act(obs(10))  # first call: the current frame is also the previous one
     # the gripper as decoded (the bin centre of 0.996)
     assert first.shape == (3, 7) and np.allclose(first[:, 6], 0.996, atol=1 / 255)
-    with pytest.raises(EndEpisode, match="broken answer: no action block"):
+    with pytest.raises(EndEpisode, match="broken answer: no well-formed action block"):
         policy.act(obs(30, previous=20))  # previous env step's frame (20), current (30)
     assert seen == [(10, 10), (20, 30)]
-    # a good block, then one of 3 values: the good one is run, then the episode ends
-    with pytest.raises(EndEpisode, match="action block 2 holds 3 tokens") as end:
-        policy.act(obs(40, previous=30))
-    np.testing.assert_allclose(end.value.actions, first[:1])
-    with pytest.raises(EndEpisode, match="fills the model's context"):
+    # a malformed block is skipped (this model's strict decoding); the well-formed one runs.
+    # (The official rule would stop there: `decode_chunk` says so, the policy does not use it.)
+    _, fault = policy.model.tokenizer.actions.decode_chunk([*good[:9], *malformed])
+    assert fault == "action block 2 holds 3 tokens, not 7 action values"
+    np.testing.assert_allclose(policy.act(obs(40, previous=30)), first[:1])
+    with pytest.raises(EndEpisode, match="no well-formed action block"):
         policy.act(obs(50, previous=40))
+    with pytest.raises(EndEpisode, match="fills the model's context"):
+        policy.act(obs(60, previous=50))
     assert policy.stats["broken"] == 3 and policy.stats["fallbacks"] == 0
 
     # on_broken=continue: every well-formed block, else a safe chunk (zero motion, gripper
     # kept, K actions); a stateful policy, so not a batched one
     going = WorldVLAPolicy(str(result.checkpoint), on_broken="continue")
     assert going.act_batch is None
-    replies[:] = [good, [Vocab.EOT], [*good[:9], Vocab.BOA, *good[1:4], Vocab.EOA, *good[:9]]]
+    replies[:] = [good, [Vocab.EOT], [*malformed, *good[:9], *good[:9]]]
     going.act(obs(10))
     fallback = going.act(obs(30, previous=20))
     assert going.stats["fallbacks"] == 1 and going.episode_fallbacks == 1

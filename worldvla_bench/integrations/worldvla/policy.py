@@ -9,13 +9,13 @@ Reproduces WorldVLA's LIBERO evaluation (profile `worldvla` in
   trained with; it also stops at end of turn), with the action attention mask when the
   checkpoint was trained with it; decoded to bin centres (the gripper goes to the env as decoded,
   about +-0.996) and executed open loop;
-- a broken answer ends the episode as a failure, the official eval's rule
-  (`ActionTokenizer.decode_chunk` with this model's blocks: no block, a begin..end span that is
-  not 7 action values, an end before any begin; or a prompt that fills the model's context): the
-  well-formed blocks before it are executed, then `EndEpisode` (reason in the record's
-  `extra['ended_by_policy']`, counted in `stats['broken']`). ``on_broken='continue'`` keeps
-  every well-formed block instead and, with none, gives a safe chunk (zero motion, gripper kept
-  at its last command; open at the start), counted in `stats['fallbacks']`.
+- an answer without any well-formed action block (or a prompt that fills the model's context)
+  ends the episode as a failure, as the official eval ends it where it has no block to run
+  (`EndEpisode`, reason in the record's `extra['ended_by_policy']`, counted in
+  `stats['broken']`); malformed blocks among well-formed ones are skipped, this model's own
+  decoding rule (`tiny_layout`: 'strict'). ``on_broken='continue'`` gives a safe chunk there
+  instead (zero motion, gripper kept at its last command; open at the start), counted in
+  `stats['fallbacks']`, and goes on.
 
 `act_batch(observations, contexts)` answers many episodes with one left-padded batched
 generation (`generation.greedy_generate`), each entry as `act` would; so `serve-policy worldvla
@@ -238,21 +238,13 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         return [self._chunk(tokens) for tokens in answers]
 
     def _chunk(self, tokens: list[int] | None) -> np.ndarray | EndEpisode:
-        actions = self.model.tokenizer.actions
-        if self.on_broken == "end":
-            if tokens is None:
-                chunk, fault = np.zeros((0, 7)), "the prompt fills the model's context"
-            else:
-                chunk, fault = actions.decode_chunk(tokens)
-                chunk = chunk[: self.chunk_size]
-                if len(chunk) == self.chunk_size:
-                    fault = None  # generation stops after K blocks: nothing after them counts
-            if fault is not None:
-                self.stats["broken"] += 1
-                return EndEpisode(f"broken answer: {fault}", chunk)
-        else:
-            chunk = np.zeros((0, 7)) if tokens is None else actions.decode(tokens)
-            chunk = chunk[: self.chunk_size]
+        chunk = (np.zeros((0, 7)) if tokens is None
+                 else self.model.tokenizer.actions.decode(tokens)[: self.chunk_size])
+        if self.on_broken == "end" and (not len(chunk) or not np.all(np.isfinite(chunk))):
+            self.stats["broken"] += 1
+            fault = ("the prompt fills the model's context" if tokens is None
+                     else "no well-formed action block in the answer")
+            return EndEpisode(f"broken answer: {fault}")
         if not len(chunk) or not np.all(np.isfinite(chunk)):
             self.stats["fallbacks"] += 1
             self.episode_fallbacks += 1
