@@ -24,6 +24,16 @@ class WrongShapePolicy(Policy):
         return np.zeros((2, 6))
 
 
+class UnbuildablePolicy(Policy):
+    """Its constructor raises, as a policy whose weights are missing does."""
+
+    def __init__(self) -> None:
+        raise FileNotFoundError("no weights at /nowhere")
+
+    def act(self, observation):
+        return np.zeros((1, 7))
+
+
 class NotAPolicy:
     """Not a subclass of Policy."""
 

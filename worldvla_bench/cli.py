@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.records import EPISODES_FILE
+from worldvla_bench.records import EPISODES_FILE, read_episodes
 from worldvla_bench.registry import Command, Registry, import_target
 
 RESULTS_ROOT = Path("results")
@@ -81,9 +81,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     run_dir = run_evaluation(_protocol(args), options)
-    if not args.no_report:
-        return _print_report(run_dir)
-    return 0
+    status = 0 if args.no_report else _print_report(run_dir)
+    errors = sum(1 for r in read_episodes(run_dir) if r.get("error"))
+    if errors and not args.allow_errors:
+        print(f"worldvla-bench: {errors} episode(s) of {run_dir} ended in an error: re-run with "
+              f"--retry-errors (--allow-errors exits 0 all the same)", file=sys.stderr)
+        return status or 1
+    return status
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -138,6 +142,9 @@ def _print_report(run_dir: Path) -> int:
 
     result = write_report(run_dir)
     print(result["markdown"])
+    if result["write_error"]:
+        print(f"worldvla-bench: error: {result['write_error']}", file=sys.stderr)
+        return 1
     print(f"written: {run_dir / 'report.md'}, {run_dir / 'report.csv'}, "
           f"{run_dir / 'results.json'}")
     return 0
@@ -420,7 +427,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--hard-reset", action="store_true",
                     help="rebuild the simulator before every episode, as LIBERO's scripts do "
                          "(slower; same states and pixels as the default reset in place)")
-    ev.add_argument("--retry-errors", action="store_true", help="re-run episodes that errored")
+    ev.add_argument("--retry-errors", action="store_true",
+                    help="re-run the selected episodes that errored")
+    ev.add_argument("--allow-errors", action="store_true",
+                    help="exit 0 even if episodes ended in an error (default: exit 1)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--no-report", action="store_true", help="do not print the report at the end")
     ev.add_argument("--backend", default="local", choices=("local", "ray"),

@@ -53,7 +53,8 @@ def _compare_group(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
 
 def compare_runs(run_a: Path | str, run_b: Path | str, alpha: float = 0.05) -> dict[str, Any]:
     """Per-task rows and an overall row (task_id 'all'); deltas are B minus A, in points."""
-    a, b = load_run(run_a), load_run(run_b)
+    # episodes that ended in an error did not run: compared neither as successes nor failures
+    a, b = (run[~run["is_error"]] for run in (load_run(run_a), load_run(run_b)))
     rows = []
     tasks = sorted(set(map(tuple, a[["suite", "task_id"]].values)) |
                    set(map(tuple, b[["suite", "task_id"]].values)))

@@ -25,3 +25,8 @@ class PolicyOutputError(BenchError, ValueError):
 
 class RunDirectoryError(BenchError, OSError):
     """The results directory cannot be used (not writable, or holds a different run)."""
+
+
+class PolicyBuildError(BenchError, RuntimeError):
+    """A worker could not build the policy (its constructor raised: bad argument values, an
+    unreachable server, missing weights): the run stops, every episode would fail the same."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import multiprocessing
 import os
 import shutil
@@ -34,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from worldvla_bench.atomic import write_atomic
-from worldvla_bench.errors import BenchError, RenderingUnavailableError, UnknownChoiceError
+from worldvla_bench.errors import (
+    BenchError,
+    PolicyBuildError,
+    RenderingUnavailableError,
+    RunDirectoryError,
+    UnknownChoiceError,
+)
 from worldvla_bench.job_failures import error_record, retry_or_fail
 from worldvla_bench.protocol import BACKENDS
 from worldvla_bench.worker import EpisodeJob, WorkerConfig, init_worker, run_job
@@ -72,6 +79,23 @@ def default_workers() -> int:
 
 LOST = "the worker process died"
 
+#: errors a worker raises that every other episode would raise too: the run stops on the first
+STOPS_THE_RUN = (RenderingUnavailableError, PolicyBuildError)
+
+#: errno values of a full disk or quota
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def check_disk(error: BaseException, config: WorkerConfig) -> None:
+    """Stop the run in one line when a worker could not write an episode's files for lack of
+    space (every following episode would fail the same way)."""
+    if (isinstance(error, OSError) and error.errno in _DISK_FULL) or \
+            "No space left on device" in str(error):
+        raise RunDirectoryError(
+            f"cannot write to {config.run_dir}: No space left on device; the run stopped (free "
+            f"space, then re-run the same command to resume)"
+        ) from None
+
 
 class LocalExecutor(Executor):
     """Spawned worker processes on this machine; a pool broken by a dying worker is rebuilt."""
@@ -107,15 +131,17 @@ class LocalExecutor(Executor):
                     for future in finished:
                         job = running.pop(future)
                         try:
-                            on_record(future.result())
-                        except RenderingUnavailableError:
-                            raise  # the machine cannot render: stop, do not record every episode
+                            record = future.result()
+                        except STOPS_THE_RUN:
+                            raise  # the same for every episode: stop, do not record each one
                         except BrokenProcessPool:
                             broken = True
                             retry_or_fail(job, attempts, requeue, config, on_record, LOST)
+                            continue
                         except Exception as error:  # the episode raised outside the policy
-                            message = f"{type(error).__name__}: {error}"
-                            on_record(error_record(job, config, message))
+                            check_disk(error, config)
+                            record = error_record(job, config, f"{type(error).__name__}: {error}")
+                        on_record(record)
                     if broken:
                         for job in running.values():
                             retry_or_fail(job, attempts, requeue, config, on_record, LOST)
@@ -123,7 +149,7 @@ class LocalExecutor(Executor):
                         break
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
-                for process in list(getattr(pool, "_processes", {}).values()):
+                for process in list((getattr(pool, "_processes", None) or {}).values()):
                     process.terminate()
                 raise
             pool.shutdown(wait=not broken, cancel_futures=True)
@@ -244,8 +270,9 @@ class RayExecutor(Executor):
                         record, files = ray.get(ref)
                     except RayTaskError as error:  # the episode raised outside the policy
                         cause = error.cause if error.cause is not None else error
-                        if isinstance(cause, RenderingUnavailableError):
+                        if isinstance(cause, STOPS_THE_RUN):
                             raise cause from None
+                        check_disk(cause, config)
                         message = str(cause).strip().splitlines()
                         text = f"{type(cause).__name__}: {message[0] if message else ''}"
                         on_record(error_record(job, config, text))

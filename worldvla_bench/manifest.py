@@ -20,7 +20,13 @@ from typing import Any
 from worldvla_bench.envs.seeding import LEGACY_SEEDING
 from worldvla_bench.errors import RunDirectoryError
 from worldvla_bench.protocol import PROTOCOL_KEYS
-from worldvla_bench.records import MANIFEST_FILE, read_json, write_json
+from worldvla_bench.records import (
+    EPISODES_FILE,
+    MANIFEST_FILE,
+    read_episodes,
+    read_json,
+    write_json,
+)
 from worldvla_bench.render_provenance import differing_fields, same_renderer
 
 VERSIONED_PACKAGES = (
@@ -102,8 +108,21 @@ def manifest_config(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """The run's manifest, None if it has none; `RunDirectoryError` (one line) if it is not a
+    readable JSON object."""
     path = Path(run_dir) / MANIFEST_FILE
-    return read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        manifest = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        raise RunDirectoryError(f"cannot read {path}: {reason}; restore it from a backup (the "
+                                f"records in {EPISODES_FILE} need it)") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        raise RunDirectoryError(f"{path} is not a run manifest (no 'config' object); restore "
+                                f"it from a backup")
+    return manifest
 
 
 def write_or_check_manifest(
@@ -112,6 +131,11 @@ def write_or_check_manifest(
     """Create the manifest, or check that a resumed run measures the same thing; log the call."""
     existing = read_manifest(run_dir)
     if existing is None:
+        if read_episodes(run_dir):
+            raise RunDirectoryError(
+                f"run directory {run_dir} holds episode records but no {MANIFEST_FILE}: what "
+                f"they measured is unknown; restore the manifest or choose another RUN name"
+            )
         manifest = build_manifest(config, suite)
     else:
         manifest = existing
@@ -128,7 +152,7 @@ def write_or_check_manifest(
                 f"run directory {run_dir} was made with another definition of suite "
                 f"{config.get('suite')!r}; choose another RUN name"
             )
-    manifest["invocations"].append(
+    manifest.setdefault("invocations", []).append(
         {
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "selection": selection,

@@ -98,5 +98,8 @@ class RunOptions:
             raise UnknownChoiceError("backend", self.backend, list(BACKENDS))
         if self.ray_address is not None and self.backend != "ray":
             raise BenchError("a Ray address needs the ray backend (--backend ray)")
+        if self.workers is not None and (isinstance(self.workers, bool) or int(self.workers) < 1):
+            raise BenchError(f"workers must be >= 1, got {self.workers} (leave it out for one "
+                             f"per core)")
         if int(self.video_every) < 1:
             raise BenchError(f"video_every must be >= 1, got {self.video_every}")

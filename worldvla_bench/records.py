@@ -1,7 +1,8 @@
 """The run directory: `manifest.json`, append-only `episodes.jsonl`, per-episode arrays and videos.
 
 `episodes.jsonl` is the single source of truth: one JSON object per finished episode, appended
-(and fsynced) the moment the episode ends. A line cut short by a crash is dropped on the next open.
+(and fsynced) the moment the episode ends. A last line cut short by a crash is dropped on the next
+open; any other unreadable line stops the run with its line number.
 """
 
 from __future__ import annotations
@@ -99,29 +100,59 @@ def prepare_run_dir(path: Path) -> Path:
 
 
 def read_episodes(run_dir: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """All complete records of a run, in file order. With `repair`, cut a torn last line."""
+    """All records of a run, in file order.
+
+    Only the last line may be unterminated (a process killed while appending it): it is dropped
+    unless it reads as a whole record, and with `repair` it is cut off (or, whole, terminated)
+    so that the next append starts a line of its own. Any other line that is not a record stops
+    with `RunDirectoryError` naming its line number: records are never silently dropped.
+    """
     path = Path(run_dir) / EPISODES_FILE
     if not path.exists():
         return []
     data = path.read_bytes()
     records: list[dict[str, Any]] = []
-    good_end = 0
+    lines = data.splitlines(keepends=True)
+    torn_at = None  # byte offset of an unterminated last line to cut
     offset = 0
-    for line in data.splitlines(keepends=True):
-        offset += len(line)
-        if not line.endswith(b"\n"):
-            break  # a torn final line: written partly when the process was killed
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
         text = line.strip()
-        if text:
-            try:
-                records.append(json.loads(text))
-            except json.JSONDecodeError:
-                break
-        good_end = offset
-    if repair and good_end < len(data):
+        record = _parse_record(text) if text else None
+        if last and not line.endswith(b"\n"):
+            if record is None and text:
+                torn_at = offset
+            elif record is not None:
+                records.append(record)
+            break
+        if text and record is None:
+            raise RunDirectoryError(
+                f"{path}:{number}: not an episode record ({text[:60].decode(errors='replace')!r}"
+                f"{'...' if len(text) > 60 else ''}); fix or delete that line by hand "
+                f"(the {len(lines) - number} line(s) after it are kept)"
+            )
+        if record is not None:
+            records.append(record)
+        offset += len(line)
+    if repair and lines and not lines[-1].endswith(b"\n"):
         with path.open("r+b") as stream:
-            stream.truncate(good_end)
+            if torn_at is not None:
+                stream.truncate(torn_at)
+            else:
+                stream.seek(0, os.SEEK_END)
+                stream.write(b"\n")
     return records
+
+
+def _parse_record(text: bytes) -> dict[str, Any] | None:
+    """A line's record, or None if it is not a JSON object naming its episode."""
+    try:
+        record = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or not all(k in record for k in ("suite", "task_id", "trial")):
+        return None
+    return record
 
 
 def append_episode(run_dir: Path, record: EpisodeRecord | dict[str, Any]) -> None:

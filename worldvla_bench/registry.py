@@ -18,6 +18,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import types
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -145,11 +147,50 @@ class Registry(Generic[T]):
 def instantiate_check(cls: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
     """Raise one line if `cls` does not take these keyword arguments (without calling it)."""
     try:
-        inspect.signature(cls).bind(**kwargs)
+        bound = inspect.signature(cls).bind(**kwargs)
     except TypeError as error:
         raise BenchError(f"bad arguments for {what}: {error}") from None
     except ValueError:  # no signature to check (a builtin): let the call speak for itself
-        pass
+        return
+    hints = _type_hints(cls)
+    for name, value in bound.arguments.items():
+        hint = hints.get(name)
+        if hint is not None and not _fits(value, hint):
+            shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            raise BenchError(f"bad argument for {what}: {name}={value!r} is not of type {shown}")
+
+
+def _type_hints(cls: Callable[..., Any]) -> dict[str, Any]:
+    """The annotations of a class's constructor (or a function), resolved; {} if they cannot be."""
+    target = cls.__init__ if inspect.isclass(cls) else cls
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # an annotation naming something not importable here: check nothing
+        return {}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value given on the command line (a YAML scalar or list) fits an annotation.
+    Checked: bool, int (not a bool, not 2.7), float (an int too), str, None, unions of them,
+    and list / tuple / dict containers (their outer type); anything else is accepted."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None) or hint is None:
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (list, tuple) or origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return True
 
 
 def instantiate(cls: Callable[..., T], kwargs: dict[str, Any], what: str) -> T:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from worldvla_bench.atomic import write_atomic
 from worldvla_bench.errors import BenchError
 from worldvla_bench.manifest import manifest_config, read_manifest, run_render_provenances
 from worldvla_bench.records import EPISODES_FILE, read_episodes
@@ -30,6 +31,9 @@ def load_run(run_dir: Path | str) -> pd.DataFrame:
     if not records:
         raise BenchError(f"run {run_dir} has no finished episodes yet")
     frame = pd.DataFrame.from_records(records)
+    duplicates = frame.duplicated(["suite", "task_id", "trial"], keep="first")
+    frame = frame[~duplicates].reset_index(drop=True)
+    frame.attrs["duplicates"] = int(duplicates.sum())
     frame["run"] = run_dir.name
     frame["success"] = frame["success"].astype(bool)
     frame["is_error"] = frame["error"].notna() if "error" in frame else False
@@ -59,8 +63,10 @@ def percent_with_interval(successes: int, trials: int) -> tuple[float, float, fl
 
 
 def _summarise(group: pd.DataFrame) -> pd.Series:
-    trials = len(group)
-    successes = int(group["success"].sum())
+    """`trials`: the episodes that ran (the success rate's denominator); `errors` apart."""
+    ran = group[~group["is_error"]]
+    trials = len(ran)
+    successes = int(ran["success"].sum())
     rate, low, high = percent_with_interval(successes, trials)
     return pd.Series(
         {
@@ -112,7 +118,13 @@ def run_warnings(episodes: pd.DataFrame) -> list[str]:
     n_errors = int(episodes["is_error"].sum())
     if n_errors:
         first = episodes.loc[episodes["is_error"], "error"].iloc[0]
-        warnings.append(f"{n_errors} episodes ended in an error; first: {first}")
+        warnings.append(f"{n_errors} episodes ended in an error (not counted in the success "
+                        f"rate; re-run with --retry-errors); first: {first}")
+    duplicates = episodes.attrs.get("duplicates", 0)
+    if duplicates:
+        warnings.append(f"{duplicates} duplicate records of episodes already recorded (two runs "
+                        "wrote into this directory at once?) were left out: the first record "
+                        "of each episode counts")
     return warnings
 
 
@@ -172,10 +184,15 @@ def write_report(run_dir: Path | str) -> dict[str, Any]:
     if warnings:
         lines += ["", "Warnings:"] + [f"- {w}" for w in warnings]
     markdown = "\n".join(lines) + "\n"
-    (run_dir / "report.md").write_text(markdown, encoding="utf-8")
-    table.to_csv(run_dir / "report.csv", index=False)
-    write_results_json(run_dir, table, manifest, warnings)
-    return {"table": table, "markdown": markdown, "warnings": warnings}
+    write_error = None
+    try:
+        write_atomic(run_dir / "report.md", markdown.encode("utf-8"))
+        write_atomic(run_dir / "report.csv", table.to_csv(index=False).encode("utf-8"))
+        write_results_json(run_dir, table, manifest, warnings)
+    except OSError as error:  # a read-only or full disk: the report is still returned
+        write_error = f"cannot write the report into {run_dir}: {error.strerror or error}"
+    return {"table": table, "markdown": markdown, "warnings": warnings,
+            "write_error": write_error}
 
 
 def render_line(manifest: dict[str, Any]) -> str:

@@ -6,7 +6,9 @@ killed at any point and started again ends with exactly one record per episode.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from tqdm.auto import tqdm
 from worldvla_bench.envs.libero_tasks import libero_task, n_tasks
 from worldvla_bench.envs.rendering import check_renderer
 from worldvla_bench.envs.seeding import episode_seed, scene_seed
-from worldvla_bench.errors import BenchError
+from worldvla_bench.errors import BenchError, RunDirectoryError
 from worldvla_bench.executors import default_workers, make_executor
 from worldvla_bench.manifest import record_render_provenance, write_or_check_manifest
 from worldvla_bench.policy import resolve_policy_class
@@ -28,6 +30,7 @@ from worldvla_bench.records import (
     rewrite_episodes,
 )
 from worldvla_bench.registry import instantiate_check
+from worldvla_bench.run_lock import run_dir_lock
 from worldvla_bench.tasks import SuiteSpec, load_suite, parse_index_list
 from worldvla_bench.worker import PROVENANCE_KEY, EpisodeJob, WorkerConfig
 
@@ -63,19 +66,29 @@ def run_evaluation(protocol: Protocol, options: RunOptions) -> Path:
     protocol = protocol.resolved(suite)
     check_renderer()
     run_dir = prepare_run_dir(options.run_dir)
+    with run_dir_lock(run_dir):
+        _run_locked(protocol, options, suite, jobs, run_dir)
+    return run_dir
+
+
+def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
+                jobs: list[EpisodeJob], run_dir: Path) -> None:
+    """`run_evaluation` once it holds the run directory's lock."""
     workers = max(1, int(options.workers or default_workers()))
     run = {"workers": workers, "video": options.video, "save_frames": options.save_frames,
            "hard_reset": options.hard_reset}
     selection = {"tasks": sorted({j.task_id for j in jobs}), "trials": options.trials,
                  "first_trial": options.first_trial}
+    records = read_episodes(run_dir, repair=True)  # an unreadable line stops before any change
     write_or_check_manifest(run_dir, {**protocol.to_dict(), **run}, suite.to_dict(), selection)
 
-    records = read_episodes(run_dir, repair=True)
-    if options.retry_errors and any(r.get("error") for r in records):
-        records = [r for r in records if not r.get("error")]
-        rewrite_episodes(run_dir, records)
-    done = {episode_key(r) for r in records}
     wanted = {(suite.name, j.task_id, j.trial) for j in jobs}
+    if options.retry_errors:  # only the selected episodes' errors: others are left as they are
+        kept = [r for r in records if not (r.get("error") and episode_key(r) in wanted)]
+        if len(kept) < len(records):
+            records = kept
+            rewrite_episodes(run_dir, records)
+    done = {episode_key(r) for r in records}
     pending = [j for j in jobs if (suite.name, j.task_id, j.trial) not in done]
     finished = [r for r in records if episode_key(r) in wanted]
 
@@ -105,10 +118,11 @@ def run_evaluation(protocol: Protocol, options: RunOptions) -> Path:
     def on_record(record: dict[str, Any]) -> None:
         nonlocal successes, completed
         provenance = record.pop(PROVENANCE_KEY, None)
-        if provenance is not None:
-            for warning in record_render_provenance(run_dir, provenance):
-                bar.write(f"warning: {warning}")
-        append_episode(run_dir, record)
+        with _disk_errors_stop(run_dir):
+            if provenance is not None:
+                for warning in record_render_provenance(run_dir, provenance):
+                    bar.write(f"warning: {warning}")
+            append_episode(run_dir, record)
         successes += bool(record.get("success"))
         completed += 1
         bar.update(1)
@@ -123,7 +137,21 @@ def run_evaluation(protocol: Protocol, options: RunOptions) -> Path:
                  ray_address=options.ray_address, auto_workers=options.workers is None)
     finally:
         bar.close()
-    return run_dir
+
+
+@contextlib.contextmanager
+def _disk_errors_stop(run_dir: Path) -> Iterator[None]:
+    """A write into the run directory that fails (a full disk) stops the run in one line; what
+    was written is kept, and the same command resumes."""
+    try:
+        yield
+    except RunDirectoryError:
+        raise
+    except OSError as error:
+        raise RunDirectoryError(
+            f"cannot write to {run_dir}: {error.strerror or error}; the run stopped (free "
+            f"space, then re-run the same command to resume)"
+        ) from None
 
 
 def _execute(

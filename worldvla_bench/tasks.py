@@ -68,6 +68,9 @@ class SuiteSpec:
         missing = [k for k in ("name", "libero_benchmark", "max_steps") if k not in data]
         if missing:
             raise BenchError(f"{source}: missing required keys {missing}")
+        for key in ("max_steps", "wait_steps", "trials_per_task", "image_size", "control_freq"):
+            if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)):
+                raise BenchError(f"{source}: {key} must be an integer, got {data[key]!r}")
         values = dict(data)
         for key in ("wait_action", "cameras", "aliases"):
             if key in values:
@@ -86,32 +89,63 @@ class SuiteSpec:
         return spec
 
 
-def _load_all(directory: Path | None = None) -> dict[str, SuiteSpec]:
+def _load_all(directory: Path | None = None) -> tuple[dict[str, SuiteSpec], dict[Path, str]]:
+    """The suites of the suite directory, and the files that could not be read as one (each
+    with its one-line error): a broken file breaks only itself."""
     directory = directory or tasks_dir()
     if not directory.is_dir():
         raise BenchError(f"suite directory {directory} does not exist (set WORLDVLA_TASKS_DIR)")
     suites: dict[str, SuiteSpec] = {}
+    broken: dict[Path, str] = {}
     for path in sorted(directory.glob("*.yaml")):
+        try:
+            spec = read_suite_file(path)
+        except BenchError as error:
+            broken[path] = str(error)
+            continue
+        suites[spec.name] = spec
+    return suites, broken
+
+
+def read_suite_file(path: Path) -> SuiteSpec:
+    """One suite file as a `SuiteSpec`; `BenchError` in one line naming the file otherwise."""
+    try:
         with path.open(encoding="utf-8") as stream:
             data = yaml.safe_load(stream) or {}
-        spec = SuiteSpec.from_dict(data, source=str(path))
-        suites[spec.name] = spec
-    return suites
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise BenchError(f"{path}: not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BenchError(f"{path}: cannot read: {error}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}: expected a mapping of suite fields, got a "
+                         f"{type(data).__name__}")
+    return SuiteSpec.from_dict(data, source=str(path))
 
 
 def available_suites(directory: Path | None = None) -> list[str]:
-    """Names of all suites defined in the suite directory."""
-    return sorted(_load_all(directory))
+    """Names of all suites defined in the suite directory (files that cannot be read aside)."""
+    return sorted(_load_all(directory)[0])
 
 
 def load_suite(name: str, directory: Path | None = None) -> SuiteSpec:
-    """The suite called `name` (or one of its aliases); a clear error lists the valid names."""
-    suites = _load_all(directory)
+    """The suite called `name` (or one of its aliases); a clear error lists the valid names, or
+    says why the file that would define it cannot be read."""
+    suites, broken = _load_all(directory)
     if name in suites:
         return suites[name]
     for spec in suites.values():
         if name in spec.aliases:
             return spec
+    for path, message in broken.items():
+        if path.stem == name:
+            raise BenchError(message)
+    if broken:
+        first = next(iter(broken.values()))
+        raise BenchError(f"unknown suite {name!r} among the readable suite files; "
+                         f"{len(broken)} cannot be read (it may be in one): {first}")
     raise UnknownChoiceError("suite", name, sorted(suites))
 
 
@@ -125,6 +159,9 @@ def parse_index_list(text: str | None, upper: int, kind: str) -> list[int]:
         try:
             if "-" in part:
                 lo, hi = (int(p) for p in part.split("-", 1))
+                if lo > hi:
+                    raise BenchError(f"bad {kind} list {text!r}: the range {part!r} is empty "
+                                     f"(write it low-high, e.g. '{hi}-{lo}')")
                 values = range(lo, hi + 1)
             else:
                 values = range(int(part), int(part) + 1)

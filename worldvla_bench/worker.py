@@ -22,7 +22,7 @@ from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.envs.rendering import configure_gl
 from worldvla_bench.envs.seeding import SceneSeed
 from worldvla_bench.episode import run_episode
-from worldvla_bench.errors import BenchError
+from worldvla_bench.errors import BenchError, PolicyBuildError
 from worldvla_bench.policy import EpisodeContext, Policy, make_policy
 from worldvla_bench.protocol import Protocol
 from worldvla_bench.records import episode_stem
@@ -95,6 +95,9 @@ def init_worker(config: WorkerConfig, parent_pid: int | None = None) -> None:
     `parent_pid`: the pid of the process that started this worker (see `_die_with_parent`).
     """
     _die_with_parent(parent_pid)
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it stops the workers
+    # and prints the resume hint), so a worker neither prints a traceback nor sends one back
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_gl()
     threads = str(max(1, config.threads_per_worker))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LP_NUM_THREADS"):
@@ -114,7 +117,16 @@ def init_worker(config: WorkerConfig, parent_pid: int | None = None) -> None:
 
 def _policy(config: WorkerConfig) -> Policy:
     if _STATE.get("policy") is None:
-        _STATE["policy"] = make_policy(config.protocol.policy, **config.protocol.policy_kwargs)
+        try:
+            _STATE["policy"] = make_policy(config.protocol.policy,
+                                           **config.protocol.policy_kwargs)
+        except Exception as error:
+            message = str(error).strip().splitlines()
+            raise PolicyBuildError(
+                f"policy {config.protocol.policy!r} could not be built with "
+                f"{config.protocol.policy_kwargs}: {type(error).__name__}: "
+                f"{message[0] if message else ''}"
+            ) from None
     return _STATE["policy"]
 
 
