@@ -38,6 +38,8 @@ our server accepts both.
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,41 @@ OPENPI_KEYS = {
 }
 _FROM_OPENPI = {value: key for key, value in OPENPI_KEYS.items()}
 _REJECTED_KINDS = ("O", "V", "c")  # objects, void/structured, complex: not on the wire
+
+
+#: The largest array a decoder accepts, in bytes (`WORLDVLA_WIRE_MAX_ARRAY_BYTES` overrides it):
+#: a message declares its arrays' shapes, and none is allocated before this and its length check.
+MAX_ARRAY_BYTES = 256 * 2**20
+_MAX_DIMS = 32
+
+
+def max_array_bytes() -> int:
+    """The array size cap in bytes (`MAX_ARRAY_BYTES`, or the environment's override)."""
+    return int(os.environ.get("WORLDVLA_WIRE_MAX_ARRAY_BYTES", MAX_ARRAY_BYTES))
+
+
+def checked_array(data: Any, dtype: np.dtype, shape: Any,
+                  error: type[Exception] = ValueError) -> np.ndarray:
+    """A writable array from a message's raw bytes, checked before anything is allocated: the
+    element size is positive, the shape a list of non-negative integers, the data exactly
+    shape x itemsize bytes and at most `max_array_bytes()`; `error` (one line) otherwise."""
+    if dtype.itemsize <= 0:
+        raise error(f"array dtype {dtype} has no element size")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise error(f"array data must be bytes, got {type(data).__name__}")
+    if not isinstance(shape, (list, tuple)) or len(shape) > _MAX_DIMS or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise error(f"array shape must be a list of at most {_MAX_DIMS} non-negative integers, "
+                    f"got {shape!r}"[:200])
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > max_array_bytes():
+        raise error(f"array of shape {list(shape)} and dtype {dtype} is {nbytes} bytes, over the "
+                    f"cap of {max_array_bytes()} (WORLDVLA_WIRE_MAX_ARRAY_BYTES)")
+    if nbytes != len(data):
+        raise error(f"array of shape {list(shape)} and dtype {dtype} needs {nbytes} bytes, "
+                    f"got {len(data)}")
+    # a writable copy: policies may modify observations in place, as they can locally
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
 
 
 def _pack_default(obj: Any) -> Any:
@@ -80,8 +117,7 @@ def _unpack_hook(obj: dict) -> Any:
         dtype = np.dtype(obj[b"dtype"])
         if dtype.kind in _REJECTED_KINDS:
             raise ValueError(f"unsupported dtype on the wire: {dtype}")
-        # a writable copy: policies may modify observations in place, as they can locally
-        return np.ndarray(buffer=obj[b"data"], dtype=dtype, shape=tuple(obj[b"shape"])).copy()
+        return checked_array(obj[b"data"], dtype, obj[b"shape"])
     if b"__npgeneric__" in obj:
         dtype = np.dtype(obj[b"dtype"])
         if dtype.kind in _REJECTED_KINDS:

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from worldvla_bench.serving import checked_array, max_array_bytes
+
 #: `vla_eval.protocol.messages.PROTOCOL_VERSION`.
 PROTOCOL_VERSION = 1
 #: `vla_eval.protocol.messages.MessageType` values.
@@ -80,16 +82,22 @@ def _decode(obj: dict) -> Any:
     if obj.get(_IMAGE_KEY) is True:
         kind = obj.get("format")
         if kind == "raw":
-            dtype = _checked_dtype(obj["dtype"])
-            return np.frombuffer(obj["data"], dtype=dtype).reshape(obj["shape"]).copy()
+            dtype = _checked_dtype(obj.get("dtype", "|u1"))
+            return checked_array(obj["data"], dtype, obj["shape"], WireError)
         if kind in ("png", "jpeg"):
             from PIL import Image
 
-            return np.array(Image.open(io.BytesIO(obj["data"])))
+            image = Image.open(io.BytesIO(obj["data"]))  # reads the header only
+            width, height = image.size
+            nbytes = width * height * len(image.getbands())
+            if nbytes > max_array_bytes():
+                raise WireError(f"{kind} image of {width}x{height} px is over the array cap of "
+                                f"{max_array_bytes()} bytes (WORLDVLA_WIRE_MAX_ARRAY_BYTES)")
+            return np.array(image)
         raise WireError(f"unknown image format {kind!r} (raw, png or jpeg)")
     if obj.get(_NDARRAY_KEY) is True:
         dtype = _checked_dtype(obj["dtype"])
-        return np.frombuffer(obj["data"], dtype=dtype).reshape(obj["shape"]).copy()
+        return checked_array(obj["data"], dtype, obj["shape"], WireError)
     return obj
 
 
