@@ -34,6 +34,26 @@ class UnbuildablePolicy(Policy):
         return np.zeros((1, 7))
 
 
+class DiesOnTrialZeroPolicy(Policy):
+    """Zeros, except that a worker starting trial 0 exits on the spot (`os._exit(1)`, as a
+    crashing native library does): every time, or only the first time if `marker` is a path."""
+
+    def __init__(self, marker: str | None = None) -> None:
+        self.marker = marker
+
+    def reset(self, context: EpisodeContext) -> None:
+        import os
+
+        if context.trial == 0 and not (self.marker and os.path.exists(self.marker)):
+            if self.marker:
+                with open(self.marker, "w") as stream:
+                    stream.write(str(os.getpid()))
+            os._exit(1)
+
+    def act(self, observation):
+        return np.zeros((1, 7))
+
+
 class NotAPolicy:
     """Not a subclass of Policy."""
 

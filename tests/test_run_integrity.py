@@ -238,6 +238,27 @@ def test_retry_errors_keeps_errors_outside_the_selection(tmp_path):
     assert sorted(r["trial"] for r in read_episodes(run) if r["error"]) == [0, 1]
 
 
+@pytest.mark.parametrize("once", [True, False])
+def test_a_worker_death_is_charged_to_its_own_episode(tmp_path, once):
+    run = tmp_path / "dies"
+    kwargs = {"marker": str(tmp_path / "died")} if once else {}
+    run_evaluation(*split_config(suite="libero_spatial", policy="policies_for_tests:"
+                                 "DiesOnTrialZeroPolicy", policy_kwargs=kwargs, tasks="0",
+                                 trials=3, run_dir=run, workers=2, progress=False, image_size=64,
+                                 max_steps=5))
+    records = {r["trial"]: r for r in read_episodes(run)}
+    assert sorted(records) == [0, 1, 2]
+    print({t: (r["error"], r["retries"], r["worker_exits"]) for t, r in records.items()})
+    for trial in (1, 2):  # their workers were healthy: the pool's break is not their fault
+        assert records[trial]["error"] is None and records[trial]["retries"] == 0
+    assert records[0]["retries"] == 1 and records[0]["worker_exits"][0] == "exit code 1"
+    if once:  # retried once, and recorded as such
+        assert records[0]["error"] is None and records[0]["worker_exits"] == ["exit code 1"]
+    else:
+        assert records[0]["error"] == ("WorkerDied: the worker process died twice "
+                                       "(exit code 1, then exit code 1)")
+
+
 def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
     run = tmp_path / "interrupted"
     command = [sys.executable, "-m", "worldvla_bench.cli", "eval", *SHORT, "--trials", "3",

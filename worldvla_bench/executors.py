@@ -25,6 +25,7 @@ import errno
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 from collections import deque
 from collections.abc import Callable
@@ -42,9 +43,9 @@ from worldvla_bench.errors import (
     RunDirectoryError,
     UnknownChoiceError,
 )
-from worldvla_bench.job_failures import error_record, retry_or_fail
+from worldvla_bench.job_failures import describe_exit, error_record, note_retries, retry_or_fail
 from worldvla_bench.protocol import BACKENDS
-from worldvla_bench.worker import EpisodeJob, WorkerConfig, init_worker, run_job
+from worldvla_bench.worker import EpisodeJob, WorkerConfig, inflight, init_worker, run_job
 
 OnRecord = Callable[[dict[str, Any]], None]
 
@@ -98,7 +99,11 @@ def check_disk(error: BaseException, config: WorkerConfig) -> None:
 
 
 class LocalExecutor(Executor):
-    """Spawned worker processes on this machine; a pool broken by a dying worker is rebuilt."""
+    """Spawned worker processes on this machine; a pool broken by a dying worker is rebuilt.
+
+    A dying worker breaks the whole pool, so every episode in flight is lost with it; only the
+    episode the dead worker was running (each worker names it in `inflight_dir`) is charged an
+    attempt, with the worker's exit code or signal; the others are simply run again."""
 
     name = "local"
 
@@ -106,7 +111,16 @@ class LocalExecutor(Executor):
         self, jobs: list[EpisodeJob], config: WorkerConfig, workers: int | None, on_record: OnRecord
     ) -> None:
         workers = max(1, int(workers or default_workers()))
+        inflight_dir = tempfile.mkdtemp(prefix="worldvla_bench_inflight_")
+        try:
+            self._run(jobs, replace(config, inflight_dir=inflight_dir), workers, on_record)
+        finally:
+            shutil.rmtree(inflight_dir, ignore_errors=True)
+
+    def _run(self, jobs: list[EpisodeJob], config: WorkerConfig, workers: int,
+             on_record: OnRecord) -> None:
         attempts: dict[EpisodeJob, int] = {}
+        exits: dict[EpisodeJob, list[str]] = {}
         queue = list(jobs)
 
         def requeue(job: EpisodeJob) -> None:
@@ -121,12 +135,15 @@ class LocalExecutor(Executor):
                 initargs=(config, os.getpid()),
             )
             running: dict[Future, EpisodeJob] = {}
-            broken = False
+            processes: dict[int, Any] = {}  # pid -> multiprocessing.Process, kept past a break
+            lost: list[EpisodeJob] = []
             try:
                 while queue or running:
                     while queue and len(running) < 2 * workers:
                         job = queue.pop(0)
                         running[pool.submit(run_job, job)] = job
+                    with contextlib.suppress(RuntimeError):  # changed size while copied
+                        processes.update(getattr(pool, "_processes", None) or {})
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
                         job = running.pop(future)
@@ -135,16 +152,15 @@ class LocalExecutor(Executor):
                         except STOPS_THE_RUN:
                             raise  # the same for every episode: stop, do not record each one
                         except BrokenProcessPool:
-                            broken = True
-                            retry_or_fail(job, attempts, requeue, config, on_record, LOST)
+                            lost.append(job)
                             continue
                         except Exception as error:  # the episode raised outside the policy
                             check_disk(error, config)
                             record = error_record(job, config, f"{type(error).__name__}: {error}")
-                        on_record(record)
-                    if broken:
-                        for job in running.values():
-                            retry_or_fail(job, attempts, requeue, config, on_record, LOST)
+                        on_record(note_retries(record, job, attempts, exits) if job in attempts
+                                  else record)
+                    if lost:
+                        lost += running.values()
                         running.clear()
                         break
             except BaseException:
@@ -152,7 +168,32 @@ class LocalExecutor(Executor):
                 for process in list((getattr(pool, "_processes", None) or {}).values()):
                     process.terminate()
                 raise
-            pool.shutdown(wait=not broken, cancel_futures=True)
+            pool.shutdown(wait=not lost, cancel_futures=True)
+            if lost:
+                culprits = _culprits(lost, processes, Path(config.inflight_dir or "."))
+                for job in reversed(lost):  # requeue puts each first in line: keep their order
+                    if not culprits or job in culprits:  # no culprit known: charge every one
+                        retry_or_fail(job, attempts, requeue, config, on_record, LOST, exits,
+                                      culprits.get(job))
+                    else:
+                        requeue(job)  # its worker was healthy: the pool's break cost it nothing
+
+
+def _culprits(lost: list[EpisodeJob], processes: dict[int, Any],
+              inflight_dir: Path) -> dict[EpisodeJob, str]:
+    """The lost episodes whose own worker died, each with how it ended ('exit code 1', 'killed
+    by SIGKILL'); the pool terminates its other workers (SIGTERM) once one has died."""
+    for process in processes.values():
+        process.join(timeout=30)
+    by_key = {(job.task_id, job.trial): job for job in lost}
+    culprits: dict[EpisodeJob, str] = {}
+    for pid, process in processes.items():
+        if process.exitcode in (None, 0, -signal.SIGTERM):
+            continue
+        job = by_key.get(inflight(inflight_dir, pid))
+        if job is not None:
+            culprits[job] = describe_exit(process.exitcode)
+    return culprits
 
 
 class RolloutActor:
@@ -254,6 +295,7 @@ class RayExecutor(Executor):
         run_dir = Path(config.run_dir)
         queue = deque(jobs)
         attempts: dict[EpisodeJob, int] = {}
+        exits: dict[EpisodeJob, list[str]] = {}
         idle: deque = deque(actor_class.remote(config) for _ in range(min(workers, len(queue))))
         alive = set(idle)
         running: dict[Any, tuple[Any, EpisodeJob]] = {}
@@ -289,7 +331,8 @@ class RayExecutor(Executor):
                                 f"{type(error).__name__}: {str(error).strip()[:300]}"
                             ) from None
                         retry_or_fail(job, attempts, queue.appendleft, config, on_record,
-                                      "the Ray worker running it was lost")
+                                      "the Ray worker running it was lost", exits,
+                                      f"{type(error).__name__}")
                         if queue and len(alive) < workers:
                             replacement = actor_class.remote(config)
                             alive.add(replacement)
@@ -297,7 +340,8 @@ class RayExecutor(Executor):
                         continue
                     losses_in_a_row = 0
                     _write_files(run_dir, files)
-                    on_record(record)
+                    on_record(note_retries(record, job, attempts, exits) if job in attempts
+                              else record)
                     idle.append(actor)
             closing = [actor.close.remote() for actor in alive]
             with contextlib.suppress(Exception):

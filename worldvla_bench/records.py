@@ -29,7 +29,8 @@ class EpisodeRecord:
 
     `seed` is the policy's (`EpisodeContext.seed`); `seeding`, `scene_seed` and `scene_resets`
     say how the scene was seeded (`worldvla_bench.envs.seeding.SceneSeed`; records without
-    them were made under `hashed`, with `seed`).
+    them were made under `hashed`, with `seed`). `retries`: how often the episode was started
+    again because its worker process died, and `worker_exits` how each of those workers ended.
     """
 
     suite: str
@@ -59,6 +60,8 @@ class EpisodeRecord:
     seeding: str | None = None
     scene_seed: int | None = None
     scene_resets: int | None = None
+    retries: int = 0
+    worker_exits: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import threading
@@ -44,6 +45,9 @@ class WorkerConfig:
     save_frames: bool = False
     hard_reset: bool = False
     threads_per_worker: int = 1
+    #: a directory where each worker names the episode it is running (`<pid>.json`), so that the
+    #: engine charges a worker's death to that episode alone (local processes only)
+    inflight_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,8 @@ def _drop_env(env: LiberoEnv) -> None:
 def run_job(job: EpisodeJob) -> dict[str, Any]:
     """Run one episode in this worker and return its record as a dict."""
     config: WorkerConfig = _STATE["config"]
+    if config.inflight_dir:
+        mark_inflight(Path(config.inflight_dir), os.getpid(), job)
     env = _env(config, job.task_id)
     policy = _policy(config)
     context = EpisodeContext(
@@ -195,6 +201,22 @@ def run_job(job: EpisodeJob) -> dict[str, Any]:
         _drop_env(env)
     result["worker_pid"] = os.getpid()
     return result
+
+
+def mark_inflight(directory: Path, pid: int, job: EpisodeJob) -> None:
+    """Write (atomically) which episode the worker `pid` is running."""
+    tmp = directory / f".{pid}.json"
+    tmp.write_text(json.dumps([job.task_id, job.trial]))
+    os.replace(tmp, directory / f"{pid}.json")
+
+
+def inflight(directory: Path, pid: int) -> tuple[int, int] | None:
+    """(task_id, trial) the worker `pid` last started, None if it started none."""
+    try:
+        task_id, trial = json.loads((directory / f"{pid}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return int(task_id), int(trial)
 
 
 def _provenance(env: LiberoEnv) -> dict[str, Any] | None:
