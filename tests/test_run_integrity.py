@@ -270,6 +270,8 @@ def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
         time.sleep(0.2)
     time.sleep(8)  # the worker is running an episode
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    interrupted = time.time()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    assert time.time() - interrupted < 10, "the workers are stopped, not waited for"
     assert "re-run the same command to resume" in err and "Traceback" not in err

@@ -163,9 +163,11 @@ class LocalExecutor(Executor):
                         lost += running.values()
                         running.clear()
                         break
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                for process in list((getattr(pool, "_processes", None) or {}).values()):
+            except BaseException:  # Ctrl-C included: stop the workers now, mid-episode
+                with contextlib.suppress(RuntimeError):
+                    processes.update(getattr(pool, "_processes", None) or {})
+                pool.shutdown(wait=False, cancel_futures=True)  # forgets its processes
+                for process in processes.values():
                     process.terminate()
                 raise
             pool.shutdown(wait=not lost, cancel_futures=True)
