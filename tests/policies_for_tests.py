@@ -54,6 +54,20 @@ class DiesOnTrialZeroPolicy(Policy):
         return np.zeros((1, 7))
 
 
+class HangsOnTrialZeroPolicy(Policy):
+    """Zeros, except that its first call in trial 0 never returns (a hung model or server)."""
+
+    def reset(self, context: EpisodeContext) -> None:
+        self.trial = context.trial
+
+    def act(self, observation):
+        if self.trial == 0:
+            import time
+
+            time.sleep(3600)
+        return np.zeros((1, 7))
+
+
 class NotAPolicy:
     """Not a subclass of Policy."""
 

@@ -164,6 +164,7 @@ def test_an_unwritable_report_still_prints_the_table(tmp_path, capsys):
     (["--tasks", "5-2"], "the range '5-2' is empty"),
     (["--workers", "0"], "workers must be >= 1, got 0"),
     (["--workers", "-3"], "workers must be >= 1, got -3"),
+    (["--episode-timeout", "0"], "episode timeout must be > 0 seconds"),
     (["--policy", "random", "--policy-arg", "chunk_size=2.7"], "chunk_size=2.7 is not of type int"),
     (["--policy", "random", "--policy-arg", "chunk_size=abc"], "chunk_size='abc' is not of type"),
 ])
@@ -257,6 +258,19 @@ def test_a_worker_death_is_charged_to_its_own_episode(tmp_path, once):
     else:
         assert records[0]["error"] == ("WorkerDied: the worker process died twice "
                                        "(exit code 1, then exit code 1)")
+
+
+def test_an_episode_over_its_timeout_is_an_error_and_the_run_goes_on(tmp_path):
+    run = tmp_path / "hangs"
+    started = time.time()
+    run_evaluation(*split_config(suite="libero_spatial", policy="policies_for_tests:"
+                                 "HangsOnTrialZeroPolicy", tasks="0", trials=2, run_dir=run,
+                                 workers=1, progress=False, image_size=64, max_steps=5,
+                                 episode_timeout=40))
+    assert time.time() - started < 300
+    records = {r["trial"]: r for r in read_episodes(run)}
+    assert records[0]["error"].startswith("EpisodeTimeout: the episode ran longer than 40 s")
+    assert records[1]["error"] is None and records[1]["steps"] == 5
 
 
 def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):

@@ -79,6 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         hard_reset=args.hard_reset,
         retry_errors=args.retry_errors,
         progress=not args.no_progress,
+        episode_timeout=args.episode_timeout,
     )
     run_dir = run_evaluation(_protocol(args), options)
     status = 0 if args.no_report else _print_report(run_dir)
@@ -429,6 +430,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                          "(slower; same states and pixels as the default reset in place)")
     ev.add_argument("--retry-errors", action="store_true",
                     help="re-run the selected episodes that errored")
+    ev.add_argument("--episode-timeout", type=float, default=None, metavar="SECONDS",
+                    help="stop an episode (and its worker) that runs longer, recording it as an "
+                         "error (default: no limit; local backend)")
     ev.add_argument("--allow-errors", action="store_true",
                     help="exit 0 even if episodes ended in an error (default: exit 1)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")

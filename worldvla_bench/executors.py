@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -45,7 +46,14 @@ from worldvla_bench.errors import (
 )
 from worldvla_bench.job_failures import describe_exit, error_record, note_retries, retry_or_fail
 from worldvla_bench.protocol import BACKENDS
-from worldvla_bench.worker import EpisodeJob, WorkerConfig, inflight, init_worker, run_job
+from worldvla_bench.worker import (
+    EpisodeJob,
+    WorkerConfig,
+    inflight,
+    inflight_since,
+    init_worker,
+    run_job,
+)
 
 OnRecord = Callable[[dict[str, Any]], None]
 
@@ -62,12 +70,17 @@ class Executor(abc.ABC):
         """Run every job; `workers` None means as many as the backend has cores."""
 
 
-def make_executor(backend: str = "local", ray_address: str | None = None) -> Executor:
-    """The executor for a backend name: 'local' (processes on this machine) or 'ray'."""
+def make_executor(backend: str = "local", ray_address: str | None = None,
+                  episode_timeout: float | None = None) -> Executor:
+    """The executor for a backend name: 'local' (processes on this machine) or 'ray'.
+    `episode_timeout` (seconds; local only): an episode running longer has its worker stopped
+    and is recorded as an `EpisodeTimeout` error."""
     if backend == "local":
         if ray_address is not None:
             raise BenchError("a Ray address needs the ray backend (--backend ray)")
-        return LocalExecutor()
+        return LocalExecutor(episode_timeout)
+    if episode_timeout is not None:
+        raise BenchError("--episode-timeout needs the local backend")
     if backend == "ray":
         return RayExecutor(address=ray_address)
     raise UnknownChoiceError("backend", backend, list(BACKENDS))
@@ -107,6 +120,9 @@ class LocalExecutor(Executor):
 
     name = "local"
 
+    def __init__(self, episode_timeout: float | None = None) -> None:
+        self.episode_timeout = episode_timeout
+
     def run(
         self, jobs: list[EpisodeJob], config: WorkerConfig, workers: int | None, on_record: OnRecord
     ) -> None:
@@ -137,6 +153,7 @@ class LocalExecutor(Executor):
             running: dict[Future, EpisodeJob] = {}
             processes: dict[int, Any] = {}  # pid -> multiprocessing.Process, kept past a break
             lost: list[EpisodeJob] = []
+            timed_out: set[tuple[int, int]] = set()  # (task_id, trial) whose worker was stopped
             try:
                 while queue or running:
                     while queue and len(running) < 2 * workers:
@@ -144,7 +161,11 @@ class LocalExecutor(Executor):
                         running[pool.submit(run_job, job)] = job
                     with contextlib.suppress(RuntimeError):  # changed size while copied
                         processes.update(getattr(pool, "_processes", None) or {})
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED,
+                                       timeout=1.0 if self.episode_timeout else None)
+                    if self.episode_timeout:
+                        timed_out |= _stop_overdue(processes, Path(config.inflight_dir or "."),
+                                                   self.episode_timeout)
                     for future in finished:
                         job = running.pop(future)
                         try:
@@ -174,11 +195,30 @@ class LocalExecutor(Executor):
             if lost:
                 culprits = _culprits(lost, processes, Path(config.inflight_dir or "."))
                 for job in reversed(lost):  # requeue puts each first in line: keep their order
-                    if not culprits or job in culprits:  # no culprit known: charge every one
+                    if (job.task_id, job.trial) in timed_out:
+                        on_record(error_record(job, config, (
+                            f"EpisodeTimeout: the episode ran longer than {self.episode_timeout:g} "
+                            f"s (--episode-timeout); its worker was stopped")))
+                    elif not culprits or job in culprits:  # no culprit known: charge every one
                         retry_or_fail(job, attempts, requeue, config, on_record, LOST, exits,
                                       culprits.get(job))
                     else:
                         requeue(job)  # its worker was healthy: the pool's break cost it nothing
+
+
+def _stop_overdue(processes: dict[int, Any], inflight_dir: Path,
+                  timeout: float) -> set[tuple[int, int]]:
+    """SIGKILL every worker whose episode started more than `timeout` seconds ago; their
+    (task_id, trial). The pool then breaks and is rebuilt, as for any dead worker."""
+    stopped: set[tuple[int, int]] = set()
+    now = time.time()
+    for pid, process in processes.items():
+        found = inflight_since(inflight_dir, pid)
+        if found is not None and now - found[1] > timeout and process.is_alive():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                stopped.add(found[0])
+    return stopped
 
 
 def _culprits(lost: list[EpisodeJob], processes: dict[int, Any],

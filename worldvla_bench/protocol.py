@@ -91,6 +91,9 @@ class RunOptions:
     hard_reset: bool = False
     retry_errors: bool = False
     progress: bool = True
+    #: seconds an episode may take (env build and reset included) before its worker is stopped
+    #: and the episode recorded as an `EpisodeTimeout` error; None: no limit (local backend only)
+    episode_timeout: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
@@ -101,5 +104,9 @@ class RunOptions:
         if self.workers is not None and (isinstance(self.workers, bool) or int(self.workers) < 1):
             raise BenchError(f"workers must be >= 1, got {self.workers} (leave it out for one "
                              f"per core)")
+        if self.episode_timeout is not None and not float(self.episode_timeout) > 0:
+            raise BenchError(f"episode timeout must be > 0 seconds, got {self.episode_timeout}")
+        if self.episode_timeout is not None and self.backend != "local":
+            raise BenchError("--episode-timeout needs the local backend")
         if int(self.video_every) < 1:
             raise BenchError(f"video_every must be >= 1, got {self.video_every}")

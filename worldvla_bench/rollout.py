@@ -134,7 +134,8 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
 
     try:
         _execute(pending, worker_config, workers, on_record, backend=options.backend,
-                 ray_address=options.ray_address, auto_workers=options.workers is None)
+                 ray_address=options.ray_address, auto_workers=options.workers is None,
+                 episode_timeout=options.episode_timeout)
     finally:
         bar.close()
 
@@ -162,10 +163,11 @@ def _execute(
     backend: str = "local",
     ray_address: str | None = None,
     auto_workers: bool = False,
+    episode_timeout: float | None = None,
 ) -> None:
     """Run jobs on the backend's executor (`worldvla_bench.executors`): local processes, whose
     pool is rebuilt when a worker dies, or Ray actors, replaced when lost; lost jobs are retried.
     `auto_workers`: the user gave no worker count (Ray then uses one per cluster CPU)."""
-    executor = make_executor(backend, ray_address=ray_address)
+    executor = make_executor(backend, ray_address=ray_address, episode_timeout=episode_timeout)
     count = None if (auto_workers and executor.name == "ray") else workers
     executor.run(jobs, config, count, on_record)

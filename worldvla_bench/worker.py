@@ -162,6 +162,14 @@ def run_job(job: EpisodeJob) -> dict[str, Any]:
     config: WorkerConfig = _STATE["config"]
     if config.inflight_dir:
         mark_inflight(Path(config.inflight_dir), os.getpid(), job)
+    try:
+        return _run_job(config, job)
+    finally:
+        if config.inflight_dir:
+            (Path(config.inflight_dir) / f"{os.getpid()}.json").unlink(missing_ok=True)
+
+
+def _run_job(config: WorkerConfig, job: EpisodeJob) -> dict[str, Any]:
     env = _env(config, job.task_id)
     policy = _policy(config)
     context = EpisodeContext(
@@ -211,12 +219,21 @@ def mark_inflight(directory: Path, pid: int, job: EpisodeJob) -> None:
 
 
 def inflight(directory: Path, pid: int) -> tuple[int, int] | None:
-    """(task_id, trial) the worker `pid` last started, None if it started none."""
+    """(task_id, trial) the worker `pid` is running, None if it runs none."""
+    found = inflight_since(directory, pid)
+    return None if found is None else found[0]
+
+
+def inflight_since(directory: Path, pid: int) -> tuple[tuple[int, int], float] | None:
+    """((task_id, trial), start time in seconds since the epoch) of the episode the worker `pid`
+    is running, None if it runs none."""
+    path = directory / f"{pid}.json"
     try:
-        task_id, trial = json.loads((directory / f"{pid}.json").read_text())
+        started = path.stat().st_mtime
+        task_id, trial = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return int(task_id), int(trial)
+    return (int(task_id), int(trial)), started
 
 
 def _provenance(env: LiberoEnv) -> dict[str, Any] | None:
