@@ -211,3 +211,19 @@ def run_render_provenances(manifest: dict[str, Any]) -> tuple[list[dict[str, Any
         if not any(same_renderer(provenance, other) for other in found):
             found.append(provenance)
     return found, unrecorded
+
+
+def record_served_model(run_dir: Path, served: dict[str, Any]) -> dict[str, Any]:
+    """The served model the run's manifest names (`served_model`): `served`, written, if it
+    names none yet. A run whose records come from another model must stop (the caller)."""
+    path = Path(run_dir) / MANIFEST_FILE
+    manifest = read_json(path)
+    if "served_model" not in manifest:
+        manifest["served_model"] = json.loads(json.dumps(served, default=str))
+        write_json(path, manifest)
+    return manifest["served_model"]
+
+
+def same_served_model(recorded: dict[str, Any], served: dict[str, Any]) -> bool:
+    """Whether a record's served model is the one a manifest names (compared as JSON)."""
+    return recorded == json.loads(json.dumps(served, default=str))

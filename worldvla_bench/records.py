@@ -31,6 +31,7 @@ class EpisodeRecord:
     say how the scene was seeded (`worldvla_bench.envs.seeding.SceneSeed`; records without
     them were made under `hashed`, with `seed`). `retries`: how often the episode was started
     again because its worker process died, and `worker_exits` how each of those workers ended.
+    `served_model`: what a policy server served the episode (`RemotePolicy.served_model`).
     """
 
     suite: str
@@ -62,6 +63,7 @@ class EpisodeRecord:
     scene_resets: int | None = None
     retries: int = 0
     worker_exits: list[str] = field(default_factory=list)
+    served_model: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -19,7 +19,12 @@ from worldvla_bench.envs.rendering import check_renderer
 from worldvla_bench.envs.seeding import episode_seed, scene_seed
 from worldvla_bench.errors import BenchError, RunDirectoryError
 from worldvla_bench.executors import default_workers, make_executor
-from worldvla_bench.manifest import record_render_provenance, write_or_check_manifest
+from worldvla_bench.manifest import (
+    record_render_provenance,
+    record_served_model,
+    same_served_model,
+    write_or_check_manifest,
+)
 from worldvla_bench.policy import resolve_policy_class
 from worldvla_bench.protocol import Protocol, RunOptions
 from worldvla_bench.records import (
@@ -122,6 +127,8 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
             if provenance is not None:
                 for warning in record_render_provenance(run_dir, provenance):
                     bar.write(f"warning: {warning}")
+            if record.get("served_model") is not None:
+                _check_served_model(run_dir, record)
             append_episode(run_dir, record)
         successes += bool(record.get("success"))
         completed += 1
@@ -138,6 +145,25 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
                  episode_timeout=options.episode_timeout)
     finally:
         bar.close()
+
+
+def _check_served_model(run_dir: Path, record: dict[str, Any]) -> None:
+    """Stop the run (one line naming both) when a policy server serves another model than the
+    one this run's records came from; the episode that saw the switch is kept as an error."""
+    recorded = record_served_model(run_dir, record["served_model"])
+    if same_served_model(recorded, record["served_model"]):
+        return
+    if record.get("error"):
+        append_episode(run_dir, record)
+
+    def describe(model: dict[str, Any]) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in model.items())[:200]
+
+    raise RunDirectoryError(
+        f"the policy server serves {describe(record['served_model'])} but run directory "
+        f"{run_dir} holds episodes of {describe(recorded)}: serve that model again, or choose "
+        f"another RUN name"
+    )
 
 
 @contextlib.contextmanager

@@ -199,6 +199,10 @@ def _run_job(config: WorkerConfig, job: EpisodeJob) -> dict[str, Any]:
     except Exception:
         _drop_env(env)
         raise
+    served = getattr(policy, "served_model", None)
+    if callable(served):
+        with contextlib.suppress(Exception):  # a server that never answered names nothing
+            record.served_model = served()
     result = record.to_dict()
     if not _STATE.get("provenance_sent"):
         provenance = _provenance(env)

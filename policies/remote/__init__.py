@@ -69,6 +69,27 @@ class RemotePolicyError(BenchError):
     """The policy server could not be reached, or answered with an error."""
 
 
+#: metadata keys that describe a connection or the server's options, not the model it serves
+_NOT_MODEL = ("session", "server_timing", "max_batch", "batched", "extensions",
+              "harness_version")
+
+
+def served_identity(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The served model's identity from a server's metadata: our server's policy, its arguments
+    and its checkpoint fingerprint (`checkpoint`, when the policy gives one); any other server's
+    metadata whole, less what describes the connection (`_NOT_MODEL`)."""
+    if isinstance(metadata.get("worldvla_bench"), dict):  # our vla-eval server's hello
+        return served_identity(metadata["worldvla_bench"])
+    if metadata.get("server") == "worldvla_bench":
+        return {key: metadata[key] for key in ("policy", "policy_kwargs", "checkpoint")
+                if key in metadata}
+    return {key: value for key, value in metadata.items() if key not in _NOT_MODEL}
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in identity.items())[:300] or "no metadata"
+
+
 class RemotePolicy(Policy):
     """A policy behind a websocket policy server (ours or openpi's)."""
 
@@ -156,6 +177,13 @@ class RemotePolicy(Policy):
             return None
         size = self._server_metadata().get("image_size")
         return None if size is None else int(size)
+
+    def served_model(self) -> dict[str, Any]:
+        """What the server serves, from its metadata (`served_identity`); the engine keeps it
+        in every record and the run's manifest, so a run never mixes two models."""
+        if self._vla_eval is not None:
+            return served_identity(self._vla_eval.server_info or {})
+        return served_identity(self._server_metadata())
 
     def _server_metadata(self) -> dict[str, Any]:
         if self.metadata is None:
@@ -258,9 +286,18 @@ class RemotePolicy(Policy):
         except BaseException:
             ws.close()
             raise
+        metadata = metadata if isinstance(metadata, dict) else {}
         if self.metadata is not None:
+            before, now = served_identity(self.metadata), served_identity(metadata)
+            if before != now:
+                ws.close()
+                self.metadata = metadata  # the record names the model the server serves now
+                raise RemotePolicyError(
+                    f"policy server {self.uri} came back serving {_describe(now)}, not "
+                    f"{_describe(before)}: the episode ends here"
+                )
             self._reconnects += 1
-        self.metadata = metadata if isinstance(metadata, dict) else {}
+        self.metadata = metadata
         self._ws = ws
         if self._context is not None and self._has_reset():
             # a new session: put the policy back where the episode was
