@@ -45,6 +45,9 @@ def test_a_connection_that_comes_back_to_another_model_ends_the_episode():
         with pytest.raises(RemotePolicyError, match=r"came back serving .*chunk_size': 2.* not "
                                                     r".*chunk_size': 3"):
             remote.act(_obs())
+        assert remote.served_model()["policy_kwargs"] == {"chunk_size": 3}  # what it began with
+        remote.reset(EpisodeContext("libero_spatial", 0, "t", "x", 1, 1, 12))
+        assert remote.served_model()["policy_kwargs"] == {"chunk_size": 2}  # the next: the new
     remote.close()
 
 

@@ -128,6 +128,8 @@ class RemotePolicy(Policy):
         self._context: dict[str, Any] | None = None
         self._history: list[bytes] = []
         self._reconnects = 0
+        #: the model this episode began with, when the server came back serving another one
+        self._switched_from: dict[str, Any] | None = None
         self.protocol = protocol
         self._vla_eval: VlaEvalClient | None = None
         if protocol == "vla-eval":
@@ -180,7 +182,10 @@ class RemotePolicy(Policy):
 
     def served_model(self) -> dict[str, Any]:
         """What the server serves, from its metadata (`served_identity`); the engine keeps it
-        in every record and the run's manifest, so a run never mixes two models."""
+        in every record and the run's manifest, so a run never mixes two models. An episode
+        ended by a switch of model names the model it began with (its error names both)."""
+        if self._switched_from is not None:
+            return self._switched_from
         if self._vla_eval is not None:
             return served_identity(self._vla_eval.server_info or {})
         return served_identity(self._server_metadata())
@@ -195,6 +200,7 @@ class RemotePolicy(Policy):
 
     # -- the Policy interface --------------------------------------------------------------
     def reset(self, context: EpisodeContext) -> None:
+        self._switched_from = None
         if self._vla_eval is not None:
             self._vla_eval.reset(context)
             self.metadata = self._vla_eval.server_info
@@ -291,7 +297,8 @@ class RemotePolicy(Policy):
             before, now = served_identity(self.metadata), served_identity(metadata)
             if before != now:
                 ws.close()
-                self.metadata = metadata  # the record names the model the server serves now
+                self.metadata = metadata  # the next episode is the new model's (the engine
+                self._switched_from = before  # then stops a run that holds the old one's)
                 raise RemotePolicyError(
                     f"policy server {self.uri} came back serving {_describe(now)}, not "
                     f"{_describe(before)}: the episode ends here"
