@@ -177,7 +177,7 @@ def test_bad_values_are_one_line_and_leave_no_run_behind(tmp_path, capsys, extra
     assert not run.exists()
 
 
-def test_one_bad_suite_file_breaks_only_itself(tmp_path, monkeypatch):
+def test_one_bad_suite_file_breaks_only_itself(tmp_path, monkeypatch, capsys):
     from worldvla_bench.tasks import DEFAULT_TASKS_DIR
 
     (tmp_path / "libero_spatial.yaml").write_text(
@@ -193,6 +193,9 @@ def test_one_bad_suite_file_breaks_only_itself(tmp_path, monkeypatch):
                           ("alist", "expected a mapping of suite fields, got a list")):
         with pytest.raises(BenchError, match=message):
             load_suite(name)
+    assert main(["suites"]) == 0
+    captured = capsys.readouterr()
+    assert "libero_spatial" in captured.out and captured.err.count("warning:") == 3
 
 
 # -- errors on real (short) runs -----------------------------------------------------------------

@@ -349,12 +349,14 @@ def _optimism_probe(args: argparse.Namespace, episodes: list, out: Path) -> int:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    from worldvla_bench.tasks import available_suites, load_suite
+    from worldvla_bench.tasks import available_suites, load_suite, unreadable_suite_files
 
     for name in available_suites():
         spec = load_suite(name)
         print(f"{name:32s} max_steps={spec.max_steps:<4d} trials={spec.trials_per_task:<3d} "
               f"{spec.description}")
+    for message in unreadable_suite_files().values():
+        print(f"worldvla-bench: warning: {message}", file=sys.stderr)
     return 0
 
 

@@ -130,6 +130,11 @@ def available_suites(directory: Path | None = None) -> list[str]:
     return sorted(_load_all(directory)[0])
 
 
+def unreadable_suite_files(directory: Path | None = None) -> dict[Path, str]:
+    """The suite files that cannot be read, each with its one-line error."""
+    return _load_all(directory)[1]
+
+
 def load_suite(name: str, directory: Path | None = None) -> SuiteSpec:
     """The suite called `name` (or one of its aliases); a clear error lists the valid names, or
     says why the file that would define it cannot be read."""
