@@ -252,7 +252,6 @@ def test_a_worker_death_is_charged_to_its_own_episode(tmp_path, once):
                                  max_steps=5))
     records = {r["trial"]: r for r in read_episodes(run)}
     assert sorted(records) == [0, 1, 2]
-    print({t: (r["error"], r["retries"], r["worker_exits"]) for t, r in records.items()})
     for trial in (1, 2):  # their workers were healthy: the pool's break is not their fault
         assert records[trial]["error"] is None and records[trial]["retries"] == 0
     assert records[0]["retries"] == 1 and records[0]["worker_exits"][0] == "exit code 1"
