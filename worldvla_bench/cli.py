@@ -164,13 +164,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"written: {write_rank_html(ranks[0], Path(args.html))}")
         return 0
     run_dirs = [_existing_run_path(run) for run in args.run]
-    for run_dir in run_dirs:
-        _print_report(run_dir)
+    status = max(_print_report(run_dir) for run_dir in run_dirs)
     if args.html:
         from worldvla_bench.html_report import write_html_report
 
         print(f"written: {write_html_report(run_dirs, Path(args.html))} (open it in a browser)")
-    return 0
+    return status
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
