@@ -35,9 +35,10 @@ STEPS = 8
     pytest.param("libero_90", 20, id="libero_90", marks=pytest.mark.slow),
 ])
 def test_our_engine_agrees_with_the_reference_loop(suite, task_id, tmp_path):
-    config = ConformanceConfig(suite=suite, tasks=str(task_id), trials=2, sequences=("random",),
-                               image_size=64, max_steps=STEPS, workers=2, out=tmp_path,
-                               progress=False)
+    config = ConformanceConfig(Protocol(suite, image_size=64, max_steps=STEPS),
+                               RunOptions(tasks=str(task_id), trials=2, workers=2,
+                                          progress=False),
+                               sequences=("random",), out=tmp_path)
     table = run_conformance(config)
     assert len(table) == 2 and list(table["trial"]) == [0, 1]
     assert table["agrees"].all(), table.to_string()
@@ -102,9 +103,9 @@ def test_random_sequences_are_seeded_per_episode():
 
 def test_bad_configurations_are_named():
     with pytest.raises(BenchError, match="no reference loop"):
-        ConformanceConfig(suite="libero_spatial", seeding="hashed")
+        ConformanceConfig(Protocol("libero_spatial", seeding="hashed"))
     with pytest.raises(BenchError, match="sequences"):
-        ConformanceConfig(suite="libero_spatial", sequences=("human",))
+        ConformanceConfig(Protocol("libero_spatial"), sequences=("human",))
 
 
 def test_cli_exits_non_zero_on_a_disagreement(monkeypatch, tmp_path, capsys):

@@ -13,6 +13,7 @@ import pytest
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.panels import load_panel
+from worldvla_bench.protocol import Protocol, RunOptions
 from worldvla_bench.records import load_episode_arrays, read_episodes
 
 PANEL = """description: test panel, spread from always to never
@@ -30,8 +31,8 @@ def ranked(tmp_path_factory):
     root = tmp_path_factory.mktemp("rank")
     (root / "panel.yaml").write_text(PANEL)
     panel = load_panel(root / "panel.yaml")
-    setup = RankSetup(suite="libero_goal", tasks="1", trials=1, image_size=64, max_steps=120,
-                      workers=2, video=True)
+    setup = RankSetup(Protocol("libero_goal", image_size=64, max_steps=120),
+                      RunOptions(tasks="1", trials=1, workers=2), video=True)
     result = wm_rank(panel, [("sim-oracle", {})], setup, root / "out", judge=None,
                      judge_id="simulator", judge_line="the simulator", progress=False, n_boot=200)
     return root / "out", result
@@ -104,7 +105,8 @@ def test_outputs_written_and_resume_adds_nothing(ranked):
         assert (out / name).stat().st_size > 0, name
     assert "MMRV" in result["text"] and "sim-oracle" in result["text"]
     panel = load_panel(out.parent / "panel.yaml")
-    setup = RankSetup(suite="libero_goal", tasks="1", trials=1, image_size=64, max_steps=120)
+    setup = RankSetup(Protocol("libero_goal", image_size=64, max_steps=120),
+                      RunOptions(tasks="1", trials=1))
     wm_rank(panel, [("sim-oracle", {})], setup, out, judge=None, judge_id="simulator",
             judge_line="the simulator", progress=False, n_boot=50)
     assert len(read_episodes(out / "imagined" / "sim-oracle" / "expert")) == 1

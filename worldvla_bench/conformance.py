@@ -15,7 +15,7 @@ max |difference|). An episode agrees when all four do (tolerances default to exa
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 
 from worldvla_bench.atomic import write_atomic
 from worldvla_bench.envs.reference_loop import DUMMY_ACTION, NUM_STEPS_WAIT, ReferenceEpisode
-from worldvla_bench.envs.seeding import DEFAULT_SEEDING, SEEDINGS, check_seeding
+from worldvla_bench.envs.seeding import SEEDINGS, check_seeding
 from worldvla_bench.errors import BenchError, UnknownChoiceError
+from worldvla_bench.protocol import Protocol, RunOptions
 from worldvla_bench.records import episode_stem, load_episode_arrays, read_episodes
 from worldvla_bench.tasks import SuiteSpec, load_suite
 
@@ -38,39 +39,46 @@ REFERENCE_CONTROL_FREQ = 20
 
 @dataclass(frozen=True)
 class ConformanceConfig:
-    """One conformance check: `trials` (from trial 0, in order) of each of `tasks` ('0,3'; None:
-    all) of `suite`, for each kind in `sequences`, under a reference `seeding`. `image_size`
-    (px) and `max_steps` (None: the suite's) keep it small; `seed` seeds the random sequences
-    and is the run seed; `state_tol` and `pixel_tol` are the largest |difference| that still
+    """One conformance check. `protocol`: the suite, the run seed (it also seeds the random
+    sequences), a reference `seeding` (one with a reference loop), the image size (px) and
+    step limit (None: the suite's); its policy is the sequences' (the expert's, `replay` of the
+    random ones), whatever it names, and `fast_render` must be off (the reference loop renders
+    with the defaults). `options`: `tasks` ('0,3'; None: all), `trials` (from trial 0, in
+    order: `first_trial` must be 0), workers, progress; its `run_dir` is `<out>/<kind>_ours`,
+    whatever it names. `state_tol` and `pixel_tol` are the largest |difference| that still
     agrees (state: float; frames: uint8 levels)."""
 
-    suite: str
-    tasks: str | None = None
-    trials: int = 3
+    protocol: Protocol
+    options: RunOptions = field(default_factory=lambda: RunOptions(trials=3))
     sequences: tuple[str, ...] = SEQUENCES
-    seeding: str = DEFAULT_SEEDING
-    image_size: int = 64
-    max_steps: int | None = None
-    workers: int | None = None
     out: Path | None = None
-    seed: int = 7
     state_tol: float = 0.0
     pixel_tol: int = 0
-    progress: bool = True
 
     def __post_init__(self) -> None:
-        if SEEDINGS[check_seeding(self.seeding)] is None:
-            raise BenchError(f"the {self.seeding!r} seeding has no reference loop: choose "
+        seeding = self.protocol.seeding
+        if SEEDINGS[check_seeding(seeding)] is None:
+            raise BenchError(f"the {seeding!r} seeding has no reference loop: choose "
                              f"{', '.join(k for k, v in SEEDINGS.items() if v is not None)}")
         unknown = [s for s in self.sequences if s not in SEQUENCES]
         if unknown or not self.sequences:
             raise UnknownChoiceError("action sequences", unknown, list(SEQUENCES))
-        if int(self.trials) < 1:
-            raise BenchError(f"trials must be >= 1, got {self.trials}")
+        if self.options.trials is None or int(self.options.trials) < 1:
+            raise BenchError(f"trials must be >= 1, got {self.options.trials}")
+        if self.options.first_trial != 0:
+            raise BenchError("conformance runs trials from 0, in order, as the reference loop "
+                             f"does: first trial must be 0, got {self.options.first_trial}")
+        if self.protocol.fast_render:
+            raise BenchError("conformance renders as the reference loop does: no fast render")
+
+    @property
+    def trials(self) -> int:
+        return int(self.options.trials or 0)
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out or f"results/conformance/{self.suite}_{self.seeding}")
+        return Path(self.out or f"results/conformance/{self.protocol.suite}_"
+                                 f"{self.protocol.seeding}")
 
 
 @dataclass
@@ -111,22 +119,23 @@ def check_reference_constants(suite: SuiteSpec) -> None:
 def run_conformance(config: ConformanceConfig) -> pd.DataFrame:
     """Run the check, write `conformance.csv` and `conformance.md` into `config.out_dir`, and
     return the per-episode table (one row per `EpisodeAgreement`)."""
-    suite = load_suite(config.suite)
+    suite = load_suite(config.protocol.suite)
     check_reference_constants(suite)
-    max_steps = int(config.max_steps or suite.max_steps)
+    protocol = config.protocol.resolved(suite)
     task_ids = _task_ids(config, suite)
     out = config.out_dir
     rows: list[EpisodeAgreement] = []
     for kind in config.sequences:
-        ours = _run_ours(config, suite, kind, max_steps, out)
+        ours = _run_ours(config, protocol, kind, out)
         records = {(r["task_id"], r["trial"]): r for r in read_episodes(ours)}
         bar = tqdm(total=len(task_ids) * config.trials, desc=f"{suite.name} {kind} reference",
-                   unit="ep", disable=not config.progress, file=sys.stderr, dynamic_ncols=True)
+                   unit="ep", disable=not config.options.progress, file=sys.stderr,
+                   dynamic_ncols=True)
         try:
             for task_id in task_ids:
                 arrays = [_our_arrays(ours, records, suite.name, task_id, trial)
                           for trial in range(config.trials)]
-                reference = _run_reference(config, suite, task_id, arrays, max_steps,
+                reference = _run_reference(protocol, suite, task_id, arrays,
                                            lambda _, bar=bar: bar.update(1))
                 for trial, (ref, mine) in enumerate(zip(reference, arrays, strict=True)):
                     rows.append(compare_episode(kind, task_id, trial, records[(task_id, trial)],
@@ -134,17 +143,17 @@ def run_conformance(config: ConformanceConfig) -> pd.DataFrame:
         finally:
             bar.close()
     table = pd.DataFrame([asdict(r) for r in rows])
-    _write_tables(out, table, config, max_steps)
+    _write_tables(out, table, protocol)
     return table
 
 
-def _run_ours(config: ConformanceConfig, suite: SuiteSpec, kind: str, max_steps: int,
-              out: Path) -> Path:
-    """Our engine's run of the sequences `kind` (frames and states kept); its directory."""
-    from worldvla_bench.protocol import Protocol, RunOptions
+def _run_ours(config: ConformanceConfig, protocol: Protocol, kind: str, out: Path) -> Path:
+    """Our engine's run of the sequences `kind` (frames and states kept) under the resolved
+    `protocol`; its directory."""
     from worldvla_bench.records import save_episode_arrays
     from worldvla_bench.rollout import run_evaluation
 
+    suite = load_suite(protocol.suite)
     if kind == "expert":
         policy, kwargs = "expert", {}
     else:
@@ -155,21 +164,17 @@ def _run_ours(config: ConformanceConfig, suite: SuiteSpec, kind: str, max_steps:
                 if not path.exists():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     save_episode_arrays(path, actions=random_sequence(
-                        config.seed, suite.name, task_id, trial, max_steps))
+                        protocol.seed, suite.name, task_id, trial, int(protocol.max_steps)))
         policy, kwargs = "replay", {"run": str(actions_dir)}
-    protocol = Protocol(suite=suite.name, policy=policy, policy_kwargs=kwargs, seed=config.seed,
-                        seeding=config.seeding, image_size=config.image_size,
-                        max_steps=max_steps)
-    options = RunOptions(run_dir=out / f"{kind}_ours", tasks=config.tasks, trials=config.trials,
-                         workers=config.workers, save_frames=True, progress=config.progress)
-    return run_evaluation(protocol, options)
+    options = replace(config.options, run_dir=out / f"{kind}_ours", save_frames=True)
+    return run_evaluation(replace(protocol, policy=policy, policy_kwargs=kwargs), options)
 
 
 def _task_ids(config: ConformanceConfig, suite: SuiteSpec) -> list[int]:
     from worldvla_bench.envs.libero_tasks import n_tasks
     from worldvla_bench.tasks import parse_index_list
 
-    return parse_index_list(config.tasks, n_tasks(suite), f"task id for suite {suite.name}")
+    return parse_index_list(config.options.tasks, n_tasks(suite), f"task id for suite {suite.name}")
 
 
 def _our_arrays(run_dir: Path, records: dict, suite: str, task_id: int,
@@ -182,14 +187,13 @@ def _our_arrays(run_dir: Path, records: dict, suite: str, task_id: int,
     return load_episode_arrays(run_dir / record["episode_file"])
 
 
-def _run_reference(config: ConformanceConfig, suite: SuiteSpec, task_id: int,
-                   arrays: list[dict[str, np.ndarray]], max_steps: int,
-                   on_episode) -> list[ReferenceEpisode]:
+def _run_reference(protocol: Protocol, suite: SuiteSpec, task_id: int,
+                   arrays: list[dict[str, np.ndarray]], on_episode) -> list[ReferenceEpisode]:
     from worldvla_bench.envs.reference_loop import run_reference_task
 
-    return run_reference_task(suite, task_id, int(SEEDINGS[config.seeding]),
-                              [a["actions"] for a in arrays], config.image_size, max_steps,
-                              on_episode=on_episode)
+    return run_reference_task(suite, task_id, int(SEEDINGS[protocol.seeding]),
+                              [a["actions"] for a in arrays], int(protocol.image_size),
+                              int(protocol.max_steps), on_episode=on_episode)
 
 
 def compare_episode(kind: str, task_id: int, trial: int, record: dict[str, Any],
@@ -234,13 +238,12 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def _write_tables(out: Path, table: pd.DataFrame, config: ConformanceConfig,
-                  max_steps: int) -> None:
+def _write_tables(out: Path, table: pd.DataFrame, protocol: Protocol) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "conformance.csv", table.to_csv(index=False).encode())
-    head = (f"# Conformance: {config.suite}, seeding {config.seeding} "
-            f"(env.seed({SEEDINGS[config.seeding]})), {config.image_size} px, "
-            f"{max_steps} steps\n\n")
+    head = (f"# Conformance: {protocol.suite}, seeding {protocol.seeding} "
+            f"(env.seed({SEEDINGS[protocol.seeding]})), {protocol.image_size} px, "
+            f"{protocol.max_steps} steps\n\n")
     text = (head + summary(table).to_markdown(index=False) + "\n\n"
             + table.to_markdown(index=False) + "\n")
     write_atomic(out / "conformance.md", text.encode())

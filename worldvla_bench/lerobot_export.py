@@ -193,34 +193,3 @@ def _add_provenance(out: Path, run_dir: Path, manifest: dict[str, Any],
         "episodes": exported,
     }
     info_path.write_text(json.dumps(info, indent=4) + "\n", encoding="utf-8")
-
-
-def add_export_lerobot_parser(sub: Any):
-    """The `export-lerobot RUN OUT` command."""
-    parser = sub.add_parser("export-lerobot",
-                            help="write a run recorded with --save-frames as a LeRobot v3 dataset")
-    parser.add_argument("run", help="run name under results/, or a path (eval --save-frames)")
-    parser.add_argument("out", help="the dataset's root directory (must not exist)")
-    parser.add_argument("--repo-id", default=None,
-                        help="the dataset's name in its metadata (default: local/<run>)")
-    parser.add_argument("--vcodec", default="libsvtav1", choices=VIDEO_CODECS,
-                        help="video codec (default: LeRobot's, AV1; h264 plays in browsers)")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(func=_cmd_export_lerobot)
-    return parser
-
-
-def _cmd_export_lerobot(args) -> int:
-    import os
-
-    from worldvla_bench.cli import _existing_run_path
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local dataset: never ask a hub
-    os.environ.setdefault("SVT_LOG", "1")  # the AV1 encoder's errors only, not its banner
-    result = export_lerobot(_existing_run_path(args.run), Path(args.out), repo_id=args.repo_id,
-                            vcodec=args.vcodec, progress=not args.no_progress)
-    skipped = (f"; {result['skipped_errors']} episodes that ended in an error left out"
-               if result["skipped_errors"] else "")
-    print(f"written: {result['root']} (LeRobot {CODEBASE_VERSION}: {result['episodes']} "
-          f"episodes, {result['frames']} frames{skipped})")
-    return 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from worldvla_bench.atomic import write_atomic
 from worldvla_bench.envs.libero_env import LiberoEnv
-from worldvla_bench.envs.seeding import DEFAULT_SEEDING, scene_of
+from worldvla_bench.envs.seeding import scene_of
 from worldvla_bench.errors import BenchError, RunDirectoryError
 from worldvla_bench.panels import Panel
 from worldvla_bench.policy import EpisodeContext, make_policy
@@ -61,16 +61,15 @@ IMAGINATION_FILE = "imagination.json"
 
 @dataclass(frozen=True)
 class RankSetup:
-    """What a ranking measures: the suite and episodes, and how imagination is judged."""
+    """What a ranking measures. `protocol`: the simulated episodes' suite, run seed, seeding,
+    image size, step limit and render settings (its policy is each panel entry's, whatever it
+    names); `options`: which episodes (tasks, trials, first trial) and the simulator's workers
+    (its run directory is `<out>/sim/<policy>`, its progress and frames the ranking's);
+    `threshold`: the judge's P(success) cut."""
 
-    suite: str
-    tasks: str | None = None
-    trials: int | None = None
-    image_size: int | None = None
-    max_steps: int | None = None
+    protocol: Protocol
+    options: RunOptions = field(default_factory=RunOptions)
     threshold: float = 0.5
-    workers: int | None = None
-    seeding: str = DEFAULT_SEEDING
     #: record the simulated episodes' frames and write a side-by-side video per imagined episode
     video: bool = False
 
@@ -82,12 +81,9 @@ def simulate_panel(panel: Panel, setup: RankSetup, out: Path, progress: bool = T
 
     runs = {}
     for entry in panel.entries:
-        protocol = Protocol(suite=setup.suite, policy=entry.policy, policy_kwargs=entry.args,
-                            seeding=setup.seeding, image_size=setup.image_size,
-                            max_steps=setup.max_steps)
-        options = RunOptions(run_dir=out / "sim" / entry.name, tasks=setup.tasks,
-                             trials=setup.trials, workers=setup.workers, progress=progress,
-                             save_frames=setup.video)
+        protocol = replace(setup.protocol, policy=entry.policy, policy_kwargs=entry.args)
+        options = replace(setup.options, run_dir=out / "sim" / entry.name, progress=progress,
+                          save_frames=setup.video)
         runs[entry.name] = run_evaluation(protocol, options)
     return runs
 
@@ -142,7 +138,8 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
                             env.close()
                         env = LiberoEnv(suite, record["task_id"], image_size=config["image_size"],
                                         cameras=(IMAGINED_CAMERA,),
-                                        max_steps=config["max_steps"])
+                                        max_steps=config["max_steps"],
+                                        fast_render=bool(config.get("fast_render", False)))
                     starts.append(_first_observation(env, record))
                 actions = [load_episode_arrays(sim_run / r["episode_file"])["actions"]
                            if r.get("episode_file") else None for r in part]
@@ -400,7 +397,7 @@ def wm_rank(panel: Panel, world_models: list[tuple[str, dict[str, Any]]], setup:
     if "matplotlib.pyplot" not in sys.modules:
         matplotlib.use("Agg")  # no display needed for the file
     plot_rank(tables["per_policy"], out / "ranking.png")
-    text = format_rank(tables, f"Panel `{panel.name}` on `{setup.suite}` in LIBERO and in "
-                       f"imagination", judge_line)
+    text = format_rank(tables, f"Panel `{panel.name}` on `{setup.protocol.suite}` in LIBERO "
+                       f"and in imagination", judge_line)
     write_atomic(out / "ranking.md", text.encode("utf-8"))
     return {"text": text, **tables, "sim_runs": sim_runs, "imagined": imagined}

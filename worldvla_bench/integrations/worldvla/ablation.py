@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import pandas as pd
 
 from worldvla_bench.atomic import write_atomic
 from worldvla_bench.errors import BenchError, UnknownChoiceError
+from worldvla_bench.protocol import Protocol, RunOptions
 
 POLICY_TARGET = "worldvla_bench.integrations.worldvla.policy:WorldVLAPolicy"
 TABLE_MD = "ablation.md"
@@ -152,23 +153,21 @@ def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA 
 
 @dataclass
 class AblationConfig:
-    """What to train and evaluate. `train` holds `TrainConfig` fields shared by every cell."""
+    """What to train and evaluate. `protocol`: the evaluations' suite, run seed, seeding, image
+    size, step limit and render settings (its policy is each cell's checkpoint, whatever it
+    names); `options`: which episodes (default: task 0) and the workers (its run directory is
+    `<out>/runs/<cell>`); `options.progress` also shows training progress. `train` holds
+    `TrainConfig` fields shared by every cell."""
 
     data: list[str]
-    suite: str
+    protocol: Protocol
     out: str
-    tasks: str | None = "0"
-    trials: int | None = None
+    options: RunOptions = field(default_factory=lambda: RunOptions(tasks="0"))
     cells: list[str] | None = None
     checkpoints: dict[str, str] = field(default_factory=dict)
     chunk_size: int = 5
     world_model_weight: float = 1.0
     train: dict[str, Any] = field(default_factory=dict)
-    workers: int | None = None
-    seed: int = 7
-    image_size: int | None = None
-    max_steps: int | None = None
-    progress: bool = True
 
 
 def _train_cell(config: AblationConfig, cell: AblationCell, vq_checkpoint: str | None) -> str:
@@ -178,7 +177,7 @@ def _train_cell(config: AblationConfig, cell: AblationCell, vq_checkpoint: str |
     args = {**config.train, "data": config.data, "out": str(out),
             "chunk_size": config.chunk_size if cell.chunk else 1,
             "world_model_weight": config.world_model_weight if cell.world_model else 0.0,
-            "action_mask": cell.action_mask, "progress": config.progress}
+            "action_mask": cell.action_mask, "progress": config.options.progress}
     if vq_checkpoint:
         args["vq_from"] = vq_checkpoint
     return str(train(TrainConfig(**args)).checkpoint)
@@ -190,7 +189,7 @@ def _shared_vq(config: AblationConfig) -> str | None:
     if config.train.get("vq_from"):
         return str(config.train["vq_from"])
     args = {**config.train, "data": config.data, "out": str(Path(config.out) / "vq"),
-            "steps": 0, "progress": config.progress}
+            "steps": 0, "progress": config.options.progress}
     return str(train(TrainConfig(**args)).checkpoint)
 
 
@@ -198,7 +197,6 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     """Train (or take) every selected cell, evaluate each, write the table; returns
     {'table', 'markdown', 'md', 'csv', 'runs'}."""
     from worldvla_bench.integrations.worldvla.training import load_checkpoint
-    from worldvla_bench.protocol import Protocol, RunOptions
     from worldvla_bench.rollout import run_evaluation
 
     cells = select_cells(config.cells)
@@ -215,12 +213,10 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         _, meta = load_checkpoint(checkpoint)
         run_dir = out / "runs" / cell.name.replace("+", "_plus_")
         run_evaluation(
-            Protocol(suite=config.suite, policy=POLICY_TARGET,
-                     policy_kwargs={"checkpoint": str(Path(checkpoint).resolve()),
-                                    "action_mask": cell.action_mask},
-                     seed=config.seed, image_size=config.image_size, max_steps=config.max_steps),
-            RunOptions(run_dir=run_dir, tasks=config.tasks, trials=config.trials,
-                       workers=config.workers, progress=config.progress))
+            replace(config.protocol, policy=POLICY_TARGET,
+                    policy_kwargs={"checkpoint": str(Path(checkpoint).resolve()),
+                                   "action_mask": cell.action_mask}),
+            replace(config.options, run_dir=run_dir))
         runs.append(CellRun(cell, run_dir, int(meta["chunk_size"]), str(checkpoint)))
     table = ablation_table(runs)
     written = write_ablation(table, out)
@@ -242,6 +238,7 @@ def _parse_checkpoints(items: Sequence[str] | None) -> dict[str, str]:
 
 def add_ablation_parser(subparsers) -> argparse.ArgumentParser:
     """Register `worldvla-bench ablation` on an argparse subparsers object."""
+    from worldvla_bench.commands import run_flags
     from worldvla_bench.integrations.worldvla.training import add_train_arguments
 
     parser = subparsers.add_parser(
@@ -249,9 +246,12 @@ def add_ablation_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
     )
     add_train_arguments(parser, data_required=False)
-    parser.add_argument("--suite", required=True, help="suite to evaluate on")
-    parser.add_argument("--tasks", default="0", help="task ids, e.g. '0,3' or '0-4' or 'all'")
-    parser.add_argument("--trials", type=int, default=None, help="trials per task (default suite)")
+    # --seed is the training seed: the evaluations' run seed is --eval-seed; the policy is
+    # each cell's checkpoint
+    run_flags.add_protocol_flags(parser, policy=False, seed_flag="--eval-seed",
+                                 seed_help="run seed of the evaluations")
+    run_flags.add_selection_flags(parser, tasks_default="0")
+    run_flags.add_execution_flags(parser)
     parser.add_argument("--cells", default=None,
                         help=f"comma-separated subset of: {', '.join(CELLS)} (default all)")
     parser.add_argument("--checkpoint", action="append", metavar="CELL=PATH",
@@ -260,15 +260,13 @@ def add_ablation_parser(subparsers) -> argparse.ArgumentParser:
                         help="world samples per action sample in the world-model cells")
     parser.add_argument("--out", default=None, help="output directory (default "
                                                     "results/ablation_<suite>)")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--eval-seed", type=int, default=7, help="run seed of the evaluations")
-    parser.add_argument("--image-size", type=int, default=None, help="camera px (default suite)")
-    parser.add_argument("--max-steps", type=int, default=None, help="env step limit per episode")
     parser.set_defaults(func=cmd_ablation)
     return parser
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
+    from worldvla_bench.commands import run_flags
+
     checkpoints = _parse_checkpoints(args.checkpoint)
     cells = select_cells(args.cells)
     if not args.data and any(c.name not in checkpoints for c in cells):
@@ -281,23 +279,16 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         "vq_from": args.vq_from, "checkpoint_every": args.checkpoint_every,
         "threads": args.threads,
     }
-    tasks = None if str(args.tasks).lower() == "all" else args.tasks
     result = run_ablation(AblationConfig(
         data=list(args.data or []),
-        suite=args.suite,
+        protocol=run_flags.protocol_from_args(args, policy=POLICY_TARGET),
         out=args.out or str(Path("results") / f"ablation_{args.suite}"),
-        tasks=tasks,
-        trials=args.trials,
+        options=run_flags.options_from_args(args),
         cells=[c.name for c in cells],
         checkpoints=checkpoints,
         chunk_size=args.chunk_size,
         world_model_weight=args.world_model_weight,
         train=train_args,
-        workers=args.workers,
-        seed=args.eval_seed,
-        image_size=args.image_size,
-        max_steps=args.max_steps,
-        progress=not args.no_progress,
     ))
     print(result["markdown"])
     print(f"written: {result['md']}, {result['csv']}")

@@ -12,23 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from worldvla_bench.commands import run_flags
+from worldvla_bench.commands.common import existing_run_path
 from worldvla_bench.errors import BenchError
-
-
-def _tasks(text: str | None) -> set[str | int] | None:
-    """'1,4' (ids of any suite) or 'libero_goal/1,libero_goal/4' (keys); None: all."""
-    if not text:
-        return None
-    chosen: set[str | int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if "/" in part:
-            chosen.add(part)
-        elif part.isdigit():
-            chosen.add(int(part))
-        else:
-            raise BenchError(f"bad task {part!r} in --tasks: use ids ('1,4') or 'suite/id'")
-    return chosen
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -43,10 +29,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return table.to_markdown(index=False, disable_numparse=True)
 
 
-def cmd_train_judge(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from worldvla_bench.cli import _existing_run_path
     from worldvla_bench.worldmodel.judge import ECE_BINS, TrainConfig, train_judge
     from worldvla_bench.worldmodel.judge_data import read_labelled_runs, run_policy
 
@@ -54,11 +39,11 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)  # on a shared machine 1 can be faster than 2
-    runs = [_existing_run_path(name) for name in args.runs]
+    runs = [existing_run_path(name) for name in args.runs]
     out = Path(args.out)
     if out.suffix != ".pt":
         raise BenchError(f"--out must end in .pt, got {out}")
-    data = read_labelled_runs(runs, _tasks(args.tasks), every=args.every,
+    data = read_labelled_runs(runs, run_flags.parse_task_keys(args.tasks), every=args.every,
                               hold_steps=args.hold_steps, hold_still=args.hold_still,
                               progress=not args.no_progress)
     print(f"{len(data)} frames ({int(data.labels.sum())} successes, {int(data.hold.sum())} hold "
@@ -91,14 +76,15 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train_judge_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `train-judge --runs RUN [RUN ...] --out PATH.pt [...]`."""
     tj = subparsers.add_parser(
         "train-judge", help="train the success judge (a small CNN) on frames of recorded runs")
     tj.add_argument("--runs", nargs="+", required=True,
                     help="runs recorded with `eval --save-frames` (names under results/, or paths)")
     tj.add_argument("--out", required=True, help="checkpoint path, ending in .pt")
-    tj.add_argument("--tasks", default=None, help="task ids '1,4' or 'suite/id,...' (default: all)")
+    # the runs' episodes of these tasks (any suite; 'suite/id' for one suite's)
+    run_flags.add_selection_flags(tj, trials=False, first_trial=False, task_keys=True)
     tj.add_argument("--epochs", type=int, default=20)
     tj.add_argument("--batch-size", type=int, default=64)
     tj.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (one cycle)")
@@ -116,5 +102,5 @@ def add_train_judge_parser(subparsers: Any) -> argparse.ArgumentParser:
     tj.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
     tj.add_argument("--no-progress", action="store_true")
-    tj.set_defaults(func=cmd_train_judge)
+    tj.set_defaults(func=run)
     return tj

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from worldvla_bench.commands import run_flags
+from worldvla_bench.commands.common import run_path
 
-def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
-    from worldvla_bench.cli import _add_seeding
 
-    parser = sub.add_parser(
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
         "wm-rank", help="rank a panel of policies in LIBERO and in world models, and compare")
     parser.add_argument("--panel", required=True,
                         help="panel name (tasks/panels/<name>.yaml) or a yaml path")
@@ -23,14 +24,11 @@ def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--judge", default=None,
                         help="success judge from `train-judge`; 'simulator' = the simulator's "
                         "own check (sim-oracle only)")
-    parser.add_argument("--suite", required=True)
-    parser.add_argument("--tasks", default=None, help="task ids, e.g. '0,3' (default: all)")
-    parser.add_argument("--trials", type=int, default=None, help="trials per task")
-    parser.add_argument("--image-size", type=int, default=None, help="camera px (default suite)")
-    parser.add_argument("--max-steps", type=int, default=None, help="step limit (default suite)")
     parser.add_argument("--threshold", type=float, default=0.5, help="judge P(success) cut")
-    _add_seeding(parser)
-    parser.add_argument("--workers", type=int, default=None, help="simulator workers")
+    run_flags.add_protocol_flags(parser, policy=False)  # the panel names the policies
+    run_flags.add_selection_flags(parser)
+    run_flags.add_execution_flags(parser, workers_help="simulator workers (default: one per "
+                                                       "core)")
     parser.add_argument("--video", action="store_true",
                         help="record the simulated frames and write an mp4 per imagined episode: "
                         "simulated (left) beside imagined (right), under imagined/<wm>/<policy>/"
@@ -39,13 +37,11 @@ def add_rank_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--simulate-only", action="store_true",
                         help="run (or resume) only the simulated episodes under <out>/sim/, e.g. "
                         "while a judge trains; a later wm-rank with the same --out reuses them")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(func=cmd_rank)
+    parser.set_defaults(func=run)
     return parser
 
 
-def cmd_rank(args: argparse.Namespace) -> int:
-    from worldvla_bench.cli import _run_path
+def run(args: argparse.Namespace) -> int:
     from worldvla_bench.errors import BenchError
     from worldvla_bench.panels import load_panel
     from worldvla_bench.policy import parse_policy_args
@@ -55,11 +51,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
     panel = load_panel(args.panel)
     if args.policies:
         panel = panel.select([p.strip() for p in args.policies.split(",") if p.strip()])
-    setup = RankSetup(suite=args.suite, tasks=args.tasks, trials=args.trials,
-                      image_size=args.image_size, max_steps=args.max_steps,
-                      threshold=args.threshold, workers=args.workers, seeding=args.seeding,
+    setup = RankSetup(protocol=run_flags.protocol_from_args(args),
+                      options=run_flags.options_from_args(args), threshold=args.threshold,
                       video=args.video)
-    out = _run_path(args.out or f"rank_{slugify(panel.name)}_{slugify(args.suite)}")
+    out = run_path(args.out or f"rank_{slugify(panel.name)}_{slugify(args.suite)}")
     if args.simulate_only:
         runs = simulate_panel(panel, setup, out, progress=not args.no_progress)
         print(f"simulated {len(runs)} policies under {out}/sim/")
@@ -80,5 +75,6 @@ def cmd_rank(args: argparse.Namespace) -> int:
     result = wm_rank(panel, world_models, setup, out, judge, judge_id, judge_line,
                      progress=not args.no_progress)
     print(result["text"])
-    print(f"written: {out}/ranking.md, ranking.csv, agreement.csv, per_episode.csv, ranking.png")
+    print(f"written: {out}/ranking.md, ranking.csv, agreement.csv, per_episode.csv, "
+          "ranking.png")
     return 0
