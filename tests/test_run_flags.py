@@ -83,6 +83,22 @@ def test_each_command_has_the_shared_flags_with_the_same_meaning(command):
     assert (_flag(parser, "--suite").required, _flag(parser, "--tasks").required) == (True, False)
 
 
+@pytest.mark.parametrize("command", [*COMMANDS, "train-judge"])
+def test_each_command_help_lists_its_shared_flags(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    shown = capsys.readouterr().out
+    assert done.value.code == 0
+    flags = COMMANDS[command][0] if command in COMMANDS else ["--tasks"]
+    assert all(flag in shown for flag in flags), command
+    assert "'0-4'" in shown  # --tasks takes ranges everywhere
+
+
+def test_train_judge_tasks_is_the_shared_selection_flag():
+    action = _flag(_parser("train-judge"), "--tasks")
+    assert (action.dest, action.type, action.default) == SHARED["--tasks"][:3]
+
+
 def test_conformance_offers_only_the_seedings_with_a_reference_loop():
     choices = _flag(_parser("conformance"), "--seeding").choices
     assert set(choices) == {name for name, seed in SEEDINGS.items() if seed is not None}
