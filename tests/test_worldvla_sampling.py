@@ -424,3 +424,35 @@ def test_wm_rank_refuses_to_resume_under_other_world_model_arguments(tmp_path):
     imagine_run(sim, plain, "noop", {}, "copy-last", CopyLast(), None, "simulator",
                 progress=False)
     assert "world_model_args" not in json.loads((plain / IMAGINATION_FILE).read_text())
+
+
+def test_eval_records_the_decoding_options_and_refuses_bad_ones_before_any_episode(
+        tmp_path, capsys):
+    """`eval --policy-arg temperature=...` on real LIBERO (one short episode): the options are in
+    the run's manifest, a resume under others is refused, bad ones stop before any episode."""
+    from worldvla_bench.cli import main
+    from worldvla_bench.records import read_episodes
+
+    run = tmp_path / "run"
+    common = ["eval", "--suite", "libero_goal", "--policy", "worldvla", "--tasks", "1",
+              "--trials", "1", "--image-size", "64", "--max-steps", "10", "--workers", "1",
+              "--run", str(run), "--no-progress", "--no-report"]
+    sampled = ["--policy-arg", "temperature=0.7", "--policy-arg", "top_k=20",
+               "--policy-arg", "seed=3"]
+    assert main(common + sampled) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["policy_kwargs"] == {"temperature": 0.7, "top_k": 20, "seed": 3}
+    [record] = read_episodes(run)
+    assert record["error"] is None
+    capsys.readouterr()
+    assert main(common + ["--policy-arg", "temperature=0.7", "--policy-arg", "seed=4"]) == 2
+    assert "policy_kwargs" in capsys.readouterr().err
+    fresh = tmp_path / "refused"
+    for bad, message in (("temperature=-0.5", "temperature must be"), ("top_k=0", "top_k must"),
+                         ("top_k=2.5", "top_k=2.5 is not of type"),
+                         ("seed=x", "seed='x' is not of type")):
+        args = [a if a != str(run) else str(fresh) for a in common]
+        assert main(args + ["--policy-arg", bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (fresh / "episodes.jsonl").exists()
