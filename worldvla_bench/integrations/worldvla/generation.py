@@ -78,6 +78,18 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
 
 
+def row_generators(sampling: Sampling | None, seeds: Sequence[int] | None,
+                   rows: int) -> list[torch.Generator] | None:
+    """One CPU generator per row for sampled decoding, seeded by `seeds` (default
+    `sampling.seed` for every row); None when decoding is greedy."""
+    if sampling is None or sampling.greedy:
+        return None
+    seeds = [sampling.seed] * rows if seeds is None else list(seeds)
+    if len(seeds) != rows:
+        raise ValueError(f"one seed per prompt: {len(seeds)} seeds for {rows} prompts")
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
 def choose_tokens(scores: torch.Tensor, sampling: Sampling | None,
                   generators: Sequence[torch.Generator] | None, rows: torch.Tensor) -> torch.Tensor:
     """Next tokens (B,) from scores (B, V): argmax if greedy, else one draw per row in `rows`
@@ -163,12 +175,7 @@ def generate(
     ids = input_ids.to(model.embed.weight.device)
     b, p = ids.shape
     valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid.to(ids.device).bool()
-    generators = None
-    if sampling is not None and not sampling.greedy:
-        seeds = [sampling.seed] * b if seeds is None else list(seeds)
-        if len(seeds) != b:
-            raise ValueError(f"one seed per prompt: {len(seeds)} seeds for {b} prompts")
-        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    generators = row_generators(sampling, seeds, b)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if not bool(valid[:, -1].all()):

@@ -129,9 +129,38 @@ def decode_action_chunk(
 
 class ActsInBatches:
     """`act` and `act_batch` of both WorldVLA policies, through their `_answer(observations,
-    contexts)`: one batched generation, each entry a (K, 7) chunk or an `EndEpisode`."""
+    contexts)`: one batched generation, each entry a (K, 7) chunk or an `EndEpisode`; and the
+    seeds of sampled decoding (`call_seeds`)."""
 
     _context: EpisodeContext | None
+    camera: str
+    sampling: Sampling
+    _calls: dict[tuple[Any, ...] | None, int]  # episode -> index of its last call
+
+    @classmethod
+    def check_arguments(cls, temperature: float | None = None, top_k: int | None = None,
+                        seed: int = 0, **_: Any) -> None:
+        """Refuse bad decoding options before anything is loaded (one-line ValueError)."""
+        check_sampling(temperature, top_k, seed)
+
+    def call_seeds(self, observations: list[dict[str, Any]],
+                   contexts: list[EpisodeContext | None]) -> list[int] | None:
+        """One sampling seed per call (None when greedy), from (`seed`, episode, call index);
+        counts the calls of each episode."""
+        if self.sampling.greedy:
+            return None
+        seeds = []
+        for observation, context in zip(observations, contexts, strict=True):
+            key = _episode_key(context or self._context)
+            first = not len(observation.get(f"{self.camera}_history", ()))
+            index = 0 if first else self._calls.get(key, -1) + 1
+            self._calls[key] = index
+            seeds.append(derive_seed(self.sampling.seed, key, index))
+        return seeds
+
+    def forget_calls(self, context: EpisodeContext | None) -> None:
+        """Restart the call count of an episode (at `reset`)."""
+        self._calls.pop(_episode_key(context), None)
 
     def _answer(self, observations: list[dict[str, Any]],
                 contexts: list[EpisodeContext | None]) -> list[np.ndarray | EndEpisode]:
@@ -222,33 +251,12 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         self._calls: dict[tuple[Any, ...] | None, int] = {}  # episode -> index of its last call
         self.reset(None)
 
-    @classmethod
-    def check_arguments(cls, temperature: float | None = None, top_k: int | None = None,
-                        seed: int = 0, **_: Any) -> None:
-        """Refuse bad decoding options before anything is loaded (one-line ValueError)."""
-        check_sampling(temperature, top_k, seed)
-
     # -- episode state
     def reset(self, context: EpisodeContext | None) -> None:
         self._context = context
         self._gripper = OPEN_GRIPPER  # LIBERO's wait steps leave the gripper open
         self.episode_fallbacks = 0
-        self._calls.pop(_episode_key(context), None)
-
-    def call_seeds(self, observations: list[dict[str, Any]],
-                   contexts: list[EpisodeContext | None]) -> list[int] | None:
-        """One sampling seed per call (None when greedy), from (`seed`, episode, call index);
-        counts the calls of each episode."""
-        if self.sampling.greedy:
-            return None
-        seeds = []
-        for observation, context in zip(observations, contexts, strict=True):
-            key = _episode_key(context or self._context)
-            first = not len(observation.get(f"{self.camera}_history", ()))
-            index = 0 if first else self._calls.get(key, -1) + 1
-            self._calls[key] = index
-            seeds.append(derive_seed(self.sampling.seed, key, index))
-        return seeds
+        self.forget_calls(context)
 
     def prompt_instruction(self, observation: dict[str, Any],
                            context: EpisodeContext | None = None) -> str:
@@ -275,11 +283,12 @@ class WorldVLAPolicy(ActsInBatches, Policy):
             previous.append(history[-1] if len(history) else frame)  # first call: frame twice
         texts = [self.prompt_instruction(o, c) for o, c in zip(observations, contexts, strict=True)]
         seeds = self.call_seeds(observations, contexts)
+        sampled = {} if seeds is None else {"sampling": self.sampling, "seeds": seeds}
         t0 = time.perf_counter()
         with autocast(self.device, self.bf16):
             answers = generate_action_tokens(self.model, texts, previous, frames,
                                              self.chunk_size, self.action_mask,
-                                             self.max_new_tokens, self.sampling, seeds)
+                                             self.max_new_tokens, **sampled)
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["chunks"] += len(observations)
         return [self._chunk(tokens) for tokens in answers]

@@ -36,6 +36,24 @@ from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
 FEEDBACK = ("pixels", "codes")
 
 
+def check_world_model_arguments(feedback: str = "pixels", temperature: float | None = None,
+                                top_k: int | None = None, seed: int = 0) -> None:
+    """Refuse a bad `feedback` or decoding option (one-line ValueError)."""
+    if feedback not in FEEDBACK:
+        raise ValueError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
+    check_sampling(temperature, top_k, seed)
+
+
+def clip_seed(seed: int, last_frame: np.ndarray, instruction: str | None,
+              context: PredictionContext | None) -> int:
+    """The sampling seed of one clip: from the model's `seed`, the clip's metadata, its
+    instruction and the bytes of its last context frame (step t then draws with
+    `derive_seed(clip_seed, t)`)."""
+    meta = json.dumps(context.meta if context is not None else {}, sort_keys=True, default=str)
+    return derive_seed(seed, meta, str(instruction or ""),
+                       np.ascontiguousarray(last_frame, dtype=np.uint8).tobytes())
+
+
 class WorldVLAWorldModel(WorldModel):
     """`checkpoint`: a checkpoint file, training directory or shipped name (default the shipped
     tiny libero_goal model; see `checkpoints.resolve_checkpoint`). `device` any torch device
@@ -62,17 +80,12 @@ class WorldVLAWorldModel(WorldModel):
     def check_arguments(cls, feedback: str = "pixels", temperature: float | None = None,
                         top_k: int | None = None, seed: int = 0, **_: Any) -> None:
         """Refuse bad options before anything is loaded (one-line ValueError)."""
-        if feedback not in FEEDBACK:
-            raise ValueError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
-        check_sampling(temperature, top_k, seed)
+        check_world_model_arguments(feedback, temperature, top_k, seed)
 
     def clip_seed(self, last_frame: np.ndarray, instruction: str,
                   context: PredictionContext | None) -> int:
         """The sampling seed of one clip (its steps derive theirs from it)."""
-        meta = json.dumps(context.meta if context is not None else {}, sort_keys=True,
-                          default=str)
-        return derive_seed(self.sampling.seed, meta, str(instruction),
-                           np.ascontiguousarray(last_frame, dtype=np.uint8).tobytes())
+        return clip_seed(self.sampling.seed, last_frame, instruction, context)
 
     def predict(self, context_frames: np.ndarray, actions: np.ndarray, instruction: str,
                 context: PredictionContext | None = None) -> np.ndarray:
@@ -108,21 +121,20 @@ class WorldVLAWorldModel(WorldModel):
             active = [i for i, a in enumerate(actions) if step < len(a)]
             for start in range(0, len(active), self.batch_size):
                 batch = active[start:start + self.batch_size]
-                seeds = ([derive_seed(clip_seeds[i], step) for i in batch]
-                         if not self.sampling.greedy else None)
+                sampled = {} if self.sampling.greedy else {
+                    "sampling": self.sampling,
+                    "seeds": [derive_seed(clip_seeds[i], step) for i in batch]}
                 step_actions = np.stack([actions[i][step] for i in batch])
                 with autocast(self.device, self.bf16):
                     if self.feedback == "codes":
                         new = self.model.predict_next_codes(
-                            torch.stack([codes[i] for i in batch]), step_actions,
-                            sampling=self.sampling, seeds=seeds)
+                            torch.stack([codes[i] for i in batch]), step_actions, **sampled)
                         out = self.model.decode_codes(new)
                         for i, c in zip(batch, new, strict=True):
                             codes[i] = c
                     else:
                         out = self.model.predict_next_images(
-                            np.stack([current[i] for i in batch]), step_actions,
-                            sampling=self.sampling, seeds=seeds)
+                            np.stack([current[i] for i in batch]), step_actions, **sampled)
                 for i, frame in zip(batch, out, strict=True):
                     current[i] = frame
                     predicted[i].append(frame)
