@@ -201,7 +201,11 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
     from worldvla_bench.records import slugify
     from worldvla_bench.tasks import parse_index_list
     from worldvla_bench.worldmodel.data import read_episodes_from
-    from worldvla_bench.worldmodel.evaluate import evaluate_world_model, write_side_by_side
+    from worldvla_bench.worldmodel.evaluate import (
+        evaluate_world_model,
+        write_side_by_side,
+        write_wm_eval_record,
+    )
     from worldvla_bench.worldmodel.models import make_world_model
 
     default_horizons = "10" if args.probe == "counterfactual" else "10,50"
@@ -213,6 +217,7 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
     name = args.out or (f"wm_{slugify(args.model)}_{slugify(Path(args.data[0]).stem)}_"
                         f"{args.protocol}{probe}")
     out = _run_path(name)
+    write_wm_eval_record(out, vars(args))  # the model's arguments beside its outputs
     if args.probe == "optimism":
         return _optimism_probe(args, episodes, out)
     model = make_world_model(args.model, **parse_policy_args(args.model_arg))
