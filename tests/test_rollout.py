@@ -210,6 +210,16 @@ def test_frame_cameras_store_only_the_chosen_camera(tmp_path: Path):
     assert len(arrays["states"]) == 6
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["config"]["frame_cameras"] == ["agentview"]
+    # `record` writes such a run as HDF5 demos with the third-person view alone
+    import h5py
+
+    from worldvla_bench.demos import run_to_hdf5
+
+    (path,) = run_to_hdf5(run_dir, tmp_path / "demos", successful_only=False)
+    with h5py.File(path, "r") as handle:
+        obs = handle["data/demo_0/obs"]
+        assert "agentview_rgb" in obs and "eye_in_hand_rgb" not in obs
+        assert obs["agentview_rgb"].shape == (5, 64, 64, 3)
     with pytest.raises(RunDirectoryError, match="stores frames of agentview, not agentview, "
                                                 "robot0_eye_in_hand"):
         run_evaluation(*split_config(suite="libero_goal", policy="expert", tasks="0", trials=1,
