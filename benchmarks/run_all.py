@@ -201,7 +201,20 @@ def main() -> int:
     bench_remote(out)
     bench_worldvla(out)
     bench_worldvla_serving(out)
+    bench_wm_feedback_decoding(out)
     return 0
+
+
+def bench_wm_feedback_decoding(out: Path) -> None:
+    """World-model rollout speed, feedback pixels vs codes, greedy vs sampled (shipped tiny)."""
+    from benchmarks.wm_feedback_decoding import bench_wm_feedback, table
+
+    print("measuring world-model feedback and decoding ...", file=sys.stderr, flush=True)
+    rows = bench_wm_feedback()
+    text = table(rows)
+    print(text)
+    (out / "wm_feedback_decoding.md").write_text(text)
+    (out / "wm_feedback_decoding.json").write_text(json.dumps(rows, indent=2))
 
 
 def bench_worldvla_serving(out: Path) -> None:

@@ -749,3 +749,126 @@ def test_wm_eval_scores_the_released_world_model(release, tmp_path) -> None:
     assert np.isfinite(summary["fvd"]) and np.isfinite(summary["psnr"])
     assert 0 <= summary["ssim"] <= 1
     assert len(pd.read_csv(out / "per_clip.csv")) == 4
+
+
+# --- sampled decoding (an option beyond the official greedy decoding) -----------------------
+
+
+def test_adapter_sampling_is_seeded_per_row_and_greedy_at_its_limits(adapter) -> None:
+    from worldvla_bench.integrations.worldvla.generation import Sampling
+
+    rng = np.random.default_rng(12)
+    texts = ["put the bowl on the plate", "open the drawer", "go"]
+    prompts = [adapter.action_prompt(t, None, rng.integers(0, N_CODES, (2, 2))) for t in texts]
+    hot = Sampling(temperature=1.0, seed=3)
+    greedy = adapter.generate(prompts, max_new_tokens=12).tokens
+    for limit in (None, Sampling(0), Sampling(1e-6), Sampling(2.0, top_k=1)):
+        assert adapter.generate(prompts, max_new_tokens=12, sampling=limit).tokens == greedy
+    sampled = adapter.generate(prompts, max_new_tokens=12, sampling=hot, seeds=[1, 2, 3]).tokens
+    assert sampled != greedy
+    assert adapter.generate(prompts, max_new_tokens=12, sampling=hot,
+                            seeds=[1, 2, 3]).tokens == sampled
+    other = adapter.generate(prompts, max_new_tokens=12, sampling=hot, seeds=[4, 5, 6]).tokens
+    assert all(a != b for a, b in zip(sampled, other, strict=True))
+    for i, prompt in enumerate(prompts):  # a row draws alone as in the batch
+        assert adapter.generate([prompt], max_new_tokens=12, sampling=hot,
+                                seeds=[i + 1]).tokens[0] == sampled[i]
+    world = [adapter.world_prompt([rng.integers(0, N_CODES, (2, 4))],
+                                  rng.uniform(ACTION_MIN, ACTION_MAX, (1, 7))) for _ in range(2)]
+    codes = adapter.generate_images(world, 2, 4, sampling=hot, seeds=[7, 8])
+    assert not torch.equal(codes, adapter.generate_images(world, 2, 4))
+    assert torch.equal(adapter.generate_images(world, 2, 4, sampling=Sampling(1.0, top_k=1)),
+                       adapter.generate_images(world, 2, 4))
+    for i in range(2):
+        assert torch.equal(adapter.generate_images(world[i:i + 1], 2, 4, sampling=hot,
+                                                   seeds=[7 + i])[0], codes[i])
+
+
+def test_hf_policy_samples_per_call_and_batches_as_one_at_a_time(release) -> None:
+    from worldvla_bench.errors import BenchError
+    from worldvla_bench.integrations.worldvla.hf_policy import WorldVLAHFPolicy
+    from worldvla_bench.policy import EndEpisode
+
+    rng = np.random.default_rng(13)
+    contexts = [EpisodeContext("libero_goal", i, f"t{i}", text, i, 50 + i, 20)
+                for i, text in enumerate(["open the drawer", "put the bowl on the plate"])]
+    episodes = []
+    for context in contexts:
+        frames = rng.integers(0, 255, (3, 256, 256, 3), dtype=np.uint8)
+        episodes.append([{"agentview_image": frames[c + 1], "instruction": context.instruction,
+                          "agentview_history": frames[c:c + 1] if c else frames[:0]}
+                         for c in range(2)])
+
+    def one_at_a_time(policy) -> tuple[list[list[int]], list]:
+        """Every call's tokens and answer (a chunk or an EndEpisode), episode by episode."""
+        tokens, answers = [], []
+        for context, episode in zip(contexts, episodes, strict=True):
+            policy.reset(context)
+            for observation in episode:
+                try:
+                    answers.append(policy.act(observation))
+                except EndEpisode as end:
+                    answers.append(end)
+                tokens.append(policy.last_tokens)
+        return tokens, answers
+
+    def make(**kwargs) -> WorldVLAHFPolicy:
+        return WorldVLAHFPolicy(str(release[0]), str(release[1]), resolution=256,
+                                max_new_tokens=12, **kwargs)
+
+    policy = make(temperature=1.0, top_k=100, seed=3)
+    alone, alone_answers = one_at_a_time(policy)
+    assert alone == one_at_a_time(policy)[0]  # a rerun replays the episodes
+    assert alone != one_at_a_time(make(temperature=1.0, top_k=100, seed=4))[0]
+    assert alone != one_at_a_time(make())[0]
+    assert one_at_a_time(make(temperature=0))[0] == one_at_a_time(make())[0]
+    for c in range(2):  # the episodes interleaved in batches, as a server sees them
+        answers = policy.act_batch([e[c] for e in episodes], contexts)
+        assert policy.last_tokens == alone[2 + c]  # the batch's last row: episode 1, call c
+        for i, answer in enumerate(answers):
+            one = alone_answers[2 * i + c]
+            assert type(answer) is type(one)
+            if isinstance(one, EndEpisode):
+                assert answer.reason == one.reason
+            else:
+                np.testing.assert_array_equal(answer, one)
+    with pytest.raises(BenchError, match="top_k must be"):
+        make_policy("worldvla_hf", checkpoint_dir="/nonexistent", tokenizer_dir="/nonexistent",
+                    top_k=0)
+
+
+def test_hf_world_model_sampling_and_codes_feedback(world_model, release) -> None:
+    from worldvla_bench.errors import BenchError
+    from worldvla_bench.integrations.worldvla.hf_world_model import WorldVLAHFWorldModel
+    from worldvla_bench.worldmodel.models import PredictionContext, make_world_model
+
+    rng = np.random.default_rng(14)
+    frames = list(rng.integers(0, 255, (2, 1, 32, 32, 3), dtype=np.uint8))
+    actions = [rng.uniform(ACTION_MIN, ACTION_MAX, (3, 7)) for _ in range(2)]
+    texts = ["open the drawer", "go"]
+    contexts = [PredictionContext(meta={"episode": f"e{i}"}) for i in range(2)]
+
+    def build(**kwargs) -> WorldVLAHFWorldModel:
+        return WorldVLAHFWorldModel(str(release[0]), str(release[1]), resolution=32, **kwargs)
+
+    hot = build(temperature=1.0, seed=3)
+    batched = hot.predict_batch(frames, actions, texts, contexts)
+    again = build(temperature=1.0, seed=3).predict_batch(frames, actions, texts, contexts)
+    other = build(temperature=1.0, seed=4).predict_batch(frames, actions, texts, contexts)
+    greedy = world_model.predict_batch(frames, actions, texts, contexts)
+    for i in range(2):
+        np.testing.assert_array_equal(batched[i], again[i])
+        alone = hot.predict(frames[i], actions[i], texts[i], contexts[i])
+        assert np.abs(alone.astype(int) - batched[i]).max() <= 1  # same codes; float noise
+        assert np.mean(np.abs(batched[i].astype(int) - other[i]) > 1) > 0.01
+        assert np.mean(np.abs(batched[i].astype(int) - greedy[i]) > 1) > 0.01
+    assert build(temperature=0).predict_batch(frames, actions)[0].tolist() == \
+        world_model.predict_batch(frames, actions)[0].tolist()
+    codes = build(feedback="codes").predict_batch(frames, actions)
+    pixels = world_model.predict_batch(frames, actions)
+    for a, b in zip(codes, pixels, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a[0], b[0])  # the first step reads the real frame
+    with pytest.raises(BenchError, match="feedback must be one of"):
+        make_world_model("worldvla_hf", checkpoint_dir="/nonexistent",
+                         tokenizer_dir="/nonexistent", feedback="bits")

@@ -2,8 +2,8 @@
 trained in seconds on committed real frames, checkpoint round trip, the train-judge command.
 
 `tests/fixtures/judge_frames.npz` holds real libero_goal agentview frames (32 px) with their
-labels; `tests/fixtures/make_judge_fixture.py` makes it from runs recorded as the README's
-"Success judge" section says (its docstring has the exact command).
+labels; `tests/fixtures/make_judge_fixture.py` makes it from runs recorded as the "Success judge"
+section of docs/world_models_as_simulators.md says (its docstring has the exact command).
 """
 
 from __future__ import annotations

@@ -189,3 +189,58 @@ def test_a_simulator_that_raises_in_step_ends_the_episode_and_is_rebuilt(tmp_pat
     assert dropped is None
     assert fine["error"] is None and fine["steps"] == 4 and "simulator_failed" not in fine["extra"]
     assert calls[2] is not calls[0]  # the second episode stepped a rebuilt simulator
+
+
+def test_frame_cameras_store_only_the_chosen_camera(tmp_path: Path):
+    """`frame_cameras=('agentview',)`: the episode files hold that camera's frames alone (a
+    rendered picture at every step), the manifest names it, and the scripted expert (privileged
+    state, no camera) rendered nothing else."""
+    run_dir = tmp_path / "run"
+    run_evaluation(*split_config(suite="libero_goal", policy="expert", tasks="0", trials=1,
+                                 run_dir=run_dir, workers=1, save_frames=True,
+                                 frame_cameras=("agentview",), progress=False, image_size=64,
+                                 max_steps=5))
+    (record,) = read_episodes(run_dir)
+    assert record["error"] is None and record["steps"] == 5
+    arrays = load_episode_arrays(run_dir / record["episode_file"])
+    assert sorted(k for k in arrays if k.startswith("frames_")) == ["frames_agentview"]
+    frames = arrays["frames_agentview"]
+    assert frames.shape == (6, 64, 64, 3)
+    assert all(frame.std() > 5 for frame in frames)  # rendered, not black placeholders
+    assert len(arrays["states"]) == 6
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["config"]["frame_cameras"] == ["agentview"]
+    # `record` writes such a run as HDF5 demos with the third-person view alone
+    import h5py
+
+    from worldvla_bench.demos import run_to_hdf5
+
+    (path,) = run_to_hdf5(run_dir, tmp_path / "demos", successful_only=False)
+    with h5py.File(path, "r") as handle:
+        obs = handle["data/demo_0/obs"]
+        assert "agentview_rgb" in obs and "eye_in_hand_rgb" not in obs
+        assert obs["agentview_rgb"].shape == (5, 64, 64, 3)
+    with pytest.raises(RunDirectoryError, match="stores frames of agentview, not agentview, "
+                                                "robot0_eye_in_hand"):
+        run_evaluation(*split_config(suite="libero_goal", policy="expert", tasks="0", trials=1,
+                                     run_dir=run_dir, workers=1, save_frames=True,
+                                     progress=False, image_size=64, max_steps=5))
+
+
+def test_unknown_frame_camera_is_refused_before_any_episode(tmp_path: Path):
+    from worldvla_bench.errors import BenchError, UnknownChoiceError
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(UnknownChoiceError) as caught:
+        run_evaluation(*split_config(suite="libero_goal", policy="expert", tasks="0", trials=1,
+                                     run_dir=run_dir, workers=1, save_frames=True,
+                                     frame_cameras="agentview,wrist", progress=False,
+                                     image_size=64, max_steps=5))
+    message = str(caught.value)
+    assert "\n" not in message and "'wrist'" in message
+    assert "valid: agentview, robot0_eye_in_hand" in message
+    assert not run_dir.exists()  # nothing ran, nothing was written
+    with pytest.raises(BenchError, match="need save_frames"):
+        split_config(suite="libero_goal", run_dir=run_dir, frame_cameras="agentview")
+    with pytest.raises(BenchError, match="at least one camera"):
+        split_config(suite="libero_goal", run_dir=run_dir, save_frames=True, frame_cameras=" ,")

@@ -140,10 +140,124 @@ def test_train_cli_parser_maps_flags(demos, tmp_path):
 
     config = config_from_args(args)
     assert (config.chunk_size, config.world_model_weight, config.action_mask) == (4, 0.5, False)
+    assert (config.world_data, config.image_loss_weight) == ([], 0.04)  # the defaults
+    flagged = config_from_args(parser.parse_args(
+        ["train", "--data", "d", "--out", "o", "--world-model-weight", "1", "--world-data", "n1",
+         "n2", "--image-loss-weight", "1"]))
+    assert (flagged.world_data, flagged.image_loss_weight) == (["n1", "n2"], 1.0)
     assert args.func(args) == 0  # VQ-VAE only (--steps 0)
     assert load_checkpoint(tmp_path / "x")[1]["vq_step"] == 2
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--data", "d", "--out", "o", "--action-mask", "maybe"])
+
+
+def test_world_data_episodes_feed_world_samples_only(demos, tmp_path):
+    from worldvla_bench.integrations.worldvla.model import WorldVLA
+    from worldvla_bench.integrations.worldvla.training import SampleBuilder, read_checkpoint
+
+    world_dir = tmp_path / "noisy"
+    make_synthetic_demos(world_dir / "open_the_drawer_demo.hdf5", n_demos=3, length=10,
+                         instruction="open the drawer", seed=5)
+    data = load_demos([demos], 64)
+    data.add_world_only(load_demos([world_dir], 64))
+    assert len(data) == 5 and data.action_episodes() == 2
+    assert data.instructions() == {INSTRUCTION: INSTRUCTION}
+    model = WorldVLA.from_preset("tiny")
+    grid = model.config.vq.grid
+    # every frame of episode e has all codes equal to e: a sample's image tokens name its episode
+    codes = [np.full((len(f), grid, grid), e, np.int64) for e, f in enumerate(data.frames)]
+    builder = SampleBuilder(model, data, codes, chunk_size=3)
+    assert set(builder.action_index[:, 0].tolist()) == {0, 1}
+    assert set(builder.world_index[:, 0].tolist()) == {0, 1, 2, 3, 4}
+    assert len(builder.world_index) == sum(len(a) for a in data.actions)
+    samples, n_action = builder.batch(np.random.default_rng(0), 200, 1.0)
+    offset = model.vocab.image_offset
+
+    def episodes(sample) -> set[int]:
+        return {t - offset for t in sample.input_ids if offset <= t < offset + 5}
+
+    assert set().union(*map(episodes, samples[:n_action])) == {0, 1}
+    assert set().union(*map(episodes, samples[n_action:])) == {0, 1, 2, 3, 4}
+
+    common = dict(data=[str(demos)], vq_steps=2, steps=2, world_model_weight=1.0, chunk_size=3,
+                  checkpoint_every=1, **FAST)
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), world_data=[str(world_dir)], stop_at=1, **common))
+    saved = read_checkpoint(out / LAST_CHECKPOINT)
+    assert saved["data"] == {"files": [str(next(demos.glob("*.hdf5")))], "episodes": 2,
+                             "world_files": [str(world_dir / "open_the_drawer_demo.hdf5")],
+                             "world_episodes": 3}
+    assert saved["instructions"] == {INSTRUCTION: INSTRUCTION}
+    assert saved["train_args"]["world_data"] == [str(world_dir)]
+    for changed in ({"world_data": []}, {"world_data": [str(world_dir)], "image_loss_weight": 1.0}):
+        with pytest.raises(BenchError, match="other arguments"):
+            train(TrainConfig(out=str(out), **{**common, **changed}))
+    result = train(TrainConfig(out=str(out), world_data=[str(world_dir)], **common))
+    assert not result.stopped_early and load_checkpoint(out)[1]["step"] == 2
+    with pytest.raises(BenchError, match="world-model weight > 0"):
+        TrainConfig(data=[str(demos)], out=str(tmp_path / "x"), world_data=[str(world_dir)])
+
+
+def test_checkpoints_from_before_the_new_arguments_resume_with_their_defaults(demos, tmp_path):
+    """A `last.pt` whose training arguments predate `world_data` and `image_loss_weight` was
+    trained with no world data and WorldVLA's 0.04: it resumes under those, not others."""
+    from worldvla_bench.integrations.worldvla.training import read_checkpoint, save_checkpoint
+
+    common = dict(data=[str(demos)], vq_steps=2, steps=2, chunk_size=3, checkpoint_every=1,
+                  **FAST)
+    train(TrainConfig(out=str(tmp_path), stop_at=1, **common))
+    saved = read_checkpoint(tmp_path / LAST_CHECKPOINT)
+    for key in ("world_data", "image_loss_weight"):
+        del saved["train_args"][key]
+    save_checkpoint(tmp_path / LAST_CHECKPOINT, saved)
+    with pytest.raises(BenchError, match="image_loss_weight: 0.04 -> 1.0"):
+        train(TrainConfig(out=str(tmp_path), image_loss_weight=1.0, **common))
+    assert load_checkpoint(train(TrainConfig(out=str(tmp_path), **common)).checkpoint)[1][
+        "step"] == 2
+
+
+@pytest.mark.parametrize("weight", [0.04, 1.0, 3.0])
+def test_image_loss_weight_weighs_image_code_targets(demos, tmp_path, weight):
+    """The first logged transformer loss, recomputed by hand from the model's per-token
+    log-likelihoods: sum(w * nll) / sum(w) with w = `image_loss_weight` on image-code targets
+    and 1 on every other answer token. With lr 0 the saved weights are the ones that loss was
+    computed with, and with no VQ step the batch is the first draw of the seeded RNG."""
+    from worldvla_bench.integrations.worldvla.generation import forward_sequence
+    from worldvla_bench.integrations.worldvla.sequence import collate
+    from worldvla_bench.integrations.worldvla.training import SampleBuilder
+
+    result = train(TrainConfig(data=[str(demos)], out=str(tmp_path), vq_steps=0, steps=1,
+                               lr=0.0, world_model_weight=1.0, chunk_size=3, seed=2,
+                               image_loss_weight=weight, **FAST))
+    model, meta = load_checkpoint(result.checkpoint)
+    assert model.config.image_loss_weight == weight
+    assert meta["train_args"]["image_loss_weight"] == weight
+    data = load_demos([demos], model.config.vq.image_size)
+    codes = [model.encode_images(frames).numpy() for frames in data.frames]
+    samples, n_action = SampleBuilder(model, data, codes, 3).batch(np.random.default_rng(2),
+                                                                   FAST["batch_size"], 1.0)
+    batch = collate(samples)
+    with torch.no_grad():
+        logits = forward_sequence(model.transformer, batch.input_ids, batch.valid)
+    logp = torch.log_softmax(logits[:, :-1].double(), -1)
+    targets = batch.labels[:, 1:]
+    counted = targets != -100
+    nll = -logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    image = (targets >= model.vocab.image_offset) & (
+        targets < model.vocab.image_offset + model.vocab.codebook_size)
+    assert int((image & counted).sum()) > 0  # the world-model samples' next-frame codes
+    w = torch.where(image, weight, 1.0).double() * counted
+
+    def by_hand(rows: slice) -> float:
+        return float((w[rows] * nll[rows]).sum() / w[rows].sum())
+
+    (row,) = [r for r in result.losses if r["stage"] == "transformer"]
+    assert row["loss"] == pytest.approx(by_hand(slice(None)), rel=1e-5)
+    assert row["action_loss"] == pytest.approx(by_hand(slice(None, n_action)), rel=1e-5)
+    assert row["world_loss"] == pytest.approx(by_hand(slice(n_action, None)), rel=1e-5)
+    if weight != 1.0:  # the weight moves the loss: the check above tells the weights apart
+        plain = float((nll * counted).sum() / counted.sum())
+        assert abs(row["loss"] - plain) > 1e-3 * plain
 
 
 # ------------------------------------------------------------------------------------- policy

@@ -28,6 +28,7 @@ def run_episode(
     video_every: int = 1,
     save_frames: bool = False,
     scene: SceneSeed | None = None,
+    frame_cameras: tuple[str, ...] | None = None,
 ) -> EpisodeRecord:
     """Run one episode and return its record; policy errors end the episode as an error record.
 
@@ -53,7 +54,8 @@ def run_episode(
     upright, with `states` (T+1, D): the simulator state after reset and after each step, and
     `control_states` (T+1, 14): what robosuite keeps outside the simulator (the gripper command
     and the arm controller's goal, `LiberoEnv.get_control_state`), and
-    `proprio` (T+1, 8): the observation's `state`.
+    `proprio` (T+1, 8): the observation's `state`. `frame_cameras` (None: all of the env's)
+    limits the cameras save_frames renders at every step and stores.
 
     `scene` seeds the scene (`worldvla_bench.envs.seeding`); None: the `hashed` seeding with
     the context's seed. The record keeps it (`seeding`, `scene_seed`, `scene_resets`).
@@ -74,7 +76,11 @@ def run_episode(
                                    tuple(c for c in env.cameras if c in policy_cameras),
                                    getattr(policy, "image_size", None))
     video_cameras = frozenset([env.cameras[0]] if video_path is not None else [])
-    always = frozenset(env.cameras) if save_frames else frozenset()
+    stored = tuple(c for c in env.cameras if frame_cameras is None or c in frame_cameras)
+    if frame_cameras is not None and set(frame_cameras) - set(stored):
+        raise BenchError(f"frame cameras {sorted(set(frame_cameras) - set(stored))} are not "
+                         f"among the env's {list(env.cameras)}")
+    always = frozenset(stored) if save_frames else frozenset()
     env.set_render_cameras(policy_cameras | video_cameras | always)
     t0 = time.perf_counter()
     if scene is None:
@@ -86,7 +92,7 @@ def run_episode(
     pipeline.record(obs)
     if video_path is not None:
         frames.append(obs[camera_key])
-    recorded = _FrameRecorder(env) if save_frames else None
+    recorded = _FrameRecorder(env, stored) if save_frames else None
     if recorded is not None:
         recorded.add(obs)
     try:
@@ -196,11 +202,11 @@ def _ask(policy: Policy, observation: dict) -> tuple[np.ndarray, str | None]:
 
 
 class _FrameRecorder:
-    """Collects every camera's frame and the simulator state at each step of an episode."""
+    """Collects the stored cameras' frames and the simulator state at each step of an episode."""
 
-    def __init__(self, env: LiberoEnv) -> None:
+    def __init__(self, env: LiberoEnv, cameras: tuple[str, ...]) -> None:
         self.env = env
-        self.frames: dict[str, list[np.ndarray]] = {camera: [] for camera in env.cameras}
+        self.frames: dict[str, list[np.ndarray]] = {camera: [] for camera in cameras}
         self.states: list[np.ndarray] = []
         self.control_states: list[np.ndarray] = []
         self.proprio: list[np.ndarray] = []

@@ -28,6 +28,7 @@ OPTIONS = {
     "workers": (False, "episodes are seeded per episode, not per worker"),
     "video": (False, "files written, not the episode (render on demand: same pixels)"),
     "save_frames": (False, "files written, not the episode (render on demand: same pixels)"),
+    "frame_cameras": (False, "which frames are written, not the episode (same pixels)"),
     "hard_reset": (
         False,
         "measured not to: a reset in place gives the rebuilt simulator's "

@@ -53,7 +53,11 @@ class EndEpisode(Exception):  # noqa: N818 - a signal, not an error
 
 
 class Policy(abc.ABC):
-    """Base class: override `act`, and `reset` when the policy keeps per-episode state."""
+    """Base class: override `act`, and `reset` when the policy keeps per-episode state.
+
+    A policy may also define a classmethod `check_arguments(**kwargs)` that raises ValueError
+    for constructor arguments out of range: the registry calls it (`instantiate_check`), so a
+    run refuses them in one line before any episode, without building the policy."""
 
     #: Name of the observation profile the policy expects: the engine applies it (renders its
     #: history frames, crops and resizes images, maps the gripper; see `observation_pipeline`).

@@ -73,7 +73,9 @@ class RunOptions:
     (trials first_trial .. first_trial + trials - 1, i.e. init states by index) select episodes;
     `workers` None means one per core (Ray: one per cluster CPU); `hard_reset` rebuilds the
     simulator before every episode, as LIBERO's scripts do, instead of resetting it in place;
-    `save_frames` stores every camera frame and simulator state (the world-model track).
+    `save_frames` stores every camera frame and simulator state (the world-model track);
+    `frame_cameras` (names of the suite's cameras, a tuple or 'a,b'; None: all) limits the frames
+    stored to those cameras, and a camera neither stored nor read by the policy is not rendered.
     """
 
     run_dir: Path = Path("results/run")
@@ -87,6 +89,7 @@ class RunOptions:
     video: bool = False
     video_every: int = 1
     save_frames: bool = False
+    frame_cameras: tuple[str, ...] | None = None
     save_episodes: bool = True
     hard_reset: bool = False
     retry_errors: bool = False
@@ -97,6 +100,17 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
+        if self.frame_cameras is not None:
+            names = (self.frame_cameras.split(",") if isinstance(self.frame_cameras, str)
+                     else self.frame_cameras)
+            cameras = tuple(dict.fromkeys(str(n).strip() for n in names if str(n).strip()))
+            if not cameras:
+                raise BenchError("frame cameras: name at least one camera (leave them out for "
+                                 "all)")
+            if not self.save_frames:
+                raise BenchError("frame cameras choose the frames save_frames stores: they need "
+                                 "save_frames (--save-frames)")
+            object.__setattr__(self, "frame_cameras", cameras)
         if self.backend not in BACKENDS:
             raise UnknownChoiceError("backend", self.backend, list(BACKENDS))
         if self.ray_address is not None and self.backend != "ray":
@@ -110,3 +124,18 @@ class RunOptions:
             raise BenchError("--episode-timeout needs the local backend")
         if int(self.video_every) < 1:
             raise BenchError(f"video_every must be >= 1, got {self.video_every}")
+
+    def stored_cameras(self, suite: SuiteSpec) -> tuple[str, ...]:
+        """The cameras whose frames `save_frames` stores, in the suite's order (none without
+        save_frames); `UnknownChoiceError` (one line naming the valid ones) for a name the suite
+        does not have."""
+        if not self.save_frames:
+            return ()
+        if self.frame_cameras is None:
+            return tuple(suite.cameras)
+        unknown = [c for c in self.frame_cameras if c not in suite.cameras]
+        if unknown:
+            raise UnknownChoiceError(f"camera for suite {suite.name}",
+                                     unknown[0] if len(unknown) == 1 else unknown,
+                                     list(suite.cameras))
+        return tuple(c for c in suite.cameras if c in self.frame_cameras)

@@ -145,7 +145,9 @@ class Registry(Generic[T]):
 
 
 def instantiate_check(cls: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
-    """Raise one line if `cls` does not take these keyword arguments (without calling it)."""
+    """Raise one line if `cls` does not take these keyword arguments (without calling it): not
+    in its signature, not of its annotated type, or refused by its optional
+    `check_arguments(**kwargs)` classmethod (which raises ValueError for values out of range)."""
     try:
         bound = inspect.signature(cls).bind(**kwargs)
     except TypeError as error:
@@ -158,6 +160,12 @@ def instantiate_check(cls: Callable[..., Any], kwargs: dict[str, Any], what: str
         if hint is not None and not _fits(value, hint):
             shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
             raise BenchError(f"bad argument for {what}: {name}={value!r} is not of type {shown}")
+    check = getattr(cls, "check_arguments", None)
+    if callable(check):
+        try:
+            check(**kwargs)
+        except ValueError as error:
+            raise BenchError(f"bad argument for {what}: {error}") from None
 
 
 def _type_hints(cls: Callable[..., Any]) -> dict[str, Any]:

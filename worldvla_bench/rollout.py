@@ -20,6 +20,7 @@ from worldvla_bench.envs.seeding import episode_seed, scene_seed
 from worldvla_bench.errors import BenchError, RunDirectoryError
 from worldvla_bench.executors import default_workers, make_executor
 from worldvla_bench.manifest import (
+    read_manifest,
     record_render_provenance,
     record_served_model,
     same_served_model,
@@ -66,6 +67,7 @@ def run_evaluation(protocol: Protocol, options: RunOptions) -> Path:
     """Run (or resume) an evaluation of `protocol`, carried out as `options` say; returns the run
     directory."""
     suite, jobs = plan_episodes(protocol, options)
+    options.stored_cameras(suite)  # a bad camera name stops here, before any episode
     instantiate_check(resolve_policy_class(protocol.policy), protocol.policy_kwargs,
                       f"policy {protocol.policy!r}")
     protocol = protocol.resolved(suite)
@@ -80,8 +82,12 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
                 jobs: list[EpisodeJob], run_dir: Path) -> None:
     """`run_evaluation` once it holds the run directory's lock."""
     workers = max(1, int(options.workers or default_workers()))
+    stored = options.stored_cameras(suite)
     run = {"workers": workers, "video": options.video, "save_frames": options.save_frames,
            "hard_reset": options.hard_reset}
+    if options.save_frames:
+        run["frame_cameras"] = list(stored)
+        _check_frame_cameras(run_dir, stored)
     selection = {"tasks": sorted({j.task_id for j in jobs}), "trials": options.trials,
                  "first_trial": options.first_trial}
     records = read_episodes(run_dir, repair=True)  # an unreadable line stops before any change
@@ -105,6 +111,7 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
         video=options.video,
         video_every=int(options.video_every),
         save_frames=options.save_frames,
+        frame_cameras=stored,
         hard_reset=options.hard_reset,
         threads_per_worker=max(1, default_workers() // workers),
     )
@@ -145,6 +152,20 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
                  episode_timeout=options.episode_timeout)
     finally:
         bar.close()
+
+
+def _check_frame_cameras(run_dir: Path, stored: tuple[str, ...]) -> None:
+    """Refuse (one line) to resume a run that stored frames of other cameras: its episodes would
+    not all hold the same frames. Runs recorded before the choice existed stored every camera."""
+    manifest = read_manifest(run_dir)
+    if manifest is None or not manifest.get("config", {}).get("save_frames"):
+        return
+    config = manifest["config"]
+    recorded = config.get("frame_cameras", (manifest.get("suite") or {}).get("cameras"))
+    if recorded is not None and tuple(recorded) != stored:
+        raise RunDirectoryError(
+            f"run directory {run_dir} stores frames of {', '.join(recorded)}, not "
+            f"{', '.join(stored)}; store the same cameras to resume, or choose another RUN name")
 
 
 def _check_served_model(run_dir: Path, record: dict[str, Any]) -> None:

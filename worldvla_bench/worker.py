@@ -43,6 +43,8 @@ class WorkerConfig:
     video: bool = False
     video_every: int = 1
     save_frames: bool = False
+    #: the cameras whose frames save_frames stores (None: every camera of the env)
+    frame_cameras: tuple[str, ...] | None = None
     hard_reset: bool = False
     threads_per_worker: int = 1
     #: a directory where each worker names the episode it is running (`<pid>.json`), so that the
@@ -194,6 +196,7 @@ def _run_job(config: WorkerConfig, job: EpisodeJob) -> dict[str, Any]:
             video_fps=config.suite.control_freq,
             video_every=config.video_every,
             save_frames=config.save_frames,
+            frame_cameras=config.frame_cameras,
             scene=job.scene,
         )
     except Exception:

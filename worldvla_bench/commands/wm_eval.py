@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from worldvla_bench.tasks import parse_index_list
     from worldvla_bench.worldmodel import probes
     from worldvla_bench.worldmodel.data import read_episodes_from
+    from worldvla_bench.worldmodel.evaluate import write_wm_eval_record
 
     default_horizons = "10" if args.probe == "counterfactual" else "10,50"
     horizons = parse_index_list(args.horizons or default_horizons, 10**6, "horizon")
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     suffix = "" if args.probe == "fidelity" else f"_{args.probe}"
     out = run_path(args.out or (f"wm_{slugify(args.model)}_{slugify(Path(args.data[0]).stem)}_"
                                 f"{args.protocol}{suffix}"))
+    write_wm_eval_record(out, vars(args))  # the model's arguments beside its outputs
     model = (args.model, parse_policy_args(args.model_arg))
     progress = not args.no_progress
     if args.probe == "fidelity":

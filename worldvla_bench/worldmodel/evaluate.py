@@ -16,6 +16,7 @@ clips against the other half) shows FVD's small-sample floor.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,26 @@ for _protocol in (ScoringProtocol("standard", "tf", "alex", None, False),
                       "50 frames 718.6 / 23.98 / 83.41 / 15.60"))):
     SCORING_PROTOCOLS.register(_protocol.name, _protocol)
 del _protocol
+
+#: What `wm-eval` writes beside its outputs: its arguments and the world model's.
+WM_EVAL_FILE = "wm_eval.json"
+
+
+def write_wm_eval_record(out: Path, arguments: dict[str, Any]) -> Path:
+    """Write `out/wm_eval.json`: the command's arguments (`vars(args)`), the probed model's
+    arguments parsed as the model receives them (`model_args`), the code revision and versions,
+    so every wm-eval output says which world model, built how, produced it."""
+    from worldvla_bench.atomic import write_atomic
+    from worldvla_bench.manifest import git_revision, package_versions
+    from worldvla_bench.policy import parse_policy_args
+
+    shown = {k: v for k, v in arguments.items() if not callable(v)}
+    record = {"command": "wm-eval", "model": shown.get("model"),
+              "model_args": parse_policy_args(shown.get("model_arg")), "arguments": shown,
+              "revision": git_revision(), "versions": package_versions()}
+    path = Path(out) / WM_EVAL_FILE
+    write_atomic(path, json.dumps(record, indent=1, default=str).encode("utf-8"))
+    return path
 
 
 def get_scoring_protocol(name: str) -> ScoringProtocol:

@@ -12,8 +12,8 @@ Sources:
   the success check. One episode gives one positive frame; this gives many more, near the goal.
   With `hold_still` < the hold steps, the hand lifts straight up (`HOLD_LIFT`) after
   `hold_still` steps, to show successes with the hand away from the object too (in a success's
-  last frame the hand covers it); measured on libero_goal, it did not help (README). Cached
-  beside the run
+  last frame the hand covers it); measured on libero_goal, it did not help
+  (docs/world_models_as_simulators.md). Cached beside the run
   (`<run>/judge_hold/<episode>_hold<N>_still<S>.npz`), as `report.md` is.
 
 Frames are uint8 (H, W, 3), upright, as the env returns them. A task is named `suite/task_id`.

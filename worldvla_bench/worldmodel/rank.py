@@ -105,10 +105,13 @@ def _check_imagination(run_dir: Path, config: dict[str, Any]) -> None:
 
 def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[str, Any],
                 world_model: str, model: WorldModel, judge: Any, judge_id: str,
-                threshold: float = 0.5, progress: bool = True, video: bool = False) -> Path:
+                threshold: float = 0.5, progress: bool = True, video: bool = False,
+                world_model_args: dict[str, Any] | None = None) -> Path:
     """Imagine every episode of simulated run `sim_run` into run directory `out` (resumable).
     With `video`, each episode also gets `out/videos/<episode>.mp4`: the simulated episode (left,
-    when `sim_run` was recorded with frames) beside the imagined one (right)."""
+    when `sim_run` was recorded with frames) beside the imagined one (right).
+    `world_model_args` (the arguments `model` was built with) are recorded in
+    `imagination.json` when given, so a resume under other arguments is refused."""
     records = sorted((r for r in read_episodes(sim_run) if not r.get("error")),
                      key=lambda r: (r["task_id"], r["trial"]))
     manifest = json.loads((sim_run / "manifest.json").read_text(encoding="utf-8"))
@@ -117,7 +120,9 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
                              "threshold": threshold, "sim_run": str(sim_run),
                              "policy": policy_name, "policy_kwargs": policy_args,
                              "image_size": config["image_size"],
-                             "max_steps": config["max_steps"]})
+                             "max_steps": config["max_steps"],
+                             **({"world_model_args": world_model_args} if world_model_args
+                                else {})})
     done = {episode_key(r) for r in read_episodes(out, repair=True)}
     pending = [r for r in records if episode_key(r) not in done]
     suite = load_suite(config["suite"])
@@ -384,7 +389,8 @@ def wm_rank(panel: Panel, world_models: list[tuple[str, dict[str, Any]]], setup:
             imagined[name] = {
                 entry.name: imagine_run(sim_runs[entry.name], out / "imagined" / name / entry.name,
                                         entry.policy, entry.args, name, model, judge, judge_id,
-                                        setup.threshold, progress, video=setup.video)
+                                        setup.threshold, progress, video=setup.video,
+                                        world_model_args=kwargs)
                 for entry in panel.entries}
         finally:
             model.close()

@@ -4,7 +4,7 @@ tokens, trained as an action model and a world model, with a small VQ-VAE image 
 Modules: `config` (sizes, presets), `vocab` (token ids), `action_tokenizer`, `text_tokenizer`,
 `vq` (VQ-VAE), `image_tokenizer` (image token layout), `sequence` (prompts, samples, padding),
 `masks` (causal and action attention masks), `transformer` (model, KV cache, loss),
-`generation` (greedy cached generation), `model` (the `WorldVLA` facade); training in
+`generation` (cached generation, greedy or sampled), `model` (the `WorldVLA` facade); training in
 `training` (its API) over `train_config`, `demo_data`, `checkpoints`, `trainer`, `loss_curves`,
 `train_cli`; `policy` (the `worldvla` policy), `world_model` (the `worldvla` world model),
 `hf_policy`, `hf_world_model`, `chameleon_adapter` and `vqgan_decoder` (the released
@@ -36,6 +36,7 @@ _EXPORTS = {
     "PRESETS": "config",
     "RELEASED_LAYOUT": "action_tokenizer",
     "Sample": "sequence",
+    "Sampling": "generation",
     "TransformerConfig": "config",
     "VQConfig": "config",
     "VQVAE": "vq",
@@ -49,7 +50,9 @@ _EXPORTS = {
     "class_weights": "transformer",
     "codes_to_tokens": "image_tokenizer",
     "collate": "sequence",
+    "derive_seed": "generation",
     "forward_sequence": "generation",
+    "generate": "generation",
     "generate_actions": "generation",
     "generate_image": "generation",
     "greedy_generate": "generation",

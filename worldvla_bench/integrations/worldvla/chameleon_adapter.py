@@ -63,6 +63,7 @@ from worldvla_bench.integrations.worldvla.action_tokenizer import (
     RELEASED_LAYOUT,
     ActionTokenizer,
 )
+from worldvla_bench.integrations.worldvla.generation import Sampling, choose_tokens, row_generators
 from worldvla_bench.integrations.worldvla.masks import attention_mask, isolation_start, position_ids
 from worldvla_bench.integrations.worldvla.sequence import ACTION_PROMPT
 from worldvla_bench.integrations.worldvla.vocab import Vocab
@@ -510,19 +511,23 @@ class ChameleonWorldVLA:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = MAX_NEW_TOKENS,
-                 action_mask: bool = True) -> HFGeneration:
-        """Greedy, cached, batched: action blocks until end of turn (or `max_new_tokens`)."""
+                 action_mask: bool = True, sampling: Sampling | None = None,
+                 seeds: Sequence[int] | None = None) -> HFGeneration:
+        """Cached, batched: action blocks until end of turn (or `max_new_tokens`); greedy (the
+        official decoding) unless `sampling` (one seed per prompt, `generation.generate`)."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         seq, valid = self._prepare(prompts)
         isolate_from = self._isolation(seq, action_mask)
         b = seq.shape[0]
+        generators = row_generators(sampling, seeds, b)
         finished = torch.zeros(b, dtype=torch.bool, device=seq.device)
         new: list[list[int]] = [[] for _ in range(b)]
         logits, cache = self._step(seq, valid, isolate_from, None, 0)
         for step in range(max_new_tokens):
+            chosen = choose_tokens(logits, sampling, generators, ~finished).to(seq.device)
             token = torch.where(finished, torch.full_like(finished, self.ids.pad, dtype=torch.long),
-                                logits.argmax(-1))
+                                chosen)
             for i in range(b):
                 if not finished[i]:
                     new[i].append(int(token[i]))
@@ -542,24 +547,30 @@ class ChameleonWorldVLA:
         return HFGeneration(new, actions, faults, [list(p) for p in prompts])
 
     @torch.no_grad()
-    def generate_images(self, prompts: Sequence[Sequence[int]], h: int, w: int) -> torch.Tensor:
-        """Greedy, cached, batched: one (h, w) code grid per prompt, the layout forced.
+    def generate_images(self, prompts: Sequence[Sequence[int]], h: int, w: int, *,
+                        sampling: Sampling | None = None,
+                        seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Cached, batched: one (h, w) code grid per prompt, the layout forced.
 
         The begin, grid, new-line and end tokens are written, not sampled; each code slot
-        takes the most likely image code. Returns (B, h, w) long codes.
+        takes the most likely image code (greedy, the official decoding), or one drawn among the
+        image codes under `sampling` (one seed per prompt). Returns (B, h, w) long codes.
         """
         layout = image_tokens(torch.zeros((h, w), dtype=torch.long), self.ids)
         # after begin and two grid tokens, row r holds w codes then the new-line token
         slots = [3 + r * (w + 1) + c for r in range(h) for c in range(w)]
         seq, valid = self._prepare(prompts)
         b = seq.shape[0]
+        generators = row_generators(sampling, seeds, b)
+        everyone = torch.ones(b, dtype=torch.bool)
         image_ids = self._image_ids.to(seq.device)
         codes = torch.zeros((b, h * w), dtype=torch.long)
         logits, cache = self._step(seq, valid, None, None, 0)
         slot_index = {pos: k for k, pos in enumerate(slots)}
         for pos, forced in enumerate(layout[:-1]):
             if pos in slot_index:
-                bpe = image_ids[logits[:, image_ids].argmax(-1)]
+                pick = choose_tokens(logits[:, image_ids], sampling, generators, everyone)
+                bpe = image_ids[pick.to(seq.device)]
                 codes[:, slot_index[pos]] = torch.tensor(
                     [self.ids.bpe2img[int(t)] for t in bpe], dtype=torch.long)
                 token = bpe
@@ -600,9 +611,11 @@ class ChameleonWorldVLA:
 
     def predict(self, instructions: Sequence[str], prev_images: Sequence[np.ndarray | None],
                 cur_images: np.ndarray, *, max_new_tokens: int = MAX_NEW_TOKENS,
-                action_mask: bool = True) -> HFGeneration:
+                action_mask: bool = True, sampling: Sampling | None = None,
+                seeds: Sequence[int] | None = None) -> HFGeneration:
         """Action chunks for a batch: instructions (B,), uint8 frames (H, W, 3) each; a
-        previous frame None (first query of an episode) leaves it out of that prompt."""
+        previous frame None (first query of an episode) leaves it out of that prompt. Greedy
+        unless `sampling` (with one seed per instruction, see `generate`)."""
         b = len(instructions)
         if len(prev_images) != b or len(cur_images) != b:
             raise ValueError("one previous (or None) and one current frame per instruction")
@@ -614,7 +627,9 @@ class ChameleonWorldVLA:
         for k, i in enumerate(have):
             prev_codes[i] = codes[b + k]
         prompts = [self.action_prompt(instructions[i], prev_codes[i], codes[i]) for i in range(b)]
-        return self.generate(prompts, max_new_tokens=max_new_tokens, action_mask=action_mask)
+        sampled = {} if sampling is None else {"sampling": sampling, "seeds": seeds}
+        return self.generate(prompts, max_new_tokens=max_new_tokens, action_mask=action_mask,
+                             **sampled)
 
 
 # --------------------------------------------------------------------------- loading

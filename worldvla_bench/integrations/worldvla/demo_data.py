@@ -18,20 +18,46 @@ from worldvla_bench.observation_profiles import resize_image
 
 @dataclass
 class DemoSet:
-    """Episodes at the model's image size: frames (T+1, S, S, 3) uint8 and actions (T, 7)."""
+    """Episodes at the model's image size: frames (T+1, S, S, 3) uint8 and actions (T, 7).
+
+    `world_only[e]` marks an episode that feeds world-model samples only (`--world-data`); an
+    empty list means none does. `files` are the files of the other episodes, `world_files`
+    those of the world-only ones.
+    """
 
     frames: list[np.ndarray]
     actions: list[np.ndarray]
     texts: list[str]  # the instruction each episode is trained with
     languages: list[str]  # the plain language instruction of each episode
     files: list[str] = field(default_factory=list)
+    world_only: list[bool] = field(default_factory=list)
+    world_files: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.frames)
 
+    def is_world_only(self, episode: int) -> bool:
+        return bool(self.world_only[episode]) if self.world_only else False
+
+    def action_episodes(self) -> int:
+        """Episodes that feed action samples (and world-model samples)."""
+        return sum(not self.is_world_only(e) for e in range(len(self)))
+
+    def add_world_only(self, other: DemoSet) -> None:
+        """Append `other`'s episodes as world-only ones (their files to `world_files`)."""
+        self.world_only = [self.is_world_only(e) for e in range(len(self))] + [True] * len(other)
+        self.frames += other.frames
+        self.actions += other.actions
+        self.texts += other.texts
+        self.languages += other.languages
+        self.world_files += other.files
+
     def instructions(self) -> dict[str, str]:
-        """Plain language instruction -> training text (the policy's 'training' source)."""
-        return dict(zip(self.languages, self.texts, strict=True))
+        """Plain language instruction -> training text (the policy's 'training' source), of the
+        episodes that feed action samples."""
+        return {language: text for e, (language, text)
+                in enumerate(zip(self.languages, self.texts, strict=True))
+                if not self.is_world_only(e)}
 
 
 def demo_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -123,7 +149,8 @@ def make_synthetic_demos(path: str | Path, n_demos: int = 2, length: int = 12,
 
 
 class SampleBuilder:
-    """Token sequences of action and world-model samples from VQ codes of every frame."""
+    """Token sequences of action and world-model samples from VQ codes of every frame; the
+    demo set's world-only episodes give world-model samples only."""
 
     def __init__(self, model: WorldVLA, demos: DemoSet, codes: list[np.ndarray], chunk_size: int):
         self.tokenizer = model.tokenizer
@@ -131,14 +158,16 @@ class SampleBuilder:
         self.codes = codes
         self.k = chunk_size
         self.action_index = np.array(
-            [(e, t) for e, a in enumerate(demos.actions) for t in range(len(a) - chunk_size + 1)],
+            [(e, t) for e, a in enumerate(demos.actions) if not demos.is_world_only(e)
+             for t in range(len(a) - chunk_size + 1)],
             dtype=np.int64,
         ).reshape(-1, 2)
         self.world_index = np.array(
             [(e, t) for e, a in enumerate(demos.actions) for t in range(len(a))], dtype=np.int64
         ).reshape(-1, 2)
         if not len(self.action_index):
-            longest = max(len(a) for a in demos.actions)
+            longest = max((len(a) for e, a in enumerate(demos.actions)
+                           if not demos.is_world_only(e)), default=0)
             raise BenchError(f"no episode has {chunk_size} actions (the longest has {longest}): "
                              "use a smaller chunk size")
 

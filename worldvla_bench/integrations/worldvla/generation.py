@@ -1,4 +1,4 @@
-"""Greedy, batched generation with a KV cache; action chunks and next images.
+"""Batched generation with a KV cache, greedy or sampled; action chunks and next images.
 
 Prompts in a batch may differ in length: pad them on the left (`sequence.pad_sequences`), with
 `valid` False on padding. Rotary positions skip padding, so a padded sample gets the same logits
@@ -12,8 +12,11 @@ from the prompt, so cached generation reproduces the uncached forward over the s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +32,81 @@ from worldvla_bench.integrations.worldvla.vocab import Vocab
 Constraint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: new tokens so far (B, n) -> finished (B,) bool
 StopRule = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are chosen. `temperature` None or 0: greedy (argmax), the default; > 0: sampled
+    from softmax(logits / temperature), among the `top_k` most likely tokens if `top_k` is set
+    (tokens tied with the k-th are kept too); `seed` (an int) makes the draws reproducible."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_sampling(self.temperature, self.top_k, self.seed)
+
+    @property
+    def greedy(self) -> bool:
+        return not self.temperature
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_k": self.top_k, "seed": self.seed}
+
+
+def check_sampling(temperature: Any, top_k: Any, seed: Any) -> None:
+    """Raise a one-line ValueError for a bad temperature (< 0, not a number), top_k (< 1, not an
+    int) or seed (not an int); None is fine for temperature and top_k."""
+    if temperature is not None and (isinstance(temperature, bool)
+                                    or not isinstance(temperature, (int, float))
+                                    or not temperature >= 0 or temperature == float("inf")):
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got "
+                         f"{temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from JSON-able parts (bytes are hashed first): the same parts give the same
+    seed in any process (unlike `hash`), different parts different seeds."""
+    items = [hashlib.sha256(p).hexdigest() if isinstance(p, (bytes, bytearray, memoryview))
+             else p for p in parts]
+    text = json.dumps(items, sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def row_generators(sampling: Sampling | None, seeds: Sequence[int] | None,
+                   rows: int) -> list[torch.Generator] | None:
+    """One CPU generator per row for sampled decoding, seeded by `seeds` (default
+    `sampling.seed` for every row); None when decoding is greedy."""
+    if sampling is None or sampling.greedy:
+        return None
+    seeds = [sampling.seed] * rows if seeds is None else list(seeds)
+    if len(seeds) != rows:
+        raise ValueError(f"one seed per prompt: {len(seeds)} seeds for {rows} prompts")
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def choose_tokens(scores: torch.Tensor, sampling: Sampling | None,
+                  generators: Sequence[torch.Generator] | None, rows: torch.Tensor) -> torch.Tensor:
+    """Next tokens (B,) from scores (B, V): argmax if greedy, else one draw per row in `rows`
+    (bool (B,)) with that row's generator (float64 on CPU, so a row draws the same on any device
+    and in any batch); rows not drawn get their argmax."""
+    best = scores.argmax(-1)
+    if sampling is None or sampling.greedy or generators is None:
+        return best
+    work = scores.detach().double().cpu() / float(sampling.temperature)  # type: ignore[arg-type]
+    if sampling.top_k is not None and sampling.top_k < work.shape[-1]:
+        kth = torch.topk(work, sampling.top_k, dim=-1).values[:, -1:]
+        work = work.masked_fill(work < kth, float("-inf"))
+    probs = torch.softmax(work, -1)
+    out = best.clone()
+    for i in torch.nonzero(rows.cpu()).flatten().tolist():
+        out[i] = int(torch.multinomial(probs[i], 1, generator=generators[i]))
+    return out
 
 
 @dataclass
@@ -77,7 +155,7 @@ def _step(
 
 
 @torch.no_grad()
-def greedy_generate(
+def generate(
     model: WorldVLATransformer,
     input_ids: torch.Tensor,
     valid: torch.Tensor | None = None,
@@ -88,11 +166,16 @@ def greedy_generate(
     stop: StopRule | None = None,
     use_cache: bool = True,
     return_logits: bool = False,
+    sampling: Sampling | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> GenerationOutput:
-    """Greedy decoding of up to `max_new_tokens` tokens after left-padded prompts (B, P)."""
+    """Decoding of up to `max_new_tokens` tokens after left-padded prompts (B, P): greedy, or
+    sampled as `sampling` says with one generator per row seeded by `seeds` (B ints; default
+    `sampling.seed` for every row)."""
     ids = input_ids.to(model.embed.weight.device)
     b, p = ids.shape
     valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid.to(ids.device).bool()
+    generators = row_generators(sampling, seeds, b)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if not bool(valid[:, -1].all()):
@@ -111,8 +194,9 @@ def greedy_generate(
         if return_logits:
             all_logits.append(logits)
         scores = constraint(new, logits) if constraint is not None else logits
+        chosen = choose_tokens(scores, sampling, generators, ~finished).to(ids.device)
         token = torch.where(finished, torch.full_like(finished, Vocab.PAD, dtype=torch.long),
-                            scores.argmax(-1))
+                            chosen)
         new = torch.cat([new, token[:, None]], 1)
         new_valid = torch.cat([new_valid, ~finished[:, None]], 1)
         ids = torch.cat([ids, token[:, None]], 1)
@@ -130,6 +214,16 @@ def greedy_generate(
         logits=torch.stack(all_logits, 1) if return_logits else None,
         isolate_from=isolate_from,
     )
+
+
+def greedy_generate(
+    model: WorldVLATransformer,
+    input_ids: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> GenerationOutput:
+    """`generate` with greedy decoding (argmax at every step)."""
+    return generate(model, input_ids, valid, sampling=None, **kwargs)
 
 
 def action_stop(num_blocks: int | None) -> StopRule:
@@ -199,14 +293,17 @@ def generate_actions(
     constrained: bool = False,
     use_cache: bool = True,
     return_logits: bool = False,
+    sampling: Sampling | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> ActionGeneration:
     """Action chunks for left-padded action prompts, with WorldVLA's action mask.
 
     Stops a sample at end of turn, after `num_blocks` blocks (None: until end of turn, as
     WorldVLA's eval), or at `max_new_tokens`. ``constrained=True`` restricts decoding to
-    well-formed blocks (WorldVLA decodes unconstrained, the default).
+    well-formed blocks (WorldVLA decodes unconstrained, the default). Greedy unless
+    `sampling` (with `seeds`) says otherwise (`generate`).
     """
-    out = greedy_generate(
+    out = generate(
         model,
         input_ids,
         valid,
@@ -216,6 +313,8 @@ def generate_actions(
         stop=action_stop(num_blocks),
         use_cache=use_cache,
         return_logits=return_logits,
+        sampling=sampling,
+        seeds=seeds,
     )
     tokens = [row[ok].tolist() for row, ok in zip(out.new_tokens, out.new_valid, strict=True)]
     actions = []
@@ -260,15 +359,18 @@ def generate_image(
     grid: tuple[int, int],
     use_cache: bool = True,
     return_logits: bool = False,
+    sampling: Sampling | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> ImageGeneration:
-    """Greedy next-image codes (h, w) = `grid` for left-padded world-model prompts.
+    """Next-image codes (h, w) = `grid` for left-padded world-model prompts.
 
     Layout tokens (begin, grid, newlines, end) are forced; each code slot takes the most likely
-    image code. World-model samples use the plain causal mask.
+    image code (greedy), or a sampled one under `sampling` (with `seeds`, see `generate`).
+    World-model samples use the plain causal mask.
     """
     h, w = grid
     n = len(image_template(tokenizer.vocab, h, w))
-    out = greedy_generate(
+    out = generate(
         model,
         input_ids,
         valid,
@@ -277,6 +379,8 @@ def generate_image(
         constraint=image_constraint(tokenizer.vocab, h, w),
         use_cache=use_cache,
         return_logits=return_logits,
+        sampling=sampling,
+        seeds=seeds,
     )
     codes = [tokens_to_codes(row.tolist(), tokenizer.vocab) for row in out.new_tokens]
     return ImageGeneration(torch.as_tensor(np.stack(codes)), out)

@@ -38,6 +38,10 @@ Loaded models are shared by the policy instances of one process with the same ch
 settings (`share_model=True`, the default): the policy server builds one instance per
 connection, and each would otherwise hold its own copy of the 7B weights.
 
+Decoding is greedy, as the official eval's; `temperature` > 0 (with `top_k`, `seed`) samples
+instead, each call seeded from (seed, episode, call index) as the `worldvla` policy does
+(`policy.ActsInBatches.call_seeds`): batches answer as one call at a time, reruns replay.
+
 The libero_10 trap: those checkpoints were trained with the task's file name (scene-prefixed,
 "LIVING ROOM SCENE2 put both ...") as the instruction, WorldVLA's eval prompts with the plain
 language string. `instruction_source='filename'` prompts with the file name (from the episode's
@@ -62,6 +66,7 @@ from worldvla_bench.integrations.worldvla.chameleon_adapter import (
     instruction_from_task_name,
     load_released,
 )
+from worldvla_bench.integrations.worldvla.generation import Sampling
 from worldvla_bench.integrations.worldvla.policy import PREVIOUS_FRAME, ActsInBatches
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy
 
@@ -82,6 +87,7 @@ class WorldVLAHFPolicy(ActsInBatches, Policy):
     CUDA, float32 on CPU. `max_blocks` (None = all) truncates the decoded chunk.
     `share_model` reuses the model another instance of this process loaded with the same settings.
     `on_broken` 'end' (the official rule, default) or 'continue' (module docstring).
+    `temperature` (None or 0: greedy, the default), `top_k`, `seed`: sampled decoding.
     """
 
     cameras = ("agentview",)
@@ -104,7 +110,11 @@ class WorldVLAHFPolicy(ActsInBatches, Policy):
         trust_pickle: bool = False,
         share_model: bool = True,
         on_broken: str = "end",
+        temperature: float | None = None,
+        top_k: int | None = None,
+        seed: int = 0,
     ) -> None:
+        self.sampling = Sampling(temperature, top_k, seed)
         if int(resolution) not in RESOLUTIONS:
             raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
         if instruction_source not in INSTRUCTION_SOURCES:
@@ -147,6 +157,7 @@ class WorldVLAHFPolicy(ActsInBatches, Policy):
         self.last_tokens: list[int] = []
         self.last_prompt: list[int] = []
         self._warned_no_task = False
+        self._calls: dict[tuple[Any, ...] | None, int] = {}
         self.reset(None)
 
     # -- episode state
@@ -154,6 +165,7 @@ class WorldVLAHFPolicy(ActsInBatches, Policy):
         self._context = context
         self._gripper = OPEN_GRIPPER
         self.episode_fallbacks = 0
+        self.forget_calls(context)
 
     def prompt_instruction(self, observation: dict[str, Any] | None = None,
                            context: EpisodeContext | None = None) -> str:
@@ -186,10 +198,12 @@ class WorldVLAHFPolicy(ActsInBatches, Policy):
             # no previous frame at the first query of an episode (the official history is empty)
             previous.append(history[-1] if len(history) else None)
         texts = [self.prompt_instruction(o, c) for o, c in zip(observations, contexts, strict=True)]
+        seeds = self.call_seeds(observations, contexts)
+        sampled = {} if seeds is None else {"sampling": self.sampling, "seeds": seeds}
         t0 = time.perf_counter()
         out = self.adapter.predict(texts, previous, np.stack(frames),
                                    max_new_tokens=self.max_new_tokens,
-                                   action_mask=self.action_mask)
+                                   action_mask=self.action_mask, **sampled)
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["chunks"] += len(observations)
         self.last_tokens, self.last_prompt = out.tokens[-1], out.prompts[-1]

@@ -16,6 +16,7 @@ from torch import nn
 
 from worldvla_bench.integrations.worldvla.config import WorldVLAConfig, preset
 from worldvla_bench.integrations.worldvla.generation import (
+    Sampling,
     forward_sequence,
     generate_actions,
     generate_image,
@@ -104,16 +105,28 @@ class WorldVLA(nn.Module):
         return gen.actions
 
     @torch.no_grad()
-    def predict_next_images(self, images: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """Next frames uint8 (B, H', W', 3) from frames (B, H, W, 3) and actions (B, 7)."""
-        codes = self.encode_images(images)
+    def predict_next_codes(self, codes: torch.Tensor, actions: np.ndarray, *,
+                           sampling: Sampling | None = None,
+                           seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Next-frame VQ codes (B, h, w) from codes (B, h, w) and actions (B, 7); greedy unless
+        `sampling` (one seed per sample in `seeds`, see `generation.generate`)."""
         prompts = [
             self.tokenizer.world_prompt(c, a) for c, a in zip(codes, actions, strict=True)
         ]
         ids, valid = pad_sequences(prompts)
         grid = self.config.vq.grid
-        gen = generate_image(self.transformer, self.tokenizer, ids, valid, grid=(grid, grid))
-        return self.decode_codes(gen.codes)
+        gen = generate_image(self.transformer, self.tokenizer, ids, valid, grid=(grid, grid),
+                             sampling=sampling, seeds=seeds)
+        return gen.codes
+
+    @torch.no_grad()
+    def predict_next_images(self, images: np.ndarray, actions: np.ndarray, *,
+                            sampling: Sampling | None = None,
+                            seeds: Sequence[int] | None = None) -> np.ndarray:
+        """Next frames uint8 (B, H', W', 3) from frames (B, H, W, 3) and actions (B, 7)."""
+        codes = self.predict_next_codes(self.encode_images(images), actions, sampling=sampling,
+                                        seeds=seeds)
+        return self.decode_codes(codes)
 
     def save(self, path: str | Path) -> None:
         torch.save({"config": self.config.to_dict(), "state_dict": self.state_dict()}, path)

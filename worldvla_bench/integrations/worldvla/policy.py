@@ -9,6 +9,12 @@ Reproduces WorldVLA's LIBERO evaluation (profile `worldvla` in
   trained with; it also stops at end of turn), with the action attention mask when the
   checkpoint was trained with it; decoded to bin centres (the gripper goes to the env as decoded,
   about +-0.996) and executed open loop;
+- or, with ``temperature > 0``, sampled decoding (softmax at that temperature, among the `top_k`
+  most likely tokens if set): each call draws with its own generator, seeded from (`seed`,
+  suite, task, trial, episode seed, call index within the episode), so a batch (`act_batch`)
+  answers as one call at a time does, and a rerun (or resumed run) replays the same episode.
+  The call index restarts at the first call of an episode (the one whose observation has no
+  history frame) and at `reset`;
 - an answer without any well-formed action block (or a prompt that fills the model's context)
   ends the episode as a failure, as the official eval ends it where it has no block to run
   (`EndEpisode`, reason in the record's `extra['ended_by_policy']`, counted in
@@ -18,7 +24,7 @@ Reproduces WorldVLA's LIBERO evaluation (profile `worldvla` in
   `stats['fallbacks']`, and goes on.
 
 `act_batch(observations, contexts)` answers many episodes with one left-padded batched
-generation (`generation.greedy_generate`), each entry as `act` would; so `serve-policy worldvla
+generation (`generation.generate`), each entry as `act` would; so `serve-policy worldvla
 --max-batch N` serves N env workers with one model. ``on_broken='continue'`` keeps the last
 gripper per episode, which a shared batched policy cannot: that mode has no `act_batch`.
 
@@ -41,7 +47,13 @@ import numpy as np
 import torch
 
 from worldvla_bench.integrations.worldvla.devices import autocast, resolve_device, use_bf16
-from worldvla_bench.integrations.worldvla.generation import action_stop, greedy_generate
+from worldvla_bench.integrations.worldvla.generation import (
+    Sampling,
+    action_stop,
+    check_sampling,
+    derive_seed,
+    generate,
+)
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import pad_sequences
 from worldvla_bench.integrations.worldvla.shipped import DEFAULT_CHECKPOINT
@@ -64,13 +76,18 @@ def generate_action_tokens(
     num_blocks: int | None,
     action_mask: bool = True,
     max_new_tokens: int | None = None,
+    sampling: Sampling | None = None,
+    seeds: list[int] | None = None,
 ) -> list[list[int] | None]:
-    """Greedy answers for a batch, one left-padded generation per token budget: each
-    sample's new tokens (None where its prompt fills the model's context), as it would get
-    them alone. Images are uint8 (H, W, 3) at any size (the model resizes them to its own)."""
+    """Answers for a batch, one left-padded generation per token budget: each sample's new
+    tokens (None where its prompt fills the model's context), as it would get them alone.
+    Greedy unless `sampling` says otherwise (then sample i draws with seed `seeds[i]`). Images
+    are uint8 (H, W, 3) at any size (the model resizes them to its own)."""
     b = len(instructions)
     if not (len(prev_images) == len(cur_images) == b):
         raise ValueError("one previous and one current frame per instruction")
+    if seeds is not None and len(seeds) != b:
+        raise ValueError("one seed per instruction")
     codes = model.encode_images(np.stack([*prev_images, *cur_images]))
     prompts = [model.tokenizer.action_prompt(instructions[i], codes[i], codes[b + i])
                for i in range(b)]
@@ -83,8 +100,9 @@ def generate_action_tokens(
     answers: list[list[int] | None] = [None] * b
     for budget, members in groups.items():  # a shared budget keeps every sample's own stop
         ids, valid = pad_sequences([prompts[i] for i in members])
-        out = greedy_generate(model.transformer, ids, valid, max_new_tokens=budget,
-                              action_mask=action_mask, stop=action_stop(num_blocks))
+        out = generate(model.transformer, ids, valid, max_new_tokens=budget,
+                       action_mask=action_mask, stop=action_stop(num_blocks), sampling=sampling,
+                       seeds=None if seeds is None else [seeds[i] for i in members])
         for row, i in enumerate(members):
             answers[i] = out.new_tokens[row][out.new_valid[row]].tolist()
     return answers
@@ -111,9 +129,38 @@ def decode_action_chunk(
 
 class ActsInBatches:
     """`act` and `act_batch` of both WorldVLA policies, through their `_answer(observations,
-    contexts)`: one batched generation, each entry a (K, 7) chunk or an `EndEpisode`."""
+    contexts)`: one batched generation, each entry a (K, 7) chunk or an `EndEpisode`; and the
+    seeds of sampled decoding (`call_seeds`)."""
 
     _context: EpisodeContext | None
+    camera: str
+    sampling: Sampling
+    _calls: dict[tuple[Any, ...] | None, int]  # episode -> index of its last call
+
+    @classmethod
+    def check_arguments(cls, temperature: float | None = None, top_k: int | None = None,
+                        seed: int = 0, **_: Any) -> None:
+        """Refuse bad decoding options before anything is loaded (one-line ValueError)."""
+        check_sampling(temperature, top_k, seed)
+
+    def call_seeds(self, observations: list[dict[str, Any]],
+                   contexts: list[EpisodeContext | None]) -> list[int] | None:
+        """One sampling seed per call (None when greedy), from (`seed`, episode, call index);
+        counts the calls of each episode."""
+        if self.sampling.greedy:
+            return None
+        seeds = []
+        for observation, context in zip(observations, contexts, strict=True):
+            key = _episode_key(context or self._context)
+            first = not len(observation.get(f"{self.camera}_history", ()))
+            index = 0 if first else self._calls.get(key, -1) + 1
+            self._calls[key] = index
+            seeds.append(derive_seed(self.sampling.seed, key, index))
+        return seeds
+
+    def forget_calls(self, context: EpisodeContext | None) -> None:
+        """Restart the call count of an episode (at `reset`)."""
+        self._calls.pop(_episode_key(context), None)
 
     def _answer(self, observations: list[dict[str, Any]],
                 contexts: list[EpisodeContext | None]) -> list[np.ndarray | EndEpisode]:
@@ -145,7 +192,8 @@ class WorldVLAPolicy(ActsInBatches, Policy):
     even where training used other text, e.g. libero_10's scene-prefixed names); 'training'
     prompts with the text the checkpoint was trained on for that instruction (falls back to the
     language string for an unseen task). `device` any torch device (default CPU); `bf16`
-    None autocasts to bfloat16 on CUDA only.
+    None autocasts to bfloat16 on CUDA only. `temperature` (None or 0: greedy, the default),
+    `top_k` and `seed`: sampled decoding (module docstring).
     """
 
     cameras = ("agentview",)
@@ -163,7 +211,11 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         on_broken: str = "end",
         device: str = "cpu",
         bf16: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        seed: int = 0,
     ) -> None:
+        self.sampling = Sampling(temperature, top_k, seed)
         if on_broken not in ON_BROKEN:
             raise ValueError(f"on_broken must be one of {ON_BROKEN}, got {on_broken!r}")
         if instruction_source not in INSTRUCTION_SOURCES:
@@ -196,6 +248,7 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         self.stats: dict[str, float] = {"calls": 0, "chunks": 0, "fallbacks": 0, "partial": 0,
                                         "broken": 0, "decode_s": 0.0}
         self._context: EpisodeContext | None = None
+        self._calls: dict[tuple[Any, ...] | None, int] = {}  # episode -> index of its last call
         self.reset(None)
 
     # -- episode state
@@ -203,6 +256,7 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         self._context = context
         self._gripper = OPEN_GRIPPER  # LIBERO's wait steps leave the gripper open
         self.episode_fallbacks = 0
+        self.forget_calls(context)
 
     def prompt_instruction(self, observation: dict[str, Any],
                            context: EpisodeContext | None = None) -> str:
@@ -228,11 +282,13 @@ class WorldVLAPolicy(ActsInBatches, Policy):
             frames.append(frame)
             previous.append(history[-1] if len(history) else frame)  # first call: frame twice
         texts = [self.prompt_instruction(o, c) for o, c in zip(observations, contexts, strict=True)]
+        seeds = self.call_seeds(observations, contexts)
+        sampled = {} if seeds is None else {"sampling": self.sampling, "seeds": seeds}
         t0 = time.perf_counter()
         with autocast(self.device, self.bf16):
             answers = generate_action_tokens(self.model, texts, previous, frames,
                                              self.chunk_size, self.action_mask,
-                                             self.max_new_tokens)
+                                             self.max_new_tokens, **sampled)
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["chunks"] += len(observations)
         return [self._chunk(tokens) for tokens in answers]
@@ -256,3 +312,10 @@ class WorldVLAPolicy(ActsInBatches, Policy):
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+
+
+def _episode_key(context: EpisodeContext | None) -> tuple[Any, ...] | None:
+    """What identifies an episode for sampling seeds: (suite, task, trial, episode seed)."""
+    if context is None:
+        return None
+    return (context.suite, context.task_id, context.trial, context.seed)

@@ -78,6 +78,14 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--world-model-weight", type=float, default=0.0, metavar="W",
                         help="world-model samples per action sample in each batch (0 = action "
                              "model only; WorldVLA's mix is 1)")
+    parser.add_argument("--world-data", nargs="+", default=[], metavar="PATH",
+                        help="more .hdf5 demo files or directories whose episodes feed "
+                             "world-model samples only (e.g. noisy-expert episodes, failures "
+                             "included); --data feeds both")
+    parser.add_argument("--image-loss-weight", type=float, default=TrainConfig.image_loss_weight,
+                        metavar="W",
+                        help="loss weight of image-code targets relative to other tokens "
+                             "(default 0.04, WorldVLA's)")
     parser.add_argument("--action-mask", type=_on_off, default=True, metavar="on|off",
                         help="WorldVLA's attention mask between action blocks (default on)")
     parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
@@ -99,6 +107,8 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "threads": args.threads, "progress": not args.no_progress,
         "device": getattr(args, "device", "cpu"), "bf16": getattr(args, "bf16", None),
         "world_model_weight": getattr(args, "world_model_weight", 0.0),
+        "world_data": getattr(args, "world_data", None) or [],
+        "image_loss_weight": getattr(args, "image_loss_weight", TrainConfig.image_loss_weight),
         "action_mask": getattr(args, "action_mask", True),
         "stop_at": getattr(args, "stop_at", None),
         "resume": not getattr(args, "restart", False),

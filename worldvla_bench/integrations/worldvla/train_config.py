@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,9 @@ INSTRUCTION_SOURCES = ("language", "filename")
 RESUMABLE_CHANGES = frozenset(
     {"out", "stop_at", "progress", "threads", "checkpoint_every", "resume", "device"}
 )
+#: arguments added after checkpoints were made, with the value those checkpoints were trained
+#: with (a resumed run compares against these when its checkpoint does not record them)
+LEGACY_TRAIN_ARGS: dict[str, Any] = {"world_data": [], "image_loss_weight": 0.04}
 
 
 @dataclass
@@ -27,6 +30,12 @@ class TrainConfig:
     transformer to bfloat16 on CUDA only (False: never; True: refused off CUDA). Launched by
     `torchrun` (WORLD_SIZE > 1) the transformer trains with DDP, `batch_size` the global batch
     split over the ranks (see `trainer`).
+
+    `world_data`: more HDF5 demo files or directories whose episodes feed world-model samples
+    only (e.g. noisy-expert episodes, failures included); `data` feeds both kinds. The VQ-VAE
+    trains on the frames of both. `image_loss_weight` is the per-class cross-entropy weight of
+    image-code targets (the model config's; 0.04 as in WorldVLA, where a half world-model batch
+    then gives image codes about 4% of the loss).
     """
 
     data: list[str]
@@ -34,6 +43,8 @@ class TrainConfig:
     config: str = "tiny"
     chunk_size: int = 5
     world_model_weight: float = 0.0
+    world_data: list[str] = field(default_factory=list)
+    image_loss_weight: float = 0.04
     action_mask: bool = True
     steps: int = 2000
     vq_steps: int = 1000
@@ -61,6 +72,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data = [str(p) for p in ([self.data] if isinstance(self.data, str | Path)
                                       else self.data)]
+        self.world_data = [str(p) for p in ([self.world_data]
+                                            if isinstance(self.world_data, str | Path)
+                                            else self.world_data or [])]
         self.out = str(self.out)
         if self.config not in PRESETS:
             raise BenchError(f"unknown model config {self.config!r}; choose from {sorted(PRESETS)}")
@@ -70,6 +84,9 @@ class TrainConfig:
         checks = [
             (self.chunk_size >= 1, "chunk size must be >= 1"),
             (self.world_model_weight >= 0, "world-model weight must be >= 0"),
+            (self.image_loss_weight >= 0, "image loss weight must be >= 0"),
+            (not self.world_data or self.world_model_weight > 0,
+             "world data feeds world-model samples only: it needs a world-model weight > 0"),
             (self.steps >= 0 and self.vq_steps >= 0, "steps must be >= 0"),
             (self.batch_size >= 1 and self.vq_batch_size >= 1, "batch sizes must be >= 1"),
             (self.world_model_weight == 0 or self.batch_size >= 2,

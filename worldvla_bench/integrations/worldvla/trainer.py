@@ -51,6 +51,7 @@ from worldvla_bench.integrations.worldvla.loss_curves import (
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import collate
 from worldvla_bench.integrations.worldvla.train_config import (
+    LEGACY_TRAIN_ARGS,
     RESUMABLE_CHANGES,
     TrainConfig,
 )
@@ -90,6 +91,7 @@ def _restore_rng(rng: np.random.Generator, state: dict[str, Any]) -> None:
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
     now = config.to_dict()
+    saved = {**LEGACY_TRAIN_ARGS, **saved}
     diffs = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
              if k not in RESUMABLE_CHANGES and saved.get(k) != v]
     if diffs:
@@ -146,7 +148,9 @@ class Trainer:
             "world_model_weight": self.config.world_model_weight,
             "instruction_source": self.config.instruction_source,
             "instructions": self.demos.instructions(),
-            "data": {"files": self.demos.files, "episodes": len(self.demos)},
+            "data": {"files": self.demos.files, "episodes": self.demos.action_episodes(),
+                     "world_files": self.demos.world_files,
+                     "world_episodes": len(self.demos) - self.demos.action_episodes()},
             "stage": self.stage,
             "vq_step": self.vq_step,
             "step": self.step,
@@ -188,9 +192,13 @@ class Trainer:
         if config.resume and last.exists():
             saved = read_checkpoint(last)
             _check_resumable(saved.get("train_args") or {}, config, last)
-        model_config = preset(config.config)
+        model_config = preset(config.config, image_loss_weight=float(config.image_loss_weight))
         self.demos = load_demos(config.data, model_config.vq.image_size, config.view,
                                 config.instruction_source, config.max_demos)
+        if config.world_data:
+            self.demos.add_world_only(load_demos(config.world_data, model_config.vq.image_size,
+                                                 config.view, config.instruction_source,
+                                                 config.max_demos))
         torch.manual_seed(config.seed)
         self.model = WorldVLA(model_config).to(self.device)
         self.rng = np.random.default_rng(config.seed)

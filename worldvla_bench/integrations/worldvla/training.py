@@ -14,8 +14,9 @@ Samples, as in WorldVLA's data generation:
 Each batch of B sequences holds ``round(B * W / (1 + W))`` world-model samples (at least one when
 W > 0, at most B - 1) and action samples for the rest, with W = `world_model_weight` the number of
 world samples per action sample (WorldVLA's mix, one of each per time step, is W = 1; W = 0 trains
-the action model alone). The loss is one weighted cross-entropy over every answer token of the
-batch, with the model's per-class weight (0.04) on image-code targets.
+the action model alone). Episodes of `world_data` files give world-model samples only. The loss is
+one weighted cross-entropy over every answer token of the batch, with the model's per-class
+weight on image-code targets (`image_loss_weight`, default WorldVLA's 0.04).
 
 Checkpoints (`last.pt` while training, with optimizer and RNG state, for resuming; `final.pt` at
 the end, weights only) carry the model config, the training arguments, the instruction source and
@@ -60,6 +61,7 @@ from worldvla_bench.integrations.worldvla.train_cli import (  # noqa: F401
 )
 from worldvla_bench.integrations.worldvla.train_config import (  # noqa: F401
     INSTRUCTION_SOURCES,
+    LEGACY_TRAIN_ARGS,
     RESUMABLE_CHANGES,
     TrainConfig,
 )

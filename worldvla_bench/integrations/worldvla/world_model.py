@@ -5,28 +5,68 @@ prediction is made from the last context frame and the first action; every later
 previous *predicted* frame and the next action (decoded to pixels and encoded again, as a frame
 fed back to the model would be). Predictions come out at the model's image size and are resized
 (bilinear, antialiased) to the size of the context frames.
+
+Options (constructor arguments, e.g. `wm-eval --model-arg temperature=0.7`):
+- `feedback`: 'pixels' (default, as above) or 'codes': each step reads the previous step's
+  predicted VQ codes directly, with no decode -> re-encode round trip (frames are still decoded
+  for the output);
+- `temperature` (None or 0: greedy, the default), `top_k`, `seed`: sampled decoding of the image
+  codes; clip i's step t draws with a generator seeded from (`seed`, the clip's metadata, its
+  instruction, the bytes of its last context frame, t), so a clip imagines the same frames in any
+  batch and in any rerun.
 """
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import numpy as np
 import torch
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.integrations.worldvla.devices import autocast, resolve_device, use_bf16
+from worldvla_bench.integrations.worldvla.generation import Sampling, check_sampling, derive_seed
 from worldvla_bench.integrations.worldvla.shipped import DEFAULT_CHECKPOINT
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.observation_profiles import resize_image
 from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
 
+#: How a predicted frame is fed back: decoded and re-encoded ('pixels'), or as its codes.
+FEEDBACK = ("pixels", "codes")
+
+
+def check_world_model_arguments(feedback: str = "pixels", temperature: float | None = None,
+                                top_k: int | None = None, seed: int = 0) -> None:
+    """Refuse a bad `feedback` or decoding option (one-line ValueError)."""
+    if feedback not in FEEDBACK:
+        raise ValueError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
+    check_sampling(temperature, top_k, seed)
+
+
+def clip_seed(seed: int, last_frame: np.ndarray, instruction: str | None,
+              context: PredictionContext | None) -> int:
+    """The sampling seed of one clip: from the model's `seed`, the clip's metadata, its
+    instruction and the bytes of its last context frame (step t then draws with
+    `derive_seed(clip_seed, t)`)."""
+    meta = json.dumps(context.meta if context is not None else {}, sort_keys=True, default=str)
+    return derive_seed(seed, meta, str(instruction or ""),
+                       np.ascontiguousarray(last_frame, dtype=np.uint8).tobytes())
+
 
 class WorldVLAWorldModel(WorldModel):
     """`checkpoint`: a checkpoint file, training directory or shipped name (default the shipped
     tiny libero_goal model; see `checkpoints.resolve_checkpoint`). `device` any torch device
-    (default CPU); `bf16` None autocasts to bfloat16 on CUDA only."""
+    (default CPU); `bf16` None autocasts to bfloat16 on CUDA only. `feedback`, `temperature`,
+    `top_k`, `seed`: see the module docstring."""
 
     def __init__(self, checkpoint: str = DEFAULT_CHECKPOINT, num_threads: int | None = 1,
-                 batch_size: int = 32, device: str = "cpu", bf16: bool | None = None) -> None:
+                 batch_size: int = 32, device: str = "cpu", bf16: bool | None = None,
+                 feedback: str = "pixels", temperature: float | None = None,
+                 top_k: int | None = None, seed: int = 0) -> None:
+        self.check_arguments(feedback=feedback, temperature=temperature, top_k=top_k, seed=seed)
+        self.feedback = feedback
+        self.sampling = Sampling(temperature, top_k, seed)
         if num_threads:
             torch.set_num_threads(int(num_threads))
         self.batch_size = max(1, int(batch_size))
@@ -35,6 +75,17 @@ class WorldVLAWorldModel(WorldModel):
         self.model, self.meta = load_checkpoint(checkpoint)
         self.model.to(self.device)
         self.image_size = self.model.config.vq.image_size
+
+    @classmethod
+    def check_arguments(cls, feedback: str = "pixels", temperature: float | None = None,
+                        top_k: int | None = None, seed: int = 0, **_: Any) -> None:
+        """Refuse bad options before anything is loaded (one-line ValueError)."""
+        check_world_model_arguments(feedback, temperature, top_k, seed)
+
+    def clip_seed(self, last_frame: np.ndarray, instruction: str,
+                  context: PredictionContext | None) -> int:
+        """The sampling seed of one clip (its steps derive theirs from it)."""
+        return clip_seed(self.sampling.seed, last_frame, instruction, context)
 
     def predict(self, context_frames: np.ndarray, actions: np.ndarray, instruction: str,
                 context: PredictionContext | None = None) -> np.ndarray:
@@ -58,15 +109,32 @@ class WorldVLAWorldModel(WorldModel):
         actions = [np.asarray(item[1], dtype=np.float64) for item in items]
         current = [resize_image(np.asarray(item[0])[-1].astype(np.uint8), self.image_size)
                    for item in items]
+        clip_seeds = ([] if self.sampling.greedy else
+                      [self.clip_seed(np.asarray(item[0])[-1], item[2], item[3]) for item in items])
+        codes: list[torch.Tensor] = []
+        if self.feedback == "codes":
+            for start in range(0, len(current), self.batch_size):
+                codes += list(self.model.encode_images(
+                    np.stack(current[start:start + self.batch_size])))
         predicted: list[list[np.ndarray]] = [[] for _ in items]
         for step in range(max((len(a) for a in actions), default=0)):
             active = [i for i, a in enumerate(actions) if step < len(a)]
             for start in range(0, len(active), self.batch_size):
                 batch = active[start:start + self.batch_size]
+                sampled = {} if self.sampling.greedy else {
+                    "sampling": self.sampling,
+                    "seeds": [derive_seed(clip_seeds[i], step) for i in batch]}
+                step_actions = np.stack([actions[i][step] for i in batch])
                 with autocast(self.device, self.bf16):
-                    out = self.model.predict_next_images(
-                        np.stack([current[i] for i in batch]),
-                        np.stack([actions[i][step] for i in batch]))
+                    if self.feedback == "codes":
+                        new = self.model.predict_next_codes(
+                            torch.stack([codes[i] for i in batch]), step_actions, **sampled)
+                        out = self.model.decode_codes(new)
+                        for i, c in zip(batch, new, strict=True):
+                            codes[i] = c
+                    else:
+                        out = self.model.predict_next_images(
+                            np.stack([current[i] for i in batch]), step_actions, **sampled)
                 for i, frame in zip(batch, out, strict=True):
                     current[i] = frame
                     predicted[i].append(frame)

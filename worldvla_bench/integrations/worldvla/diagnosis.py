@@ -1,0 +1,412 @@
+"""Why a WorldVLA world model collapses: measurements of one checkpoint on recorded episodes.
+
+    python -m worldvla_bench.integrations.worldvla.diagnosis CKPT DATA [DATA ...] \\
+        [--episodes 4] [--horizon 20] [--json PATH]
+
+CKPT: a checkpoint file, training directory or shipped name. DATA: run directories recorded with
+`eval --save-frames`, LIBERO/robomimic HDF5 files, or directories of them; `--episodes` are taken
+in turn from each source (file) so that they differ. Frames are resized to the model's image size
+(the resize the policy and training use); pixel values are 0..255.
+
+Printed one per line (name: value), and written with `--json`:
+- `vq_psnr_db`, `copy_prev_psnr_db`: mean per-frame PSNR (dB, capped at 100) of VQ
+  encode-decode against the frame, and of frame t against frame t+1 (copying the previous
+  frame); `vq_lpips`, `copy_prev_lpips` the same in LPIPS (AlexNet; None if it cannot load);
+- `reencode_agreement`: fraction of codes of real frames unchanged by decode -> re-encode;
+  `reencode_agreement_predicted` the same for greedily predicted next frames (what a pixel
+  rollout feeds back);
+- teacher-forced next frame (the true codes of the next frame are the previous tokens, the model
+  predicts each code; argmax among image codes): `tf_accuracy` against the real next codes,
+  `copy_accuracy` of the copy-the-previous-codes baseline, `tf_predicts_previous` the fraction of
+  predictions equal to the previous frame's code, `tf_accuracy_changed` the accuracy on codes
+  that change (None when none does), `changed_fraction` the share of codes that change;
+  `greedy_accuracy`: greedy generation of the whole next frame against the real next codes;
+- action sensitivity: `same_codes_zero_action`, `same_codes_negated_action`, the fraction of
+  greedily predicted next-frame codes unchanged when the action is zeroed (all 7 values) or
+  negated (1.0: the model ignores the action);
+- free-running rollout from each episode's first frame with its own actions: at step H,
+  `rollout_spread_ratio` = mean absolute pixel difference between the predicted frames of two
+  different episodes, averaged over pairs, over the same for their real frames (1.0: the
+  predictions differ as much as reality, 0: every rollout ends on the same frame), feeding back
+  decoded pixels as `wm-eval`'s adapter does; `rollout_spread_ratio_codes` feeding back the
+  predicted codes directly; `rollout_psnr_db` of the pixel rollout's frame H against the real
+  one, beside `copy_first_psnr_db` of the first frame against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldvla_bench.errors import BenchError
+from worldvla_bench.integrations.worldvla.demo_data import demo_files
+from worldvla_bench.integrations.worldvla.generation import forward_sequence, generate_image
+from worldvla_bench.integrations.worldvla.model import WorldVLA
+from worldvla_bench.integrations.worldvla.sequence import collate, pad_sequences
+from worldvla_bench.integrations.worldvla.training import load_checkpoint
+from worldvla_bench.metrics.image_quality import psnr_frames
+from worldvla_bench.observation_profiles import resize_image
+from worldvla_bench.records import EPISODES_FILE
+from worldvla_bench.worldmodel.data import WMEpisode, read_hdf5, read_run
+
+#: PSNR cap (dB): identical frames give infinity, which no mean survives
+MAX_DB = 100.0
+
+#: name -> what it measures, in print order
+METRICS: dict[str, str] = {
+    "vq_psnr_db": "VQ encode-decode PSNR, dB",
+    "copy_prev_psnr_db": "frame t vs t+1 PSNR (copy the previous frame), dB",
+    "vq_lpips": "VQ encode-decode LPIPS",
+    "copy_prev_lpips": "frame t vs t+1 LPIPS",
+    "reencode_agreement": "codes of real frames unchanged by decode -> re-encode",
+    "reencode_agreement_predicted": "codes of predicted frames unchanged by decode -> re-encode",
+    "tf_accuracy": "teacher-forced next-frame code accuracy",
+    "copy_accuracy": "copy-the-previous-codes baseline accuracy",
+    "tf_predicts_previous": "teacher-forced predictions equal to the previous frame's code",
+    "tf_accuracy_changed": "teacher-forced accuracy on codes that change",
+    "changed_fraction": "share of codes that change from one frame to the next",
+    "greedy_accuracy": "greedy next-frame code accuracy",
+    "same_codes_zero_action": "predicted codes unchanged when the action is zeroed",
+    "same_codes_negated_action": "predicted codes unchanged when the action is negated",
+    "rollout_spread_ratio": "predicted / real spread between episodes at step H (pixels fed back)",
+    "rollout_spread_ratio_codes": "the same, predicted codes fed back",
+    "rollout_psnr_db": "PSNR of the rollout's frame H vs the real one, dB",
+    "copy_first_psnr_db": "PSNR of the first frame vs the real frame H, dB",
+}
+
+
+@dataclass
+class Diagnosis:
+    """The measurements (`METRICS` names -> value, None when not measurable) and their setting."""
+
+    metrics: dict[str, float | None]
+    checkpoint: str
+    data: list[str]
+    episodes: list[str]
+    horizon: int
+    samples: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "data": self.data, "episodes": self.episodes,
+                "horizon": self.horizon, "samples": self.samples, "metrics": self.metrics,
+                "notes": self.notes}
+
+    def lines(self) -> list[str]:
+        out = []
+        for name, about in METRICS.items():
+            value = self.metrics.get(name)
+            shown = "n/a" if value is None else f"{value:.4f}"
+            out.append(f"{name}: {shown}  ({about})")
+        return out
+
+
+# ------------------------------------------------------------------------------------- data
+def read_sources(paths: Sequence[str | Path], n_episodes: int, view: str = "agentview"
+                 ) -> list[WMEpisode]:
+    """`n_episodes` episodes, taken in turn from each source: a run directory (its
+    `episodes.jsonl`), an HDF5 file, or a directory of HDF5 files (each file a source)."""
+    sources: list[Any] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir() and (path / EPISODES_FILE).exists():
+            sources.append(read_run(path, view))
+        else:
+            sources += [read_hdf5(file, view) for file in demo_files([path])]
+    episodes: list[WMEpisode] = []
+    for episode in _round_robin(sources):
+        if len(episodes) >= n_episodes:
+            break
+        if len(episode.actions):
+            episodes.append(episode)
+    if not episodes:
+        raise BenchError(f"no episode with actions in {', '.join(map(str, paths))}")
+    return episodes
+
+
+def _round_robin(iterators: list[Any]):
+    active = list(iterators)
+    while active:
+        for it in list(active):
+            try:
+                yield next(it)
+            except StopIteration:
+                active.remove(it)
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def encode(model: WorldVLA, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """VQ codes (N, h, w) int64 of uint8 frames (N, S, S, 3) at the model's size."""
+    return np.concatenate([model.encode_images(frames[s]).cpu().numpy()
+                           for s in _batches(len(frames), batch_size)]).astype(np.int64)
+
+
+def decode(model: WorldVLA, codes: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """uint8 frames (N, S, S, 3) of VQ codes (N, h, w)."""
+    return np.concatenate([model.decode_codes(torch.as_tensor(codes[s]))
+                           for s in _batches(len(codes), batch_size)])
+
+
+# ------------------------------------------------------------------------------- predictions
+def teacher_forced_codes(model: WorldVLA, codes: np.ndarray, actions: np.ndarray,
+                         next_codes: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """(N, h, w) codes the model ranks first at each code slot of the next frame, the true
+    next codes being the tokens before it (argmax among image codes, as generation's layout
+    constraint allows). World-model samples are plain causal (`masks`)."""
+    vocab, tokenizer = model.vocab, model.tokenizer
+    lo, hi = vocab.image_offset, vocab.image_offset + vocab.codebook_size
+    out = []
+    for part in _batches(len(codes), batch_size):
+        batch = collate([tokenizer.world_sample(c, a, n) for c, a, n in
+                         zip(codes[part], actions[part], next_codes[part], strict=True)])
+        batch = batch.to(model.device)
+        with torch.no_grad():
+            logits = forward_sequence(model.transformer, batch.input_ids, batch.valid,
+                                      action_mask=False)
+        targets = batch.labels[:, 1:]
+        slots = (targets >= lo) & (targets < hi)
+        ranked = logits[:, :-1, lo:hi].argmax(-1)
+        grid = codes.shape[1:]
+        for row in range(len(targets)):
+            out.append(ranked[row][slots[row]].reshape(grid).cpu().numpy())
+    return np.stack(out).astype(np.int64)
+
+
+def greedy_codes(model: WorldVLA, codes: np.ndarray, actions: np.ndarray,
+                 batch_size: int = 32) -> np.ndarray:
+    """(N, h, w) greedily generated next-frame codes from codes (N, h, w) and actions (N, 7)."""
+    h, w = codes.shape[1:]
+    out = []
+    for part in _batches(len(codes), batch_size):
+        prompts = [model.tokenizer.world_prompt(c, a)
+                   for c, a in zip(codes[part], actions[part], strict=True)]
+        ids, valid = pad_sequences(prompts)
+        with torch.no_grad():
+            gen = generate_image(model.transformer, model.tokenizer, ids, valid, grid=(h, w))
+        out.append(gen.codes.cpu().numpy())
+    return np.concatenate(out).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- measurements
+def _mean(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if np.size(values) else None
+
+
+def vq_metrics(model: WorldVLA, frames: list[np.ndarray], use_lpips: bool = True
+               ) -> tuple[dict[str, float | None], list[str]]:
+    """PSNR (and LPIPS) of encode-decode and of copying the previous frame; code agreement of
+    decode -> re-encode. `frames`: per episode (T+1, S, S, 3) uint8 at the model's size."""
+    notes: list[str] = []
+    every = np.concatenate(frames)
+    codes = encode(model, every)
+    recon = decode(model, codes)
+    prev = np.concatenate([f[:-1] for f in frames])
+    nxt = np.concatenate([f[1:] for f in frames])
+    metrics: dict[str, float | None] = {
+        "vq_psnr_db": _mean(psnr_frames(recon, every, max_db=MAX_DB)),
+        "copy_prev_psnr_db": _mean(psnr_frames(prev, nxt, max_db=MAX_DB)) if len(prev) else None,
+        "reencode_agreement": float(np.mean(encode(model, recon) == codes)),
+        "vq_lpips": None, "copy_prev_lpips": None,
+    }
+    if use_lpips:
+        try:
+            from worldvla_bench.metrics.lpips_metric import lpips_frames
+
+            metrics["vq_lpips"] = _mean(lpips_frames(recon, every))
+            metrics["copy_prev_lpips"] = _mean(lpips_frames(prev, nxt)) if len(prev) else None
+        except (ImportError, OSError, ValueError, BenchError) as error:
+            notes.append(f"LPIPS not measured: {type(error).__name__}: {error}"[:200])
+    return metrics, notes
+
+
+def code_metrics(model: WorldVLA, codes: np.ndarray, actions: np.ndarray,
+                 next_codes: np.ndarray, sensitivity_samples: int | None = 64,
+                 batch_size: int = 32) -> dict[str, float | None]:
+    """Teacher-forced and greedy next-frame accuracies, the copy baseline and action
+    sensitivity over samples (codes (N, h, w) of frame t, actions (N, 7) taken from it, codes
+    of frame t+1). Sensitivity uses at most `sensitivity_samples` evenly spaced samples."""
+    predicted = teacher_forced_codes(model, codes, actions, next_codes, batch_size)
+    changed = codes != next_codes
+    pick = _spread_indices(len(codes), sensitivity_samples)
+    greedy = greedy_codes(model, codes[pick], actions[pick], batch_size)
+    zeroed = greedy_codes(model, codes[pick], np.zeros_like(actions[pick]), batch_size)
+    negated = greedy_codes(model, codes[pick], -actions[pick], batch_size)
+    return {
+        "tf_accuracy": float(np.mean(predicted == next_codes)),
+        "copy_accuracy": float(np.mean(codes == next_codes)),
+        "tf_predicts_previous": float(np.mean(predicted == codes)),
+        "tf_accuracy_changed": _mean((predicted == next_codes)[changed]),
+        "changed_fraction": float(np.mean(changed)),
+        "greedy_accuracy": float(np.mean(greedy == next_codes[pick])),
+        "reencode_agreement_predicted": float(np.mean(encode(model, decode(model, greedy))
+                                                      == greedy)),
+        "same_codes_zero_action": float(np.mean(zeroed == greedy)),
+        "same_codes_negated_action": float(np.mean(negated == greedy)),
+    }
+
+
+def _spread_indices(n: int, limit: int | None) -> np.ndarray:
+    """At most `limit` indices spread evenly over range(n) (all of them when limit is None)."""
+    if limit is None or n <= limit:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, int(limit)).round().astype(np.int64))
+
+
+def rollout(model: WorldVLA, first_frames: np.ndarray, actions: np.ndarray,
+            feedback: str = "pixels", batch_size: int = 32) -> np.ndarray:
+    """Free-running predicted frames (N, H, S, S, 3) uint8 from first frames (N, S, S, 3) and
+    actions (N, H, 7). `feedback` 'pixels': each predicted frame is decoded and encoded again
+    before the next step (`WorldVLA.predict_next_images`, as `wm-eval`'s adapter rolls out);
+    'codes': the predicted codes are fed back directly."""
+    if feedback not in ("pixels", "codes"):
+        raise BenchError(f"feedback must be 'pixels' or 'codes', got {feedback!r}")
+    frames: list[np.ndarray] = []
+    if feedback == "pixels":
+        current = first_frames
+        for step in range(actions.shape[1]):
+            current = np.concatenate([model.predict_next_images(current[s], actions[s, step])
+                                      for s in _batches(len(current), batch_size)])
+            frames.append(current)
+    else:
+        codes = encode(model, first_frames)
+        for step in range(actions.shape[1]):
+            codes = greedy_codes(model, codes, actions[:, step], batch_size)
+            frames.append(decode(model, codes))
+    return np.stack(frames, 1)
+
+
+def spread(frames: np.ndarray) -> float:
+    """Mean absolute pixel difference (0..255) between the frames (N, S, S, 3) of every pair of
+    different episodes, averaged over pairs."""
+    x = frames.astype(np.float64)
+    return float(np.mean([np.abs(x[i] - x[j]).mean()
+                          for i, j in itertools.combinations(range(len(x)), 2)]))
+
+
+def rollout_metrics(model: WorldVLA, frames: list[np.ndarray], actions: list[np.ndarray],
+                    horizon: int, batch_size: int = 32) -> tuple[dict[str, float | None],
+                                                                  list[str]]:
+    """Spread ratios (pixel and code feedback) and PSNR at step `horizon` over the episodes with
+    at least `horizon` actions (None with a note when fewer than two have)."""
+    empty: dict[str, float | None] = {k: None for k in (
+        "rollout_spread_ratio", "rollout_spread_ratio_codes", "rollout_psnr_db",
+        "copy_first_psnr_db")}
+    keep = [i for i, a in enumerate(actions) if len(a) >= horizon]
+    if len(keep) < 2:
+        return empty, [f"rollout not measured: {len(keep)} episode(s) have {horizon} actions "
+                       f"(two are needed)"]
+    first = np.stack([frames[i][0] for i in keep])
+    acts = np.stack([actions[i][:horizon] for i in keep])
+    real = np.stack([frames[i][horizon] for i in keep])
+    real_spread = spread(real)
+    notes = []
+    if real_spread == 0:
+        notes.append("the real frames at step H are identical: no spread ratio")
+    pixels = rollout(model, first, acts, "pixels", batch_size)[:, -1]
+    codes = rollout(model, first, acts, "codes", batch_size)[:, -1]
+
+    def ratio(predicted: np.ndarray) -> float | None:
+        return spread(predicted) / real_spread if real_spread else None
+
+    return {
+        "rollout_spread_ratio": ratio(pixels),
+        "rollout_spread_ratio_codes": ratio(codes),
+        "rollout_psnr_db": _mean(psnr_frames(pixels, real, max_db=MAX_DB)),
+        "copy_first_psnr_db": _mean(psnr_frames(first, real, max_db=MAX_DB)),
+    }, notes
+
+
+def diagnose(checkpoint: str | Path, data: Sequence[str | Path], episodes: int = 4,
+             horizon: int = 20, stride: int = 1, max_samples: int | None = 512,
+             sensitivity_samples: int | None = 64, use_lpips: bool = True,
+             view: str = "agentview", batch_size: int = 32) -> Diagnosis:
+    """Every measurement of the module docstring for `checkpoint` on `episodes` episodes of
+    `data`. Teacher-forced samples: every `stride`-th step of each episode, at most
+    `max_samples` of them spread evenly (None: all)."""
+    if horizon < 1 or episodes < 1 or stride < 1:
+        raise BenchError("horizon, episodes and stride must be >= 1")
+    model, meta = load_checkpoint(checkpoint)
+    size = model.config.vq.image_size
+    chosen = read_sources(data, episodes, view)
+    frames = [resize_image(e.frames, size) for e in chosen]
+    actions = [np.asarray(e.actions, dtype=np.float64) for e in chosen]
+    metrics, notes = vq_metrics(model, frames, use_lpips)
+    cur, act, nxt = [], [], []
+    for f, a in zip(frames, actions, strict=True):
+        codes = encode(model, f)
+        steps = np.arange(0, len(a), stride)
+        cur.append(codes[steps])
+        nxt.append(codes[steps + 1])
+        act.append(a[steps])
+    pick = _spread_indices(sum(map(len, cur)), max_samples)
+    cur_all, act_all, nxt_all = (np.concatenate(x)[pick] for x in (cur, act, nxt))
+    metrics.update(code_metrics(model, cur_all, act_all, nxt_all, sensitivity_samples,
+                                batch_size))
+    rolled, more = rollout_metrics(model, frames, actions, horizon, batch_size)
+    metrics.update(rolled)
+    return Diagnosis(metrics={k: metrics.get(k) for k in METRICS}, checkpoint=meta["path"],
+                     data=[str(p) for p in data], episodes=[e.name for e in chosen],
+                     horizon=horizon, samples=len(pick), notes=notes + more)
+
+
+# ------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m worldvla_bench.integrations.worldvla.diagnosis",
+        description="Measure why a WorldVLA world model collapses (VQ, teacher-forced accuracy "
+                    "against copying, action sensitivity, rollout spread) on recorded episodes.")
+    parser.add_argument("checkpoint", help="checkpoint file, training directory or shipped name")
+    parser.add_argument("data", nargs="+",
+                        help="run directories (eval --save-frames), .hdf5 files or directories")
+    parser.add_argument("--episodes", type=int, default=4, help="episodes to use (default 4)")
+    parser.add_argument("--horizon", type=int, default=20, help="rollout step H (default 20)")
+    parser.add_argument("--stride", type=int, default=1, help="every k-th step is a sample")
+    parser.add_argument("--max-samples", type=int, default=512,
+                        help="teacher-forced samples, spread evenly (default 512)")
+    parser.add_argument("--sensitivity-samples", type=int, default=64,
+                        help="samples generated greedily, with the action, zeroed and negated")
+    parser.add_argument("--view", default="agentview", help="camera of the episodes")
+    parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        result = diagnose(args.checkpoint, args.data, episodes=args.episodes,
+                          horizon=args.horizon, stride=args.stride, max_samples=args.max_samples,
+                          sensitivity_samples=args.sensitivity_samples,
+                          use_lpips=not args.no_lpips, view=args.view)
+    except BenchError as error:
+        print(f"diagnosis: {error}", file=sys.stderr)
+        return 2
+    print(f"checkpoint: {result.checkpoint}; {len(result.episodes)} episodes, "
+          f"{result.samples} samples, H = {result.horizon}")
+    for line in result.lines():
+        print(line)
+    for note in result.notes:
+        print(f"note: {note}")
+    if args.json:
+        from worldvla_bench.atomic import write_atomic
+
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+        print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
