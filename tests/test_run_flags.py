@@ -33,6 +33,7 @@ SHARED = {
     "--first-trial": ("first_trial", int, 0, True),
     "--workers": ("workers", int, None, True),
     "--no-progress": ("no_progress", None, False, False),
+    "--cameras": ("cameras", None, None, True),
 }
 PROTOCOL_FLAGS = ["--suite", "--seed", "--seeding", "--image-size", "--max-steps",
                   "--fast-render"]
@@ -205,3 +206,13 @@ def test_train_judge_takes_task_ranges(tmp_path, capsys):
     assert "no episodes of tasks [5, 6]" in capsys.readouterr().err
     assert main([*common, "--tasks", "0-4"]) == 2  # one episode: none left to hold out
     assert "no episode held out" in capsys.readouterr().err
+
+
+def test_cameras_choose_the_stored_frames_in_eval_and_record():
+    for command in ("eval", "record"):
+        args = _parser(command).parse_args(["--suite", "libero_goal", "--cameras", "agentview"])
+        options = run_flags.options_from_args(args, "x", save_frames=True)
+        assert options.frame_cameras == ("agentview",) and options.save_frames
+    args = _parser("eval").parse_args(["--suite", "libero_goal", "--cameras", "agentview"])
+    with pytest.raises(BenchError):  # frames are stored only with --save-frames
+        run_flags.options_from_args(args, "x")

@@ -21,6 +21,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--save-frames", action="store_true",
                         help="store every camera frame and sim state per step (world-model "
                              "track)")
+    run_flags.add_frame_flags(parser)
     run_flags.add_engine_flags(parser)
     parser.add_argument("--allow-errors", action="store_true",
                         help="exit 0 even if episodes ended in an error (default: exit 1)")

@@ -18,6 +18,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="results/demos", help="output directory")
     run_flags.add_execution_flags(parser)
     parser.add_argument("--all-episodes", action="store_true", help="keep failed episodes too")
+    run_flags.add_frame_flags(parser)
     parser.set_defaults(func=run)
     return parser
 

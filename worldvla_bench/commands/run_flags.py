@@ -32,6 +32,7 @@ OPTION_FIELDS = {
     "tasks": "tasks", "trials": "trials", "first_trial": "first_trial", "workers": "workers",
     "backend": "backend", "address": "ray_address", "hard_reset": "hard_reset",
     "retry_errors": "retry_errors", "episode_timeout": "episode_timeout",
+    "cameras": "frame_cameras",
 }
 #: the parser default that lists the dests declared through this module
 _DECLARED = "run_flag_dests"
@@ -135,6 +136,16 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray "
                              "instance)")
     _declare(parser, "hard_reset", "retry_errors", "episode_timeout", "backend", "address")
+
+
+def add_frame_flags(parser: argparse.ArgumentParser) -> None:
+    """--cameras: the cameras whose frames a run stores (`RunOptions.frame_cameras`); a camera
+    neither stored nor read by the policy is not rendered."""
+    parser.add_argument("--cameras", default=None, metavar="NAMES",
+                        help="cameras whose frames are stored, e.g. 'agentview' (default: all "
+                             "of the suite's; a camera neither stored nor read by the policy "
+                             "is not rendered)")
+    _declare(parser, "cameras")
 
 
 def _declared(args: argparse.Namespace) -> frozenset[str]:
