@@ -20,6 +20,7 @@ from worldvla_bench.envs.seeding import episode_seed, scene_seed
 from worldvla_bench.errors import BenchError, RunDirectoryError
 from worldvla_bench.executors import default_workers, make_executor
 from worldvla_bench.manifest import (
+    describe_served_model,
     read_manifest,
     record_render_provenance,
     record_served_model,
@@ -177,13 +178,11 @@ def _check_served_model(run_dir: Path, record: dict[str, Any]) -> None:
     if record.get("error"):
         append_episode(run_dir, record)
 
-    def describe(model: dict[str, Any]) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in model.items())[:200]
-
+    served = record["served_model"]
     raise RunDirectoryError(
-        f"the policy server serves {describe(record['served_model'])} but run directory "
-        f"{run_dir} holds episodes of {describe(recorded)}: serve that model again, or choose "
-        f"another RUN name"
+        f"the policy server serves {describe_served_model(served, recorded)} but run directory "
+        f"{run_dir} holds episodes of {describe_served_model(recorded, served)}: serve that "
+        f"model again, or choose another RUN name"
     )
 
 

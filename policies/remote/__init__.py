@@ -59,6 +59,7 @@ from worldvla_bench.serving import (
     unpack,
 )
 
+from .served import served_identity, switch_message
 from .vla_eval_client import VlaEvalClient
 
 OBS_FORMATS = ("native", "openpi")
@@ -67,27 +68,6 @@ PROTOCOLS = ("openpi", "vla-eval")
 
 class RemotePolicyError(BenchError):
     """The policy server could not be reached, or answered with an error."""
-
-
-#: metadata keys that describe a connection or the server's options, not the model it serves
-_NOT_MODEL = ("session", "server_timing", "max_batch", "batched", "extensions",
-              "harness_version")
-
-
-def served_identity(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The served model's identity from a server's metadata: our server's policy, its arguments
-    and its checkpoint fingerprint (`checkpoint`, when the policy gives one); any other server's
-    metadata whole, less what describes the connection (`_NOT_MODEL`)."""
-    if isinstance(metadata.get("worldvla_bench"), dict):  # our vla-eval server's hello
-        return served_identity(metadata["worldvla_bench"])
-    if metadata.get("server") == "worldvla_bench":
-        return {key: metadata[key] for key in ("policy", "policy_kwargs", "checkpoint")
-                if key in metadata}
-    return {key: value for key, value in metadata.items() if key not in _NOT_MODEL}
-
-
-def _describe(identity: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in identity.items())[:300] or "no metadata"
 
 
 class RemotePolicy(Policy):
@@ -184,10 +164,10 @@ class RemotePolicy(Policy):
         """What the server serves, from its metadata (`served_identity`); the engine keeps it
         in every record and the run's manifest, so a run never mixes two models. An episode
         ended by a switch of model names the model it began with (its error names both)."""
+        if self._vla_eval is not None:
+            return self._vla_eval.served_model()
         if self._switched_from is not None:
             return self._switched_from
-        if self._vla_eval is not None:
-            return served_identity(self._vla_eval.server_info or {})
         return served_identity(self._server_metadata())
 
     def _server_metadata(self) -> dict[str, Any]:
@@ -299,10 +279,7 @@ class RemotePolicy(Policy):
                 ws.close()
                 self.metadata = metadata  # the next episode is the new model's (the engine
                 self._switched_from = before  # then stops a run that holds the old one's)
-                raise RemotePolicyError(
-                    f"policy server {self.uri} came back serving {_describe(now)}, not "
-                    f"{_describe(before)}: the episode ends here"
-                )
+                raise RemotePolicyError(switch_message(self.uri, before, now))
             self._reconnects += 1
         self.metadata = metadata
         self._ws = ws

@@ -24,7 +24,9 @@ in our engine's terms (wire format: `worldvla_bench.serving.vla_eval_wire`):
 vla-eval's LIBERO benchmark also sends `controller_states` with the state; ours has no
 controller reading, so servers that need it (X-VLA) are not served here. A dropped connection is
 retried like openpi's (`retries`, backoff): reconnect, `hello`, the episode's `episode_start`,
-then the request again; a server's `error` message ends the episode with its one line.
+then the request again; a server's `error` message ends the episode with its one line. The
+served model's identity is the server's `hello` (`served.served_identity`): a connection that
+comes back to a server serving another model ends the episode naming both.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from worldvla_bench.serving.vla_eval_wire import (
     pack_message,
     unpack_message,
 )
+
+from .served import served_identity, switch_message
 
 logger = logging.getLogger("worldvla_bench.remote")
 
@@ -79,6 +83,8 @@ class VlaEvalClient:
         self._ws: Any = None
         self._seq = 0
         self._episode: dict[str, Any] | None = None  # the open episode's episode_start payload
+        #: the model this episode began with, when the server came back serving another one
+        self._switched_from: dict[str, Any] | None = None
 
     # -- what the server declares ----------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -115,9 +121,17 @@ class VlaEvalClient:
             return (AGENTVIEW,)
         return tuple(camera for camera, wants in wanted if wants)
 
+    def served_model(self) -> dict[str, Any]:
+        """The served model's identity (`served_identity` of the server's `hello`); an episode
+        ended by a switch of model names the model it began with (its error names both)."""
+        if self._switched_from is not None:
+            return self._switched_from
+        return served_identity(self.info())
+
     # -- the episode -----------------------------------------------------------------------
     def reset(self, context: EpisodeContext) -> None:
         self.end_episode()
+        self._switched_from = None
         payload = {
             "task": {
                 "name": context.instruction,
@@ -232,6 +246,13 @@ class VlaEvalClient:
             self._disconnect()
             raise
         if self.server_info is not None:
+            before, now = served_identity(self.server_info), served_identity(reply.payload)
+            if before != now:
+                self._disconnect()
+                self._episode = None  # the new model's server never saw this episode start
+                self.server_info, self.conversion = reply.payload, conversion  # the next
+                self._switched_from = before  # episode is the new model's (the engine stops)
+                raise self.errors(switch_message(self.uri, before, now))
             self.reconnects += 1
         self.server_info, self.conversion = reply.payload, conversion
         if self._episode is not None:  # a new session: the episode starts again there
