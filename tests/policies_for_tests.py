@@ -54,6 +54,23 @@ class DiesOnTrialZeroPolicy(Policy):
         return np.zeros((1, 7))
 
 
+class ServerGoneOnTrialOnePolicy(Policy):
+    """Zeros, except that trial 1's second call finds its policy server gone for good, as the
+    `remote` policy does once its retries are spent (`ServerUnreachableError`)."""
+
+    def reset(self, context: EpisodeContext) -> None:
+        self.trial, self.calls = context.trial, 0
+
+    def act(self, observation):
+        from worldvla_bench.errors import ServerUnreachableError
+
+        self.calls += 1
+        if self.trial == 1 and self.calls == 2:
+            raise ServerUnreachableError.after(
+                "127.0.0.1:9", 4, ConnectionRefusedError(111, "Connection refused"))
+        return np.zeros((1, 7))
+
+
 class HangsOnTrialZeroPolicy(Policy):
     """Zeros, except that its first call in trial 0 never returns (a hung model or server)."""
 

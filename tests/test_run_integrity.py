@@ -16,12 +16,13 @@ from conftest import split_config
 from test_report import make_run
 
 from worldvla_bench.cli import main
-from worldvla_bench.errors import BenchError, RunDirectoryError
+from worldvla_bench.errors import BenchError, RunDirectoryError, ServerUnreachableError
 from worldvla_bench.manifest import write_or_check_manifest
 from worldvla_bench.records import append_episode, read_episodes
 from worldvla_bench.report import load_run, success_rate_table, write_report
 from worldvla_bench.rollout import run_evaluation
 from worldvla_bench.run_lock import run_dir_lock
+from worldvla_bench.serving.server import PolicyServer
 from worldvla_bench.tasks import load_suite
 
 CONFIG = {"suite": "libero_spatial", "policy": "p", "policy_kwargs": {}, "seed": 7,
@@ -261,6 +262,41 @@ def test_a_worker_death_is_charged_to_its_own_episode(tmp_path, once):
         assert records[0]["error"] == ("WorkerDied: the worker process died twice "
                                        "(exit code 1, then exit code 1)")
 
+
+
+def test_a_dead_policy_server_stops_the_run_and_the_same_command_resumes(tmp_path, capsys):
+    run = tmp_path / "dead"
+    with PolicyServer("random", {"chunk_size": 5}, port=0) as server:
+        port = server.port
+        argv = ["eval", *SHORT, "--policy", "remote", "--policy-arg", f"port={port}",
+                "--policy-arg", "retries=1", "--policy-arg", "backoff_s=0.1", "--run", str(run),
+                "--no-report"]
+        assert main([*argv, "--trials", "1"]) == 0
+    capsys.readouterr()
+    command = [*argv, "--trials", "3"]  # the server is gone: one line, not 2 error episodes
+    assert main(command) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"worldvla-bench: error: policy server at 127.0.0.1:{port} "
+                           f"unreachable: ") and "(2 attempts)" in line
+    assert line.endswith("; resume with the same command when it is back")
+    assert [(r["trial"], r["error"]) for r in read_episodes(run)] == [(0, None)]
+    with PolicyServer("random", {"chunk_size": 5}, port=port):
+        assert main(command) == 0
+    records = read_episodes(run)
+    assert sorted(r["trial"] for r in records) == [0, 1, 2]
+    assert all(r["error"] is None and r["steps"] == 10 for r in records)
+
+
+def test_a_server_lost_mid_episode_stops_the_run_without_recording_it(tmp_path):
+    run = tmp_path / "lost"
+    with pytest.raises(ServerUnreachableError, match=r"^policy server at 127.0.0.1:9 unreachable: "
+                       r"ConnectionRefusedError: .* \(4 attempts\); resume with the same "
+                       r"command when it is back$"):
+        run_evaluation(*split_config(suite="libero_spatial", policy="policies_for_tests:"
+                                     "ServerGoneOnTrialOnePolicy", tasks="0", trials=3,
+                                     run_dir=run, workers=1, progress=False, image_size=64,
+                                     max_steps=5))
+    assert [(r["trial"], r["error"]) for r in read_episodes(run)] == [(0, None)]
 
 def test_an_episode_over_its_timeout_is_an_error_and_the_run_goes_on(tmp_path):
     run = tmp_path / "hangs"

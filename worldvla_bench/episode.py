@@ -11,7 +11,7 @@ import numpy as np
 from worldvla_bench.atomic import atomic_path
 from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.envs.seeding import LEGACY_SEEDING, SceneSeed
-from worldvla_bench.errors import BenchError
+from worldvla_bench.errors import BenchError, ServerUnreachableError
 from worldvla_bench.observation_pipeline import ObservationPipeline
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, validate_chunk
 from worldvla_bench.records import EpisodeRecord, save_episode_arrays, slugify
@@ -30,7 +30,9 @@ def run_episode(
     scene: SceneSeed | None = None,
     frame_cameras: tuple[str, ...] | None = None,
 ) -> EpisodeRecord:
-    """Run one episode and return its record; policy errors end the episode as an error record.
+    """Run one episode and return its record; policy errors end the episode as an error record,
+    except a policy server unreachable through its retries (`ServerUnreachableError`: raised, the
+    run stops).
 
     An exception raised by the simulator's `step` ends the episode the same way, and marks the
     record `extra["simulator_failed"]`: the simulator may be in a bad state, and the caller
@@ -136,6 +138,8 @@ def run_episode(
                     break
             if ending is not None and not done:
                 ended_by_policy, done = ending, True
+    except ServerUnreachableError:
+        raise  # not the episode's fault, and every next one would fail the same: the run stops
     except BenchError as exc:
         error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a user's policy may raise anything; the run goes on

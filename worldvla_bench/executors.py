@@ -42,6 +42,7 @@ from worldvla_bench.errors import (
     PolicyBuildError,
     RenderingUnavailableError,
     RunDirectoryError,
+    ServerUnreachableError,
     UnknownChoiceError,
 )
 from worldvla_bench.job_failures import describe_exit, error_record, note_retries, retry_or_fail
@@ -94,7 +95,7 @@ def default_workers() -> int:
 LOST = "the worker process died"
 
 #: errors a worker raises that every other episode would raise too: the run stops on the first
-STOPS_THE_RUN = (RenderingUnavailableError, PolicyBuildError)
+STOPS_THE_RUN = (RenderingUnavailableError, PolicyBuildError, ServerUnreachableError)
 
 #: errno values of a full disk or quota
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

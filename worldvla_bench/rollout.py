@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from worldvla_bench.envs.libero_tasks import libero_task, n_tasks
 from worldvla_bench.envs.rendering import check_renderer
 from worldvla_bench.envs.seeding import episode_seed, scene_seed
-from worldvla_bench.errors import BenchError, RunDirectoryError
+from worldvla_bench.errors import BenchError, RunDirectoryError, ServerUnreachableError
 from worldvla_bench.executors import default_workers, make_executor
 from worldvla_bench.manifest import (
     describe_served_model,
@@ -151,6 +151,9 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
         _execute(pending, worker_config, workers, on_record, backend=options.backend,
                  ray_address=options.ray_address, auto_workers=options.workers is None,
                  episode_timeout=options.episode_timeout)
+    except ServerUnreachableError as error:  # the episodes recorded so far stay
+        raise ServerUnreachableError(
+            f"{error}; resume with the same command when it is back") from None
     finally:
         bar.close()
 

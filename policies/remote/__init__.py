@@ -37,7 +37,9 @@ Failures: a dropped connection, a refused connect or a reply slower than `timeou
 up to `retries` times with backoff: reconnect, resend the episode's reset and, when the server
 says its policy is stateful, replay the episode's observations so far (answers discarded), then
 resend the request; the policy's state is then what it was, so the episode goes on unchanged. A
-one-line error from the server (a bad request) is not retried: it ends the episode as an error.
+server still unreachable after them stops the run (`RemotePolicyUnreachable`): the episode is
+not recorded, and the same command resumes. A one-line error from the server (a bad request) is
+not retried: it ends the episode as an error.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from worldvla_bench.errors import BenchError
+from worldvla_bench.errors import BenchError, ServerUnreachableError
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy
 from worldvla_bench.serving import (
     END_EPISODE_KEY,
@@ -68,6 +70,11 @@ PROTOCOLS = ("openpi", "vla-eval")
 
 class RemotePolicyError(BenchError):
     """The policy server could not be reached, or answered with an error."""
+
+
+class RemotePolicyUnreachable(RemotePolicyError, ServerUnreachableError):
+    """The policy server stayed unreachable through the client's retries: the run stops there
+    (`ServerUnreachableError`) instead of recording every next episode as an error."""
 
 
 class RemotePolicy(Policy):
@@ -114,7 +121,8 @@ class RemotePolicy(Policy):
         self._vla_eval: VlaEvalClient | None = None
         if protocol == "vla-eval":
             self._vla_eval = VlaEvalClient(
-                self.uri, self.timeout_s, self.retries, self.backoff_s, resize, RemotePolicyError
+                self.uri, self.timeout_s, self.retries, self.backoff_s, resize, RemotePolicyError,
+                RemotePolicyUnreachable,
             )
 
     @property
@@ -248,10 +256,7 @@ class RemotePolicy(Policy):
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
                 last = error
                 self._disconnect()
-        raise RemotePolicyError(
-            f"policy server {self.uri} unreachable after {self.retries + 1} attempts "
-            f"({type(last).__name__}: {last})"
-        )
+        raise RemotePolicyUnreachable.after(f"{self.host}:{self.port}", self.retries + 1, last)
 
     def _exchange(self, message: bytes) -> Any:
         self._ws.send(message)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from worldvla_bench.errors import BenchError
+from worldvla_bench.errors import BenchError, ServerUnreachableError
 from worldvla_bench.policy import EpisodeContext
 from worldvla_bench.serving import open_websocket
 from worldvla_bench.serving.vla_eval_specs import ActionConversion, UnsupportedActionSpec
@@ -59,7 +59,8 @@ AGENTVIEW, WRIST = "agentview", "robot0_eye_in_hand"
 class VlaEvalClient:
     """One connection to a vla-eval model server (see the module doc).
 
-    `errors` is the exception type raised for an unreachable server or an `error` reply.
+    `errors` is the exception type raised for an `error` reply, `unreachable` the one raised for
+    a server still unreachable after the retries.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class VlaEvalClient:
         backoff_s: float,
         resize: int | None,
         errors: type[BenchError],
+        unreachable: type[ServerUnreachableError] = ServerUnreachableError,
     ) -> None:
         self.uri = uri
         self.timeout_s = float(timeout_s)
@@ -77,6 +79,7 @@ class VlaEvalClient:
         self.backoff_s = float(backoff_s)
         self.resize = resize
         self.errors = errors
+        self.unreachable = unreachable
         self.server_info: dict[str, Any] | None = None
         self.conversion: ActionConversion | None = None
         self.reconnects = 0
@@ -227,10 +230,7 @@ class VlaEvalClient:
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
                 last = error
                 self._disconnect()
-        raise self.errors(
-            f"policy server {self.uri} unreachable after {self.retries + 1} attempts "
-            f"({type(last).__name__}: {last})"
-        )
+        raise self.unreachable.after(self.uri.removeprefix("ws://"), self.retries + 1, last)
 
     def _connect_and_restore(self) -> None:
         self._ws = open_websocket(self.uri, self.timeout_s)
