@@ -71,6 +71,19 @@ class ServerGoneOnTrialOnePolicy(Policy):
         return np.zeros((1, 7))
 
 
+class SleepyPolicy(Policy):
+    """Zeros, one action per call, each call `sleep_s` seconds long (a slow model)."""
+
+    def __init__(self, sleep_s: float = 0.3) -> None:
+        self.sleep_s = float(sleep_s)
+
+    def act(self, observation):
+        import time
+
+        time.sleep(self.sleep_s)
+        return np.zeros((1, 7))
+
+
 class HangsOnTrialZeroPolicy(Policy):
     """Zeros, except that its first call in trial 0 never returns (a hung model or server)."""
 

@@ -4,8 +4,11 @@ from the success rate (issue 28). Unit tests on the run directory; a few short L
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +16,7 @@ import time
 
 import pytest
 from conftest import split_config
+from policies_for_tests import SleepyPolicy
 from test_report import make_run
 
 from worldvla_bench.cli import main
@@ -297,6 +301,34 @@ def test_a_server_lost_mid_episode_stops_the_run_without_recording_it(tmp_path):
                                      run_dir=run, workers=1, progress=False, image_size=64,
                                      max_steps=5))
     assert [(r["trial"], r["error"]) for r in read_episodes(run)] == [(0, None)]
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_a_slow_policy_call_is_warned_about_once_per_run(tmp_path, caplog, where):
+    common = dict(suite="libero_spatial", tasks="0", trials=2, run_dir=tmp_path / where,
+                  workers=1, progress=False, image_size=64, max_steps=3, slow_call_s=0.2)
+    with contextlib.ExitStack() as stack, caplog.at_level(logging.WARNING):
+        if where == "local":
+            run_evaluation(*split_config(policy="policies_for_tests:SleepyPolicy",
+                                         policy_kwargs={"sleep_s": 0.3}, **common))
+        else:
+            server = stack.enter_context(PolicyServer(SleepyPolicy, {"sleep_s": 0.3}, port=0))
+            run_evaluation(*split_config(policy="remote", policy_kwargs={"port": server.port},
+                                         **common))
+    records = read_episodes(tmp_path / where)
+    assert all(0.3 <= r["slowest_call_s"] < 5 and r["policy_calls"] == 3 for r in records)
+    slow = [r.getMessage() for r in caplog.records if "slow policy call" in r.getMessage()]
+    assert len(slow) == 1, slow  # 6 slow calls, one line
+    assert re.fullmatch(r"slow policy call: 0\.\d s \(task 0 trial 0\), over 0\.2 s \(warned "
+                        r"once per run\)", slow[0]), slow[0]
+    if where == "local":
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):  # under the default threshold (10 s): nothing
+            run_evaluation(*split_config(**{**common, "run_dir": tmp_path / "fast",
+                                            "slow_call_s": 10.0},
+                                         policy="policies_for_tests:SleepyPolicy",
+                                         policy_kwargs={"sleep_s": 0.3}))
+        assert not [r for r in caplog.records if "slow policy call" in r.getMessage()]
 
 def test_an_episode_over_its_timeout_is_an_error_and_the_run_goes_on(tmp_path):
     run = tmp_path / "hangs"

@@ -97,10 +97,12 @@ def run_episode(
     recorded = _FrameRecorder(env, stored) if save_frames else None
     if recorded is not None:
         recorded.add(obs)
+    slowest = 0.0  # the longest policy call, seconds
     try:
         t0 = time.perf_counter()
         policy.reset(context)
-        policy_time += time.perf_counter() - t0
+        slowest = time.perf_counter() - t0
+        policy_time += slowest
         done = False
         privileged = bool(getattr(policy, "requires_privileged_state", False))
         while not done:
@@ -109,7 +111,9 @@ def run_episode(
             t0 = time.perf_counter()
             chunk, ending = _ask(policy, pipeline.observe(obs))
             chunk = pipeline.to_env(chunk)
-            policy_time += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            policy_time += took
+            slowest = max(slowest, took)
             calls += 1
             # no call follows a chunk the policy ends the episode with: nothing to render for it
             read = pipeline.render_steps(len(chunk)) if ending is None else frozenset()
@@ -168,6 +172,7 @@ def run_episode(
         policy_calls=calls,
         actions_at_bound_frac=round(at_bound, 4),
         error=error,
+        slowest_call_s=round(slowest, 4),
     )
     if episode_path is not None:
         save_episode_arrays(

@@ -7,6 +7,7 @@ killed at any point and started again ends with exactly one record per episode.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,8 @@ from worldvla_bench.registry import instantiate_check
 from worldvla_bench.run_lock import run_dir_lock
 from worldvla_bench.tasks import SuiteSpec, load_suite, parse_index_list
 from worldvla_bench.worker import PROVENANCE_KEY, EpisodeJob, WorkerConfig
+
+logger = logging.getLogger("worldvla_bench.rollout")
 
 
 def plan_episodes(protocol: Protocol, options: RunOptions) -> tuple[SuiteSpec, list[EpisodeJob]]:
@@ -127,9 +130,10 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
     )
     successes = sum(bool(r.get("success")) for r in finished)
     completed = len(finished)
+    slow_warned = False
 
     def on_record(record: dict[str, Any]) -> None:
-        nonlocal successes, completed
+        nonlocal successes, completed, slow_warned
         provenance = record.pop(PROVENANCE_KEY, None)
         with _disk_errors_stop(run_dir):
             if provenance is not None:
@@ -146,6 +150,12 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
             bar.write(
                 f"task {record['task_id']} trial {record['trial']}: error: {record['error']}"
             )
+        if not slow_warned and _is_slow(record, options.slow_call_s):
+            slow_warned = True
+            logger.warning(
+                "slow policy call: %.1f s (task %s trial %s), over %g s (warned once per run)",
+                record["slowest_call_s"], record["task_id"], record["trial"],
+                options.slow_call_s)
 
     try:
         _execute(pending, worker_config, workers, on_record, backend=options.backend,
@@ -170,6 +180,12 @@ def _check_frame_cameras(run_dir: Path, stored: tuple[str, ...]) -> None:
         raise RunDirectoryError(
             f"run directory {run_dir} stores frames of {', '.join(recorded)}, not "
             f"{', '.join(stored)}; store the same cameras to resume, or choose another RUN name")
+
+
+def _is_slow(record: dict[str, Any], threshold: float | None) -> bool:
+    """Whether a record's longest policy call took more than `threshold` seconds."""
+    slowest = record.get("slowest_call_s")
+    return threshold is not None and slowest is not None and slowest > threshold
 
 
 def _check_served_model(run_dir: Path, record: dict[str, Any]) -> None:
