@@ -192,8 +192,14 @@ class LocalExecutor(Executor):
                 for process in processes.values():
                     process.terminate()
                 raise
+            manager = getattr(pool, "_executor_manager_thread", None)
             pool.shutdown(wait=not lost, cancel_futures=True)
             if lost:
+                # the broken pool's own thread reaps its processes (is_alive, join): a process
+                # reaped by two threads at once shows no exit code to the one that loses (its
+                # waitpid fails), which charged every lost episode; read them once it is done
+                if manager is not None:
+                    manager.join(timeout=60)
                 culprits = _culprits(lost, processes, Path(config.inflight_dir or "."))
                 for job in reversed(lost):  # requeue puts each first in line: keep their order
                     if (job.task_id, job.trial) in timed_out:
