@@ -54,6 +54,36 @@ class DiesOnTrialZeroPolicy(Policy):
         return np.zeros((1, 7))
 
 
+class ServerGoneOnTrialOnePolicy(Policy):
+    """Zeros, except that trial 1's second call finds its policy server gone for good, as the
+    `remote` policy does once its retries are spent (`ServerUnreachableError`)."""
+
+    def reset(self, context: EpisodeContext) -> None:
+        self.trial, self.calls = context.trial, 0
+
+    def act(self, observation):
+        from worldvla_bench.errors import ServerUnreachableError
+
+        self.calls += 1
+        if self.trial == 1 and self.calls == 2:
+            raise ServerUnreachableError.after(
+                "127.0.0.1:9", 4, ConnectionRefusedError(111, "Connection refused"))
+        return np.zeros((1, 7))
+
+
+class SleepyPolicy(Policy):
+    """Zeros, one action per call, each call `sleep_s` seconds long (a slow model)."""
+
+    def __init__(self, sleep_s: float = 0.3) -> None:
+        self.sleep_s = float(sleep_s)
+
+    def act(self, observation):
+        import time
+
+        time.sleep(self.sleep_s)
+        return np.zeros((1, 7))
+
+
 class HangsOnTrialZeroPolicy(Policy):
     """Zeros, except that its first call in trial 0 never returns (a hung model or server)."""
 

@@ -5,6 +5,7 @@ report.csv's success rates, and the episode video loads in its <video> element."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -110,6 +111,17 @@ def test_page_of_two_runs_holds_grid_rates_and_the_paired_comparison(tmp_path):
     assert not page.scripts_with_src and not page.links  # nothing fetched from elsewhere
     assert html.count("data:image/png;base64,") == 1
 
+
+
+def test_a_task_whose_episodes_all_ended_in_an_error_shows_n_a_on_the_page(tmp_path):
+    run = make_run(tmp_path / "r", {0: [True, False], 1: [False, False]},
+                   errors=((1, 0), (1, 1)))
+    html = write_html_report([run], tmp_path / "page").read_text()
+    page = facts(html)
+    assert page.rates[("r", "0")] == "50.0" and page.rates[("r", "1")] == "n/a"
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)  # the chart's bytes
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    assert [c["outcome"] for c in page.cells].count("error") == 2
 
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")

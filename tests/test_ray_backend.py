@@ -23,7 +23,7 @@ from worldvla_bench.rollout import run_evaluation
 ray = pytest.importorskip("ray")
 
 VOLATILE = {"wall_time_s", "policy_time_s", "env_time_s", "reset_time_s", "env_build_s",
-            "worker_pid", "finished_at", "retries", "worker_exits"}
+            "worker_pid", "finished_at", "retries", "worker_exits", "slowest_call_s"}
 
 
 class DiesOncePolicy(RandomPolicy):

@@ -68,6 +68,31 @@ def test_write_report_writes_markdown_and_csv_with_warnings(tmp_path):
     assert any("0 successes" in w for w in result["warnings"])
 
 
+
+def test_a_task_whose_episodes_all_ended_in_an_error_shows_n_a(tmp_path, capsys):
+    run = make_run(tmp_path / "r", {0: [True, False], 1: [False, False]},
+                   errors=((1, 0), (1, 1)))
+    result = write_report(run)
+    cells = [[c.strip() for c in line.split("|")[1:-1]]
+             for line in result["markdown"].splitlines() if line.startswith("| ")]
+    rows = {row[1]: row for row in cells}  # by task_id
+    header = rows["task_id"]
+    task_1 = dict(zip(header, rows["1"], strict=True))
+    assert (task_1["trials"], task_1["success %"], task_1["95% CI"], task_1["errors"]) == \
+        ("0", "n/a", "n/a", "2")
+    suite = dict(zip(header, rows["all"], strict=True))
+    assert (suite["trials"], suite["success %"], suite["errors"]) == ("2", "50.0", "2")
+    assert "nan" not in result["markdown"].lower()
+    csv = (run / "report.csv").read_text()
+    assert "nan" not in csv.lower()
+    [task_1_line] = [line for line in csv.splitlines() if ",1,task_1," in line]
+    assert task_1_line.endswith(",0,0,,,,20.0,2")  # trials, successes, no rate nor interval
+    # every episode of the run ended in an error: the suite row too
+    every = make_run(tmp_path / "e", {0: [False, False]}, errors=((0, 0), (0, 1)))
+    assert main(["report", str(every)]) == 0
+    out = capsys.readouterr().out
+    assert "n/a" in out and "nan" not in out.lower()
+
 def test_exact_mcnemar_known_values():
     assert exact_mcnemar(0, 6) == pytest.approx(2 * 0.5**6)
     assert exact_mcnemar(3, 3) == 1.0 and exact_mcnemar(0, 0) == 1.0

@@ -97,6 +97,28 @@ def test_schema_rejects_what_a_leaderboard_loses(tmp_path):
     assert not validator.is_valid(bad)
 
 
+
+def test_a_task_whose_episodes_all_ended_in_an_error_is_valid_json_with_null(tmp_path):
+    run = make_run(tmp_path / "r", {0: [True, False], 1: [False, False]},
+                   errors=((1, 0), (1, 1)))
+    write_report(run)
+
+    def no_nan(constant: str):
+        raise AssertionError(f"results.json holds {constant}: not JSON")
+
+    document = json.loads((run / RESULTS_FILE).read_text(), parse_constant=no_nan)
+    _validator().validate(document)
+    task_1 = document["results"][1]
+    assert (task_1["task_id"], task_1["n"], task_1["errors"]) == (1, 0, 2)
+    assert task_1["success_rate"] is None and task_1["ci95"] == [None, None]
+    validator = _validator()
+    bad = copy.deepcopy(document)
+    bad["results"][1]["success_rate"] = 0.0  # a rate without an episode that ran
+    assert not validator.is_valid(bad)
+    bad = copy.deepcopy(document)
+    bad["results"][0]["success_rate"] = None  # no rate for episodes that ran
+    assert not validator.is_valid(bad)
+
 def test_protocol_hash_is_stable_and_names_the_protocol(tmp_path):
     a = make_run(tmp_path / "a", {0: [True, False]})
     b = make_run(tmp_path / "b", {0: [False, False]})  # same protocol, other outcomes

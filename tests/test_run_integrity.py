@@ -4,8 +4,11 @@ from the success rate (issue 28). Unit tests on the run directory; a few short L
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,15 +16,17 @@ import time
 
 import pytest
 from conftest import split_config
+from policies_for_tests import SleepyPolicy
 from test_report import make_run
 
 from worldvla_bench.cli import main
-from worldvla_bench.errors import BenchError, RunDirectoryError
+from worldvla_bench.errors import BenchError, RunDirectoryError, ServerUnreachableError
 from worldvla_bench.manifest import write_or_check_manifest
 from worldvla_bench.records import append_episode, read_episodes
 from worldvla_bench.report import load_run, success_rate_table, write_report
 from worldvla_bench.rollout import run_evaluation
 from worldvla_bench.run_lock import run_dir_lock
+from worldvla_bench.serving.server import PolicyServer
 from worldvla_bench.tasks import load_suite
 
 CONFIG = {"suite": "libero_spatial", "policy": "p", "policy_kwargs": {}, "seed": 7,
@@ -261,6 +266,69 @@ def test_a_worker_death_is_charged_to_its_own_episode(tmp_path, once):
         assert records[0]["error"] == ("WorkerDied: the worker process died twice "
                                        "(exit code 1, then exit code 1)")
 
+
+
+def test_a_dead_policy_server_stops_the_run_and_the_same_command_resumes(tmp_path, capsys):
+    run = tmp_path / "dead"
+    with PolicyServer("random", {"chunk_size": 5}, port=0) as server:
+        port = server.port
+        argv = ["eval", *SHORT, "--policy", "remote", "--policy-arg", f"port={port}",
+                "--policy-arg", "retries=1", "--policy-arg", "backoff_s=0.1", "--run", str(run),
+                "--no-report"]
+        assert main([*argv, "--trials", "1"]) == 0
+    capsys.readouterr()
+    command = [*argv, "--trials", "3"]  # the server is gone: one line, not 2 error episodes
+    assert main(command) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"worldvla-bench: error: policy server at 127.0.0.1:{port} "
+                           f"unreachable: ") and "(2 attempts)" in line
+    assert line.endswith("; resume with the same command when it is back")
+    assert [(r["trial"], r["error"]) for r in read_episodes(run)] == [(0, None)]
+    with PolicyServer("random", {"chunk_size": 5}, port=port):
+        assert main(command) == 0
+    records = read_episodes(run)
+    assert sorted(r["trial"] for r in records) == [0, 1, 2]
+    assert all(r["error"] is None and r["steps"] == 10 for r in records)
+
+
+def test_a_server_lost_mid_episode_stops_the_run_without_recording_it(tmp_path):
+    run = tmp_path / "lost"
+    with pytest.raises(ServerUnreachableError, match=r"^policy server at 127.0.0.1:9 unreachable: "
+                       r"ConnectionRefusedError: .* \(4 attempts\); resume with the same "
+                       r"command when it is back$"):
+        run_evaluation(*split_config(suite="libero_spatial", policy="policies_for_tests:"
+                                     "ServerGoneOnTrialOnePolicy", tasks="0", trials=3,
+                                     run_dir=run, workers=1, progress=False, image_size=64,
+                                     max_steps=5))
+    assert [(r["trial"], r["error"]) for r in read_episodes(run)] == [(0, None)]
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_a_slow_policy_call_is_warned_about_once_per_run(tmp_path, caplog, where):
+    common = dict(suite="libero_spatial", tasks="0", trials=2, run_dir=tmp_path / where,
+                  workers=1, progress=False, image_size=64, max_steps=3, slow_call_s=0.2)
+    with contextlib.ExitStack() as stack, caplog.at_level(logging.WARNING):
+        if where == "local":
+            run_evaluation(*split_config(policy="policies_for_tests:SleepyPolicy",
+                                         policy_kwargs={"sleep_s": 0.3}, **common))
+        else:
+            server = stack.enter_context(PolicyServer(SleepyPolicy, {"sleep_s": 0.3}, port=0))
+            run_evaluation(*split_config(policy="remote", policy_kwargs={"port": server.port},
+                                         **common))
+    records = read_episodes(tmp_path / where)
+    assert all(0.3 <= r["slowest_call_s"] < 5 and r["policy_calls"] == 3 for r in records)
+    slow = [r.getMessage() for r in caplog.records if "slow policy call" in r.getMessage()]
+    assert len(slow) == 1, slow  # 6 slow calls, one line
+    assert re.fullmatch(r"slow policy call: 0\.\d s \(task 0 trial 0\), over 0\.2 s \(warned "
+                        r"once per run\)", slow[0]), slow[0]
+    if where == "local":
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):  # under the default threshold (10 s): nothing
+            run_evaluation(*split_config(**{**common, "run_dir": tmp_path / "fast",
+                                            "slow_call_s": 10.0},
+                                         policy="policies_for_tests:SleepyPolicy",
+                                         policy_kwargs={"sleep_s": 0.3}))
+        assert not [r for r in caplog.records if "slow policy call" in r.getMessage()]
 
 def test_an_episode_over_its_timeout_is_an_error_and_the_run_goes_on(tmp_path):
     run = tmp_path / "hangs"

@@ -36,8 +36,9 @@ from vla_eval.specs import (
     check_specs,
 )
 
-from worldvla_bench.errors import BenchError
-from worldvla_bench.policies.remote import RemotePolicy
+from worldvla_bench.errors import BenchError, RunDirectoryError
+from worldvla_bench.manifest import read_manifest
+from worldvla_bench.policies.remote import RemotePolicy, RemotePolicyError
 from worldvla_bench.policy import EpisodeContext, Policy
 from worldvla_bench.records import load_episode_arrays, read_episodes
 from worldvla_bench.rollout import episode_seed, run_evaluation
@@ -229,6 +230,62 @@ def test_an_unconvertible_action_spec_is_refused_in_one_line():
         assert "\n" not in str(e.value)
         remote.close()
 
+
+
+# -- the served model's identity (issue 28), as with an openpi server (test_served_model.py) ------
+class OtherModelServer(EulerChunkServer):
+    """Another model behind the same specs: vla-eval's hello names it by its class."""
+
+
+def _observation() -> dict[str, Any]:
+    return {"agentview_image": np.zeros((8, 8, 3), np.uint8),
+            "robot0_eye_in_hand_image": np.zeros((8, 8, 3), np.uint8),
+            "state": np.zeros(8), "instruction": "x"}
+
+
+def test_a_vla_eval_connection_that_comes_back_to_another_model_ends_the_episode():
+    with vla_eval_api.serve_background(EulerChunkServer(), host="127.0.0.1", port=0) as first:
+        port = first.port
+        remote = RemotePolicy(port=port, protocol="vla-eval", backoff_s=0.2, retries=5)
+        remote.reset(EpisodeContext("libero_spatial", 0, "t", "x", 0, 1, 12))
+        assert remote.act(_observation()).shape == (5, 7)
+        served = remote.served_model()
+        assert served["model_server"] == "EulerChunkServer" and "harness_version" not in served
+    with vla_eval_api.serve_background(EulerChunkServer(), host="127.0.0.1", port=port):
+        assert remote.act(_observation()).shape == (5, 7)  # the same model: the episode goes on
+        assert remote.reconnects == 1 and remote.served_model() == served
+    with vla_eval_api.serve_background(OtherModelServer(), host="127.0.0.1", port=port):
+        with pytest.raises(RemotePolicyError, match=r"came back serving model_server="
+                                                    r"'OtherModelServer'.* not model_server="
+                                                    r"'EulerChunkServer'") as caught:
+            remote.act(_observation())
+        assert "\n" not in str(caught.value)
+        assert remote.served_model() == served  # the episode's record: what it began with
+        remote.reset(EpisodeContext("libero_spatial", 0, "t", "x", 1, 1, 12))
+        assert remote.served_model()["model_server"] == "OtherModelServer"  # the next: the new
+        assert remote.act(_observation()).shape == (5, 7)
+        remote.close()
+
+
+def test_a_run_resumed_against_another_vla_eval_model_stops_naming_both(tmp_path: Path):
+    run = tmp_path / "served"
+    common = dict(suite="libero_spatial", policy="remote", tasks="0", run_dir=run, workers=1,
+                  progress=False, image_size=64, max_steps=5)
+    with vla_eval_api.serve_background(EulerChunkServer(), host="127.0.0.1", port=0) as first:
+        port = first.port
+        kwargs = {"protocol": "vla-eval", "port": port}
+        run_evaluation(*split_config(trials=1, policy_kwargs=kwargs, **common))
+    [record] = read_episodes(run)
+    assert record["error"] is None
+    assert record["served_model"]["model_server"] == "EulerChunkServer"
+    assert read_manifest(run)["served_model"] == record["served_model"]
+    with vla_eval_api.serve_background(OtherModelServer(), host="127.0.0.1", port=port):
+        with pytest.raises(RunDirectoryError, match=r"serves .*model_server='OtherModelServer'.* "
+                                                    r"but .* holds episodes of .*model_server="
+                                                    r"'EulerChunkServer'") as caught:
+            run_evaluation(*split_config(trials=2, policy_kwargs=kwargs, **common))
+    assert "\n" not in str(caught.value)
+    assert len(read_episodes(run)) == 1  # nothing of the other model was recorded
 
 # -- vla-eval's LIBERO benchmark with our server -------------------------------------------------
 class RecordingPolicy(Policy):

@@ -11,7 +11,7 @@ import numpy as np
 from worldvla_bench.atomic import atomic_path
 from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.envs.seeding import LEGACY_SEEDING, SceneSeed
-from worldvla_bench.errors import BenchError
+from worldvla_bench.errors import BenchError, ServerUnreachableError
 from worldvla_bench.observation_pipeline import ObservationPipeline
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, validate_chunk
 from worldvla_bench.records import EpisodeRecord, save_episode_arrays, slugify
@@ -30,7 +30,9 @@ def run_episode(
     scene: SceneSeed | None = None,
     frame_cameras: tuple[str, ...] | None = None,
 ) -> EpisodeRecord:
-    """Run one episode and return its record; policy errors end the episode as an error record.
+    """Run one episode and return its record; policy errors end the episode as an error record,
+    except a policy server unreachable through its retries (`ServerUnreachableError`: raised, the
+    run stops).
 
     An exception raised by the simulator's `step` ends the episode the same way, and marks the
     record `extra["simulator_failed"]`: the simulator may be in a bad state, and the caller
@@ -95,10 +97,12 @@ def run_episode(
     recorded = _FrameRecorder(env, stored) if save_frames else None
     if recorded is not None:
         recorded.add(obs)
+    slowest = 0.0  # the longest policy call, seconds
     try:
         t0 = time.perf_counter()
         policy.reset(context)
-        policy_time += time.perf_counter() - t0
+        slowest = time.perf_counter() - t0
+        policy_time += slowest
         done = False
         privileged = bool(getattr(policy, "requires_privileged_state", False))
         while not done:
@@ -107,7 +111,9 @@ def run_episode(
             t0 = time.perf_counter()
             chunk, ending = _ask(policy, pipeline.observe(obs))
             chunk = pipeline.to_env(chunk)
-            policy_time += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            policy_time += took
+            slowest = max(slowest, took)
             calls += 1
             # no call follows a chunk the policy ends the episode with: nothing to render for it
             read = pipeline.render_steps(len(chunk)) if ending is None else frozenset()
@@ -136,6 +142,8 @@ def run_episode(
                     break
             if ending is not None and not done:
                 ended_by_policy, done = ending, True
+    except ServerUnreachableError:
+        raise  # not the episode's fault, and every next one would fail the same: the run stops
     except BenchError as exc:
         error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a user's policy may raise anything; the run goes on
@@ -164,6 +172,7 @@ def run_episode(
         policy_calls=calls,
         actions_at_bound_frac=round(at_bound, 4),
         error=error,
+        slowest_call_s=round(slowest, 4),
     )
     if episode_path is not None:
         save_episode_arrays(

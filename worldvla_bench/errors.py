@@ -1,5 +1,7 @@
 """Errors a user can act on. The CLI prints them as one line, never as a traceback."""
 
+from typing import Self
+
 
 class BenchError(Exception):
     """Base class for errors caused by user input or the machine, not by a bug."""
@@ -30,3 +32,15 @@ class RunDirectoryError(BenchError, OSError):
 class PolicyBuildError(BenchError, RuntimeError):
     """A worker could not build the policy (its constructor raised: bad argument values, an
     unreachable server, missing weights): the run stops, every episode would fail the same."""
+
+
+class ServerUnreachableError(BenchError, RuntimeError):
+    """A policy server that stayed unreachable through its client's retries: every following
+    episode would fail the same, so the run stops (the episode is not recorded; the same command
+    resumes). A client raises it with one line naming the server (`after`)."""
+
+    @classmethod
+    def after(cls, address: str, attempts: int, last: BaseException | None) -> Self:
+        """'policy server at HOST:PORT unreachable: <last error> (N attempts)'."""
+        return cls(f"policy server at {address} unreachable: {type(last).__name__}: {last} "
+                   f"({attempts} attempts)")

@@ -42,6 +42,7 @@ from worldvla_bench.errors import (
     PolicyBuildError,
     RenderingUnavailableError,
     RunDirectoryError,
+    ServerUnreachableError,
     UnknownChoiceError,
 )
 from worldvla_bench.job_failures import describe_exit, error_record, note_retries, retry_or_fail
@@ -94,7 +95,7 @@ def default_workers() -> int:
 LOST = "the worker process died"
 
 #: errors a worker raises that every other episode would raise too: the run stops on the first
-STOPS_THE_RUN = (RenderingUnavailableError, PolicyBuildError)
+STOPS_THE_RUN = (RenderingUnavailableError, PolicyBuildError, ServerUnreachableError)
 
 #: errno values of a full disk or quota
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -191,8 +192,14 @@ class LocalExecutor(Executor):
                 for process in processes.values():
                     process.terminate()
                 raise
+            manager = getattr(pool, "_executor_manager_thread", None)
             pool.shutdown(wait=not lost, cancel_futures=True)
             if lost:
+                # the broken pool's own thread reaps its processes (is_alive, join): a process
+                # reaped by two threads at once shows no exit code to the one that loses (its
+                # waitpid fails), which charged every lost episode; read them once it is done
+                if manager is not None:
+                    manager.join(timeout=60)
                 culprits = _culprits(lost, processes, Path(config.inflight_dir or "."))
                 for job in reversed(lost):  # requeue puts each first in line: keep their order
                     if (job.task_id, job.trial) in timed_out:

@@ -227,3 +227,19 @@ def record_served_model(run_dir: Path, served: dict[str, Any]) -> dict[str, Any]
 def same_served_model(recorded: dict[str, Any], served: dict[str, Any]) -> bool:
     """Whether a record's served model is the one a manifest names (compared as JSON)."""
     return recorded == json.loads(json.dumps(served, default=str))
+
+
+def describe_served_model(model: dict[str, Any], other: dict[str, Any] | None = None) -> str:
+    """A served model's identity in one line of at most 300 characters; a longer one (a vla-eval
+    server's specs) with the keys whose values differ from `other`'s first, so it shows what
+    changed."""
+    model = json.loads(json.dumps(model, default=str))
+
+    def line(keys: list[str]) -> str:
+        return ", ".join(f"{key}={model[key]!r}" for key in keys)
+
+    text = line(list(model))
+    if len(text) > 300 and other is not None:
+        other = json.loads(json.dumps(other, default=str))
+        text = line(sorted(model, key=lambda key: model[key] == other.get(key)))
+    return text[:300] or "no metadata"

@@ -97,6 +97,9 @@ class RunOptions:
     #: seconds an episode may take (env build and reset included) before its worker is stopped
     #: and the episode recorded as an `EpisodeTimeout` error; None: no limit (local backend only)
     episode_timeout: float | None = None
+    #: seconds a single policy call (`reset` or `act`, a remote one's network and retries
+    #: included) may take before the run warns about it, once; None: never
+    slow_call_s: float | None = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
@@ -124,6 +127,8 @@ class RunOptions:
             raise BenchError("--episode-timeout needs the local backend")
         if int(self.video_every) < 1:
             raise BenchError(f"video_every must be >= 1, got {self.video_every}")
+        if self.slow_call_s is not None and not float(self.slow_call_s) > 0:
+            raise BenchError(f"slow_call_s must be > 0 seconds, got {self.slow_call_s}")
 
     def stored_cameras(self, suite: SuiteSpec) -> tuple[str, ...]:
         """The cameras whose frames `save_frames` stores, in the suite's order (none without

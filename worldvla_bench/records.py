@@ -32,6 +32,7 @@ class EpisodeRecord:
     them were made under `hashed`, with `seed`). `retries`: how often the episode was started
     again because its worker process died, and `worker_exits` how each of those workers ended.
     `served_model`: what a policy server served the episode (`RemotePolicy.served_model`).
+    `slowest_call_s`: the longest policy call (`reset` or `act`) of the episode that returned.
     """
 
     suite: str
@@ -64,6 +65,7 @@ class EpisodeRecord:
     retries: int = 0
     worker_exits: list[str] = field(default_factory=list)
     served_model: dict[str, Any] | None = None
+    slowest_call_s: float | None = None
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -143,12 +143,29 @@ def policy_endings(episodes: pd.DataFrame) -> str | None:
             f"({listed})")
 
 
+#: what a table shows for the success rate of a task none of whose episodes ran (all errors)
+NOT_AVAILABLE = "n/a"
+
+
+def format_percent(value: float) -> str:
+    """A percentage with one decimal; `NOT_AVAILABLE` for none (NaN: no episode ran)."""
+    return NOT_AVAILABLE if pd.isna(value) else f"{value:.1f}"
+
+
+def format_interval(low: float, high: float) -> str:
+    """'[low, high]' in percent with one decimal; `NOT_AVAILABLE` for none."""
+    if pd.isna(low) or pd.isna(high):
+        return NOT_AVAILABLE
+    return f"[{low:.1f}, {high:.1f}]"
+
+
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Human-readable columns: 'success %' with its interval, rounded steps."""
+    """Human-readable columns: 'success %' with its interval, rounded steps; a task whose
+    episodes all ended in an error shows n/a (its errors in their column)."""
     shown = table.copy()
-    shown["success %"] = shown["success_rate"].map(lambda v: f"{v:.1f}")
+    shown["success %"] = shown["success_rate"].map(format_percent)
     bounds = zip(shown["ci_low"], shown["ci_high"], strict=True)
-    shown["95% CI"] = [f"[{lo:.1f}, {hi:.1f}]" for lo, hi in bounds]
+    shown["95% CI"] = [format_interval(lo, hi) for lo, hi in bounds]
     shown["mean steps"] = shown["mean_steps"].map(lambda v: f"{v:.1f}")
     shown["task"] = shown["task_name"].map(lambda s: s if len(s) <= 60 else s[:57] + "...")
     columns = [c for c in ("run", "suite") if c in shown] + [
@@ -227,8 +244,8 @@ def summary_markdown(run_dirs: list[Path | str]) -> str:
         render = (run_render_provenances(manifest)[0] or [{}])[0]
         rows.append({
             "run": run_dir.name, "policy": config.get("policy"), "suite": suite["suite"],
-            "episodes": int(suite["trials"]), "success %": f"{suite['success_rate']:.1f}",
-            "95% CI": f"[{suite['ci_low']:.1f}, {suite['ci_high']:.1f}]",
+            "episodes": int(suite["trials"]), "success %": format_percent(suite["success_rate"]),
+            "95% CI": format_interval(suite["ci_low"], suite["ci_high"]),
             "revision": str(invocations[-1].get("git_revision"))[:12]
             + ("+dirty" if str(invocations[-1].get("git_revision")).endswith("+dirty") else ""),
             "MUJOCO_GL": render.get("mujoco_gl"),

@@ -7,6 +7,7 @@ killed at any point and started again ends with exactly one record per episode.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,10 @@ from tqdm.auto import tqdm
 from worldvla_bench.envs.libero_tasks import libero_task, n_tasks
 from worldvla_bench.envs.rendering import check_renderer
 from worldvla_bench.envs.seeding import episode_seed, scene_seed
-from worldvla_bench.errors import BenchError, RunDirectoryError
+from worldvla_bench.errors import BenchError, RunDirectoryError, ServerUnreachableError
 from worldvla_bench.executors import default_workers, make_executor
 from worldvla_bench.manifest import (
+    describe_served_model,
     read_manifest,
     record_render_provenance,
     record_served_model,
@@ -39,6 +41,8 @@ from worldvla_bench.registry import instantiate_check
 from worldvla_bench.run_lock import run_dir_lock
 from worldvla_bench.tasks import SuiteSpec, load_suite, parse_index_list
 from worldvla_bench.worker import PROVENANCE_KEY, EpisodeJob, WorkerConfig
+
+logger = logging.getLogger("worldvla_bench.rollout")
 
 
 def plan_episodes(protocol: Protocol, options: RunOptions) -> tuple[SuiteSpec, list[EpisodeJob]]:
@@ -126,9 +130,10 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
     )
     successes = sum(bool(r.get("success")) for r in finished)
     completed = len(finished)
+    slow_warned = False
 
     def on_record(record: dict[str, Any]) -> None:
-        nonlocal successes, completed
+        nonlocal successes, completed, slow_warned
         provenance = record.pop(PROVENANCE_KEY, None)
         with _disk_errors_stop(run_dir):
             if provenance is not None:
@@ -145,11 +150,20 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
             bar.write(
                 f"task {record['task_id']} trial {record['trial']}: error: {record['error']}"
             )
+        if not slow_warned and _is_slow(record, options.slow_call_s):
+            slow_warned = True
+            logger.warning(
+                "slow policy call: %.1f s (task %s trial %s), over %g s (warned once per run)",
+                record["slowest_call_s"], record["task_id"], record["trial"],
+                options.slow_call_s)
 
     try:
         _execute(pending, worker_config, workers, on_record, backend=options.backend,
                  ray_address=options.ray_address, auto_workers=options.workers is None,
                  episode_timeout=options.episode_timeout)
+    except ServerUnreachableError as error:  # the episodes recorded so far stay
+        raise ServerUnreachableError(
+            f"{error}; resume with the same command when it is back") from None
     finally:
         bar.close()
 
@@ -168,6 +182,12 @@ def _check_frame_cameras(run_dir: Path, stored: tuple[str, ...]) -> None:
             f"{', '.join(stored)}; store the same cameras to resume, or choose another RUN name")
 
 
+def _is_slow(record: dict[str, Any], threshold: float | None) -> bool:
+    """Whether a record's longest policy call took more than `threshold` seconds."""
+    slowest = record.get("slowest_call_s")
+    return threshold is not None and slowest is not None and slowest > threshold
+
+
 def _check_served_model(run_dir: Path, record: dict[str, Any]) -> None:
     """Stop the run (one line naming both) when a policy server serves another model than the
     one this run's records came from; the episode that saw the switch is kept as an error."""
@@ -177,13 +197,11 @@ def _check_served_model(run_dir: Path, record: dict[str, Any]) -> None:
     if record.get("error"):
         append_episode(run_dir, record)
 
-    def describe(model: dict[str, Any]) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in model.items())[:200]
-
+    served = record["served_model"]
     raise RunDirectoryError(
-        f"the policy server serves {describe(record['served_model'])} but run directory "
-        f"{run_dir} holds episodes of {describe(recorded)}: serve that model again, or choose "
-        f"another RUN name"
+        f"the policy server serves {describe_served_model(served, recorded)} but run directory "
+        f"{run_dir} holds episodes of {describe_served_model(recorded, served)}: serve that "
+        f"model again, or choose another RUN name"
     )
 
 

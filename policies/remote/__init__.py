@@ -37,7 +37,9 @@ Failures: a dropped connection, a refused connect or a reply slower than `timeou
 up to `retries` times with backoff: reconnect, resend the episode's reset and, when the server
 says its policy is stateful, replay the episode's observations so far (answers discarded), then
 resend the request; the policy's state is then what it was, so the episode goes on unchanged. A
-one-line error from the server (a bad request) is not retried: it ends the episode as an error.
+server still unreachable after them stops the run (`RemotePolicyUnreachable`): the episode is
+not recorded, and the same command resumes. A one-line error from the server (a bad request) is
+not retried: it ends the episode as an error.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from worldvla_bench.errors import BenchError
+from worldvla_bench.errors import BenchError, ServerUnreachableError
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy
 from worldvla_bench.serving import (
     END_EPISODE_KEY,
@@ -59,6 +61,7 @@ from worldvla_bench.serving import (
     unpack,
 )
 
+from .served import served_identity, switch_message
 from .vla_eval_client import VlaEvalClient
 
 OBS_FORMATS = ("native", "openpi")
@@ -69,25 +72,9 @@ class RemotePolicyError(BenchError):
     """The policy server could not be reached, or answered with an error."""
 
 
-#: metadata keys that describe a connection or the server's options, not the model it serves
-_NOT_MODEL = ("session", "server_timing", "max_batch", "batched", "extensions",
-              "harness_version")
-
-
-def served_identity(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The served model's identity from a server's metadata: our server's policy, its arguments
-    and its checkpoint fingerprint (`checkpoint`, when the policy gives one); any other server's
-    metadata whole, less what describes the connection (`_NOT_MODEL`)."""
-    if isinstance(metadata.get("worldvla_bench"), dict):  # our vla-eval server's hello
-        return served_identity(metadata["worldvla_bench"])
-    if metadata.get("server") == "worldvla_bench":
-        return {key: metadata[key] for key in ("policy", "policy_kwargs", "checkpoint")
-                if key in metadata}
-    return {key: value for key, value in metadata.items() if key not in _NOT_MODEL}
-
-
-def _describe(identity: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in identity.items())[:300] or "no metadata"
+class RemotePolicyUnreachable(RemotePolicyError, ServerUnreachableError):
+    """The policy server stayed unreachable through the client's retries: the run stops there
+    (`ServerUnreachableError`) instead of recording every next episode as an error."""
 
 
 class RemotePolicy(Policy):
@@ -134,7 +121,8 @@ class RemotePolicy(Policy):
         self._vla_eval: VlaEvalClient | None = None
         if protocol == "vla-eval":
             self._vla_eval = VlaEvalClient(
-                self.uri, self.timeout_s, self.retries, self.backoff_s, resize, RemotePolicyError
+                self.uri, self.timeout_s, self.retries, self.backoff_s, resize, RemotePolicyError,
+                RemotePolicyUnreachable,
             )
 
     @property
@@ -184,10 +172,10 @@ class RemotePolicy(Policy):
         """What the server serves, from its metadata (`served_identity`); the engine keeps it
         in every record and the run's manifest, so a run never mixes two models. An episode
         ended by a switch of model names the model it began with (its error names both)."""
+        if self._vla_eval is not None:
+            return self._vla_eval.served_model()
         if self._switched_from is not None:
             return self._switched_from
-        if self._vla_eval is not None:
-            return served_identity(self._vla_eval.server_info or {})
         return served_identity(self._server_metadata())
 
     def _server_metadata(self) -> dict[str, Any]:
@@ -268,10 +256,7 @@ class RemotePolicy(Policy):
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
                 last = error
                 self._disconnect()
-        raise RemotePolicyError(
-            f"policy server {self.uri} unreachable after {self.retries + 1} attempts "
-            f"({type(last).__name__}: {last})"
-        )
+        raise RemotePolicyUnreachable.after(f"{self.host}:{self.port}", self.retries + 1, last)
 
     def _exchange(self, message: bytes) -> Any:
         self._ws.send(message)
@@ -299,10 +284,7 @@ class RemotePolicy(Policy):
                 ws.close()
                 self.metadata = metadata  # the next episode is the new model's (the engine
                 self._switched_from = before  # then stops a run that holds the old one's)
-                raise RemotePolicyError(
-                    f"policy server {self.uri} came back serving {_describe(now)}, not "
-                    f"{_describe(before)}: the episode ends here"
-                )
+                raise RemotePolicyError(switch_message(self.uri, before, now))
             self._reconnects += 1
         self.metadata = metadata
         self._ws = ws

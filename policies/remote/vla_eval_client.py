@@ -24,7 +24,9 @@ in our engine's terms (wire format: `worldvla_bench.serving.vla_eval_wire`):
 vla-eval's LIBERO benchmark also sends `controller_states` with the state; ours has no
 controller reading, so servers that need it (X-VLA) are not served here. A dropped connection is
 retried like openpi's (`retries`, backoff): reconnect, `hello`, the episode's `episode_start`,
-then the request again; a server's `error` message ends the episode with its one line.
+then the request again; a server's `error` message ends the episode with its one line. The
+served model's identity is the server's `hello` (`served.served_identity`): a connection that
+comes back to a server serving another model ends the episode naming both.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from worldvla_bench.errors import BenchError
+from worldvla_bench.errors import BenchError, ServerUnreachableError
 from worldvla_bench.policy import EpisodeContext
 from worldvla_bench.serving import open_websocket
 from worldvla_bench.serving.vla_eval_specs import ActionConversion, UnsupportedActionSpec
@@ -47,6 +49,8 @@ from worldvla_bench.serving.vla_eval_wire import (
     unpack_message,
 )
 
+from .served import served_identity, switch_message
+
 logger = logging.getLogger("worldvla_bench.remote")
 
 AGENTVIEW, WRIST = "agentview", "robot0_eye_in_hand"
@@ -55,7 +59,8 @@ AGENTVIEW, WRIST = "agentview", "robot0_eye_in_hand"
 class VlaEvalClient:
     """One connection to a vla-eval model server (see the module doc).
 
-    `errors` is the exception type raised for an unreachable server or an `error` reply.
+    `errors` is the exception type raised for an `error` reply, `unreachable` the one raised for
+    a server still unreachable after the retries.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class VlaEvalClient:
         backoff_s: float,
         resize: int | None,
         errors: type[BenchError],
+        unreachable: type[ServerUnreachableError] = ServerUnreachableError,
     ) -> None:
         self.uri = uri
         self.timeout_s = float(timeout_s)
@@ -73,12 +79,15 @@ class VlaEvalClient:
         self.backoff_s = float(backoff_s)
         self.resize = resize
         self.errors = errors
+        self.unreachable = unreachable
         self.server_info: dict[str, Any] | None = None
         self.conversion: ActionConversion | None = None
         self.reconnects = 0
         self._ws: Any = None
         self._seq = 0
         self._episode: dict[str, Any] | None = None  # the open episode's episode_start payload
+        #: the model this episode began with, when the server came back serving another one
+        self._switched_from: dict[str, Any] | None = None
 
     # -- what the server declares ----------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -115,9 +124,17 @@ class VlaEvalClient:
             return (AGENTVIEW,)
         return tuple(camera for camera, wants in wanted if wants)
 
+    def served_model(self) -> dict[str, Any]:
+        """The served model's identity (`served_identity` of the server's `hello`); an episode
+        ended by a switch of model names the model it began with (its error names both)."""
+        if self._switched_from is not None:
+            return self._switched_from
+        return served_identity(self.info())
+
     # -- the episode -----------------------------------------------------------------------
     def reset(self, context: EpisodeContext) -> None:
         self.end_episode()
+        self._switched_from = None
         payload = {
             "task": {
                 "name": context.instruction,
@@ -213,10 +230,7 @@ class VlaEvalClient:
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
                 last = error
                 self._disconnect()
-        raise self.errors(
-            f"policy server {self.uri} unreachable after {self.retries + 1} attempts "
-            f"({type(last).__name__}: {last})"
-        )
+        raise self.unreachable.after(self.uri.removeprefix("ws://"), self.retries + 1, last)
 
     def _connect_and_restore(self) -> None:
         self._ws = open_websocket(self.uri, self.timeout_s)
@@ -232,6 +246,13 @@ class VlaEvalClient:
             self._disconnect()
             raise
         if self.server_info is not None:
+            before, now = served_identity(self.server_info), served_identity(reply.payload)
+            if before != now:
+                self._disconnect()
+                self._episode = None  # the new model's server never saw this episode start
+                self.server_info, self.conversion = reply.payload, conversion  # the next
+                self._switched_from = before  # episode is the new model's (the engine stops)
+                raise self.errors(switch_message(self.uri, before, now))
             self.reconnects += 1
         self.server_info, self.conversion = reply.payload, conversion
         if self._episode is not None:  # a new session: the episode starts again there
