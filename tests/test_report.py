@@ -173,3 +173,12 @@ def test_cli_unusable_results_directory(tmp_path, capsys):
             str(blocker)]
     assert main(argv) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_compare_says_why_a_task_has_no_trial_in_one_run(tmp_path):
+    a = make_run(tmp_path / "a", {0: [True, False], 1: [False, False]}, errors=((1, 0), (1, 1)))
+    b = make_run(tmp_path / "b", {0: [True, True], 1: [True, False], 2: [True]})
+    rows = {row["task_id"]: row for row in compare_runs(a, b)["table"].to_dict("records")}
+    assert rows[1]["test"] == "A: every episode an error (2)"
+    assert (rows[1]["trials_a"], rows[1]["trials_b"]) == (0, 2)
+    assert rows[2]["test"] == "missing in one run"  # task 2 never ran in A

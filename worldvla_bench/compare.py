@@ -54,7 +54,9 @@ def _compare_group(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
 def compare_runs(run_a: Path | str, run_b: Path | str, alpha: float = 0.05) -> dict[str, Any]:
     """Per-task rows and an overall row (task_id 'all'); deltas are B minus A, in points."""
     # episodes that ended in an error did not run: compared neither as successes nor failures
-    a, b = (run[~run["is_error"]] for run in (load_run(run_a), load_run(run_b)))
+    loaded = load_run(run_a), load_run(run_b)
+    a, b = (run[~run["is_error"]] for run in loaded)
+    errors = [run[run["is_error"]].groupby(["suite", "task_id"]).size() for run in loaded]
     rows = []
     tasks = sorted(set(map(tuple, a[["suite", "task_id"]].values)) |
                    set(map(tuple, b[["suite", "task_id"]].values)))
@@ -62,8 +64,12 @@ def compare_runs(run_a: Path | str, run_b: Path | str, alpha: float = 0.05) -> d
         ga = a[(a["suite"] == suite) & (a["task_id"] == task_id)]
         gb = b[(b["suite"] == suite) & (b["task_id"] == task_id)]
         if len(ga) == 0 or len(gb) == 0:
+            # say why: a task whose episodes all ended in an error ran, but has no trial
+            why = [f"{name}: every episode an error ({int(err[(suite, task_id)])})"
+                   for name, err, group in (("A", errors[0], ga), ("B", errors[1], gb))
+                   if len(group) == 0 and (suite, task_id) in err.index]
             rows.append({"suite": suite, "task_id": task_id, "trials_a": len(ga),
-                         "trials_b": len(gb), "test": "missing in one run"})
+                         "trials_b": len(gb), "test": "; ".join(why) or "missing in one run"})
             continue
         rows.append({"suite": suite, "task_id": task_id, **_compare_group(ga, gb)})
     shared = set(map(tuple, a[["suite", "task_id"]].values)) & set(
