@@ -7,6 +7,7 @@ requests get one-line errors; dropped connections and a restarted server are sur
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import re
@@ -384,3 +385,38 @@ def test_serve_policy_parser():
         ["chunk_size=5"],
     )
     assert callable(args.func)
+
+
+def test_a_server_stops_on_sigterm_while_a_policy_call_hangs():
+    """A hung model must not keep the server alive: SIGTERM waits --stop-grace, then exits."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parent), str(Path(__file__).parent.parent),
+         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worldvla_bench.serving.serve_cli",
+         "policies_for_tests:SleepyPolicy", "--policy-arg", "sleep_s=3600", "--port", "0",
+         "--stop-grace", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        match = re.search(r"ws://127\.0\.0\.1:(\d+)", proc.stdout.readline())
+        assert match, proc.stderr.read()
+        remote = RemotePolicy(port=int(match.group(1)), retries=0, timeout_s=60)
+        remote.reset(_context(seed=1))
+        threading.Thread(target=lambda: _swallow(remote.act, _obs()), daemon=True).start()
+        time.sleep(1.0)  # the call is now inside the policy's sleep
+        assert proc.poll() is None
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert time.monotonic() - started < 15
+        assert "left behind" in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _swallow(call, *args):
+    with contextlib.suppress(Exception):
+        call(*args)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import threading
 from typing import Any
@@ -55,6 +56,9 @@ def cmd_serve_policy(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         batch_timeout_ms=args.batch_timeout_ms,
     )
+    if not args.stop_grace >= 0:
+        raise BenchError(f"--stop-grace must be >= 0 seconds, got {args.stop_grace}")
+    server.stop_grace_s = float(args.stop_grace)
     if args.host not in _LOOPBACK:
         logger.warning(
             "binding %s: no authentication; expose it only to a trusted network", args.host
@@ -67,6 +71,11 @@ def cmd_serve_policy(args: argparse.Namespace) -> int:
         raise BenchError(
             f"cannot serve on {args.host}:{args.port}: {error.strerror or error}"
         ) from None
+    if server.abandoned_call:
+        # Python joins every executor thread at exit, the stuck call's too: leave without it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -117,6 +126,14 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_BATCH_TIMEOUT_MS,
         help="how long a request waits for the other sessions' requests",
+    )
+    sp.add_argument(
+        "--stop-grace",
+        type=float,
+        default=PolicyServer.stop_grace_s,
+        metavar="SECONDS",
+        help="on Ctrl-C/SIGTERM, how long a running policy call may take before the server "
+        "exits without it",
     )
     sp.set_defaults(func=cmd_serve_policy)
     return sp

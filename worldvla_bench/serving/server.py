@@ -143,6 +143,9 @@ class PolicyServer:
 
     #: Seconds between keepalive pings (websockets' default); None sends none.
     ping_interval_s: float | None = 20.0
+    #: Seconds a stop waits for a running policy call (and the policies' close) before it leaves
+    #: them behind: a hung model must not keep the server from stopping.
+    stop_grace_s: float = 10.0
 
     def __init__(
         self,
@@ -190,6 +193,8 @@ class PolicyServer:
         self._spare: Policy | None = None  # the instance built at start, for the first session
         self._batched = False
         self._with_contexts = False
+        #: True once a stop left a policy call still running (see `stop_grace_s`)
+        self.abandoned_call = False
 
     # -- life cycle ------------------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -292,8 +297,14 @@ class PolicyServer:
                     for connection in list(self._connections):
                         await connection.close(1001, "server shutting down")
         finally:
-            await loop.run_in_executor(executor, self._close_all)
-            executor.shutdown(wait=True)
+            # the policy thread may be stuck in a call that never returns: wait a grace period
+            close = loop.run_in_executor(executor, self._close_all)
+            done, _ = await asyncio.wait([close], timeout=self.stop_grace_s)
+            if not done:
+                self.abandoned_call = True
+                logger.warning("a policy call is still running %.0f s after the stop: left "
+                               "behind", self.stop_grace_s)
+            executor.shutdown(wait=bool(done), cancel_futures=True)
 
     def _process_request(self, connection: Any, request: Any) -> Any:
         """Answer openpi's health check (GET /healthz); everything else opens a websocket."""
