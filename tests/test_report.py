@@ -56,7 +56,8 @@ def test_success_rate_table_per_task_and_suite(tmp_path):
     assert table.loc[1, "success_rate"] == 100.0
     assert table.loc["all", "successes"] == 15 and table.loc["all", "trials"] == 19
     assert table.loc["all", "success_rate"] == pytest.approx(1500 / 19)
-    assert table.loc[0, "mean_steps"] == 15.0 and table.loc[0, "errors"] == 1
+    # mean steps over the 9 episodes that ran (5 x 10 + 4 x 20), as trials
+    assert table.loc[0, "mean_steps"] == pytest.approx(130 / 9) and table.loc[0, "errors"] == 1
 
 
 def test_write_report_writes_markdown_and_csv_with_warnings(tmp_path):
@@ -86,7 +87,8 @@ def test_a_task_whose_episodes_all_ended_in_an_error_shows_n_a(tmp_path, capsys)
     csv = (run / "report.csv").read_text()
     assert "nan" not in csv.lower()
     [task_1_line] = [line for line in csv.splitlines() if ",1,task_1," in line]
-    assert task_1_line.endswith(",0,0,,,,20.0,2")  # trials, successes, no rate nor interval
+    # trials, successes, no rate, interval nor mean steps (no episode ran)
+    assert task_1_line.endswith(",0,0,,,,,2")
     # every episode of the run ended in an error: the suite row too
     every = make_run(tmp_path / "e", {0: [False, False]}, errors=((0, 0), (0, 1)))
     assert main(["report", str(every)]) == 0

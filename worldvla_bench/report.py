@@ -75,7 +75,8 @@ def _summarise(group: pd.DataFrame) -> pd.Series:
             "success_rate": rate,
             "ci_low": low,
             "ci_high": high,
-            "mean_steps": float(group["steps"].mean()),
+            # over the episodes that ran, as `trials` (NaN when none did)
+            "mean_steps": float(ran["steps"].mean()) if trials else float("nan"),
             "errors": int(group["is_error"].sum()),
         }
     )
@@ -166,7 +167,8 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     shown["success %"] = shown["success_rate"].map(format_percent)
     bounds = zip(shown["ci_low"], shown["ci_high"], strict=True)
     shown["95% CI"] = [format_interval(lo, hi) for lo, hi in bounds]
-    shown["mean steps"] = shown["mean_steps"].map(lambda v: f"{v:.1f}")
+    shown["mean steps"] = shown["mean_steps"].map(
+        lambda v: NOT_AVAILABLE if pd.isna(v) else f"{v:.1f}")
     shown["task"] = shown["task_name"].map(lambda s: s if len(s) <= 60 else s[:57] + "...")
     columns = [c for c in ("run", "suite") if c in shown] + [
         "task_id", "task", "trials", "success %", "95% CI", "mean steps", "errors",
