@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from worldvla_bench.metrics.fvd import get_protocol, i3d_features
+from worldvla_bench.metrics.fvd import get_fvd_convention, i3d_features
 from worldvla_bench.metrics.i3d import load_i3d
 
 
@@ -24,7 +24,7 @@ def bench_fvd(
     frames: int = 16,
     size: int = 256,
     repeats: int = 3,
-    protocol: str = "tf",
+    convention: str = "tf",
     threads: int | None = None,
     seed: int = 0,
 ) -> dict[str, object]:
@@ -45,12 +45,12 @@ def bench_fvd(
         start = time.perf_counter()
         model = load_i3d()
         load_s = time.perf_counter() - start
-        proto = get_protocol(protocol)
-        i3d_features(videos, proto, batch_size=batch_size, model=model)  # warm-up
+        conv = get_fvd_convention(convention)
+        i3d_features(videos, conv, batch_size=batch_size, model=model)  # warm-up
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            i3d_features(videos, proto, batch_size=batch_size, model=model)
+            i3d_features(videos, conv, batch_size=batch_size, model=model)
             times.append(time.perf_counter() - start)
         median = float(np.median(times))
         n_frames = batch_size * frames
@@ -64,7 +64,7 @@ def bench_fvd(
             "batch_size": batch_size,
             "frames_per_clip": frames,
             "input_size": [size, size],
-            "protocol": proto.name,
+            "protocol": conv.name,
             "dtype": "float32",
             "device": "cpu",
             "torch_threads": torch.get_num_threads(),
@@ -90,7 +90,7 @@ def main() -> None:
         frames=args.frames,
         size=args.size,
         repeats=args.repeats,
-        protocol=args.protocol,
+        convention=args.protocol,
         threads=args.threads,
     )
     print(json.dumps(result, indent=2))

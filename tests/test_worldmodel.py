@@ -15,7 +15,7 @@ from worldvla_bench.cli import main
 from worldvla_bench.errors import BenchError
 from worldvla_bench.rollout import run_evaluation
 from worldvla_bench.worldmodel.data import read_hdf5, read_run
-from worldvla_bench.worldmodel.evaluate import evaluate_world_model, get_scoring_protocol
+from worldvla_bench.worldmodel.evaluate import evaluate_world_model, get_scoring_convention
 from worldvla_bench.worldmodel.models import CopyLast, PredictionContext, SimOracle
 
 
@@ -104,7 +104,7 @@ def test_wm_eval_sim_oracle_beats_copy_last_on_every_metric(frames_run: Path, tm
     printed = capsys.readouterr().out
     assert "fvd_n" in printed and "standard" in printed
     # the WorldVLA paper's figures were measured under the `worldvla` protocol only
-    assert "718.6" not in printed and "718.6" in get_scoring_protocol("worldvla").reference
+    assert "718.6" not in printed and "718.6" in get_scoring_convention("worldvla").reference
     assert "-0.0" not in printed  # the oracle's rounding residue prints as 0.0
     copy, oracle = summaries["copy-last"], summaries["sim-oracle"]
     assert copy["clips"] == oracle["clips"] == 4 and oracle["fvd_n"] == 4

@@ -22,7 +22,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--horizons", default=None,
                         help="predicted frames per clip, e.g. 10,50 (default 10,50; "
                              "counterfactual 10)")
-    parser.add_argument("--protocol", default="standard", help="standard or worldvla")
+    parser.add_argument("--protocol", default="standard",
+                        help="scoring convention: standard or worldvla")
     parser.add_argument("--view", default="agentview", help="agentview or wrist")
     parser.add_argument("--max-episodes", type=int, default=None)
     parser.add_argument("--out", default=None, help="output name under results/, or a path")
@@ -77,12 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if args.probe == "fidelity":
         result = probes.run_fidelity_probe(
             model, episodes, horizons, out, data=args.data, view=args.view,
-            scoring_protocol=args.protocol, save_video=args.save_video, progress=progress)
+            scoring_convention=args.protocol, save_video=args.save_video, progress=progress)
     else:
         models = [model] + [(name, {}) for name in baseline_names(args.baselines, args.model)]
         if args.probe == "counterfactual":
             result = probes.run_counterfactual_probe(
-                models, episodes, horizons, out, data=args.data, scoring_protocol=args.protocol,
+                models, episodes, horizons, out, data=args.data, scoring_convention=args.protocol,
                 contexts_per_episode=args.contexts_per_episode, seed=args.seed,
                 fvd=not args.no_fvd, progress=progress)
         else:

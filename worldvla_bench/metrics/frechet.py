@@ -1,5 +1,5 @@
 """The Fréchet distance between Gaussians fitted to two feature sets, as TF-GAN and scipy compute
-it (FVD's distance; see `worldvla_bench.metrics.fvd` for the protocols that choose its options)."""
+it (FVD's distance; see `worldvla_bench.metrics.fvd` for the conventions that set its options)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Fréchet Video Distance (FVD), computed as the reference implementations do.
 
 FVD is the Fréchet distance between Gaussians fitted to Kinetics-400 I3D logits of two sets
-of clips (Unterthiner et al., 2019). Numbers are only comparable when the *protocol* matches,
+of clips (Unterthiner et al., 2019). Numbers are only comparable when the *convention* matches,
 so the variants are named and never mixed silently:
 
 ``"tf"`` (default) — google-research ``frechet_video_distance`` + TF-GAN:
@@ -22,7 +22,7 @@ so the variants are named and never mixed silently:
     the StyleGAN-V export's trilinear ``align_corners=False`` resize. RynnVLA's clip
     selection (skip clips of <= 21 frames, truncate pairs to a common length) is the caller's.
 
-Both protocols feed the same network: the Kinetics-400 I3D of :mod:`.i3d`. Inputs are videos
+Both conventions feed the same network: the Kinetics-400 I3D of :mod:`.i3d`. Inputs are videos
 ``(N, T, H, W, 3)``: ``uint8`` in [0, 255] or float in [0, 1] (numpy or torch), RGB,
 ``T >= 9``. Features are the 400 pre-softmax I3D logits averaged over time. Distances are
 returned as float64 (TF-GAN casts its result to float32).
@@ -50,17 +50,17 @@ from worldvla_bench.registry import Registry
 
 __all__ = [
     "FVDInterval",
-    "FVDProtocol",
+    "FVDConvention",
     "FVDResult",
     "MIN_CLIPS_RECOMMENDED",
-    "PROTOCOLS",
+    "FVD_CONVENTIONS",
     "SmallSampleWarning",
     "area_resize",
     "frechet_distance",
     "fvd",
     "fvd_bootstrap",
     "fvd_from_features",
-    "get_protocol",
+    "get_fvd_convention",
     "i3d_features",
     "preprocess_videos",
     "resize_bilinear",
@@ -78,11 +78,11 @@ class SmallSampleWarning(UserWarning):
 
 
 @dataclass(frozen=True)
-class FVDProtocol:
+class FVDConvention:
     """Every choice that changes an FVD number.
 
     Attributes:
-        name: canonical protocol name.
+        name: canonical convention name.
         pre_resize: (H, W) for an OpenCV ``INTER_AREA`` resize applied first, or None.
         half_pixel_centers: pixel mapping of the bilinear resize to 224x224: False is TF1's
             legacy ``resize_bilinear`` (``src = dst * in/out``), True is torch's
@@ -100,19 +100,20 @@ class FVDProtocol:
     sqrtm: Literal["eigh", "scipy"]
 
 
-#: FVD protocols by name (`worldvla` is the RynnVLA-002 evaluator the WorldVLA authors released).
-PROTOCOLS: Registry[FVDProtocol] = Registry(
-    "FVD protocol", check=lambda obj: isinstance(obj, FVDProtocol))
-PROTOCOLS.register("tf", FVDProtocol("tf", None, False, 1, 0.0, "eigh"))
-PROTOCOLS.register("rynnvla", FVDProtocol("rynnvla", (256, 256), True, 0, 1e-6, "scipy"))
-PROTOCOLS.register("worldvla", PROTOCOLS["rynnvla"], help="alias of rynnvla")
+#: FVD conventions by name (`worldvla` is the RynnVLA-002 evaluator the WorldVLA authors released).
+#: (The registry's label stays "FVD protocol": its error messages are user-facing text.)
+FVD_CONVENTIONS: Registry[FVDConvention] = Registry(
+    "FVD protocol", check=lambda obj: isinstance(obj, FVDConvention))
+FVD_CONVENTIONS.register("tf", FVDConvention("tf", None, False, 1, 0.0, "eigh"))
+FVD_CONVENTIONS.register("rynnvla", FVDConvention("rynnvla", (256, 256), True, 0, 1e-6, "scipy"))
+FVD_CONVENTIONS.register("worldvla", FVD_CONVENTIONS["rynnvla"], help="alias of rynnvla")
 
 
-def get_protocol(protocol: str | FVDProtocol) -> FVDProtocol:
-    """Resolve a protocol name (``"tf"``, ``"rynnvla"``, ``"worldvla"``) or pass one through."""
-    if isinstance(protocol, FVDProtocol):
-        return protocol
-    return PROTOCOLS.load(protocol)
+def get_fvd_convention(convention: str | FVDConvention) -> FVDConvention:
+    """Resolve a convention name (``"tf"``, ``"rynnvla"``, ``"worldvla"``) or pass one through."""
+    if isinstance(convention, FVDConvention):
+        return convention
+    return FVD_CONVENTIONS.load(convention)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class FVDResult:
     value: float
     n_a: int
     n_b: int
-    protocol: str
+    convention: str
 
     @property
     def n(self) -> int:
@@ -146,7 +147,7 @@ class FVDInterval:
     high: float
     confidence: float
     n_boot: int
-    protocol: str
+    convention: str
 
 
 # ------------------------------------------------------------------------ video handling
@@ -186,7 +187,7 @@ def _as_tensor(videos: ArrayLike, name: str) -> torch.Tensor:
 
 def preprocess_videos(
     videos: ArrayLike,
-    protocol: str | FVDProtocol = "tf",
+    convention: str | FVDConvention = "tf",
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
@@ -196,18 +197,18 @@ def preprocess_videos(
     uint8 input is handled on the 0..255 scale as the references do (TF: resize, then
     ``2 * x / 255 - 1``); float input in [0, 1] is resized, then mapped with ``2 * x - 1``.
     """
-    proto = get_protocol(protocol)
+    conv = get_fvd_convention(convention)
     x = _as_tensor(videos, "videos").to(device)
     n, t, h, w, c = x.shape
     frames = x.reshape(n * t, h, w, c)
     is_uint8 = frames.dtype == torch.uint8
-    if proto.pre_resize is not None:
-        frames = area_resize(frames, proto.pre_resize)
+    if conv.pre_resize is not None:
+        frames = area_resize(frames, conv.pre_resize)
         if is_uint8:  # the reference decodes to uint8, resizes, then divides by 255
             frames = frames.to(dtype) / 255.0
             is_uint8 = False
     frames = frames.to(dtype).permute(0, 3, 1, 2)  # (B, C, H, W)
-    frames = resize_bilinear(frames, I3D_SIZE, half_pixel_centers=proto.half_pixel_centers)
+    frames = resize_bilinear(frames, I3D_SIZE, half_pixel_centers=conv.half_pixel_centers)
     frames = 2.0 * frames / 255.0 - 1.0 if is_uint8 else frames * 2.0 - 1.0
     frames = frames.reshape(n, t, c, *I3D_SIZE).permute(0, 2, 1, 3, 4)
     return frames.contiguous()
@@ -221,7 +222,7 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 @torch.inference_mode()
 def i3d_features(
     videos: ArrayLike,
-    protocol: str | FVDProtocol = "tf",
+    convention: str | FVDConvention = "tf",
     *,
     batch_size: int = 8,
     dtype: torch.dtype = torch.float32,
@@ -232,7 +233,7 @@ def i3d_features(
 
     Args:
         videos: ``(N, T, H, W, 3)`` uint8 [0, 255] or float [0, 1], numpy or torch, T >= 9.
-        protocol: preprocessing protocol (see module docstring).
+        convention: preprocessing convention (see module docstring).
         batch_size: clips per forward pass (peak memory about 3.5 MB per frame in float32).
         dtype: compute dtype of preprocessing and network (float64 for reference checks).
         device: torch device.
@@ -243,18 +244,18 @@ def i3d_features(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    proto = get_protocol(protocol)
+    conv = get_fvd_convention(convention)
     x = _as_tensor(videos, "videos")
     net = model if model is not None else _cached_model(dtype, str(torch.device(device)))
     out = []
     for part in _chunks(x.shape[0], batch_size):
-        batch = preprocess_videos(x[part], proto, dtype=dtype, device=device)
+        batch = preprocess_videos(x[part], conv, dtype=dtype, device=device)
         out.append(net(batch).cpu())
     return torch.cat(out).numpy()
 
 
-def _protocol_distance(a: np.ndarray, b: np.ndarray, proto: FVDProtocol) -> float:
-    return frechet_distance(a, b, ddof=proto.cov_ddof, eps=proto.cov_eps, sqrtm=proto.sqrtm)
+def _convention_distance(a: np.ndarray, b: np.ndarray, conv: FVDConvention) -> float:
+    return frechet_distance(a, b, ddof=conv.cov_ddof, eps=conv.cov_eps, sqrtm=conv.sqrtm)
 
 
 def _warn_small(n_a: int, n_b: int) -> None:
@@ -268,19 +269,19 @@ def _warn_small(n_a: int, n_b: int) -> None:
 
 
 def fvd_from_features(
-    feats_a: ArrayLike, feats_b: ArrayLike, protocol: str | FVDProtocol = "tf"
+    feats_a: ArrayLike, feats_b: ArrayLike, convention: str | FVDConvention = "tf"
 ) -> FVDResult:
-    """FVD from precomputed I3D features with the protocol's Fréchet-distance settings."""
-    proto = get_protocol(protocol)
+    """FVD from precomputed I3D features with the convention's Fréchet-distance settings."""
+    conv = get_fvd_convention(convention)
     a, b = as_features(feats_a, "feats_a"), as_features(feats_b, "feats_b")
     _warn_small(a.shape[0], b.shape[0])
-    return FVDResult(_protocol_distance(a, b, proto), a.shape[0], b.shape[0], proto.name)
+    return FVDResult(_convention_distance(a, b, conv), a.shape[0], b.shape[0], conv.name)
 
 
 def fvd(
     videos_a: ArrayLike,
     videos_b: ArrayLike,
-    protocol: str | FVDProtocol = "tf",
+    convention: str | FVDConvention = "tf",
     *,
     batch_size: int = 8,
     dtype: torch.dtype = torch.float32,
@@ -293,23 +294,23 @@ def fvd(
     only matters at rounding level). Warns with :class:`SmallSampleWarning` if either set
     has fewer than 256 clips; raises ``ValueError`` for clips shorter than 9 frames.
     """
-    proto = get_protocol(protocol)
+    conv = get_fvd_convention(convention)
     a = _as_tensor(videos_a, "videos_a")
     b = _as_tensor(videos_b, "videos_b")
     _warn_small(a.shape[0], b.shape[0])
     kwargs = dict(batch_size=batch_size, dtype=dtype, device=device, model=model)
-    feats_a = i3d_features(a, proto, **kwargs)
-    feats_b = i3d_features(b, proto, **kwargs)
-    value = _protocol_distance(
-        as_features(feats_a, "feats_a"), as_features(feats_b, "feats_b"), proto
+    feats_a = i3d_features(a, conv, **kwargs)
+    feats_b = i3d_features(b, conv, **kwargs)
+    value = _convention_distance(
+        as_features(feats_a, "feats_a"), as_features(feats_b, "feats_b"), conv
     )
-    return FVDResult(value, a.shape[0], b.shape[0], proto.name)
+    return FVDResult(value, a.shape[0], b.shape[0], conv.name)
 
 
 def fvd_bootstrap(
     feats_a: ArrayLike,
     feats_b: ArrayLike,
-    protocol: str | FVDProtocol = "tf",
+    convention: str | FVDConvention = "tf",
     *,
     n_boot: int = 200,
     confidence: float = 0.95,
@@ -325,15 +326,15 @@ def fvd_bootstrap(
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    proto = get_protocol(protocol)
+    conv = get_fvd_convention(convention)
     a, b = as_features(feats_a, "feats_a"), as_features(feats_b, "feats_b")
-    value = _protocol_distance(a, b, proto)
+    value = _convention_distance(a, b, conv)
     rng = np.random.default_rng(seed)
     reps = np.empty(n_boot)
     for i in range(n_boot):
         ia = rng.integers(0, a.shape[0], a.shape[0])
         ib = rng.integers(0, b.shape[0], b.shape[0])
-        reps[i] = _protocol_distance(a[ia], b[ib], proto)
+        reps[i] = _convention_distance(a[ia], b[ib], conv)
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(reps, [tail, 100.0 - tail])
-    return FVDInterval(value, float(low), float(high), confidence, n_boot, proto.name)
+    return FVDInterval(value, float(low), float(high), confidence, n_boot, conv.name)

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.worldmodel.data import WMEpisode
-from worldvla_bench.worldmodel.evaluate import Clip, get_scoring_protocol, score_clips
+from worldvla_bench.worldmodel.evaluate import Clip, get_scoring_convention, score_clips
 from worldvla_bench.worldmodel.models import PredictionContext, SimOracle, WorldModel
 
 #: std of the Gaussian noise added to the logged motion (normalised action units)
@@ -219,7 +219,7 @@ def _predict_all(model: WorldModel, contexts: Sequence[Context], attribute: str,
 
 
 def probe_counterfactuals(model: WorldModel, episodes: Sequence[WMEpisode], horizon: int,
-                          per_episode: int = 2, protocol: str = "standard", seed: int = 0,
+                          per_episode: int = 2, convention: str = "standard", seed: int = 0,
                           fvd: bool = True, progress: bool = True,
                           contexts: list[Context] | None = None) -> dict[str, Any]:
     """Fidelity per branch kind and action sensitivity; see the module docstring.
@@ -231,7 +231,7 @@ def probe_counterfactuals(model: WorldModel, episodes: Sequence[WMEpisode], hori
     `per_context` (the two per context) and `per_branch` (scores per clip)."""
     from worldvla_bench.metrics.i3d import MIN_FRAMES
 
-    proto = get_scoring_protocol(protocol)
+    scoring = get_scoring_convention(convention)
     if contexts is None:
         contexts = build_contexts(episodes, horizon, per_episode, seed)
         simulate_truth(contexts, progress)
@@ -240,7 +240,7 @@ def probe_counterfactuals(model: WorldModel, episodes: Sequence[WMEpisode], hori
 
     clips = [Clip(f"{c.name}/{b.kind}", horizon, b.predicted, b.truth)
              for c in contexts for b in c.branches]
-    per_branch = score_clips(clips, proto)
+    per_branch = score_clips(clips, scoring)
     per_branch.insert(1, "branch", [b.kind for c in contexts for b in c.branches])
     rows = []
     for kind in [k for k in BRANCH_KINDS if k in set(per_branch["branch"])]:
@@ -255,7 +255,7 @@ def probe_counterfactuals(model: WorldModel, episodes: Sequence[WMEpisode], hori
                       if k == kind]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                row["fvd"] = fvd_of_clips(chosen, proto)["fvd"]
+                row["fvd"] = fvd_of_clips(chosen, scoring)["fvd"]
         rows.append(row)
     fidelity = pd.DataFrame(rows)
 
@@ -270,7 +270,7 @@ def probe_counterfactuals(model: WorldModel, episodes: Sequence[WMEpisode], hori
         "spearman": spearman[0], "spearman_lo": spearman[1], "spearman_hi": spearman[2],
         "spread_ratio": spread[0], "spread_lo": spread[1], "spread_hi": spread[2]}])
     return {"fidelity": fidelity, "sensitivity": summary, "per_context": per_context,
-            "per_branch": per_branch, "contexts": contexts, "protocol": proto}
+            "per_branch": per_branch, "contexts": contexts, "convention": scoring}
 
 
 def _fmt(value: float, digits: int) -> str:

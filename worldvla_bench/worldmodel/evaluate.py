@@ -3,7 +3,7 @@
 Each episode gives one clip per horizon H: the model sees the first frame (context) and the
 first H actions and predicts H frames, compared with the recorded frames 1..H (as the WorldVLA
 authors' evaluator does: one real frame, then the model runs on its own). Episodes shorter than
-H + 1 frames are skipped for that horizon and counted. Two named scoring protocols:
+H + 1 frames are skipped for that horizon and counted. Two named scoring conventions:
 
 - `standard`: FVD as the TF original (`tf`), LPIPS-AlexNet, SSIM and LPIPS in [0, 1];
 - `worldvla`: the WorldVLA/RynnVLA-002 evaluator: every frame area-resized to 256x256, FVD
@@ -33,26 +33,28 @@ from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
 
 
 @dataclass(frozen=True)
-class ScoringProtocol:
+class ScoringConvention:
     """Every choice that changes a world-model score."""
 
     name: str
-    fvd_protocol: str
+    fvd_convention: str
     lpips_net: str
     resize: int | None  # area-resize every frame to this square size first
     percent: bool  # SSIM and LPIPS x100
-    reference: str = ""  # published figures measured under exactly this protocol, if any
+    reference: str = ""  # published figures measured under exactly this convention, if any
 
 
-SCORING_PROTOCOLS: Registry[ScoringProtocol] = Registry(
-    "scoring protocol", check=lambda obj: isinstance(obj, ScoringProtocol))
-for _protocol in (ScoringProtocol("standard", "tf", "alex", None, False),
-                  ScoringProtocol("worldvla", "rynnvla", "vgg", 256, True, reference=(
-                      "WorldVLA paper, world model on LIBERO (SSIM, LPIPS x100): "
-                      "10 frames FVD 250.0 / PSNR 29.62 / SSIM 90.73 / LPIPS 11.97; "
-                      "50 frames 718.6 / 23.98 / 83.41 / 15.60"))):
-    SCORING_PROTOCOLS.register(_protocol.name, _protocol)
-del _protocol
+#: Scoring conventions by name. They are chosen with `wm-eval --protocol` and written as the
+#: `protocol` column of `summary.csv`: the user-facing word (flag, error messages, files) stays.
+SCORING_CONVENTIONS: Registry[ScoringConvention] = Registry(
+    "scoring protocol", check=lambda obj: isinstance(obj, ScoringConvention))
+for _convention in (ScoringConvention("standard", "tf", "alex", None, False),
+                    ScoringConvention("worldvla", "rynnvla", "vgg", 256, True, reference=(
+                        "WorldVLA paper, world model on LIBERO (SSIM, LPIPS x100): "
+                        "10 frames FVD 250.0 / PSNR 29.62 / SSIM 90.73 / LPIPS 11.97; "
+                        "50 frames 718.6 / 23.98 / 83.41 / 15.60"))):
+    SCORING_CONVENTIONS.register(_convention.name, _convention)
+del _convention
 
 #: What `wm-eval` writes beside its outputs: its arguments and the world model's.
 WM_EVAL_FILE = "wm_eval.json"
@@ -75,8 +77,8 @@ def write_wm_eval_record(out: Path, arguments: dict[str, Any]) -> Path:
     return path
 
 
-def get_scoring_protocol(name: str) -> ScoringProtocol:
-    return SCORING_PROTOCOLS.load(name)
+def get_scoring_convention(name: str) -> ScoringConvention:
+    return SCORING_CONVENTIONS.load(name)
 
 
 def _area_resize(frames: np.ndarray, size: int | None) -> np.ndarray:
@@ -125,28 +127,28 @@ def predict_clips(model: WorldModel, episodes: list[WMEpisode], horizons: list[i
     return clips, skipped
 
 
-def score_clips(clips: list[Clip], protocol: ScoringProtocol) -> pd.DataFrame:
-    """Per-clip PSNR, SSIM and LPIPS (scaled as the protocol says)."""
+def score_clips(clips: list[Clip], convention: ScoringConvention) -> pd.DataFrame:
+    """Per-clip PSNR, SSIM and LPIPS (scaled as the convention says)."""
     from worldvla_bench.metrics.image_quality import psnr_frames, ssim_frames
     from worldvla_bench.metrics.lpips_metric import lpips_frames
 
-    scale = 100.0 if protocol.percent else 1.0
+    scale = 100.0 if convention.percent else 1.0
     rows = []
     for clip in clips:
-        pred = _area_resize(clip.predicted, protocol.resize)
-        target = _area_resize(clip.target, protocol.resize)
+        pred = _area_resize(clip.predicted, convention.resize)
+        target = _area_resize(clip.target, convention.resize)
         psnr = psnr_frames(pred, target, max_db=100.0)
         rows.append({
             "episode": clip.episode,
             "horizon": clip.horizon,
             "psnr": float(np.mean(psnr)),
             "ssim": scale * float(np.mean(ssim_frames(pred, target))),
-            "lpips": scale * float(np.mean(lpips_frames(pred, target, net=protocol.lpips_net))),
+            "lpips": scale * float(np.mean(lpips_frames(pred, target, net=convention.lpips_net))),
         })
     return pd.DataFrame(rows)
 
 
-def fvd_of_clips(clips: list[Clip], protocol: ScoringProtocol) -> dict[str, Any]:
+def fvd_of_clips(clips: list[Clip], convention: ScoringConvention) -> dict[str, Any]:
     """FVD between predicted and ground-truth clips of one horizon, and the GT-vs-GT floor."""
     from worldvla_bench.metrics.fvd import fvd_from_features, i3d_features
 
@@ -154,21 +156,21 @@ def fvd_of_clips(clips: list[Clip], protocol: ScoringProtocol) -> dict[str, Any]
     predicted = np.stack([c.predicted for c in clips])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small N is reported next to every value instead
-        feats_t = i3d_features(target, protocol.fvd_protocol)
-        feats_p = i3d_features(predicted, protocol.fvd_protocol)
-        value = fvd_from_features(feats_t, feats_p, protocol.fvd_protocol)
+        feats_t = i3d_features(target, convention.fvd_convention)
+        feats_p = i3d_features(predicted, convention.fvd_convention)
+        value = fvd_from_features(feats_t, feats_p, convention.fvd_convention)
         floor = None
         if len(clips) >= 4:
             half = len(clips) // 2
             floor = fvd_from_features(feats_t[:half], feats_t[half : 2 * half],
-                                      protocol.fvd_protocol).value
+                                      convention.fvd_convention).value
     return {"fvd": value.value, "fvd_n": value.n, "fvd_gt_split": floor}
 
 
 def evaluate_world_model(model: WorldModel, episodes: list[WMEpisode], horizons: list[int],
-                         protocol: str = "standard", progress: bool = True) -> dict[str, Any]:
+                         convention: str = "standard", progress: bool = True) -> dict[str, Any]:
     """Per-clip table and a summary per horizon (FVD with N, mean PSNR/SSIM/LPIPS)."""
-    proto = get_scoring_protocol(protocol)
+    scoring = get_scoring_convention(convention)
     if not horizons or min(horizons) < 1:
         raise BenchError(f"horizons must be positive integers, got {horizons}")
     from worldvla_bench.metrics.i3d import MIN_FRAMES
@@ -177,19 +179,19 @@ def evaluate_world_model(model: WorldModel, episodes: list[WMEpisode], horizons:
         raise BenchError(f"FVD needs clips of at least {MIN_FRAMES} frames; "
                          f"horizon {min(horizons)} is too short")
     clips, skipped = predict_clips(model, episodes, sorted(set(horizons)), progress)
-    per_clip = score_clips(clips, proto) if clips else pd.DataFrame()
+    per_clip = score_clips(clips, scoring) if clips else pd.DataFrame()
     rows = []
     for h in sorted(set(horizons)):
         chosen = [c for c in clips if c.horizon == h]
         row: dict[str, Any] = {"horizon": h, "clips": len(chosen), "skipped": skipped[h]}
         if chosen:
-            row.update(fvd_of_clips(chosen, proto))
+            row.update(fvd_of_clips(chosen, scoring))
             part = per_clip[per_clip["horizon"] == h]
             row.update({m: float(part[m].mean()) for m in ("psnr", "ssim", "lpips")})
         rows.append(row)
     summary = pd.DataFrame(rows)
-    summary.insert(0, "protocol", proto.name)
-    return {"per_clip": per_clip, "summary": summary, "clips": clips, "protocol": proto}
+    summary.insert(0, "protocol", scoring.name)
+    return {"per_clip": per_clip, "summary": summary, "clips": clips, "convention": scoring}
 
 
 def write_side_by_side(path: Path, clip: Clip, fps: int = 10) -> None:

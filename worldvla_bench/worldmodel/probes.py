@@ -38,7 +38,7 @@ class ProbeOutput:
 
 
 def run_fidelity_probe(model: ModelSpec, episodes: list, horizons: list[int], out: Path, *,
-                       data: Sequence[str], view: str, scoring_protocol: str = "standard",
+                       data: Sequence[str], view: str, scoring_convention: str = "standard",
                        save_video: bool = False, progress: bool = True) -> ProbeOutput:
     """Score one world model's frames on the logged actions at each horizon (frames)."""
     from worldvla_bench.worldmodel.evaluate import evaluate_world_model, write_side_by_side
@@ -46,7 +46,8 @@ def run_fidelity_probe(model: ModelSpec, episodes: list, horizons: list[int], ou
     name, kwargs = model
     world_model = make_world_model(name, **kwargs)
     try:
-        result = evaluate_world_model(world_model, episodes, horizons, protocol=scoring_protocol,
+        result = evaluate_world_model(world_model, episodes, horizons,
+                                      convention=scoring_convention,
                                       progress=progress)
     finally:
         world_model.close()
@@ -54,7 +55,7 @@ def run_fidelity_probe(model: ModelSpec, episodes: list, horizons: list[int], ou
     result["per_clip"].to_csv(out / "per_clip.csv", index=False)
     summary = result["summary"]
     summary.to_csv(out / "summary.csv", index=False)
-    text = _format_fidelity(summary, result["protocol"], name, data, view, scoring_protocol)
+    text = _format_fidelity(summary, result["convention"], name, data, view, scoring_convention)
     (out / "summary.md").write_text(text, encoding="utf-8")
     if save_video:
         for clip in result["clips"]:
@@ -77,7 +78,7 @@ def _format_fidelity(summary: pd.DataFrame, scoring: Any, model: str, data: Sequ
             f"{shown.to_markdown(index=False, disable_numparse=True)}\n\n"
             f"fvd_n = clips per set; fvd_gt_split = FVD between two halves of the ground truth "
             f"(the small-sample floor).\n")
-    if scoring.reference:  # published figures only beside the protocol they used
+    if scoring.reference:  # published figures only beside the convention they used
         text += f"{scoring.reference}.\n"
     if (summary.get("fvd_n", pd.Series(dtype=float)).fillna(0) < 256).any():
         text += ("warning: FVD from fewer than 256 clips per set is biased and unstable: "
@@ -87,7 +88,7 @@ def _format_fidelity(summary: pd.DataFrame, scoring: Any, model: str, data: Sequ
 
 def run_counterfactual_probe(models: Sequence[ModelSpec], episodes: list, horizons: list[int],
                              out: Path, *, data: Sequence[str],
-                             scoring_protocol: str = "standard", contexts_per_episode: int = 2,
+                             scoring_convention: str = "standard", contexts_per_episode: int = 2,
                              seed: int = 0, fvd: bool = True,
                              progress: bool = True) -> ProbeOutput:
     """Branches of other actions from `contexts_per_episode` context frames per episode, at one
@@ -112,7 +113,7 @@ def run_counterfactual_probe(models: Sequence[ModelSpec], episodes: list, horizo
             current = first if index == 0 else make_world_model(name, **kwargs)
             try:
                 results[name] = probe_counterfactuals(
-                    current, episodes, horizon, protocol=scoring_protocol, seed=seed, fvd=fvd,
+                    current, episodes, horizon, convention=scoring_convention, seed=seed, fvd=fvd,
                     progress=progress, contexts=contexts)
             finally:
                 if current is not first:
@@ -124,7 +125,7 @@ def run_counterfactual_probe(models: Sequence[ModelSpec], episodes: list, horizo
         pd.concat([r[key].assign(world_model=name) for name, r in results.items()],
                   ignore_index=True).to_csv(out / f"counterfactual_{key}.csv", index=False)
     title = (f"Counterfactual actions on `{', '.join(data)}`, horizon {horizon}, "
-             f"protocol `{scoring_protocol}`")
+             f"protocol `{scoring_convention}`")
     text = "\n".join([format_counterfactual_summary(results, title)] + [
         format_counterfactual(result, f"World model `{name}`", level=2)
         for name, result in results.items()])
