@@ -12,7 +12,7 @@ import pytest
 
 import worldvla_bench.envs  # noqa: F401  (registers the env id)
 from worldvla_bench.envs import ENV_ID, LiberoEnv
-from worldvla_bench.envs.libero_env import quat_to_axis_angle
+from worldvla_bench.envs.libero_env import quat_to_axis_angle_robosuite
 from worldvla_bench.errors import UnknownChoiceError
 
 
@@ -65,8 +65,9 @@ def test_quat_to_axis_angle_matches_robosuite():
     for _ in range(20):
         q = rng.normal(size=4)
         q /= np.linalg.norm(q)
-        np.testing.assert_allclose(quat_to_axis_angle(q), quat2axisangle(q.copy()), atol=1e-12)
-    assert np.all(quat_to_axis_angle(np.array([0, 0, 0, 1.0])) == 0)
+        np.testing.assert_allclose(quat_to_axis_angle_robosuite(q), quat2axisangle(q.copy()),
+                                   atol=1e-12)
+    assert np.all(quat_to_axis_angle_robosuite(np.array([0, 0, 0, 1.0])) == 0)
 
 
 def test_truncates_at_the_step_limit(env):

@@ -48,11 +48,11 @@ def test_history_frames_come_from_consecutive_env_steps():
     assert pipeline.render_steps(5) == {2, 3, 4}  # the last frame and the two before it
     assert pipeline.render_steps(1) == {0}
     first, a, b, c = frames(1, 2, 3, 4)
-    pipeline.record({"agentview_image": first})  # after reset
+    pipeline.log_frame({"agentview_image": first})  # after reset
     shown = pipeline.observe({"agentview_image": first})
     assert shown["agentview_history"].shape == (0, 8, 8, 3)  # current_only: no earlier frame yet
     for frame in (a, b, c):
-        pipeline.record({"agentview_image": frame})
+        pipeline.log_frame({"agentview_image": frame})
     shown = pipeline.observe({"agentview_image": c})
     assert [int(f[0, 0, 0]) for f in shown["agentview_history"]] == [2, 3]  # oldest first
     assert int(shown["agentview_image"][0, 0, 0]) == 4
@@ -67,11 +67,11 @@ def test_policy_call_history_and_padding_and_resize():
     pipeline = ObservationPipeline("test_calls_padded", ("agentview",), image_size=4)
     assert pipeline.render_steps(5) == {4}  # only the frame the policy reads
     a, b, c = frames(10, 20, 30)
-    pipeline.record({"agentview_image": a})  # not a policy call: moves nothing
+    pipeline.log_frame({"agentview_image": a})  # not a policy call: moves nothing
     shown = pipeline.observe({"agentview_image": b})
     assert shown["agentview_image"].shape == (4, 4, 3)  # resized to the model's size
     assert [int(f[0, 0, 0]) for f in shown["agentview_history"]] == [20]  # padded with current
-    pipeline.record({"agentview_image": c})
+    pipeline.log_frame({"agentview_image": c})
     shown = pipeline.observe({"agentview_image": c})
     assert [int(f[0, 0, 0]) for f in shown["agentview_history"]] == [20]  # the previous call's
 

@@ -7,7 +7,7 @@ from worldvla_bench.policies.random import RandomPolicy
 from worldvla_bench.policy import (
     EpisodeContext,
     make_policy,
-    parse_policy_args,
+    parse_key_values,
     policy_names,
     resolve_policy_class,
     validate_chunk,
@@ -93,8 +93,8 @@ def test_noop_holds_still_with_the_gripper_open():
     np.testing.assert_array_equal(chunk, [[0, 0, 0, 0, 0, 0, -1]] * 2)
 
 
-def test_parse_policy_args_reads_yaml_scalars():
-    assert parse_policy_args(["chunk_size=5", "scale=0.5", "run=results/x", "flag=true"]) == {
+def test_parse_key_values_reads_yaml_scalars():
+    assert parse_key_values(["chunk_size=5", "scale=0.5", "run=results/x", "flag=true"]) == {
         "chunk_size": 5, "scale": 0.5, "run": "results/x", "flag": True}
     with pytest.raises(BenchError):
-        parse_policy_args(["novalue"])
+        parse_key_values(["novalue"])

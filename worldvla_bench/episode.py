@@ -91,12 +91,12 @@ def run_episode(
     build_time = env.last_build_time  # the first episode of a worker also builds the simulator
     reset_time = time.perf_counter() - t0 - build_time
     initial_state = env.get_sim_state()
-    pipeline.record(obs)
+    pipeline.log_frame(obs)
     if video_path is not None:
         frames.append(obs[camera_key])
-    recorded = _FrameRecorder(env, stored) if save_frames else None
-    if recorded is not None:
-        recorded.add(obs)
+    frame_store = _FrameStore(env, stored) if save_frames else None
+    if frame_store is not None:
+        frame_store.add(obs)
     slowest = 0.0  # the longest policy call, seconds
     try:
         t0 = time.perf_counter()
@@ -130,10 +130,10 @@ def run_episode(
                     raise
                 env_time += time.perf_counter() - t0
                 if index in read:
-                    pipeline.record(obs)
+                    pipeline.log_frame(obs)
                 actions.append(action)
-                if recorded is not None:
-                    recorded.add(obs)
+                if frame_store is not None:
+                    frame_store.add(obs)
                 if keep_frame:
                     frames.append(obs[camera_key])
                 if terminated or truncated:
@@ -180,7 +180,7 @@ def run_episode(
             actions=action_array,
             initial_state=initial_state,
             final_state=env.get_sim_state(),
-            **(recorded.arrays() if recorded is not None else {}),
+            **(frame_store.arrays() if frame_store is not None else {}),
         )
         record.episode_file = str(Path("episodes") / episode_path.name)
     if video_path is not None and frames:
@@ -210,7 +210,7 @@ def _ask(policy: Policy, observation: dict) -> tuple[np.ndarray, str | None]:
         return validate_chunk(end.actions), end.reason
 
 
-class _FrameRecorder:
+class _FrameStore:
     """Collects the stored cameras' frames and the simulator state at each step of an episode."""
 
     def __init__(self, env: LiberoEnv, cameras: tuple[str, ...]) -> None:

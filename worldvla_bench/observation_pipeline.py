@@ -74,11 +74,11 @@ class ObservationPipeline:
     def _env_step_history(self) -> bool:
         return self.previous > 0 and self.profile.history_step == "env_step"
 
-    def record(self, observation: dict[str, Any]) -> None:
+    def log_frame(self, observation: dict[str, Any]) -> None:
         """An observation whose policy cameras were rendered (after reset or a step), in order.
 
         With env-step history every such frame moves the history on; with policy-call history
-        only the frames the policy was shown do (`observe` records those)."""
+        only the frames the policy was shown do (`observe` pushes those)."""
         if self._env_step_history:
             self._push(observation)
 

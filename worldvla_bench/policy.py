@@ -128,14 +128,16 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
     return instantiate(resolve_policy_class(name), kwargs, f"policy {name!r}")
 
 
-def parse_policy_args(items: list[str] | None) -> dict[str, Any]:
-    """Parse ['k=v', ...] into a dict; values are read as YAML scalars (numbers, bools, lists)."""
+def parse_key_values(items: list[str] | None) -> dict[str, Any]:
+    """Parse ['k=v', ...] into a dict; values are read as YAML scalars (numbers, bools, lists).
+
+    Reads `--policy-arg`, `--model-arg` and `serve-policy --policy-arg` alike."""
     import yaml
 
     parsed: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise BenchError(f"bad policy argument {item!r}: use key=value")
+            raise BenchError(f"bad argument {item!r}: use key=value")
         parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
     return parsed

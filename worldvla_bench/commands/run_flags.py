@@ -157,13 +157,13 @@ def protocol_from_args(args: argparse.Namespace, *, policy: str | None = None,
     """The `Protocol` the flags describe. `policy` and `policy_kwargs` replace --policy and
     --policy-arg (a command that chooses the policies: a template, its policy replaced per
     run)."""
-    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.policy import parse_key_values
 
     declared = _declared(args)
     if "policy" in declared:
         policy = policy or args.policy
         if policy_kwargs is None:
-            policy_kwargs = parse_policy_args(args.policy_arg)
+            policy_kwargs = parse_key_values(args.policy_arg)
     return Protocol(suite=args.suite, policy=policy or "expert",
                     policy_kwargs=dict(policy_kwargs or {}),
                     seed=getattr(args, getattr(args, _SEED_DEST)), seeding=args.seeding,

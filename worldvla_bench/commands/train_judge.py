@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from worldvla_bench.worldmodel.judge import ECE_BINS, TrainConfig, train_judge
-    from worldvla_bench.worldmodel.judge_data import read_labelled_runs, run_policy
+    from worldvla_bench.worldmodel.judge_data import policy_of_run, read_labelled_runs
 
     if args.threads:
         import torch
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
           f"frames) of {len(set(data.episode))} episodes, tasks {sorted(map(str, set(data.task)))}")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          image_size=args.image_size, held_out=args.held_out, seed=args.seed)
-    provenance = {"runs": {str(r): run_policy(r) for r in runs}, "every": args.every,
+    provenance = {"runs": {str(r): policy_of_run(r) for r in runs}, "every": args.every,
                   "hold_steps": args.hold_steps, "hold_still": args.hold_still,
                   "tasks": args.tasks or "all"}
     judge, rows = train_judge(data, config, progress=not args.no_progress, provenance=provenance)

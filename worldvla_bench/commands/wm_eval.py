@@ -57,7 +57,7 @@ def baseline_names(baselines: str | None, model: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.policy import parse_key_values
     from worldvla_bench.records import slugify
     from worldvla_bench.tasks import parse_index_list
     from worldvla_bench.worldmodel import probes
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     out = run_path(args.out or (f"wm_{slugify(args.model)}_{slugify(Path(args.data[0]).stem)}_"
                                 f"{args.protocol}{suffix}"))
     write_wm_eval_record(out, vars(args))  # the model's arguments beside its outputs
-    model = (args.model, parse_policy_args(args.model_arg))
+    model = (args.model, parse_key_values(args.model_arg))
     progress = not args.no_progress
     if args.probe == "fidelity":
         result = probes.run_fidelity_probe(

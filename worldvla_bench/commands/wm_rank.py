@@ -44,7 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from worldvla_bench.errors import BenchError
     from worldvla_bench.panels import load_panel
-    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.policy import parse_key_values
     from worldvla_bench.records import slugify
     from worldvla_bench.worldmodel.rank import RankSetup, simulate_panel, wm_rank
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.world_model:
         raise BenchError("give at least one --world-model (or --simulate-only)")
-    world_models = [(name, parse_policy_args(args.model_arg) if i == 0 else {})
+    world_models = [(name, parse_key_values(args.model_arg) if i == 0 else {})
                     for i, name in enumerate(args.world_model)]
     if args.judge in (None, "simulator"):
         if any(name != "sim-oracle" for name, _ in world_models):

@@ -55,11 +55,13 @@ GRIPPER_STATE_DIM = 2
 _TEXT_CHARSET = frozenset(string.printable)
 
 
-def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
+def quat_to_axis_angle_robosuite(quat_xyzw: np.ndarray) -> np.ndarray:
     """Axis-angle (rad) of a unit quaternion in robosuite's (x, y, z, w) order.
 
     Same as robosuite's `transform_utils.quat2axisangle` (used by OpenVLA and openpi), including
     its sign convention: w is clipped to [-1, 1] and the angle is 2*acos(w) in [0, 2*pi].
+    Not the same map as `serving.vla_eval_specs.quat_to_axis_angle_shortest` (vla-eval's, angle
+    <= pi): for w < 0 the two give different axis-angle vectors of the same rotation.
     """
     quat = np.asarray(quat_xyzw, dtype=np.float64).copy()
     quat[3] = np.clip(quat[3], -1.0, 1.0)
@@ -435,7 +437,7 @@ class LiberoEnv(gym.Env):
         obs["state"] = np.concatenate(
             [
                 raw["robot0_eef_pos"],
-                quat_to_axis_angle(raw["robot0_eef_quat"]),
+                quat_to_axis_angle_robosuite(raw["robot0_eef_quat"]),
                 raw["robot0_gripper_qpos"],
             ]
         ).astype(np.float64)

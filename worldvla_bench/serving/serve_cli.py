@@ -42,12 +42,12 @@ def _server_class(protocol: str) -> type[PolicyServer]:
 
 
 def cmd_serve_policy(args: argparse.Namespace) -> int:
-    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.policy import parse_key_values
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
     )
-    kwargs = parse_policy_args(args.policy_arg)
+    kwargs = parse_key_values(args.policy_arg)
     server = _server_class(args.protocol)(
         args.name,
         kwargs,

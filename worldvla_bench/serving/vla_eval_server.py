@@ -203,7 +203,7 @@ class VlaEvalPolicyServer(PolicyServer):
                 raise RequestError(f"a client does not send {message.type!r} messages")
             # checked, and its frames recorded, even when the answer is buffered
             observation = native_observation(message.payload, self._needs_images)
-            episode.pipeline.record(observation)
+            episode.pipeline.log_frame(observation)
             if not episode.chunk and episode.ended is not None:
                 raise RequestError(f"the policy ended the episode: {episode.ended}")
             if not episode.chunk:

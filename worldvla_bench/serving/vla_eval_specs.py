@@ -116,9 +116,10 @@ def matrix_to_quat(m: np.ndarray) -> np.ndarray:
     return np.array([x, y, z, w])
 
 
-def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
+def quat_to_axis_angle_shortest(quat_xyzw: np.ndarray) -> np.ndarray:
     """Unit quaternion [x, y, z, w] -> axis-angle (rad), the rotation of angle <= pi
-    (`vla_eval.rotation.quat_to_axisangle`: the antipode with w >= 0)."""
+    (`vla_eval.rotation.quat_to_axisangle`: the antipode with w >= 0). Not robosuite's
+    `quat2axisangle` (`envs.libero_env.quat_to_axis_angle_robosuite`, angle in [0, 2*pi])."""
     q = np.asarray(quat_xyzw, dtype=np.float64)
     q = q / np.linalg.norm(q)
     if q[3] < 0:
@@ -135,9 +136,9 @@ def _rotation_to_axis_angle(kind: str, values: np.ndarray) -> np.ndarray:
         return values
     if kind == "euler_xyz":
         return np.stack(
-            [quat_to_axis_angle(matrix_to_quat(euler_xyz_to_matrix(v))) for v in values]
+            [quat_to_axis_angle_shortest(matrix_to_quat(euler_xyz_to_matrix(v))) for v in values]
         )
-    return np.stack([quat_to_axis_angle(v) for v in values])  # quaternion_xyzw
+    return np.stack([quat_to_axis_angle_shortest(v) for v in values])  # quaternion_xyzw
 
 
 def _gripper_close_positive(kind: str, g: np.ndarray) -> np.ndarray:

@@ -66,11 +66,11 @@ def write_wm_eval_record(out: Path, arguments: dict[str, Any]) -> Path:
     so every wm-eval output says which world model, built how, produced it."""
     from worldvla_bench.atomic import write_atomic
     from worldvla_bench.manifest import git_revision, package_versions
-    from worldvla_bench.policy import parse_policy_args
+    from worldvla_bench.policy import parse_key_values
 
     shown = {k: v for k, v in arguments.items() if not callable(v)}
     record = {"command": "wm-eval", "model": shown.get("model"),
-              "model_args": parse_policy_args(shown.get("model_arg")), "arguments": shown,
+              "model_args": parse_key_values(shown.get("model_arg")), "arguments": shown,
               "revision": git_revision(), "versions": package_versions()}
     path = Path(out) / WM_EVAL_FILE
     write_atomic(path, json.dumps(record, indent=1, default=str).encode("utf-8"))

@@ -106,7 +106,7 @@ def imagine_episode(model: WorldModel, policy: Policy, context: EpisodeContext,
             pipeline = ObservationPipeline(policy.observation_profile, (IMAGINED_CAMERA,),
                                            getattr(policy, "image_size", None))
             obs = _imagined_obs(frame0, context.instruction)
-            pipeline.record(obs)
+            pipeline.log_frame(obs)
             t0 = time.perf_counter()
             policy.reset(context)
             policy_time += time.perf_counter() - t0
@@ -137,7 +137,7 @@ def imagine_episode(model: WorldModel, policy: Policy, context: EpisodeContext,
                 read = pipeline.render_steps(len(chunk))
                 for index in sorted(read):
                     obs = _imagined_obs(frames[index], context.instruction)
-                    pipeline.record(obs)
+                    pipeline.log_frame(obs)
     except BenchError as exc:
         error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a user's policy or world model may raise anything

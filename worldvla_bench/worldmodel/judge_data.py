@@ -238,7 +238,7 @@ class _Holder:
             self._key = None
 
 
-def run_policy(run_dir: Path | str) -> str:
+def policy_of_run(run_dir: Path | str) -> str:
     """'policy k=v ...' of a run, from its manifest (provenance for the judge's checkpoint)."""
     config = read_json(Path(run_dir) / "manifest.json").get("config", {})
     kwargs = " ".join(f"{k}={v}" for k, v in sorted(config.get("policy_kwargs", {}).items()))
