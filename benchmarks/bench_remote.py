@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOLS = ("openpi", "vla-eval", "vla-eval-png")
+WIRE_FORMATS = ("openpi", "vla-eval", "vla-eval-png")
 
 
-def available_protocols() -> tuple[str, ...]:
-    """`PROTOCOLS`, without `vla-eval-png` when vla-eval (a dev dependency) is not installed."""
+def available_wire_formats() -> tuple[str, ...]:
+    """`WIRE_FORMATS`, without `vla-eval-png` when vla-eval (a dev dependency) is not installed."""
     import importlib.util
 
-    return PROTOCOLS if importlib.util.find_spec("vla_eval") else PROTOCOLS[:2]
+    return WIRE_FORMATS if importlib.util.find_spec("vla_eval") else WIRE_FORMATS[:2]
 
 
 def _observation(size: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def bench_remote_policy(
     protocols: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Per-call latency of a direct and a remote `act`, per protocol, with images and without."""
-    protocols = available_protocols() if protocols is None else protocols
+    protocols = available_wire_formats() if protocols is None else protocols
     from worldvla_bench.policies.remote import RemotePolicy
     from worldvla_bench.policy import EpisodeContext, make_policy
     from worldvla_bench.serving.server import PolicyServer

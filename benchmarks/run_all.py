@@ -247,7 +247,7 @@ def bench_worldvla(out: Path) -> None:
 
 def bench_remote(out: Path) -> None:
     """Remote-policy overhead per call on loopback, per protocol (openpi, vla-eval)."""
-    from benchmarks.bench_remote import available_protocols, bench_remote_policy
+    from benchmarks.bench_remote import available_wire_formats, bench_remote_policy
 
     print("measuring remote policy overhead ...", file=sys.stderr, flush=True)
     result = bench_remote_policy()
@@ -255,7 +255,7 @@ def bench_remote(out: Path) -> None:
              " overhead ms (median) |",
              "|---|---|---|---|---|---|"]
     for label in ("blind", "images"):
-        for protocol in available_protocols():
+        for protocol in available_wire_formats():
             row = result[protocol][label]
             lines.append(f"| {label} | {protocol} | {row['payload_bytes'] / 1e3:.0f} kB | "
                          f"{row['direct_ms_mean']} | {row['remote_ms_median']} | "

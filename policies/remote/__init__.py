@@ -65,7 +65,7 @@ from .served import served_identity, switch_message
 from .vla_eval_client import VlaEvalClient
 
 OBS_FORMATS = ("native", "openpi")
-PROTOCOLS = ("openpi", "vla-eval")
+WIRE_FORMATS = ("openpi", "vla-eval")
 
 
 class RemotePolicyError(BenchError):
@@ -93,8 +93,8 @@ class RemotePolicy(Policy):
         backoff_s: float = 0.5,
         protocol: str = "openpi",
     ) -> None:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if protocol not in WIRE_FORMATS:
+            raise ValueError(f"protocol must be one of {WIRE_FORMATS}, got {protocol!r}")
         if obs_format not in OBS_FORMATS:
             raise ValueError(f"obs_format must be one of {OBS_FORMATS}, got {obs_format!r}")
         if float(timeout_s) <= 0 or int(retries) < 0:

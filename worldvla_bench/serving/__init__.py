@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOL = "worldvla-remote/1"
+#: Our wire format's name and version, sent as the metadata's `protocol` value.
+WIRE_FORMAT = "worldvla-remote/1"
 #: The request key of our reset extension.
 RESET_KEY = "__reset__"
 #: The reply key of a policy that ends the episode (`EndEpisode`): its reason.

@@ -29,12 +29,12 @@ from worldvla_bench.serving.server import (
 
 logger = logging.getLogger("worldvla_bench.serving")
 
-PROTOCOLS = ("openpi", "vla-eval")
+WIRE_FORMATS = ("openpi", "vla-eval")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _server_class(protocol: str) -> type[PolicyServer]:
-    if protocol == "vla-eval":
+def _server_class(wire_format: str) -> type[PolicyServer]:
+    if wire_format == "vla-eval":
         from worldvla_bench.serving.vla_eval_server import VlaEvalPolicyServer
 
         return VlaEvalPolicyServer
@@ -98,7 +98,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     sp.add_argument("name", help="policy name or module:Class")
     sp.add_argument(
         "--protocol",
-        choices=PROTOCOLS,
+        choices=WIRE_FORMATS,
         default="openpi",
         help="wire protocol: openpi's (default; our `remote` policy and openpi "
         "clients) or vla-eval's (`vla-eval run` drives it)",

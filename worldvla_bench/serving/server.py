@@ -45,8 +45,8 @@ from worldvla_bench.errors import BenchError
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, make_policy
 from worldvla_bench.serving import (
     END_EPISODE_KEY,
-    PROTOCOL,
     RESET_KEY,
+    WIRE_FORMAT,
     error_line,
     from_openpi,
     pack,
@@ -450,7 +450,7 @@ class PolicyServer:
         cameras = getattr(policy, "cameras", None)
         self.metadata = {
             "server": "worldvla_bench",
-            "protocol": PROTOCOL,
+            "protocol": WIRE_FORMAT,
             "extensions": ["reset", "batch", "healthz"],
             "policy": self.policy_name,
             "policy_kwargs": self.policy_kwargs,

@@ -57,7 +57,8 @@ from worldvla_bench.serving.vla_eval_wire import (
 
 logger = logging.getLogger("worldvla_bench.serving")
 
-PROTOCOL = "vla-eval/1"
+#: The wire format's name and version, sent as the metadata's `protocol` value.
+WIRE_FORMAT = "vla-eval/1"
 #: vla-eval's LIBERO camera names (`LIBEROBenchmark.make_obs`) -> our observation keys.
 CAMERA_KEYS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
 #: The run seed our engine defaults to (`Protocol.seed`), also vla-eval's LIBERO default seed.
@@ -139,7 +140,7 @@ class VlaEvalPolicyServer(PolicyServer):
         agentview = cameras is None or "agentview" in cameras
         wrist = cameras is None or "robot0_eye_in_hand" in cameras
         self._needs_images = cameras is None or len(cameras) > 0
-        self.metadata["protocol"] = PROTOCOL
+        self.metadata["protocol"] = WIRE_FORMAT
         self.hello = hello_payload(
             model_server=f"worldvla_bench:{self.policy_name}",
             capabilities={},

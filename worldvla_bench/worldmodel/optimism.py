@@ -22,7 +22,8 @@ imagining 80% of 484 verified LIBERO failures as successes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
+from typing import Protocol as Interface  # typing's; `Protocol` names a run's protocol
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ from worldvla_bench.worldmodel.data import WMEpisode
 from worldvla_bench.worldmodel.models import WorldModel
 
 
-class FrameJudge(Protocol):
+class FrameJudge(Interface):
     """What the probe needs of a success judge."""
 
     def success_probability(self, frames: np.ndarray, suite: str, task_id: int) -> np.ndarray:
