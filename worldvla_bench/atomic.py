@@ -13,7 +13,8 @@ from pathlib import Path
 @contextlib.contextmanager
 def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed over `path` when the block ends, removed
-    if it raises. `suffix` keeps the extension writers infer the format from ('.mp4', '.npz')."""
+    if it raises. `suffix` keeps the extension writers infer the format from (a video's, an
+    array archive's)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)

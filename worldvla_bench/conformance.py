@@ -28,7 +28,7 @@ from worldvla_bench.envs.reference_loop import DUMMY_ACTION, NUM_STEPS_WAIT, Ref
 from worldvla_bench.envs.seeding import SEEDINGS, check_seeding
 from worldvla_bench.errors import BenchError, UnknownChoiceError
 from worldvla_bench.protocol import Protocol, RunOptions
-from worldvla_bench.records import episode_stem, load_episode_arrays, read_episodes
+from worldvla_bench.run_dir import RunDir, has_arrays
 from worldvla_bench.tasks import SuiteSpec, load_suite
 
 #: where the action sequences come from
@@ -127,7 +127,7 @@ def run_conformance(config: ConformanceConfig) -> pd.DataFrame:
     rows: list[EpisodeAgreement] = []
     for kind in config.sequences:
         ours = _run_ours(config, protocol, kind, out)
-        records = {(r["task_id"], r["trial"]): r for r in read_episodes(ours)}
+        records = {(r["task_id"], r["trial"]): r for r in RunDir(ours).records()}
         bar = tqdm(total=len(task_ids) * config.trials, desc=f"{suite.name} {kind} reference",
                    unit="ep", disable=not config.options.progress, file=sys.stderr,
                    dynamic_ncols=True)
@@ -150,7 +150,6 @@ def run_conformance(config: ConformanceConfig) -> pd.DataFrame:
 def _run_ours(config: ConformanceConfig, protocol: Protocol, kind: str, out: Path) -> Path:
     """Our engine's run of the sequences `kind` (frames and states kept) under the resolved
     `protocol`; its directory."""
-    from worldvla_bench.records import save_episode_arrays
     from worldvla_bench.rollout import run_evaluation
 
     suite = load_suite(protocol.suite)
@@ -158,12 +157,11 @@ def _run_ours(config: ConformanceConfig, protocol: Protocol, kind: str, out: Pat
         policy, kwargs = "expert", {}
     else:
         actions_dir = out / "random_actions"
+        actions_run = RunDir(actions_dir)
         for task_id in _task_ids(config, suite):
             for trial in range(config.trials):
-                path = actions_dir / "episodes" / f"{episode_stem(suite.name, task_id, trial)}.npz"
-                if not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    save_episode_arrays(path, actions=random_sequence(
+                if not actions_run.episode_path(suite.name, task_id, trial).exists():
+                    actions_run.save_arrays(suite.name, task_id, trial, actions=random_sequence(
                         protocol.seed, suite.name, task_id, trial, int(protocol.max_steps)))
         policy, kwargs = "replay", {"run": str(actions_dir)}
     options = replace(config.options, run_dir=out / f"{kind}_ours", save_frames=True)
@@ -180,11 +178,11 @@ def _task_ids(config: ConformanceConfig, suite: SuiteSpec) -> list[int]:
 def _our_arrays(run_dir: Path, records: dict, suite: str, task_id: int,
                 trial: int) -> dict[str, np.ndarray]:
     record = records.get((task_id, trial))
-    if record is None or record.get("error") or not record.get("episode_file"):
+    if record is None or not has_arrays(record):
         why = record.get("error") if record else "no record"
         raise BenchError(f"{suite} task {task_id} trial {trial}: our engine's episode is "
                          f"missing or failed ({why})")
-    return load_episode_arrays(run_dir / record["episode_file"])
+    return RunDir(run_dir).arrays(record)
 
 
 def _run_reference(protocol: Protocol, suite: SuiteSpec, task_id: int,

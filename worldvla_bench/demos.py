@@ -18,14 +18,14 @@ from typing import Any
 from worldvla_bench.envs.seeding import scene_of
 from worldvla_bench.errors import BenchError
 from worldvla_bench.libero_hdf5 import CAMERA_KEYS, Demo, write_demos
-from worldvla_bench.records import load_episode_arrays, read_episodes
+from worldvla_bench.run_dir import RunDir
 
 
 def run_to_hdf5(run_dir: Path | str, out_dir: Path | str,
                 successful_only: bool = True) -> list[Path]:
     """Write the episodes of a `--save-frames` run as one HDF5 file per task; return the paths."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    records = [r for r in read_episodes(run_dir) if r.get("episode_file") and not r.get("error")]
+    records = RunDir(run_dir).finished_with_arrays()
     if successful_only:
         records = [r for r in records if r["success"]]
     by_task: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
@@ -43,7 +43,7 @@ def run_to_hdf5(run_dir: Path | str, out_dir: Path | str,
 
 
 def _demo(run_dir: Path, record: dict[str, Any]) -> Demo:
-    arrays = load_episode_arrays(run_dir / record["episode_file"])
+    arrays = RunDir(run_dir).arrays(record)
     if "proprio" not in arrays:
         raise BenchError(f"{record['episode_file']} has no frames: record with --save-frames")
     steps = len(arrays["actions"])

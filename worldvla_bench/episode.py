@@ -14,7 +14,8 @@ from worldvla_bench.envs.seeding import LEGACY_SEEDING, SceneSeed
 from worldvla_bench.errors import BenchError, ServerUnreachableError
 from worldvla_bench.observation_pipeline import ObservationPipeline
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, validate_chunk
-from worldvla_bench.records import EpisodeRecord, save_episode_arrays, slugify
+from worldvla_bench.records import EpisodeRecord, slugify
+from worldvla_bench.run_dir import EPISODES_DIR, VIDEOS_DIR, save_episode_arrays
 
 
 def run_episode(
@@ -47,12 +48,12 @@ def run_episode(
     Success is checked after every policy step (never during the wait steps), as in the
     published LIBERO evaluation scripts. The policy's observation profile is applied here
     (`ObservationPipeline`): prepared images and history frames before `act`, the gripper
-    mapped after it. `episode_path` receives the executed actions and the
-    initial and final simulator states (.npz); `video_path` an mp4 of the first camera, one
-    frame every `video_every` steps. Cameras are rendered only on steps whose observation the
-    policy reads (the last step of each chunk, and the steps before it that the profile's
-    history needs) or the video keeps. `save_frames` renders every
-    camera at every step and adds them to the .npz as `frames_<camera>` (T+1, H, W, 3) uint8,
+    mapped after it. `episode_path` receives the executed actions and the initial and final
+    simulator states (`RunDir` arrays); `video_path` an mp4 of the first camera, one frame every
+    `video_every` steps. Cameras are rendered only on steps whose observation the policy reads
+    (the last step of each chunk, and the steps before it that the profile's history needs) or
+    the video keeps. `save_frames` renders every
+    camera at every step and adds them to the arrays as `frames_<camera>` (T+1, H, W, 3) uint8,
     upright, with `states` (T+1, D): the simulator state after reset and after each step, and
     `control_states` (T+1, 14): what robosuite keeps outside the simulator (the gripper command
     and the arm controller's goal, `LiberoEnv.get_control_state`), and
@@ -182,13 +183,13 @@ def run_episode(
             final_state=env.get_sim_state(),
             **(frame_store.arrays() if frame_store is not None else {}),
         )
-        record.episode_file = str(Path("episodes") / episode_path.name)
+        record.episode_file = str(Path(EPISODES_DIR) / episode_path.name)
     if video_path is not None and frames:
         named = video_path.with_name(
             f"{video_path.stem}_{outcome}_{slugify(context.instruction)}.mp4"
         )
         write_video(named, frames, max(1, round(video_fps / video_every)))
-        record.video = str(Path("videos") / named.name)
+        record.video = str(Path(VIDEOS_DIR) / named.name)
     if simulator_failed:
         record.extra["simulator_failed"] = True
     if ended_by_policy is not None and error is None:

@@ -2,9 +2,9 @@
 
 An executor takes the pending `EpisodeJob`s and the `WorkerConfig`, runs each job once in a worker
 that holds one policy instance and one env at a time, and hands every finished episode's record to
-`on_record` (which appends it to episodes.jsonl). Both backends run the same `worker.run_job`, so an
-episode's seed, actions and record are the same wherever it runs; the engine's resume (skip every
-episode that has a record) is untouched.
+`on_record` (which appends it to the run's records, `RunDir.append`). Both backends run the same
+`worker.run_job`, so an episode's seed, actions and record are the same wherever it runs; the
+engine's resume (skip every episode that has a record) is untouched.
 
 Lost workers: a local worker process that dies breaks the pool; its in-flight episodes are retried
 once on a fresh pool. A Ray actor that dies (process killed, node lost) loses only the episode it
@@ -12,9 +12,9 @@ was running: that one is retried once on a new actor. An episode is recorded onl
 that came back, so a lost one is never recorded twice; after two losses it is recorded as a
 `WorkerDied` error (re-run with `--retry-errors`).
 
-Ray workers need no shared filesystem: each actor writes an episode's files (episodes/*.npz,
-videos/*.mp4) into its own temporary directory and returns them with the record; the driver
-writes them into the run directory before it appends the record.
+Ray workers need no shared filesystem: each actor writes an episode's files (its arrays and
+video, laid out as in `RunDir`) into its own temporary directory and returns them with the
+record; the driver writes them into the run directory before it appends the record.
 """
 
 from __future__ import annotations

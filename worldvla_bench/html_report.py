@@ -42,6 +42,7 @@ from worldvla_bench.report import (
     success_rate_table,
 )
 from worldvla_bench.results_json import protocol_hash, protocol_of
+from worldvla_bench.run_dir import RunDir
 
 INDEX_FILE = "index.html"
 OUTCOME_MARK = {"success": "\u2713", "failure": "\u2717", "error": "!"}
@@ -280,7 +281,7 @@ def write_rank_html(rank_dir: Path | str, out_dir: Path | str) -> Path:
     panels = []
     for model_dir in sorted(p for p in (rank_dir / "imagined").iterdir() if p.is_dir()):
         for policy_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
-            if not (policy_dir / "episodes.jsonl").is_file():
+            if not RunDir(policy_dir).is_run():
                 continue
             slug = _slugs([Path(f"{model_dir.name}_{policy_dir.name}")])[0]
             episodes = load_run(policy_dir)

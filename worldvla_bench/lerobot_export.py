@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.manifest import read_manifest, run_render_provenances
-from worldvla_bench.records import load_episode_arrays, read_episodes
 from worldvla_bench.results_json import protocol_hash, protocol_of
+from worldvla_bench.run_dir import RunDir, load_episode_arrays, read_episodes
 
 CODEBASE_VERSION = "v3.0"
 ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
@@ -152,11 +152,8 @@ def export_lerobot(run_dir: Path | str, out: Path | str, repo_id: str | None = N
 
 
 def _imagination(run_dir: Path) -> dict[str, Any] | None:
-    """What a wm-rank imagined run measures (its imagination.json), None for a simulated run."""
-    from worldvla_bench.worldmodel.rank import IMAGINATION_FILE
-
-    path = run_dir / IMAGINATION_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """What a wm-rank imagined run measures (`RunDir.imagination`), None for a simulated run."""
+    return RunDir(run_dir).imagination()
 
 
 def _sim_manifest(run_dir: Path, imagination: dict[str, Any] | None) -> dict[str, Any]:
@@ -166,7 +163,7 @@ def _sim_manifest(run_dir: Path, imagination: dict[str, Any] | None) -> dict[str
         return {}
     beside = run_dir.resolve().parent.parent.parent / "sim" / run_dir.name
     for sim_run in (Path(imagination["sim_run"]), beside):
-        if (sim_run / "manifest.json").is_file():
+        if RunDir(sim_run).has_manifest():
             return read_manifest(sim_run) or {}
     return {}
 

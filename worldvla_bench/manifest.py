@@ -1,4 +1,5 @@
-"""The run manifest: configuration, protocol, package versions, host, git revision, renderer.
+"""The run manifest: configuration, protocol, package versions, host, git revision, renderer
+(its file is `worldvla_bench.run_dir.RunDir`'s).
 
 Render provenance (`worldvla_bench.envs.render_provenance`): each invocation lists, under
 `render`, the distinct provenances its workers reported (once per worker); the manifest's
@@ -20,14 +21,8 @@ from typing import Any
 from worldvla_bench.envs.seeding import LEGACY_SEEDING
 from worldvla_bench.errors import RunDirectoryError
 from worldvla_bench.protocol import PROTOCOL_KEYS
-from worldvla_bench.records import (
-    EPISODES_FILE,
-    MANIFEST_FILE,
-    read_episodes,
-    read_json,
-    write_json,
-)
 from worldvla_bench.render_provenance import differing_fields, same_renderer
+from worldvla_bench.run_dir import MANIFEST_FILE, RunDir, read_json
 
 VERSIONED_PACKAGES = (
     "worldvla-bench",
@@ -108,21 +103,8 @@ def manifest_config(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
-    """The run's manifest, None if it has none; `RunDirectoryError` (one line) if it is not a
-    readable JSON object."""
-    path = Path(run_dir) / MANIFEST_FILE
-    if not path.exists():
-        return None
-    try:
-        manifest = read_json(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else str(error)
-        raise RunDirectoryError(f"cannot read {path}: {reason}; restore it from a backup (the "
-                                f"records in {EPISODES_FILE} need it)") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
-        raise RunDirectoryError(f"{path} is not a run manifest (no 'config' object); restore "
-                                f"it from a backup")
-    return manifest
+    """The run's manifest, None if it has none (`RunDir.read_manifest`)."""
+    return RunDir(run_dir).read_manifest()
 
 
 def write_or_check_manifest(
@@ -131,7 +113,7 @@ def write_or_check_manifest(
     """Create the manifest, or check that a resumed run measures the same thing; log the call."""
     existing = read_manifest(run_dir)
     if existing is None:
-        if read_episodes(run_dir):
+        if RunDir(run_dir).records():
             raise RunDirectoryError(
                 f"run directory {run_dir} holds episode records but no {MANIFEST_FILE}: what "
                 f"they measured is unknown; restore the manifest or choose another RUN name"
@@ -162,7 +144,7 @@ def write_or_check_manifest(
             "render": [],
         }
     )
-    write_json(Path(run_dir) / MANIFEST_FILE, manifest)
+    RunDir(run_dir).write_manifest(manifest)
     return manifest
 
 
@@ -180,7 +162,7 @@ def record_render_provenance(run_dir: Path, provenance: dict[str, Any]) -> list[
     """Add a worker's render provenance to the current invocation (once per distinct one);
     the first the run records becomes its `render`. Returns warnings when it renders otherwise
     than the run's first worker (a resumed run on another machine, a mixed Ray cluster)."""
-    path = Path(run_dir) / MANIFEST_FILE
+    path = RunDir(run_dir).manifest_path
     manifest = read_json(path)
     provenance = json.loads(json.dumps(provenance))
     seen = manifest["invocations"][-1].setdefault("render", [])
@@ -188,7 +170,7 @@ def record_render_provenance(run_dir: Path, provenance: dict[str, Any]) -> list[
         return []
     seen.append(provenance)
     first = manifest.setdefault("render", provenance)
-    write_json(path, manifest)
+    RunDir(run_dir).write_manifest(manifest)
     changed = differing_fields(first, provenance)
     if not changed:
         return []
@@ -216,11 +198,11 @@ def run_render_provenances(manifest: dict[str, Any]) -> tuple[list[dict[str, Any
 def record_served_model(run_dir: Path, served: dict[str, Any]) -> dict[str, Any]:
     """The served model the run's manifest names (`served_model`): `served`, written, if it
     names none yet. A run whose records come from another model must stop (the caller)."""
-    path = Path(run_dir) / MANIFEST_FILE
+    path = RunDir(run_dir).manifest_path
     manifest = read_json(path)
     if "served_model" not in manifest:
         manifest["served_model"] = json.loads(json.dumps(served, default=str))
-        write_json(path, manifest)
+        RunDir(run_dir).write_manifest(manifest)
     return manifest["served_model"]
 
 

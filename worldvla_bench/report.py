@@ -1,6 +1,6 @@
 """Reports derived from run directories: success rates with 95% Wilson intervals, and warnings.
 
-Every number is computed from `episodes.jsonl`; nothing is stored by hand.
+Every number is computed from the run's records (`RunDir.records`); nothing is stored by hand.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from scipy.stats import binomtest
 from worldvla_bench.atomic import write_atomic
 from worldvla_bench.errors import BenchError
 from worldvla_bench.manifest import manifest_config, read_manifest, run_render_provenances
-from worldvla_bench.records import EPISODES_FILE, read_episodes
 from worldvla_bench.render_provenance import format_render_provenance
 from worldvla_bench.results_json import write_results_json
+from worldvla_bench.run_dir import EPISODES_FILE, MANIFEST_FILE, RunDir
 
 CONFIDENCE = 0.95
 
@@ -25,9 +25,9 @@ CONFIDENCE = 0.95
 def load_run(run_dir: Path | str) -> pd.DataFrame:
     """One row per episode of a run, with a `run` column naming it. Errors if there is none."""
     run_dir = Path(run_dir)
-    if not (run_dir / EPISODES_FILE).exists():
+    if not RunDir(run_dir).is_run():
         raise BenchError(f"{run_dir} is not a run directory (no {EPISODES_FILE})")
-    records = read_episodes(run_dir)
+    records = RunDir(run_dir).records()
     if not records:
         raise BenchError(f"run {run_dir} has no finished episodes yet")
     frame = pd.DataFrame.from_records(records)
@@ -219,7 +219,7 @@ def render_line(manifest: dict[str, Any]) -> str:
     found, unrecorded = run_render_provenances(manifest)
     line = "render: " + format_render_provenance(found[0] if found else None)
     if len(found) > 1:
-        line += f" (and {len(found) - 1} other renderer(s) in this run: see manifest.json)"
+        line += f" (and {len(found) - 1} other renderer(s) in this run: see {MANIFEST_FILE})"
     if found and unrecorded:
         line += f" (not recorded for {unrecorded} earlier invocation(s))"
     return line

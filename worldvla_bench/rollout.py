@@ -30,14 +30,14 @@ from worldvla_bench.manifest import (
 )
 from worldvla_bench.policy import resolve_policy_class
 from worldvla_bench.protocol import Protocol, RunOptions
-from worldvla_bench.records import (
+from worldvla_bench.registry import instantiate_check
+from worldvla_bench.run_dir import (
     append_episode,
     episode_key,
     prepare_run_dir,
     read_episodes,
     rewrite_episodes,
 )
-from worldvla_bench.registry import instantiate_check
 from worldvla_bench.run_lock import run_dir_lock
 from worldvla_bench.tasks import SuiteSpec, load_suite, parse_index_list
 from worldvla_bench.worker import PROVENANCE_KEY, EpisodeJob, WorkerConfig

@@ -26,8 +26,8 @@ from worldvla_bench.episode import run_episode
 from worldvla_bench.errors import BenchError, PolicyBuildError
 from worldvla_bench.policy import EpisodeContext, Policy, make_policy
 from worldvla_bench.protocol import Protocol
-from worldvla_bench.records import episode_stem
 from worldvla_bench.render_provenance import render_provenance
+from worldvla_bench.run_dir import RunDir
 from worldvla_bench.tasks import SuiteSpec
 
 
@@ -183,16 +183,16 @@ def _run_job(config: WorkerConfig, job: EpisodeJob) -> dict[str, Any]:
         seed=job.seed,
         max_steps=env.max_steps,
     )
-    run_dir = Path(config.run_dir)
-    stem = episode_stem(config.suite.name, job.task_id, job.trial)
+    run_dir = RunDir(config.run_dir)
+    where = (config.suite.name, job.task_id, job.trial)
     try:
         record = run_episode(
             env,
             policy,
             context,
             policy_name=config.protocol.policy,
-            episode_path=run_dir / "episodes" / f"{stem}.npz" if config.save_episodes else None,
-            video_path=run_dir / "videos" / f"{stem}.mp4" if config.video else None,
+            episode_path=run_dir.episode_path(*where) if config.save_episodes else None,
+            video_path=run_dir.video_path(*where) if config.video else None,
             video_fps=config.suite.control_freq,
             video_every=config.video_every,
             save_frames=config.save_frames,

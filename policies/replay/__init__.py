@@ -13,25 +13,25 @@ import numpy as np
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.policy import EpisodeContext, Policy
-from worldvla_bench.records import episode_stem, load_episode_arrays
+from worldvla_bench.run_dir import RunDir, load_episode_arrays
 
 
 class ReplayPolicy(Policy):
-    """Replays `actions` of `<run>/episodes/<suite>_taskTT_trialNN.npz`, `chunk_size` at a time."""
+    """Replays `actions` of the run's arrays of the same episode (`RunDir.episode_path`),
+    `chunk_size` at a time."""
 
     cameras = ()  # blind: reads no image, so none is rendered
 
     def __init__(self, run: str, chunk_size: int = 50) -> None:
         self.run_dir = Path(run)
-        if not (self.run_dir / "episodes").is_dir():
+        if not RunDir(self.run_dir).has_episode_arrays():
             raise BenchError(f"replay run {run!r} has no episodes/ directory with recorded actions")
         self.chunk_size = int(chunk_size)
         self._actions = np.zeros((0, 7))
         self._cursor = 0
 
     def reset(self, context: EpisodeContext) -> None:
-        stem = episode_stem(context.suite, context.task_id, context.trial)
-        path = self.run_dir / "episodes" / f"{stem}.npz"
+        path = RunDir(self.run_dir).episode_path(context.suite, context.task_id, context.trial)
         if not path.exists():
             raise BenchError(f"no recorded episode {path}")
         self._actions = load_episode_arrays(path)["actions"]

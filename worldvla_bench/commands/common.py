@@ -7,7 +7,7 @@ from pathlib import Path
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.protocol import Protocol
-from worldvla_bench.records import EPISODES_FILE
+from worldvla_bench.run_dir import EPISODES_FILE, RunDir
 
 RESULTS_ROOT = Path("results")
 
@@ -26,9 +26,9 @@ def existing_run_path(name: str) -> Path:
     of that name relative to the working directory. Neither: one error naming both places."""
     resolved = run_path(name)
     here = Path(name)
-    if (resolved / EPISODES_FILE).exists() or resolved == here:
+    if RunDir(resolved).is_run() or resolved == here:
         return resolved
-    if (here / EPISODES_FILE).exists():
+    if RunDir(here).is_run():
         return here
     raise BenchError(f"no run named {name!r}: neither {resolved} nor ./{here} holds "
                      f"{EPISODES_FILE}")

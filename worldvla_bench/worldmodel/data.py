@@ -22,7 +22,7 @@ import numpy as np
 from worldvla_bench.envs.seeding import scene_of
 from worldvla_bench.errors import BenchError
 from worldvla_bench.libero_hdf5 import camera_of_view, read_demos
-from worldvla_bench.records import load_episode_arrays, read_episodes, read_json
+from worldvla_bench.run_dir import RunDir
 from worldvla_bench.worldmodel.models import PredictionContext
 
 
@@ -59,7 +59,7 @@ class WMEpisode:
 
 
 def _pick_view(keys, view: str, where: str) -> str:
-    """The key of a run's .npz that holds `view`'s frames (`frames_<camera>`)."""
+    """The key of a run's episode arrays that holds `view`'s frames (`frames_<camera>`)."""
     for key in (f"frames_{camera_of_view(view)}", view):
         if key in keys:
             return key
@@ -69,12 +69,13 @@ def _pick_view(keys, view: str, where: str) -> str:
 def read_run(run_dir: Path | str, view: str = "agentview") -> Iterator[WMEpisode]:
     """Episodes of one of our runs recorded with `--save-frames`, in record order."""
     run_dir = Path(run_dir)
-    records = [r for r in read_episodes(run_dir) if r.get("episode_file") and not r.get("error")]
+    run = RunDir(run_dir)
+    records = run.finished_with_arrays()
     if not records:
         raise BenchError(f"{run_dir} has no recorded episodes (run `eval --save-frames` first)")
-    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").exists() else {}
+    manifest = run.read_manifest() or {}
     for record in records:
-        arrays = load_episode_arrays(run_dir / record["episode_file"])
+        arrays = run.arrays(record)
         key = _pick_view(arrays, view, f"{run_dir / record['episode_file']}")
         yield WMEpisode(
             name=Path(record["episode_file"]).stem,

@@ -14,7 +14,7 @@ Sources:
   `hold_still` steps, to show successes with the hand away from the object too (in a success's
   last frame the hand covers it); measured on libero_goal, it did not help
   (docs/world_models_as_simulators.md). Cached beside the run
-  (`<run>/judge_hold/<episode>_hold<N>_still<S>.npz`), as `report.md` is.
+  (`RunDir.cache_path`: `<run>/judge_hold/<episode>_hold<N>_still<S>`), as `report.md` is.
 
 Frames are uint8 (H, W, 3), upright, as the env returns them. A task is named `suite/task_id`.
 """
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from worldvla_bench.envs.seeding import scene_of
 from worldvla_bench.errors import BenchError
-from worldvla_bench.records import load_episode_arrays, read_json, save_episode_arrays
+from worldvla_bench.run_dir import RunDir, load_episode_arrays, save_episode_arrays
 from worldvla_bench.worldmodel.data import WMEpisode, read_run
 
 HOLD_DIR = "judge_hold"
@@ -79,7 +79,7 @@ class LabelledFrames:
         return LabelledFrames(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
 
     def save(self, path: Path | str) -> None:
-        """As a compressed .npz (strings as fixed-width unicode)."""
+        """As a compressed numpy archive (strings as fixed-width unicode)."""
         save_episode_arrays(Path(path), **{f.name: np.asarray(getattr(self, f.name))
                                            for f in fields(self)})
 
@@ -138,10 +138,8 @@ def _episode_frames(run_name: str, episode: WMEpisode, success: bool, every: int
 
 
 def _success_by_stem(run_dir: Path) -> dict[str, bool]:
-    from worldvla_bench.records import read_episodes
-
-    return {Path(r["episode_file"]).stem: bool(r["success"]) for r in read_episodes(run_dir)
-            if r.get("episode_file") and not r.get("error")}
+    return {Path(r["episode_file"]).stem: bool(r["success"])
+            for r in RunDir(run_dir).finished_with_arrays()}
 
 
 def read_labelled_runs(run_dirs: Iterable[Path | str], tasks: set[str | int] | None = None,
@@ -213,7 +211,7 @@ class _Holder:
         self._key: tuple | None = None
 
     def cached(self, run_dir: Path, episode: WMEpisode, steps: int, still: int):
-        path = run_dir / HOLD_DIR / f"{episode.name}_hold{steps}_still{still}.npz"
+        path = RunDir(run_dir).cache_path(HOLD_DIR, f"{episode.name}_hold{steps}_still{still}")
         if path.exists():
             arrays = load_episode_arrays(path)
             return arrays["frames"], arrays["labels"]
@@ -240,6 +238,6 @@ class _Holder:
 
 def policy_of_run(run_dir: Path | str) -> str:
     """'policy k=v ...' of a run, from its manifest (provenance for the judge's checkpoint)."""
-    config = read_json(Path(run_dir) / "manifest.json").get("config", {})
+    config = RunDir(run_dir).config()
     kwargs = " ".join(f"{k}={v}" for k, v in sorted(config.get("policy_kwargs", {}).items()))
     return f"{config.get('policy', '?')} {kwargs}".strip()

@@ -5,9 +5,9 @@ For each policy of a panel (`worldvla_bench.panels`):
 2. imagination, per world model: every simulated episode again, from the same init state and
    scene, its first frame real and the rest imagined (`imagination.imagine_episode`: closed loop
    for policies that read the camera, open loop on the executed actions for blind ones); the
-   judge decides success. Records under `<out>/imagined/<world model>/<policy>/episodes.jsonl`
-   (`extra.imagined = true`), appended as each episode ends, so a rerun resumes; each
-   episode's executed actions in `episodes/<episode>.npz`, with `--video` also its imagined
+   judge decides success. Records in the run directory `<out>/imagined/<world model>/<policy>/`
+   (`RunDir`; `extra.imagined = true`), appended as each episode ends, so a rerun resumes; each
+   episode's executed actions in its arrays (`RunDir.save_arrays`), with `--video` also its imagined
    frames (`frames_agentview`: the real first frame, then one per step), which
    `export-lerobot` writes as a LeRobot dataset.
 
@@ -19,7 +19,6 @@ model seconds per imagined episode against simulator seconds per simulated episo
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -37,15 +36,8 @@ from worldvla_bench.errors import BenchError, RunDirectoryError
 from worldvla_bench.panels import Panel
 from worldvla_bench.policy import EpisodeContext, make_policy
 from worldvla_bench.protocol import Protocol, RunOptions
-from worldvla_bench.records import (
-    append_episode,
-    episode_key,
-    episode_stem,
-    load_episode_arrays,
-    read_episodes,
-    save_episode_arrays,
-)
 from worldvla_bench.report import percent_with_interval
+from worldvla_bench.run_dir import IMAGINATION_FILE, RunDir, episode_key  # noqa: F401  (IMAGINATION_FILE: re-exported)
 from worldvla_bench.tasks import load_suite
 from worldvla_bench.worldmodel.imagination import (
     IMAGINED_CAMERA,
@@ -55,8 +47,6 @@ from worldvla_bench.worldmodel.imagination import (
 from worldvla_bench.worldmodel.models import PredictionContext, WorldModel, make_world_model
 from worldvla_bench.worldmodel.optimism import optimism_and_recall
 from worldvla_bench.worldmodel.ranking import ranking_agreement
-
-IMAGINATION_FILE = "imagination.json"
 
 
 @dataclass(frozen=True)
@@ -88,43 +78,30 @@ def simulate_panel(panel: Panel, setup: RankSetup, out: Path, progress: bool = T
     return runs
 
 
-def _check_imagination(run_dir: Path, config: dict[str, Any]) -> None:
-    """Write what an imagined run measures, or refuse to resume it under other settings."""
-    path = run_dir / IMAGINATION_FILE
-    config = json.loads(json.dumps(config))
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old != config:
-            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise RunDirectoryError(f"{run_dir} was imagined with other settings ({changed}); "
-                                    "choose another --out")
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(config, indent=1).encode("utf-8"))
-
-
 def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[str, Any],
                 world_model: str, model: WorldModel, judge: Any, judge_id: str,
                 threshold: float = 0.5, progress: bool = True, video: bool = False,
                 world_model_args: dict[str, Any] | None = None) -> Path:
     """Imagine every episode of simulated run `sim_run` into run directory `out` (resumable).
-    With `video`, each episode also gets `out/videos/<episode>.mp4`: the simulated episode (left,
-    when `sim_run` was recorded with frames) beside the imagined one (right).
-    `world_model_args` (the arguments `model` was built with) are recorded in
-    `imagination.json` when given, so a resume under other arguments is refused."""
-    records = sorted((r for r in read_episodes(sim_run) if not r.get("error")),
+    With `video`, each episode also gets a video (`RunDir.video_path`): the simulated episode
+    (left, when `sim_run` was recorded with frames) beside the imagined one (right).
+    `world_model_args` (the arguments `model` was built with) are recorded in its settings
+    (`RunDir.check_imagination`) when given, so a resume under other arguments is refused."""
+    simulated, imagined_run = RunDir(sim_run), RunDir(out)
+    records = sorted((r for r in simulated.records() if not r.get("error")),
                      key=lambda r: (r["task_id"], r["trial"]))
-    manifest = json.loads((sim_run / "manifest.json").read_text(encoding="utf-8"))
+    manifest = simulated.read_manifest()
+    if manifest is None:
+        raise RunDirectoryError(f"simulated run {sim_run} has no manifest: run it again")
     config = manifest["config"]
-    _check_imagination(out, {"world_model": world_model, "judge": judge_id,
+    imagined_run.check_imagination({"world_model": world_model, "judge": judge_id,
                              "threshold": threshold, "sim_run": str(sim_run),
                              "policy": policy_name, "policy_kwargs": policy_args,
                              "image_size": config["image_size"],
                              "max_steps": config["max_steps"],
                              **({"world_model_args": world_model_args} if world_model_args
                                 else {})})
-    done = {episode_key(r) for r in read_episodes(out, repair=True)}
-    pending = [r for r in records if episode_key(r) not in done]
+    pending = imagined_run.pending(records, repair=True)
     suite = load_suite(config["suite"])
     policy = make_policy(policy_name, **policy_args)
     batched = (judge is not None and imagination_mode(policy) == "open"
@@ -146,7 +123,7 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
                                         max_steps=config["max_steps"],
                                         fast_render=bool(config.get("fast_render", False)))
                     starts.append(_first_observation(env, record))
-                actions = [load_episode_arrays(sim_run / r["episode_file"])["actions"]
+                actions = [simulated.arrays(r)["actions"]
                            if r.get("episode_file") else None for r in part]
                 models: list[WorldModel] = [model] * len(part)
                 shared = 0.0
@@ -168,19 +145,18 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
                                                threshold=threshold, keep_frames=video)
                     imagined.env_time_s = round(imagined.env_time_s + shared, 4)
                     imagined.wall_time_s = round(imagined.wall_time_s + shared, 4)
-                    stem = episode_stem(record["suite"], record["task_id"], record["trial"])
+                    where = (record["suite"], record["task_id"], record["trial"])
                     frames = imagined.extra.pop("frames") if video else None
                     kept = {f"frames_{IMAGINED_CAMERA}": np.stack(frames)} if video else {}
-                    save_episode_arrays(out / "episodes" / f"{stem}.npz",
-                                        actions=imagined.extra.pop("actions"), **kept)
-                    imagined.episode_file = str(Path("episodes") / f"{stem}.npz")
+                    imagined.episode_file = imagined_run.save_arrays(
+                        *where, actions=imagined.extra.pop("actions"), **kept)
                     if video:
-                        write_side_by_side_episode(out / "videos" / f"{stem}.mp4",
+                        write_side_by_side_episode(imagined_run.video_path(*where),
                                                    _simulated_frames(sim_run, record), frames)
-                        imagined.video = str(Path("videos") / f"{stem}.mp4")
+                        imagined.video = imagined_run.video_file(*where)
                     imagined.extra["simulated_success"] = bool(record["success"])
                     imagined.extra["simulated_wall_s"] = record.get("wall_time_s")
-                    append_episode(out, imagined)
+                    imagined_run.append(imagined)
                     bar.update()
     finally:
         if env is not None:
@@ -204,7 +180,7 @@ def _simulated_frames(sim_run: Path, record: dict[str, Any]) -> np.ndarray | Non
     """The simulated episode's frames of the imagined camera, if its run recorded them."""
     if not record.get("episode_file"):
         return None
-    arrays = load_episode_arrays(sim_run / record["episode_file"])
+    arrays = RunDir(sim_run).arrays(record)
     return arrays.get(f"frames_{IMAGINED_CAMERA}")
 
 
@@ -252,8 +228,8 @@ def rank_tables(sim_runs: dict[str, Path], imagined: dict[str, dict[str, Path]],
     for world_model, runs in imagined.items():
         outcomes = []
         for label, sim_dir in sim_runs.items():
-            sim = {episode_key(r): r for r in read_episodes(sim_dir) if not r.get("error")}
-            imag = {episode_key(r): r for r in read_episodes(runs[label])}
+            sim = {episode_key(r): r for r in RunDir(sim_dir).records() if not r.get("error")}
+            imag = {episode_key(r): r for r in RunDir(runs[label]).records()}
             keys = sorted(set(sim) & set(imag))
             if not keys:
                 raise BenchError(f"no imagined episodes of {label} under {runs[label]}")

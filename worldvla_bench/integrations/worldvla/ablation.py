@@ -81,7 +81,7 @@ class CellRun:
 
 def ablation_table(runs: Sequence[CellRun]) -> pd.DataFrame:
     """One row per cell: flags, trials, successes, success % with its 95% Wilson interval,
-    errors and mean steps, computed from each run's `episodes.jsonl` (missing runs: 0 trials)."""
+    errors and mean steps, computed from each run's records (`RunDir`; missing runs: 0 trials)."""
     from worldvla_bench.report import load_run, wilson_interval
 
     rows: list[dict[str, Any]] = []

@@ -55,7 +55,7 @@ from worldvla_bench.integrations.worldvla.sequence import collate, pad_sequences
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.metrics.image_quality import psnr_frames
 from worldvla_bench.observation_profiles import resize_image
-from worldvla_bench.records import EPISODES_FILE
+from worldvla_bench.run_dir import RunDir
 from worldvla_bench.worldmodel.data import WMEpisode, read_hdf5, read_run
 
 #: PSNR cap (dB): identical frames give infinity, which no mean survives
@@ -113,12 +113,12 @@ class Diagnosis:
 # ------------------------------------------------------------------------------------- data
 def read_sources(paths: Sequence[str | Path], n_episodes: int, view: str = "agentview"
                  ) -> list[WMEpisode]:
-    """`n_episodes` episodes, taken in turn from each source: a run directory (its
-    `episodes.jsonl`), an HDF5 file, or a directory of HDF5 files (each file a source)."""
+    """`n_episodes` episodes, taken in turn from each source: a run directory (`RunDir`),
+    an HDF5 file, or a directory of HDF5 files (each file a source)."""
     sources: list[Any] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir() and (path / EPISODES_FILE).exists():
+        if path.is_dir() and RunDir(path).is_run():
             sources.append(read_run(path, view))
         else:
             sources += [read_hdf5(file, view) for file in demo_files([path])]
