@@ -151,28 +151,19 @@ def run_episode(
         error = f"{type(exc).__name__}: {exc}"
 
     action_array = np.asarray(actions, dtype=np.float64).reshape(-1, 7)
-    at_bound = float(np.mean(np.abs(action_array[:, :6]) >= 1.0)) if len(action_array) else 0.0
     outcome = "error" if error else ("success" if success else "failure")
-    record = EpisodeRecord(
-        suite=context.suite,
-        task_id=context.task_id,
-        task_name=context.task_name,
-        instruction=context.instruction,
-        trial=context.trial,
-        init_state=context.trial,
-        seed=context.seed,
-        **scene.to_record(),
-        policy=policy_name,
-        success=success and error is None,
+    record = EpisodeRecord.build(
+        context,
+        policy_name,
         steps=len(actions),
-        max_steps=context.max_steps,
-        wall_time_s=0.0,
+        actions=action_array,
+        success=success,
+        error=error,
+        **scene.to_record(),
         policy_time_s=round(policy_time, 4),
         env_time_s=round(env_time, 4),
         reset_time_s=round(reset_time, 4),
         policy_calls=calls,
-        actions_at_bound_frac=round(at_bound, 4),
-        error=error,
         slowest_call_s=round(slowest, 4),
     )
     if episode_path is not None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worldvla_bench.envs.libero_tasks import libero_task
+from worldvla_bench.policy import EpisodeContext
 from worldvla_bench.records import EpisodeRecord
 from worldvla_bench.worker import EpisodeJob, WorkerConfig
 
@@ -17,26 +18,10 @@ MAX_ATTEMPTS = 2  # a worker that dies mid-episode gets its episode retried once
 def error_record(job: EpisodeJob, config: WorkerConfig, error: str) -> dict[str, Any]:
     """The record of an episode that ended in `error` ('Type: message') before it could run."""
     task = libero_task(config.suite, job.task_id)
-    return EpisodeRecord(
-        suite=config.suite.name,
-        task_id=job.task_id,
-        task_name=task.name,
-        instruction=task.instruction,
-        trial=job.trial,
-        init_state=job.trial,
-        seed=job.seed,
-        policy=config.protocol.policy,
-        success=False,
-        steps=0,
-        max_steps=config.protocol.max_steps or config.suite.max_steps,
-        wall_time_s=0.0,
-        policy_time_s=0.0,
-        env_time_s=0.0,
-        reset_time_s=0.0,
-        policy_calls=0,
-        actions_at_bound_frac=0.0,
-        error=error,
-    ).to_dict()
+    context = EpisodeContext(config.suite.name, job.task_id, task.name, task.instruction,
+                             job.trial, job.seed,
+                             config.protocol.max_steps or config.suite.max_steps)
+    return EpisodeRecord.build(context, config.protocol.policy, error=error).to_dict()
 
 
 def retry_or_fail(job: EpisodeJob, attempts: dict[EpisodeJob, int],

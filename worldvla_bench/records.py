@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from worldvla_bench.run_dir import (  # noqa: F401  (re-exported)
     EPISODES_FILE,
@@ -24,6 +26,9 @@ from worldvla_bench.run_dir import (  # noqa: F401  (re-exported)
     save_episode_arrays,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from worldvla_bench.policy import EpisodeContext
 
 
 @dataclass
@@ -70,12 +75,37 @@ class EpisodeRecord:
     served_model: dict[str, Any] | None = None
     slowest_call_s: float | None = None
 
+    @classmethod
+    def build(cls, context: EpisodeContext, policy: str, *, steps: int = 0,
+              actions: np.ndarray | None = None, success: bool = False,
+              error: str | None = None, **fields: Any) -> EpisodeRecord:
+        """The record of `context`'s episode played by `policy`: the one place records are
+        built (a simulated, an imagined and a never-run episode alike). The context gives the
+        episode's fields (`init_state` is its trial); `success` counts only without an `error`;
+        `actions_at_bound_frac` comes from the executed `actions` (N, 7) (0.0 without any);
+        times (s) and `policy_calls` are 0 unless `fields` give them, as any other field."""
+        values: dict[str, Any] = {"wall_time_s": 0.0, "policy_time_s": 0.0, "env_time_s": 0.0,
+                                  "reset_time_s": 0.0, "policy_calls": 0, **fields}
+        return cls(
+            suite=context.suite, task_id=context.task_id, task_name=context.task_name,
+            instruction=context.instruction, trial=context.trial, init_state=context.trial,
+            seed=context.seed, max_steps=context.max_steps, policy=policy,
+            success=success and error is None, steps=steps,
+            actions_at_bound_frac=round(at_bound_fraction(actions), 4), error=error, **values)
+
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.suite, self.task_id, self.trial)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def at_bound_fraction(actions: np.ndarray | None) -> float:
+    """The share of the arm's six action components (of (N, 7) actions) at the bound |a| >= 1."""
+    if actions is None or not len(actions):
+        return 0.0
+    return float(np.mean(np.abs(np.asarray(actions)[:, :6]) >= 1.0))
 
 
 def slugify(text: str, max_len: int = 60) -> str:

@@ -143,14 +143,10 @@ def imagine_episode(model: WorldModel, policy: Policy, context: EpisodeContext,
     except Exception as exc:  # a user's policy or world model may raise anything
         error = f"{type(exc).__name__}: {exc}"
     action_array = np.asarray(executed, dtype=np.float64).reshape(-1, 7)
-    at_bound = float(np.mean(np.abs(action_array[:, :6]) >= 1.0)) if len(action_array) else 0.0
-    record = EpisodeRecord(
-        suite=context.suite, task_id=context.task_id, task_name=context.task_name,
-        instruction=context.instruction, trial=context.trial, init_state=context.trial,
-        seed=context.seed, policy=policy_name, success=success and error is None, steps=steps,
-        max_steps=context.max_steps, wall_time_s=round(time.perf_counter() - started, 4),
-        policy_time_s=round(policy_time, 4), env_time_s=round(model_time, 4), reset_time_s=0.0,
-        policy_calls=calls, actions_at_bound_frac=round(at_bound, 4), error=error)
+    record = EpisodeRecord.build(
+        context, policy_name, steps=steps, actions=action_array, success=success, error=error,
+        wall_time_s=round(time.perf_counter() - started, 4),
+        policy_time_s=round(policy_time, 4), env_time_s=round(model_time, 4), policy_calls=calls)
     record.extra["actions"] = action_array
     record.extra.update({"imagined": True, "world_model": world_model_name, "mode": mode,
                          "judge": "simulator" if judge is None else "judge",
