@@ -35,7 +35,7 @@ help:
 	@echo "make test                       run the test suite"
 	@echo "make bench                      throughput benchmarks (writes results/bench/)"
 	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
-	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (hours on 2 cores)"
+	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~2 h on 2 idle cores, estimated)"
 	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
 
 setup: system-deps $(BIN)/worldvla-bench
