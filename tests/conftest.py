@@ -31,6 +31,17 @@ def split_config(**kwargs):
             RunOptions(**{k: v for k, v in kwargs.items() if k not in names}))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (exact, repeatable CPU sums), restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def recorded_run(tmp_path_factory) -> Path:
     """A real run: libero_spatial tasks 0 and 1, 2 trials each, 2 workers, random policy, videos."""

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import string
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -144,12 +143,7 @@ def write_release(root: Path) -> tuple[Path, Path]:
     return ckpt, tok
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

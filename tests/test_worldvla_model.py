@@ -8,8 +8,6 @@ Models are the `tiny` preset (random weights) on 64x64 images; torch runs on one
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -55,12 +53,7 @@ SPAN = ACTION_MAX - ACTION_MIN
 ATOL = 1e-4  # cached vs uncached float32 logits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

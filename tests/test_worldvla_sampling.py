@@ -10,7 +10,6 @@ shipped tiny checkpoint. torch runs on one thread here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -40,12 +39,7 @@ TOK = WorldVLATokenizer(VOCAB)
 HOT = Sampling(temperature=1.0, seed=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
