@@ -205,6 +205,13 @@ def main() -> int:
     return 0
 
 
+def _publish(out: Path, stem: str, text: str, data: object) -> None:
+    """Print a benchmark's table; write it as OUT/STEM.md and its numbers as OUT/STEM.json."""
+    print(text)
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=2))
+
+
 def bench_wm_feedback_decoding(out: Path) -> None:
     """World-model rollout speed, feedback pixels vs codes, greedy vs sampled (shipped tiny)."""
     from benchmarks.wm_feedback_decoding import bench_wm_feedback, table
@@ -212,9 +219,7 @@ def bench_wm_feedback_decoding(out: Path) -> None:
     print("measuring world-model feedback and decoding ...", file=sys.stderr, flush=True)
     rows = bench_wm_feedback()
     text = table(rows)
-    print(text)
-    (out / "wm_feedback_decoding.md").write_text(text)
-    (out / "wm_feedback_decoding.json").write_text(json.dumps(rows, indent=2))
+    _publish(out, "wm_feedback_decoding", text, rows)
 
 
 def bench_worldvla_serving(out: Path) -> None:
@@ -224,9 +229,7 @@ def bench_worldvla_serving(out: Path) -> None:
     print("measuring batched serving of worldvla ...", file=sys.stderr, flush=True)
     rows = bench_serving()
     text = table(rows)
-    print(text)
-    (out / "serving.md").write_text(text)
-    (out / "serving.json").write_text(json.dumps(rows, indent=2))
+    _publish(out, "serving", text, rows)
 
 
 def bench_worldvla(out: Path) -> None:
@@ -240,9 +243,7 @@ def bench_worldvla(out: Path) -> None:
     lines += [f"| constrained greedy, KV cache | {r['chunk']} | {r['batch']} | "
               f"{r['ms_per_chunk_median']} |" for r in rows]
     text = "\n".join(lines) + "\n"
-    print(text)
-    (out / "worldvla.md").write_text(text)
-    (out / "worldvla.json").write_text(json.dumps(rows, indent=2))
+    _publish(out, "worldvla", text, rows)
 
 
 def bench_remote(out: Path) -> None:
@@ -261,9 +262,7 @@ def bench_remote(out: Path) -> None:
                          f"{row['direct_ms_mean']} | {row['remote_ms_median']} | "
                          f"{row['overhead_ms_median']} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    (out / "remote.md").write_text(text)
-    (out / "remote.json").write_text(json.dumps(result, indent=2))
+    _publish(out, "remote", text, result)
 
 
 def bench_metrics(out: Path) -> None:
@@ -280,9 +279,7 @@ def bench_metrics(out: Path) -> None:
     fps, batch = video["frames_per_s"], video.get("batch_size")
     lines.append(f"| fvd (I3D features, 16-frame clips) | {fps:.1f} | {batch} clips |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    (out / "metrics.md").write_text(text)
-    (out / "metrics.json").write_text(json.dumps({"image": image, "fvd": video}, indent=2))
+    _publish(out, "metrics", text, {"image": image, "fvd": video})
 
 
 if __name__ == "__main__":
