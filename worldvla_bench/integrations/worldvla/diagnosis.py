@@ -49,9 +49,9 @@ import torch
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.integrations.worldvla.demo_data import demo_files
-from worldvla_bench.integrations.worldvla.generation import forward_sequence, generate_image
+from worldvla_bench.integrations.worldvla.generation import forward_sequence
 from worldvla_bench.integrations.worldvla.model import WorldVLA
-from worldvla_bench.integrations.worldvla.sequence import collate, pad_sequences
+from worldvla_bench.integrations.worldvla.sequence import collate
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.metrics.image_quality import psnr_frames
 from worldvla_bench.observation_profiles import resize_image
@@ -187,17 +187,12 @@ def teacher_forced_codes(model: WorldVLA, codes: np.ndarray, actions: np.ndarray
 
 def greedy_codes(model: WorldVLA, codes: np.ndarray, actions: np.ndarray,
                  batch_size: int = 32) -> np.ndarray:
-    """(N, h, w) greedily generated next-frame codes from codes (N, h, w) and actions (N, 7)."""
-    h, w = codes.shape[1:]
-    out = []
-    for part in _batches(len(codes), batch_size):
-        prompts = [model.tokenizer.world_prompt(c, a)
-                   for c, a in zip(codes[part], actions[part], strict=True)]
-        ids, valid = pad_sequences(prompts)
-        with torch.no_grad():
-            gen = generate_image(model.transformer, model.tokenizer, ids, valid, grid=(h, w))
-        out.append(gen.codes.cpu().numpy())
-    return np.concatenate(out).astype(np.int64)
+    """(N, h, w) greedily generated next-frame codes from codes (N, h, w) and actions (N, 7)
+    (`WorldVLA.predict_next_codes`, batch by batch)."""
+    with torch.no_grad():
+        return np.concatenate([
+            model.predict_next_codes(torch.as_tensor(codes[part]), actions[part]).cpu().numpy()
+            for part in _batches(len(codes), batch_size)]).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- measurements
