@@ -25,7 +25,7 @@ EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
 	$(if $(TASKS),--tasks $(TASKS)) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
-.PHONY: help setup system-deps eval report compare test lint bench clean tiny-checkpoints examples wm-simulators
+.PHONY: help setup system-deps eval report compare test lint bench clean tiny-checkpoints tiny-targets examples wm-simulators
 
 help:
 	@echo "make setup                      install everything (Debian GL libs, venv, torch, package)"
@@ -36,6 +36,7 @@ help:
 	@echo "make bench                      throughput benchmarks (writes results/bench/)"
 	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
 	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~2 h on 2 idle cores, estimated)"
+	@echo "make tiny-targets [TINY_CKPT=..]  issue-25 targets of a tiny checkpoint on held-out init states 40-49"
 	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
 
 setup: system-deps $(BIN)/worldvla-bench
@@ -109,6 +110,34 @@ tiny-checkpoints:
 	cp $(TINY_EARLY) $(TINY_WEIGHTS)/tiny_libero_goal_early.pt
 	$(TINY_TRAIN)
 	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/final.pt $(TINY_WEIGHTS)/tiny_libero_goal.pt
+
+# The issue-25 targets of a tiny checkpoint (TINY_CKPT: a shipped name, a file or a training
+# directory) on libero_goal init states 40-49, which the recipe never trains on: held-out expert and
+# noisy-expert episodes (recorded once), the collapse diagnosis, frame fidelity at horizons 10 and 50
+# beside copy-last (same clips), the counterfactual probe at horizon 10, and the policy under the
+# official protocol (256 px, its own profile). Every stage resumes or is cheap to redo.
+TINY_CKPT ?= tiny-libero-goal
+TINY_HELD := $(TINY_DIR)/heldout
+TINY_OUT ?= $(TINY_HELD)/$(notdir $(TINY_CKPT))
+TINY_HELD_EVAL = $(BIN)/worldvla-bench eval --suite libero_goal --tasks $(TINY_TASKS) \
+	--first-trial 40 --trials 10 --workers 2 --no-progress --no-report
+TINY_WM = $(BIN)/worldvla-bench wm-eval --no-progress
+
+tiny-targets:
+	$(TINY_HELD_EVAL) --save-frames --cameras agentview --policy expert --run $(TINY_HELD)/expert
+	$(TINY_HELD_EVAL) --save-frames --cameras agentview --policy expert \
+		--policy-arg action_noise=0.3 --run $(TINY_HELD)/noisy
+	mkdir -p $(TINY_OUT)
+	$(BIN)/python -m worldvla_bench.integrations.worldvla.diagnosis $(TINY_CKPT) $(TINY_HELD)/expert \
+		--episodes 8 --threads 2 --json $(TINY_OUT)/diagnosis.json
+	$(TINY_WM) --probe fidelity --model worldvla --model-arg checkpoint=$(TINY_CKPT) \
+		--data $(TINY_HELD)/expert --horizons 10,50 --out $(TINY_OUT)/fidelity
+	$(TINY_WM) --probe fidelity --model copy-last --data $(TINY_HELD)/expert --horizons 10,50 \
+		--out $(TINY_OUT)/fidelity_copy_last
+	$(TINY_WM) --probe counterfactual --model worldvla --model-arg checkpoint=$(TINY_CKPT) \
+		--horizons 10 --data $(TINY_HELD)/noisy --max-episodes 8 --out $(TINY_OUT)/counterfactual
+	$(TINY_HELD_EVAL) --policy worldvla --policy-arg checkpoint=$(TINY_CKPT) --run $(TINY_OUT)/policy
+	$(BIN)/worldvla-bench report $(TINY_OUT)/policy
 
 # results/examples/: the scripted expert on the four 10-task suites (5 trials per task), random and
 # noop on libero_spatial tasks 0-1 (3 trials), under the default protocol, then a summary table.
