@@ -1,5 +1,6 @@
 """Errors a user can act on. The CLI prints them as one line, never as a traceback."""
 
+import difflib
 from typing import Self
 
 
@@ -8,11 +9,15 @@ class BenchError(Exception):
 
 
 class UnknownChoiceError(BenchError, ValueError):
-    """A name (suite, task, policy, ...) that is not among the valid choices."""
+    """A name (suite, task, policy, ...) that is not among the valid choices; `close` (default:
+    the choices that `difflib` finds close to `value`) is offered as "did you mean"."""
 
     def __init__(self, kind: str, value: object, choices: list[str] | str,
                  close: list[str] | None = None) -> None:
         listed = choices if isinstance(choices, str) else ", ".join(map(str, choices))
+        if close is None and not isinstance(choices, str):
+            close = difflib.get_close_matches(str(value), list(map(str, choices)), n=3,
+                                              cutoff=0.6)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         super().__init__(f"unknown {kind} {value!r}; {hint}valid: {listed}")
 

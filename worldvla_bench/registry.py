@@ -149,11 +149,20 @@ def instantiate_check(cls: Callable[..., Any], kwargs: dict[str, Any], what: str
     in its signature, not of its annotated type, or refused by its optional
     `check_arguments(**kwargs)` classmethod (which raises ValueError for values out of range)."""
     try:
-        bound = inspect.signature(cls).bind(**kwargs)
-    except TypeError as error:
-        raise BenchError(f"bad arguments for {what}: {error}") from None
+        signature = inspect.signature(cls)
     except ValueError:  # no signature to check (a builtin): let the call speak for itself
         return
+    try:
+        bound = signature.bind(**kwargs)
+    except TypeError as error:
+        names = [n for n, p in signature.parameters.items()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        hints = [f"did you mean {' or '.join(map(repr, close))} for {key!r}?"
+                 for key in kwargs if key not in signature.parameters
+                 for close in [difflib.get_close_matches(key, names, n=2, cutoff=0.6)] if close]
+        taken = f"; it takes: {', '.join(names)}" if names else ""
+        raise BenchError(f"bad arguments for {what}: {error}"
+                         + (f" ({' '.join(hints)})" if hints else "") + taken) from None
     hints = _type_hints(cls)
     for name, value in bound.arguments.items():
         hint = hints.get(name)

@@ -52,6 +52,10 @@ def plan_episodes(protocol: Protocol, options: RunOptions) -> tuple[SuiteSpec, l
     trials = suite.trials_per_task if options.trials is None else int(options.trials)
     first = int(options.first_trial)
     jobs: list[EpisodeJob] = []
+    if trials < 1:
+        raise BenchError(f"--trials must be at least 1 (got {trials})")
+    if first < 0:
+        raise BenchError(f"--first-trial must be at least 0 (got {first})")
     for task_id in task_ids:
         available = libero_task(suite, task_id).n_init_states
         if first < 0 or not 1 <= trials <= available - first:
