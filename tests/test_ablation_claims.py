@@ -92,11 +92,21 @@ def test_mcnemar_pooled_and_per_seed_have_the_exact_values():
 
 
 def test_bootstrap_interval_of_a_constant_difference_is_that_difference():
+    # every (task, seed) cluster has the same mean difference, 1/3: so has every resample
     outcomes_a = {(t, s): [False, True, False] for t in range(4) for s in range(2)}
     outcomes_b = {(t, s): [True, True, False] for t in range(4) for s in range(2)}
     pairs = pair_episodes(_episodes("a", outcomes_a), _episodes("b", outcomes_b))
     low, high = bootstrap_difference(pairs, n_resamples=500)
     assert low == pytest.approx(1 / 3) and high == pytest.approx(1 / 3)
+
+
+def test_bootstrap_of_a_single_cluster_resamples_its_pairs():
+    # one task, one seed: 3 of 10 pairs only B succeeded. Resampling the pairs: the difference
+    # is Binomial(10, 0.3) / 10, whose 2.5% and 97.5% quantiles are 0.0 and 0.6
+    a = _episodes("a", {(0, 0): [False] * 10})
+    b = _episodes("b", {(0, 0): [True] * 3 + [False] * 7})
+    low, high = bootstrap_difference(pair_episodes(a, b), n_resamples=20_000, seed=2)
+    assert (low, high) == (binom.ppf(0.025, 10, 0.3) / 10, binom.ppf(0.975, 10, 0.3) / 10)
 
 
 @pytest.mark.parametrize("over", ["tasks", "seeds"])

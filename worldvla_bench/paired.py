@@ -9,7 +9,8 @@ was trained more than once: episodes pair by a key that includes the training se
   fraction) by a two-way bootstrap: the tasks and the training seeds are resampled independently
   with replacement (numpy, seeded), and each replicate's difference is the mean over every pair
   of the resampled (task, seed) cells. It accounts for tasks and training runs varying, not only
-  for episodes.
+  for episodes; with two seeds, resampling seeds is coarse (the per-seed McNemar p shows whether
+  the seeds agree).
 - `pairs_needed`: the paired episodes an exact McNemar test would need to detect the measured
   effect (Connor's formula, see there).
 """
@@ -76,11 +77,15 @@ def bootstrap_difference(pairs: pd.DataFrame, rows: Sequence[str] = TASK,
     the levels of `rows` (tasks) and of `cols` (training seeds) are resampled independently
     with replacement, `n_resamples` times with numpy's generator seeded by `seed`; a replicate's
     difference is sum(B - A) / pairs over every pair in the product of the drawn levels (a level
-    drawn twice counts twice). NaN for no pairs."""
+    drawn twice counts twice). Resampling whole clusters carries the episodes' own noise in the
+    clusters' means; a single (task, seed) cluster has no spread between clusters, so then the
+    pairs themselves are resampled (the ordinary paired bootstrap). NaN for no pairs."""
     if not len(pairs):
         return (float("nan"), float("nan"))
     row_codes, row_levels = pd.MultiIndex.from_frame(pairs[list(rows)]).factorize()
     col_codes, col_levels = pd.MultiIndex.from_frame(pairs[list(cols)]).factorize()
+    if len(row_levels) == 1 and len(col_levels) == 1:
+        row_codes, row_levels = np.arange(len(pairs)), np.arange(len(pairs))
     diff = pairs["success_b"].astype(float).to_numpy() - pairs["success_a"].astype(float).to_numpy()
     sums = np.zeros((len(row_levels), len(col_levels)))
     counts = np.zeros_like(sums)

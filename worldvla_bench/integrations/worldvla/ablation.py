@@ -287,7 +287,7 @@ def _train_cell(config: AblationConfig, cell: AblationCell, seed: int,
     return str(train(TrainConfig(**args)).checkpoint)
 
 
-def _shared_vq(config: AblationConfig) -> str | None:
+def _shared_vq(config: AblationConfig, seed: int) -> str | None:
     from worldvla_bench.integrations.worldvla.training import TrainConfig, train
 
     if config.train.get("vq_from"):
@@ -295,7 +295,7 @@ def _shared_vq(config: AblationConfig) -> str | None:
     # the world-model-only frames train the VQ too (as in `train --world-data`); a weight > 0
     # is what TrainConfig asks of world data, the VQ stage itself has no transformer samples
     args = {**config.train, "data": config.data, "out": str(Path(config.out) / "vq"),
-            "steps": 0, "seed": config.train_seeds[0], "world_data": config.world_data,
+            "steps": 0, "seed": seed, "world_data": config.world_data,
             "world_model_weight": config.world_model_weight if config.world_data else 0.0,
             "progress": config.options.progress}
     return str(train(TrainConfig(**args)).checkpoint)
@@ -318,7 +318,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     needs_training = [(c, s) for s in seeds for c in cells
                       if (c.name, s) not in config.checkpoints]
-    vq = _shared_vq(config) if needs_training else None
+    vq = _shared_vq(config, seeds[0]) if needs_training else None
     runs: list[CellRun] = []
     written: dict[str, Any] = {}
     for seed in seeds:
