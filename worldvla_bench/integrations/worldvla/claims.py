@@ -184,7 +184,7 @@ def claims_footnote(n_resamples: int = 10_000, bootstrap_seed: int = 0) -> str:
         "McNemar test at 5% would need for 80% power at the measured discordant fraction and "
         "difference (Connor 1987; it treats pairs as independent, so it is a lower bound when "
         "tasks or training seeds vary). Paper: WorldVLA (arXiv 2506.21539), ablation table, "
-        "LIBERO average over four suites of a 7B model with pretraining: a direction to "
+        "LIBERO average over four suites of a 7B model initialised from Chameleon: a direction to "
         "compare with, not a level to reach.\n")
 
 
