@@ -312,3 +312,47 @@ def test_checkpoints_and_training_seeds_are_parsed_per_seed():
         parse_checkpoints(["action@2=a.pt"], [0, 1])
     with pytest.raises(BenchError, match="CELL@SEED=PATH"):
         parse_checkpoints(["action@x=a.pt"], [0, 1])
+
+
+def _fake_run(run_dir: Path, outcomes: list[bool]) -> Path:
+    from worldvla_bench.records import EpisodeRecord, append_episode
+
+    run_dir.mkdir(parents=True)
+    for trial, success in enumerate(outcomes):
+        append_episode(run_dir, EpisodeRecord(
+            suite="libero_goal", task_id=0, task_name="t0", instruction="x", trial=trial,
+            init_state=trial, seed=100 + trial, policy="worldvla", success=success, steps=10,
+            max_steps=300, wall_time_s=1.0, policy_time_s=0.5, env_time_s=0.5,
+            reset_time_s=0.1, policy_calls=2, actions_at_bound_frac=0.0))
+    return run_dir
+
+
+def test_grid_table_pools_a_cells_seeds_and_tags_episodes_with_the_training_seed(tmp_path):
+    from worldvla_bench.integrations.worldvla.ablation import (
+        CELLS,
+        CellRun,
+        ablation_table,
+        grid_episodes,
+        write_tables,
+    )
+
+    runs = [CellRun(CELLS["action"], _fake_run(tmp_path / "a0", [True, False, False, False]), 1,
+                    seed=0),
+            CellRun(CELLS["action"], _fake_run(tmp_path / "a1", [True, True, True, False]), 1,
+                    seed=1),
+            CellRun(CELLS["action+world"], _fake_run(tmp_path / "w0", [True] * 4), 1, seed=0),
+            CellRun(CELLS["action+world"], tmp_path / "missing", 1, seed=1)]
+    table = ablation_table(runs)
+    assert [(r.cell, r.train_seed, r.trials, r.successes) for r in table.itertuples()] == [
+        ("action", "0", 4, 1), ("action", "1", 4, 3), ("action", "all", 8, 4),
+        ("action+world", "0", 4, 4), ("action+world", "1", 0, 0), ("action+world", "all", 4, 4)]
+    assert table["success_rate"].iloc[2] == 50.0
+    episodes = grid_episodes(runs)
+    assert sorted(set(zip(episodes["cell"], episodes["train_seed"], strict=True))) == [
+        ("action", 0), ("action", 1), ("action+world", 0)]
+    assert list(episodes["seed"][:4]) == [100, 101, 102, 103]  # the episodes' own seeds
+    written = write_tables(runs, tmp_path / "out")
+    claim = written["claims"].set_index("claim").loc["1"]
+    # seed 0 only: the other seed of action+world has no episodes; trials 1-3 only B succeeded
+    assert (claim["pairs"], claim["only_a"], claim["only_b"], claim["seeds"]) == (4, 0, 3, "0")
+    assert written["claims_md"].exists() and written["md"].exists()
