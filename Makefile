@@ -25,7 +25,8 @@ EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
 	$(if $(TASKS),--tasks $(TASKS)) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
-.PHONY: help setup system-deps eval report compare test lint bench clean tiny-checkpoints tiny-targets examples wm-simulators
+.PHONY: help setup system-deps eval report compare test lint bench clean tiny-data tiny-checkpoints \
+	tiny-targets examples ablation-example wm-simulators
 
 help:
 	@echo "make setup                      install everything (Debian GL libs, venv, torch, package)"
@@ -37,6 +38,7 @@ help:
 	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
 	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~2 h on 2 idle cores, estimated)"
 	@echo "make tiny-targets [TINY_CKPT=..]  issue-25 targets of a tiny checkpoint on held-out init states 40-49"
+	@echo "make ablation-example           the paper's claims at small scale: 5 cells x 2 training seeds (~22 h on 2 idle cores, estimated)"
 	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
 
 setup: system-deps $(BIN)/worldvla-bench
@@ -99,10 +101,12 @@ TINY_TRAIN = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos/libero_goal \
 	--world-model-weight 1 --image-loss-weight 1 --action-mask on --chunk-size 5 \
 	--vq-steps 3000 --steps 15000 --checkpoint-every 500 --threads 2 --no-progress
 TINY_EARLY := $(TINY_DIR)/early.pt
-tiny-checkpoints:
+# tiny-data: the recipe's data stage alone (also the ablation example's data)
+tiny-data:
 	$(TINY_RECORD) --trials 30 --out $(TINY_DIR)/demos
 	$(TINY_RECORD) --first-trial 30 --trials 10 --policy-arg action_noise=0.3 --all-episodes \
 		--out $(TINY_DIR)/noisy
+tiny-checkpoints: tiny-data
 	test -e $(TINY_EARLY) || { $(TINY_TRAIN) --stop-at 500 && \
 		$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/last.pt $(TINY_EARLY).tmp && \
 		$(BIN)/python -c 'import sys, torch; step = torch.load(sys.argv[1], weights_only=True)["exported"]["step"]; sys.exit(step != 500 and f"{sys.argv[1]}: step {step}, not 500 (training went on without it): remove $(TINY_DIR)/train to start over")' $(TINY_EARLY).tmp && \
@@ -146,9 +150,11 @@ EXAMPLES := results/examples
 EXAMPLE_RUNS := $(EXAMPLES)/expert_libero_spatial $(EXAMPLES)/expert_libero_object \
 	$(EXAMPLES)/expert_libero_goal $(EXAMPLES)/expert_libero_long \
 	$(EXAMPLES)/libero_spatial_random $(EXAMPLES)/libero_spatial_noop
+# refuses a checkout whose code differs from its commit (`make TARGET: commit your code ...`)
+CLEAN_CHECKOUT = git diff --quiet HEAD -- . ':(exclude)results' || \
+	{ echo "make $@: commit your code changes first (manifests record the revision)"; exit 2; }
 examples:
-	@git diff --quiet HEAD -- . ':(exclude)results' || \
-		{ echo "make examples: commit your code changes first (manifests record the revision)"; exit 2; }
+	@$(CLEAN_CHECKOUT)
 	rm -rf $(EXAMPLE_RUNS)
 	for suite in libero_spatial libero_object libero_goal libero_long; do \
 		$(BIN)/worldvla-bench eval --suite $$suite --trials 5 --run $(EXAMPLES)/expert_$$suite \
@@ -158,6 +164,31 @@ examples:
 			--run $(EXAMPLES)/libero_spatial_$$policy --workers 2 --no-progress --no-report || exit 1; done
 	$(BIN)/python -m worldvla_bench.report $(EXAMPLE_RUNS) > $(EXAMPLES)/summary.md
 	@cat $(EXAMPLES)/summary.md
+
+# results/examples/ablation_libero_goal: the paper's ablation grid (ablation.py: 5 cells) on the
+# tiny recipe's data (tiny-data: expert demos of TINY_TASKS, init states 0-29; noisy-expert
+# episodes 30-39 as world-model-only data) with its training flags, each cell trained with two
+# seeds (one shared VQ), evaluated on init states 40-49 of TINY_TASKS under the default
+# (official) protocol; ablation.md and one table per claim in claims.md. Refuses uncommitted
+# code (manifests record the revision); re-running resumes every training run and every run.
+# The checkpoints (train/ and vq/ under it: final.pt, and last.pt with the optimizer state, for
+# each of 10 runs; too large to commit) are git-ignored; the runs' manifests name them and
+# ablation.csv gives their sha256: this target regenerates them. Estimated,
+# not measured: ~22 h on 2 idle cores (recording ~45 min unless tiny-data has run, VQ ~20 min,
+# 10 trainings of ~55 min at 15000 steps, 800 episodes of 300 steps at most, ~12 h: one action
+# per query is slow). ABLATION_STEPS=N trains N transformer steps instead (another grid:
+# start from a fresh ABLATION_OUT).
+ABLATION_OUT ?= $(EXAMPLES)/ablation_libero_goal
+ABLATION_STEPS ?= 15000
+ablation-example:
+	@$(CLEAN_CHECKOUT)
+	$(MAKE) --no-print-directory tiny-data
+	$(BIN)/worldvla-bench ablation --data $(TINY_DIR)/demos/libero_goal \
+		--world-data $(TINY_DIR)/noisy/libero_goal --config tiny --world-model-weight 1 \
+		--image-loss-weight 1 --chunk-size 5 --vq-steps 3000 --steps $(ABLATION_STEPS) \
+		--checkpoint-every 500 --threads 2 --train-seeds 0,1 \
+		--suite libero_goal --tasks $(TINY_TASKS) --first-trial 40 --trials 10 --workers 2 \
+		--no-progress --out $(ABLATION_OUT)
 
 # World models as simulators on libero_goal tasks 1, 4, 6 (the shipped tiny checkpoints' tasks):
 # a success judge trained on trials 4-9 (expert and noisy expert), then on trials 0-3, which the

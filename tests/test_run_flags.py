@@ -49,7 +49,8 @@ COMMANDS = {
                     {"--tasks": "0", "--trials": 3, "--image-size": 64}, []),
     # the panel names the policies
     "wm-rank": (PROTOCOL_FLAGS + SELECTION, {}, ["--panel", "p.yaml"]),
-    # --seed is the training seed: the run seed is --eval-seed; each cell is a checkpoint
+    # --train-seeds are the training seeds: the run seed is --eval-seed; each cell is a
+    # checkpoint
     "ablation": ([f for f in PROTOCOL_FLAGS if f != "--seed"] + SELECTION,
                  {"--tasks": "0"}, []),
 }
@@ -73,7 +74,7 @@ def test_each_command_has_the_shared_flags_with_the_same_meaning(command):
     for flag, (dest, kind, default, takes_value) in SHARED.items():
         action = _flag(parser, flag)
         if flag not in flags:
-            assert action is None or flag == "--seed", (command, flag)  # ablation: training
+            assert action is None, (command, flag)
             continue
         assert action is not None, f"{command} has no {flag}"
         assert action.dest == dest and action.type is kind, (command, flag)
@@ -106,11 +107,15 @@ def test_conformance_offers_only_the_seedings_with_a_reference_loop():
     assert set(_flag(_parser("eval"), "--seeding").choices) == set(SEEDINGS)
 
 
-def test_ablation_takes_the_run_seed_as_eval_seed_beside_the_training_seed():
+def test_ablation_takes_the_run_seed_as_eval_seed_beside_the_training_seeds():
     parser = _parser("ablation")
-    args = parser.parse_args(["--suite", "libero_goal", "--seed", "1", "--eval-seed", "3"])
-    assert args.seed == 1  # training
+    args = parser.parse_args(["--suite", "libero_goal", "--train-seeds", "1,4",
+                              "--eval-seed", "3"])
+    assert args.train_seeds == "1,4"  # training: one run per cell and seed
     assert run_flags.protocol_from_args(args).seed == 3
+    assert parser.parse_args(["--suite", "libero_goal"]).train_seeds == "0,1"
+    with pytest.raises(SystemExit):  # no --seed: it would name one training seed of several
+        parser.parse_args(["--suite", "libero_goal", "--seed", "1"])
 
 
 ARGV = ["--suite", "libero_goal", "--seed", "3", "--seeding", "openpi", "--image-size", "64",

@@ -9,8 +9,9 @@ Modules: `config` (sizes, presets), `vocab` (token ids), `action_tokenizer`, `te
 `train_cli`; `policy` (the `worldvla` policy), `world_model` (the `worldvla` world model),
 `hf_policy`, `hf_world_model`, `chameleon_adapter` and `vqgan_decoder` (the released
 checkpoints: policy and world model `worldvla_hf`),
-`ablation` (the paper's ablation grid), `commands` (the CLI commands this integration
-registers through entry points, as any user's package would).
+`ablation` (the paper's ablation grid), `claims` (its tables of the paper's claims), `commands`
+(the CLI commands this integration registers through entry points, as any user's package
+would).
 
 The names below are re-exported lazily: importing this package (for its light `commands`
 module, say) imports no torch until a name is used.

@@ -1,6 +1,7 @@
 """The WorldVLA ablation grid (as in the paper): action model vs action + world model, action
-chunks with and without the action attention mask. Trains each cell (or takes its checkpoint),
-evaluates it with `run_evaluation`, and writes one comparison table.
+chunks with and without the action attention mask. Trains each cell once per training seed (or
+takes its checkpoint), evaluates each with `run_evaluation`, and writes the grid's table and one
+table per claim of the paper (`claims.py`).
 
 | cell | world model | action chunk | action mask |
 |---|---|---|---|
@@ -10,17 +11,22 @@ evaluates it with `run_evaluation`, and writes one comparison table.
 | `action_chunk+mask` | - | K | on |
 | `action+world_chunk+mask` | yes | K | on |
 
-All cells share one VQ-VAE (trained once, or `--vq-from`), the same data, steps and seed, so
-the cells differ only in what the grid names. Every stage resumes: re-running the same command
-skips finished training runs and finished episodes. Output under `--out`: `vq/`, `train/<cell>/`,
-`runs/<cell>/` (ordinary run directories: `worldvla-bench report` and `compare` work on them),
-and `ablation.md`, `ablation.csv`: success % with the 95% Wilson interval and the number of
-trials per cell.
+All cells share one VQ-VAE (trained once, with the first training seed, on the frames of
+`data` and `world_data`; or `--vq-from`), the same data, steps and training seeds, so the cells
+differ only in what the grid names; `world_data` (world-model-only episodes) feeds the
+world-model cells only, as `train --world-data` does. Every stage resumes: re-running the same
+command skips finished training runs and finished episodes. Output under `--out`: `vq/`,
+`train/<cell>/seed<k>/`, `runs/<cell>/seed<k>/` (ordinary run directories: `worldvla-bench
+report` and `compare` work on any of them; `<cell>` with `+` written `_plus_`), `ablation.md`,
+`ablation.csv` (success % with the 95% Wilson interval per cell and seed, and pooled over
+seeds) and `claims.md`, `claims.csv` (`claims.py`). The tables are rewritten after every
+evaluated run, so a long grid shows what it has so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +41,9 @@ from worldvla_bench.protocol import Protocol, RunOptions
 POLICY_TARGET = "worldvla_bench.integrations.worldvla.policy:WorldVLAPolicy"
 TABLE_MD = "ablation.md"
 TABLE_CSV = "ablation.csv"
+#: TrainConfig fields each cell sets itself (the rest are shared by every cell)
+PER_CELL_TRAIN_ARGS = frozenset({"data", "out", "chunk_size", "world_model_weight",
+                                 "world_data", "action_mask", "seed", "progress"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,11 @@ class AblationCell:
     world_model: bool
     chunk: bool
     action_mask: bool
+
+    @property
+    def slug(self) -> str:
+        """The cell's directory name ('+' written '_plus_')."""
+        return self.name.replace("+", "_plus_")
 
 
 GRID: tuple[AblationCell, ...] = (
@@ -66,51 +80,118 @@ def select_cells(names: Sequence[str] | str | None) -> list[AblationCell]:
     return [CELLS[n] for n in names]
 
 
+def parse_seeds(text: str | Sequence[int]) -> list[int]:
+    """Training seeds from '0,1' (or a list): distinct non-negative integers, in order."""
+    if isinstance(text, str):
+        try:
+            seeds = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise BenchError(f"bad training seeds {text!r}: use e.g. '0,1'") from None
+    else:
+        seeds = [int(s) for s in text]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise BenchError(f"training seeds must be distinct integers >= 0, got {text!r}")
+    return seeds
+
+
 @dataclass
 class CellRun:
-    """One evaluated cell: its run directory, the K it used and where its checkpoint is."""
+    """One evaluated cell and training seed: its run directory, the K it used and where its
+    checkpoint is."""
 
     cell: AblationCell
     run_dir: Path
     chunk_size: int
     checkpoint: str | None = None
+    seed: int = 0
 
 
-# ------------------------------------------------------------------------------------- table
+# ------------------------------------------------------------------------------------ tables
+
+
+def _sha256(path: str | None) -> str:
+    if not path or not Path(path).is_file():
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def grid_episodes(runs: Sequence[CellRun]) -> pd.DataFrame:
+    """Every episode of every run, with `cell` and `train_seed` columns (runs without
+    episodes are skipped); the episodes' own seeds stay in `seed`."""
+    from worldvla_bench.report import load_run
+
+    frames = []
+    for entry in runs:
+        try:
+            episodes = load_run(entry.run_dir)
+        except BenchError:
+            continue
+        frames.append(episodes.assign(cell=entry.cell.name, train_seed=entry.seed))
+    if not frames:
+        return pd.DataFrame(columns=["cell", "train_seed", "suite", "task_id", "trial",
+                                     "success", "is_error"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _table_row(cell: AblationCell, seed: str, chunk_size: int, episodes: pd.DataFrame | None,
+               runs: list[str], checkpoints: list[str]) -> dict[str, Any]:
+    from worldvla_bench.report import wilson_interval
+
+    ran = None if episodes is None else episodes[~episodes["is_error"]]
+    trials = 0 if ran is None else len(ran)
+    successes = 0 if ran is None else int(ran["success"].sum())
+    low, high = wilson_interval(successes, trials)
+    return {
+        "cell": cell.name,
+        "train_seed": seed,
+        "world_model": cell.world_model,
+        "chunk_size": chunk_size,
+        "action_mask": cell.action_mask,
+        "suite": ",".join(sorted(ran["suite"].unique())) if trials else "",
+        "tasks": ",".join(map(str, sorted(ran["task_id"].unique()))) if trials else "",
+        "trials": trials,
+        "successes": successes,
+        "success_rate": 100.0 * successes / trials if trials else float("nan"),
+        "ci_low": 100.0 * low,
+        "ci_high": 100.0 * high,
+        "errors": 0 if episodes is None else int(episodes["is_error"].sum()),
+        "mean_steps": float(ran["steps"].mean()) if trials else float("nan"),
+        "run": ";".join(runs),
+        "checkpoint": ";".join(checkpoints),
+        "checkpoint_sha256": ";".join(_sha256(c) for c in checkpoints),
+    }
 
 
 def ablation_table(runs: Sequence[CellRun]) -> pd.DataFrame:
-    """One row per cell: flags, trials, successes, success % with its 95% Wilson interval,
-    errors and mean steps, computed from each run's records (`RunDir`; missing runs: 0 trials)."""
-    from worldvla_bench.report import load_run, wilson_interval
+    """One row per run (cell and training seed): flags, trials (episodes that ran), successes,
+    success % with its 95% Wilson interval, errors, mean steps, the run and the checkpoint with
+    its sha256, from each run's records (missing runs: 0 trials). A cell with more than one
+    training seed gets a pooled row after its runs (`train_seed` 'all')."""
+    from worldvla_bench.report import load_run
 
     rows: list[dict[str, Any]] = []
+    by_cell: dict[str, list[tuple[CellRun, pd.DataFrame | None]]] = {}
     for entry in runs:
-        run_dir = Path(entry.run_dir)
         try:
-            episodes = load_run(run_dir)
+            episodes = load_run(entry.run_dir)
         except BenchError:
             episodes = None
-        trials = 0 if episodes is None else len(episodes)
-        successes = 0 if episodes is None else int(episodes["success"].sum())
-        low, high = wilson_interval(successes, trials)
-        rows.append({
-            "cell": entry.cell.name,
-            "world_model": entry.cell.world_model,
-            "chunk_size": entry.chunk_size,
-            "action_mask": entry.cell.action_mask,
-            "suite": ",".join(sorted(episodes["suite"].unique())) if trials else "",
-            "tasks": ",".join(map(str, sorted(episodes["task_id"].unique()))) if trials else "",
-            "trials": trials,
-            "successes": successes,
-            "success_rate": 100.0 * successes / trials if trials else float("nan"),
-            "ci_low": 100.0 * low,
-            "ci_high": 100.0 * high,
-            "errors": 0 if episodes is None else int(episodes["is_error"].sum()),
-            "mean_steps": float(episodes["steps"].mean()) if trials else float("nan"),
-            "run": str(run_dir),
-            "checkpoint": entry.checkpoint or "",
-        })
+        by_cell.setdefault(entry.cell.name, []).append((entry, episodes))
+    for entries in by_cell.values():
+        for entry, episodes in entries:
+            rows.append(_table_row(entry.cell, str(entry.seed), entry.chunk_size, episodes,
+                                   [str(entry.run_dir)], [entry.checkpoint or ""]))
+        if len(entries) > 1:
+            found = [e for _, e in entries if e is not None]
+            first = entries[0][0]
+            rows.append(_table_row(first.cell, "all", first.chunk_size,
+                                   pd.concat(found, ignore_index=True) if found else None,
+                                   [str(e.run_dir) for e, _ in entries],
+                                   [e.checkpoint or "" for e, _ in entries]))
     return pd.DataFrame(rows)
 
 
@@ -121,6 +202,7 @@ def format_ablation(table: pd.DataFrame) -> str:
 
     shown = pd.DataFrame({
         "cell": table["cell"],
+        "training seed": table["train_seed"].astype(str),
         "world model": table["world_model"].map(lambda v: "yes" if v else "-"),
         "action chunk": table["chunk_size"].map(lambda k: f"K={k}" if k > 1 else "-"),
         "action mask": [("on" if m else "off") if k > 1 else "-"
@@ -141,11 +223,26 @@ def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA 
     suites = sorted({s for s in table.get("suite", []) if s})
     header = f"# {title}" + (f" on `{', '.join(suites)}`" if suites else "")
     markdown = (f"{header}\n\n{format_ablation(table)}\n\n"
-                "Success rates in percent with the 95% Wilson interval; trials = episodes per "
-                "cell (all selected tasks).\n")
+                "Success rates in percent with the 95% Wilson interval; trials = episodes that "
+                "ran per cell and training seed (all selected tasks); training seed 'all' pools "
+                "a cell's seeds. Checkpoints and their sha256 are in "
+                f"{TABLE_CSV}.\n")
     write_atomic(out / TABLE_MD, markdown.encode())
     write_atomic(out / TABLE_CSV, table.to_csv(index=False).encode())
     return {"markdown": markdown, "md": out / TABLE_MD, "csv": out / TABLE_CSV}
+
+
+def write_tables(runs: Sequence[CellRun], out: str | Path) -> dict[str, Any]:
+    """The grid's table and the claims tables of `runs`, written into `out`."""
+    from worldvla_bench.integrations.worldvla.claims import claims_table, write_claims
+
+    table = ablation_table(runs)
+    written = write_ablation(table, out)
+    claims = claims_table(grid_episodes(runs))
+    claims_written = write_claims(claims, out)
+    return {"table": table, **written, "claims": claims,
+            "claims_markdown": claims_written["markdown"], "claims_md": claims_written["md"],
+            "claims_csv": claims_written["csv"]}
 
 
 # ----------------------------------------------------------------------------------- running
@@ -156,83 +253,113 @@ class AblationConfig:
     """What to train and evaluate. `protocol`: the evaluations' suite, run seed, seeding, image
     size, step limit and render settings (its policy is each cell's checkpoint, whatever it
     names); `options`: which episodes (default: task 0) and the workers (its run directory is
-    `<out>/runs/<cell>`); `options.progress` also shows training progress. `train` holds
-    `TrainConfig` fields shared by every cell."""
+    `<out>/runs/<cell>/seed<k>`); `options.progress` also shows training progress.
+    `train_seeds`: one training run per cell and seed; `world_data`: world-model-only episodes
+    (world-model cells only); `train` holds the other `TrainConfig` fields, shared by every
+    cell (e.g. steps, vq_steps, image_loss_weight). `checkpoints` maps (cell, seed) to a
+    checkpoint taken instead of training."""
 
     data: list[str]
     protocol: Protocol
     out: str
     options: RunOptions = field(default_factory=lambda: RunOptions(tasks="0"))
     cells: list[str] | None = None
-    checkpoints: dict[str, str] = field(default_factory=dict)
+    train_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    checkpoints: dict[tuple[str, int], str] = field(default_factory=dict)
     chunk_size: int = 5
     world_model_weight: float = 1.0
+    world_data: list[str] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
 
 
-def _train_cell(config: AblationConfig, cell: AblationCell, vq_checkpoint: str | None) -> str:
+def _train_cell(config: AblationConfig, cell: AblationCell, seed: int,
+                vq_checkpoint: str | None) -> str:
     from worldvla_bench.integrations.worldvla.training import TrainConfig, train
 
-    out = Path(config.out) / "train" / cell.name
-    args = {**config.train, "data": config.data, "out": str(out),
+    out = Path(config.out) / "train" / cell.slug / f"seed{seed}"
+    args = {**config.train, "data": config.data, "out": str(out), "seed": seed,
             "chunk_size": config.chunk_size if cell.chunk else 1,
             "world_model_weight": config.world_model_weight if cell.world_model else 0.0,
+            "world_data": config.world_data if cell.world_model else [],
             "action_mask": cell.action_mask, "progress": config.options.progress}
     if vq_checkpoint:
         args["vq_from"] = vq_checkpoint
     return str(train(TrainConfig(**args)).checkpoint)
 
 
-def _shared_vq(config: AblationConfig) -> str | None:
+def _shared_vq(config: AblationConfig, seed: int) -> str | None:
     from worldvla_bench.integrations.worldvla.training import TrainConfig, train
 
     if config.train.get("vq_from"):
         return str(config.train["vq_from"])
+    # the world-model-only frames train the VQ too (as in `train --world-data`); a weight > 0
+    # is what TrainConfig asks of world data, the VQ stage itself has no transformer samples
     args = {**config.train, "data": config.data, "out": str(Path(config.out) / "vq"),
-            "steps": 0, "progress": config.options.progress}
+            "steps": 0, "seed": seed, "world_data": config.world_data,
+            "world_model_weight": config.world_model_weight if config.world_data else 0.0,
+            "progress": config.options.progress}
     return str(train(TrainConfig(**args)).checkpoint)
 
 
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
-    """Train (or take) every selected cell, evaluate each, write the table; returns
-    {'table', 'markdown', 'md', 'csv', 'runs'}."""
+    """Train (or take) every selected cell for every training seed, evaluate each, write the
+    tables (after every run); seed by seed, so the first seed's grid is complete first.
+    Returns {'table', 'markdown', 'md', 'csv', 'claims', 'claims_markdown', 'claims_md',
+    'claims_csv', 'runs'}."""
     from worldvla_bench.integrations.worldvla.training import load_checkpoint
     from worldvla_bench.rollout import run_evaluation
 
     cells = select_cells(config.cells)
-    unknown = sorted(set(config.checkpoints) - set(CELLS))
+    seeds = parse_seeds(config.train_seeds)
+    unknown = sorted({name for name, _ in config.checkpoints} - set(CELLS))
     if unknown:
         raise UnknownChoiceError("ablation cell", unknown[0], list(CELLS))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    needs_training = [c for c in cells if c.name not in config.checkpoints]
-    vq = _shared_vq(config) if needs_training else None
+    needs_training = [(c, s) for s in seeds for c in cells
+                      if (c.name, s) not in config.checkpoints]
+    vq = _shared_vq(config, seeds[0]) if needs_training else None
     runs: list[CellRun] = []
-    for cell in cells:
-        checkpoint = config.checkpoints.get(cell.name) or _train_cell(config, cell, vq)
-        _, meta = load_checkpoint(checkpoint)
-        run_dir = out / "runs" / cell.name.replace("+", "_plus_")
-        run_evaluation(
-            replace(config.protocol, policy=POLICY_TARGET,
-                    policy_kwargs={"checkpoint": str(Path(checkpoint).resolve()),
-                                   "action_mask": cell.action_mask}),
-            replace(config.options, run_dir=run_dir))
-        runs.append(CellRun(cell, run_dir, int(meta["chunk_size"]), str(checkpoint)))
-    table = ablation_table(runs)
-    written = write_ablation(table, out)
-    return {"table": table, "runs": runs, **written}
+    written: dict[str, Any] = {}
+    for seed in seeds:
+        for cell in cells:
+            checkpoint = (config.checkpoints.get((cell.name, seed))
+                          or _train_cell(config, cell, seed, vq))
+            _, meta = load_checkpoint(checkpoint)
+            run_dir = out / "runs" / cell.slug / f"seed{seed}"
+            # the checkpoint as written (relative to the working directory when --out is):
+            # the manifest then names the file under --out on any machine
+            run_evaluation(
+                replace(config.protocol, policy=POLICY_TARGET,
+                        policy_kwargs={"checkpoint": str(checkpoint),
+                                       "action_mask": cell.action_mask}),
+                replace(config.options, run_dir=run_dir))
+            runs.append(CellRun(cell, run_dir, int(meta["chunk_size"]), str(checkpoint), seed))
+            written = write_tables(runs, out)
+    return {**written, "runs": runs}
 
 
 # --------------------------------------------------------------------------------------- CLI
 
 
-def _parse_checkpoints(items: Sequence[str] | None) -> dict[str, str]:
-    parsed: dict[str, str] = {}
+def parse_checkpoints(items: Sequence[str] | None, seeds: Sequence[int]
+                      ) -> dict[tuple[str, int], str]:
+    """--checkpoint CELL@SEED=PATH items as {(cell, seed): path}; CELL=PATH only with a single
+    training seed (one checkpoint is one training run)."""
+    parsed: dict[tuple[str, int], str] = {}
     for item in items or []:
         name, sep, path = item.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise BenchError(f"bad --checkpoint {item!r}: use CELL=PATH")
-        parsed[name.strip()] = path.strip()
+        cell, at, seed_text = name.strip().partition("@")
+        if not sep or not cell or not path.strip() or (at and not seed_text.strip().isdigit()):
+            raise BenchError(f"bad --checkpoint {item!r}: use CELL@SEED=PATH")
+        if not at and len(seeds) != 1:
+            raise BenchError(f"--checkpoint {item!r}: name the training seed (CELL@SEED=PATH) "
+                             f"of the {len(seeds)} seeds")
+        seed = int(seed_text) if at else int(seeds[0])
+        if seed not in seeds:
+            raise BenchError(f"--checkpoint {item!r}: seed {seed} is not one of the training "
+                             f"seeds {list(seeds)}")
+        parsed[(cell, seed)] = path.strip()
     return parsed
 
 
@@ -242,20 +369,23 @@ def add_ablation_parser(subparsers) -> argparse.ArgumentParser:
     from worldvla_bench.integrations.worldvla.training import add_train_arguments
 
     parser = subparsers.add_parser(
-        "ablation", help="WorldVLA ablation grid: train, evaluate, one comparison table",
+        "ablation", help="WorldVLA ablation grid: train, evaluate, the grid's and the claims' "
+                         "tables",
         description=__doc__.split("\n\n")[0],
     )
-    add_train_arguments(parser, data_required=False)
-    # --seed is the training seed: the evaluations' run seed is --eval-seed; the policy is
-    # each cell's checkpoint
+    add_train_arguments(parser, data_required=False, seed=False)
+    parser.add_argument("--train-seeds", default="0,1", metavar="0,1",
+                        help="training seeds: one training run per cell and seed (default 0,1)")
+    # the evaluations' run seed is --eval-seed; the policy is each cell's checkpoint
     run_flags.add_protocol_flags(parser, policy=False, seed_flag="--eval-seed",
                                  seed_help="run seed of the evaluations")
     run_flags.add_selection_flags(parser, tasks_default="0")
     run_flags.add_execution_flags(parser)
     parser.add_argument("--cells", default=None,
                         help=f"comma-separated subset of: {', '.join(CELLS)} (default all)")
-    parser.add_argument("--checkpoint", action="append", metavar="CELL=PATH",
-                        help="take this checkpoint for a cell instead of training it (repeatable)")
+    parser.add_argument("--checkpoint", action="append", metavar="CELL@SEED=PATH",
+                        help="take this checkpoint for a cell and training seed instead of "
+                             "training it (repeatable; CELL=PATH with one training seed)")
     parser.add_argument("--world-model-weight", type=float, default=1.0, metavar="W",
                         help="world samples per action sample in the world-model cells")
     parser.add_argument("--out", default=None, help="output directory (default "
@@ -266,30 +396,29 @@ def add_ablation_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_ablation(args: argparse.Namespace) -> int:
     from worldvla_bench.commands import run_flags
+    from worldvla_bench.integrations.worldvla.training import config_from_args
 
-    checkpoints = _parse_checkpoints(args.checkpoint)
+    seeds = parse_seeds(args.train_seeds)
+    checkpoints = parse_checkpoints(args.checkpoint, seeds)
     cells = select_cells(args.cells)
-    if not args.data and any(c.name not in checkpoints for c in cells):
+    if not args.data and any((c.name, s) not in checkpoints for c in cells for s in seeds):
         raise BenchError("--data is needed to train the cells without a --checkpoint")
-    train_args = {
-        "config": args.config, "steps": args.steps, "vq_steps": args.vq_steps,
-        "batch_size": args.batch_size, "vq_batch_size": args.vq_batch_size, "lr": args.lr,
-        "vq_lr": args.vq_lr, "seed": args.seed, "view": args.view,
-        "instruction_source": args.instruction_source, "max_demos": args.max_demos,
-        "vq_from": args.vq_from, "checkpoint_every": args.checkpoint_every,
-        "threads": args.threads,
-    }
+    shared = config_from_args(args, data=list(args.data or []), out="", seed=seeds[0]).to_dict()
     result = run_ablation(AblationConfig(
         data=list(args.data or []),
         protocol=run_flags.protocol_from_args(args, policy=POLICY_TARGET),
         out=args.out or str(Path("results") / f"ablation_{args.suite}"),
         options=run_flags.options_from_args(args),
         cells=[c.name for c in cells],
+        train_seeds=seeds,
         checkpoints=checkpoints,
         chunk_size=args.chunk_size,
         world_model_weight=args.world_model_weight,
-        train=train_args,
+        world_data=list(args.world_data or []),
+        train={k: v for k, v in shared.items() if k not in PER_CELL_TRAIN_ARGS},
     ))
     print(result["markdown"])
-    print(f"written: {result['md']}, {result['csv']}")
+    print(result["claims_markdown"])
+    print(f"written: {result['md']}, {result['csv']}, {result['claims_md']}, "
+          f"{result['claims_csv']}")
     return 0

@@ -28,11 +28,21 @@ def _on_off(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
 
 
-def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = True) -> None:
-    """The model/optimisation flags shared by `train` and `ablation`."""
+def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = True,
+                        seed: bool = True) -> None:
+    """The data, model and optimisation flags shared by `train` and `ablation` (`seed` False:
+    no --seed, the command takes its training seeds another way)."""
     d = TrainConfig
     parser.add_argument("--data", nargs="+", required=data_required, metavar="PATH",
                         help="LIBERO/robomimic .hdf5 demo files or directories of them")
+    parser.add_argument("--world-data", nargs="+", default=[], metavar="PATH",
+                        help="more .hdf5 demo files or directories whose episodes feed "
+                             "world-model samples only (e.g. noisy-expert episodes, failures "
+                             "included); --data feeds both")
+    parser.add_argument("--image-loss-weight", type=float, default=d.image_loss_weight,
+                        metavar="W",
+                        help="loss weight of image-code targets relative to other tokens "
+                             "(default 0.04, WorldVLA's)")
     parser.add_argument("--config", default=d.config, choices=sorted(PRESETS),
                         help="model size preset")
     parser.add_argument("--chunk-size", type=int, default=d.chunk_size,
@@ -43,7 +53,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = T
     parser.add_argument("--vq-batch-size", type=int, default=d.vq_batch_size)
     parser.add_argument("--lr", type=float, default=d.lr, help="transformer peak learning rate")
     parser.add_argument("--vq-lr", type=float, default=d.vq_lr)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    if seed:
+        parser.add_argument("--seed", type=int, default=d.seed, help="training seed")
     parser.add_argument("--view", default=d.view, help="camera of the demos (agentview)")
     parser.add_argument("--instruction-source", default=d.instruction_source,
                         choices=INSTRUCTION_SOURCES,
@@ -78,14 +89,6 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--world-model-weight", type=float, default=0.0, metavar="W",
                         help="world-model samples per action sample in each batch (0 = action "
                              "model only; WorldVLA's mix is 1)")
-    parser.add_argument("--world-data", nargs="+", default=[], metavar="PATH",
-                        help="more .hdf5 demo files or directories whose episodes feed "
-                             "world-model samples only (e.g. noisy-expert episodes, failures "
-                             "included); --data feeds both")
-    parser.add_argument("--image-loss-weight", type=float, default=TrainConfig.image_loss_weight,
-                        metavar="W",
-                        help="loss weight of image-code targets relative to other tokens "
-                             "(default 0.04, WorldVLA's)")
     parser.add_argument("--action-mask", type=_on_off, default=True, metavar="on|off",
                         help="WorldVLA's attention mask between action blocks (default on)")
     parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
@@ -101,7 +104,8 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "data": args.data, "out": getattr(args, "out", None), "config": args.config,
         "chunk_size": args.chunk_size, "steps": args.steps, "vq_steps": args.vq_steps,
         "batch_size": args.batch_size, "vq_batch_size": args.vq_batch_size, "lr": args.lr,
-        "vq_lr": args.vq_lr, "seed": args.seed, "view": args.view,
+        "vq_lr": args.vq_lr, "seed": getattr(args, "seed", TrainConfig.seed),
+        "view": args.view,
         "instruction_source": args.instruction_source, "max_demos": args.max_demos,
         "vq_from": args.vq_from, "checkpoint_every": args.checkpoint_every,
         "threads": args.threads, "progress": not args.no_progress,
