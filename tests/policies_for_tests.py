@@ -84,6 +84,12 @@ class SleepyPolicy(Policy):
         return np.zeros((1, 7))
 
 
+class SleepyCameraPolicy(SleepyPolicy):
+    """`SleepyPolicy` reading the third-person camera only, so it acts in imagination too."""
+
+    cameras = ("agentview",)
+
+
 class HangsOnTrialZeroPolicy(Policy):
     """Zeros, except that its first call in trial 0 never returns (a hung model or server)."""
 

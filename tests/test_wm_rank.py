@@ -97,6 +97,40 @@ def test_side_by_side_pads_the_shorter_episode_and_blanks_a_missing_one(tmp_path
     assert iio.imread(tmp_path / "b.mp4")[:, :, :32].mean() < 4
 
 
+class NeverSucceeds:
+    """A judge that sees no success."""
+
+    def success_probability(self, frames, suite, task_id):
+        return np.zeros(len(frames))
+
+
+def test_a_slow_policy_call_in_imagination_is_warned_about_once(tmp_path, caplog):
+    import logging
+    import re
+
+    from conftest import split_config
+
+    from worldvla_bench.rollout import run_evaluation
+    from worldvla_bench.worldmodel.models import CopyLast
+    from worldvla_bench.worldmodel.rank import imagine_run
+
+    policy, args = "policies_for_tests:SleepyCameraPolicy", {"sleep_s": 0.3}
+    run_evaluation(*split_config(suite="libero_goal", policy=policy, policy_kwargs=args,
+                                 tasks="1", trials=2, run_dir=tmp_path / "sim", workers=1,
+                                 progress=False, image_size=64, max_steps=2, slow_call_s=None))
+    with caplog.at_level(logging.WARNING):
+        imagine_run(tmp_path / "sim", tmp_path / "imagined", policy, args, "copy-last",
+                    CopyLast(), NeverSucceeds(), "never", progress=False, slow_call_s=0.2)
+    records = read_episodes(tmp_path / "imagined")
+    assert [r["trial"] for r in records] == [0, 1]
+    assert all(r["extra"]["mode"] == "closed" and r["policy_calls"] == 2
+               and 0.3 <= r["slowest_call_s"] < 5 for r in records)
+    slow = [r.getMessage() for r in caplog.records if "slow policy call" in r.getMessage()]
+    assert len(slow) == 1, slow  # 4 slow calls, one line
+    assert re.fullmatch(r"slow policy call: 0\.\d s \(task 1 trial 0\), over 0\.2 s \(warned "
+                        r"once per run\)", slow[0]), slow[0]
+
+
 def test_outputs_written_and_resume_adds_nothing(ranked):
     from worldvla_bench.worldmodel.rank import RankSetup, wm_rank
 

@@ -1,19 +1,23 @@
-"""One episode: reset the env to a trial's init state, ask the policy, run chunks open loop."""
+"""One simulated episode: reset the env to a trial's init state, then the shared loop
+(`episode_loop`) with the simulator as its stepper: chunks run open loop, one env step each."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from worldvla_bench.atomic import atomic_path
 from worldvla_bench.envs.libero_env import LiberoEnv
 from worldvla_bench.envs.seeding import LEGACY_SEEDING, SceneSeed
-from worldvla_bench.errors import BenchError, ServerUnreachableError
+from worldvla_bench.episode_loop import Stepper, play_episode
+from worldvla_bench.errors import BenchError
 from worldvla_bench.observation_pipeline import ObservationPipeline
-from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, validate_chunk
+from worldvla_bench.policy import EpisodeContext, Policy
 from worldvla_bench.records import EpisodeRecord, slugify
 from worldvla_bench.run_dir import EPISODES_DIR, VIDEOS_DIR, save_episode_arrays
 
@@ -33,7 +37,8 @@ def run_episode(
 ) -> EpisodeRecord:
     """Run one episode and return its record; policy errors end the episode as an error record,
     except a policy server unreachable through its retries (`ServerUnreachableError`: raised, the
-    run stops).
+    run stops). The loop is the one the imagined episode shares (`episode_loop.play_episode`);
+    the simulator is its stepper (`_Simulator`).
 
     An exception raised by the simulator's `step` ends the episode the same way, and marks the
     record `extra["simulator_failed"]`: the simulator may be in a bad state, and the caller
@@ -64,27 +69,17 @@ def run_episode(
     the context's seed. The record keeps it (`seeding`, `scene_seed`, `scene_resets`).
     """
     start = time.perf_counter()
-    policy_time = env_time = 0.0
-    actions: list[np.ndarray] = []
-    frames: list[np.ndarray] = []
-    camera_key = f"{env.cameras[0]}_image"
-    error: str | None = None
-    simulator_failed = False
-    success = False
-    ended_by_policy: str | None = None
-    calls = 0
-
     policy_cameras = frozenset(env.cameras if policy.cameras is None else policy.cameras)
     pipeline = ObservationPipeline(policy.observation_profile,
                                    tuple(c for c in env.cameras if c in policy_cameras),
                                    getattr(policy, "image_size", None))
-    video_cameras = frozenset([env.cameras[0]] if video_path is not None else [])
     stored = tuple(c for c in env.cameras if frame_cameras is None or c in frame_cameras)
     if frame_cameras is not None and set(frame_cameras) - set(stored):
         raise BenchError(f"frame cameras {sorted(set(frame_cameras) - set(stored))} are not "
                          f"among the env's {list(env.cameras)}")
-    always = frozenset(stored) if save_frames else frozenset()
-    env.set_render_cameras(policy_cameras | video_cameras | always)
+    simulator = _Simulator(env, policy_cameras, video_every if video_path is not None else None,
+                           stored if save_frames else None,
+                           bool(getattr(policy, "requires_privileged_state", False)))
     t0 = time.perf_counter()
     if scene is None:
         scene = SceneSeed(LEGACY_SEEDING, context.seed, 0)
@@ -92,114 +87,95 @@ def run_episode(
     build_time = env.last_build_time  # the first episode of a worker also builds the simulator
     reset_time = time.perf_counter() - t0 - build_time
     initial_state = env.get_sim_state()
-    pipeline.log_frame(obs)
-    if video_path is not None:
-        frames.append(obs[camera_key])
-    frame_store = _FrameStore(env, stored) if save_frames else None
-    if frame_store is not None:
-        frame_store.add(obs)
-    slowest = 0.0  # the longest policy call, seconds
-    try:
-        t0 = time.perf_counter()
-        policy.reset(context)
-        slowest = time.perf_counter() - t0
-        policy_time += slowest
-        done = False
-        privileged = bool(getattr(policy, "requires_privileged_state", False))
-        while not done:
-            if privileged:
-                obs = {**obs, "privileged": env.privileged_state()}
-            t0 = time.perf_counter()
-            chunk, ending = _ask(policy, pipeline.observe(obs))
-            chunk = pipeline.to_env(chunk)
-            took = time.perf_counter() - t0
-            policy_time += took
-            slowest = max(slowest, took)
-            calls += 1
-            # no call follows a chunk the policy ends the episode with: nothing to render for it
-            read = pipeline.render_steps(len(chunk)) if ending is None else frozenset()
-            for index, action in enumerate(chunk):
-                keep_frame = video_path is not None and (len(actions) + 1) % video_every == 0
-                wanted = policy_cameras if index in read else frozenset()
-                wanted |= video_cameras if keep_frame else frozenset()
-                env.set_render_cameras(wanted | always)
-                t0 = time.perf_counter()
-                try:
-                    obs, _, terminated, truncated, info = env.step(action)
-                except Exception:
-                    simulator_failed = True  # the worker rebuilds it before the next episode
-                    raise
-                env_time += time.perf_counter() - t0
-                if index in read:
-                    pipeline.log_frame(obs)
-                actions.append(action)
-                if frame_store is not None:
-                    frame_store.add(obs)
-                if keep_frame:
-                    frames.append(obs[camera_key])
-                if terminated or truncated:
-                    success = bool(info["success"])
-                    done = True
-                    break
-            if ending is not None and not done:
-                ended_by_policy, done = ending, True
-    except ServerUnreachableError:
-        raise  # not the episode's fault, and every next one would fail the same: the run stops
-    except BenchError as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # a user's policy may raise anything; the run goes on
-        error = f"{type(exc).__name__}: {exc}"
-
-    action_array = np.asarray(actions, dtype=np.float64).reshape(-1, 7)
-    outcome = "error" if error else ("success" if success else "failure")
-    record = EpisodeRecord.build(
-        context,
-        policy_name,
-        steps=len(actions),
-        actions=action_array,
-        success=success,
-        error=error,
-        **scene.to_record(),
-        policy_time_s=round(policy_time, 4),
-        env_time_s=round(env_time, 4),
-        reset_time_s=round(reset_time, 4),
-        policy_calls=calls,
-        slowest_call_s=round(slowest, 4),
-    )
+    simulator.start(obs)
+    played = play_episode(simulator, context, policy, pipeline)
+    record = played.record(context, policy_name, **scene.to_record(),
+                           env_time_s=round(simulator.env_time, 4),
+                           reset_time_s=round(reset_time, 4))
     if episode_path is not None:
         save_episode_arrays(
             episode_path,
-            actions=action_array,
+            actions=played.action_array,
             initial_state=initial_state,
             final_state=env.get_sim_state(),
-            **(frame_store.arrays() if frame_store is not None else {}),
+            **(simulator.frame_store.arrays() if simulator.frame_store is not None else {}),
         )
         record.episode_file = str(Path(EPISODES_DIR) / episode_path.name)
-    if video_path is not None and frames:
+    if video_path is not None and simulator.video:
+        outcome = "error" if played.error else ("success" if played.success else "failure")
         named = video_path.with_name(
             f"{video_path.stem}_{outcome}_{slugify(context.instruction)}.mp4"
         )
-        write_video(named, frames, max(1, round(video_fps / video_every)))
+        write_video(named, simulator.video, max(1, round(video_fps / video_every)))
         record.video = str(Path(VIDEOS_DIR) / named.name)
-    if simulator_failed:
+    if simulator.failed:
         record.extra["simulator_failed"] = True
-    if ended_by_policy is not None and error is None:
-        record.extra["ended_by_policy"] = ended_by_policy
     record.env_build_s = round(build_time, 4)
     record.wall_time_s = round(time.perf_counter() - start - build_time, 4)
     record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
 
 
-def _ask(policy: Policy, observation: dict) -> tuple[np.ndarray, str | None]:
-    """The policy's chunk (K, 7), checked, and None; or, when it ends the episode, the actions
-    it hands over (maybe none) and its reason."""
-    try:
-        return validate_chunk(policy.act(observation)), None
-    except EndEpisode as end:
-        if np.asarray(end.actions).size == 0:
-            return np.zeros((0, 7)), end.reason
-        return validate_chunk(end.actions), end.reason
+class _Simulator(Stepper):
+    """The simulator steps each action; success and the step limit are the env's (terminated,
+    truncated). Renders at each step only the cameras wanted there: the policy's on the steps
+    it reads, the first camera on the video's steps (`video_every`; None: no video), every
+    stored camera at every step with `stored` (then `frame_store` keeps them). The policy gets
+    `privileged` state (`LiberoEnv.privileged_state`) when it asks for it."""
+
+    def __init__(self, env: LiberoEnv, policy_cameras: frozenset[str], video_every: int | None,
+                 stored: tuple[str, ...] | None, privileged: bool) -> None:
+        self.env, self.policy_cameras, self.privileged = env, policy_cameras, privileged
+        self.video_every = video_every
+        self.video_cameras = frozenset([env.cameras[0]] if video_every is not None else [])
+        self.camera_key = f"{env.cameras[0]}_image"
+        self.always = frozenset(stored or ())
+        self.frame_store = _FrameStore(env, stored) if stored is not None else None
+        #: the video's frames (uint8 (H, W, 3) each)
+        self.video: list[np.ndarray] = []
+        self.env_time = 0.0  # s, in `env.step`
+        #: `env.step` raised: the simulator may be in a bad state (the worker rebuilds it)
+        self.failed = False
+        env.set_render_cameras(policy_cameras | self.video_cameras | self.always)
+
+    def start(self, obs: dict[str, Any]) -> None:
+        """The observation after the env's reset: the video's and the stored first frames."""
+        self.obs = obs
+        if self.video_every is not None:
+            self.video.append(obs[self.camera_key])
+        if self.frame_store is not None:
+            self.frame_store.add(obs)
+
+    def observation(self) -> dict[str, Any]:
+        if self.privileged:
+            return {**self.obs, "privileged": self.env.privileged_state()}
+        return self.obs
+
+    def play(self, chunk: np.ndarray, read: frozenset[int],
+             actions: list[np.ndarray]) -> Iterator[dict[str, Any]]:
+        for index, action in enumerate(chunk):
+            keep_frame = (self.video_every is not None
+                          and (len(actions) + 1) % self.video_every == 0)
+            wanted = self.policy_cameras if index in read else frozenset()
+            wanted |= self.video_cameras if keep_frame else frozenset()
+            self.env.set_render_cameras(wanted | self.always)
+            t0 = time.perf_counter()
+            try:
+                self.obs, _, terminated, truncated, info = self.env.step(action)
+            except Exception:
+                self.failed = True  # the worker rebuilds it before the next episode
+                raise
+            self.env_time += time.perf_counter() - t0
+            if index in read:
+                yield self.obs
+            actions.append(action)
+            if self.frame_store is not None:
+                self.frame_store.add(self.obs)
+            if keep_frame:
+                self.video.append(self.obs[self.camera_key])
+            if terminated or truncated:
+                self.success, self.over = bool(info["success"]), True
+                break
 
 
 class _FrameStore:

@@ -134,10 +134,10 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
     )
     successes = sum(bool(r.get("success")) for r in finished)
     completed = len(finished)
-    slow_warned = False
+    slow_calls = SlowCalls(options.slow_call_s)
 
     def on_record(record: dict[str, Any]) -> None:
-        nonlocal successes, completed, slow_warned
+        nonlocal successes, completed
         provenance = record.pop(PROVENANCE_KEY, None)
         with _disk_errors_stop(run_dir):
             if provenance is not None:
@@ -154,12 +154,7 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
             bar.write(
                 f"task {record['task_id']} trial {record['trial']}: error: {record['error']}"
             )
-        if not slow_warned and _is_slow(record, options.slow_call_s):
-            slow_warned = True
-            logger.warning(
-                "slow policy call: %.1f s (task %s trial %s), over %g s (warned once per run)",
-                record["slowest_call_s"], record["task_id"], record["trial"],
-                options.slow_call_s)
+        slow_calls.check(record.get("slowest_call_s"), record["task_id"], record["trial"])
 
     try:
         _execute(pending, worker_config, workers, on_record, backend=options.backend,
@@ -186,10 +181,23 @@ def _check_frame_cameras(run_dir: Path, stored: tuple[str, ...]) -> None:
             f"{', '.join(stored)}; store the same cameras to resume, or choose another RUN name")
 
 
-def _is_slow(record: dict[str, Any], threshold: float | None) -> bool:
-    """Whether a record's longest policy call took more than `threshold` seconds."""
-    slowest = record.get("slowest_call_s")
-    return threshold is not None and slowest is not None and slowest > threshold
+class SlowCalls:
+    """Warns (`logger.warning`) about the first episode of a run whose longest policy call
+    took more than `threshold` seconds (None: never), once per run (simulated or imagined)."""
+
+    def __init__(self, threshold: float | None) -> None:
+        self.threshold = threshold
+        self.warned = False
+
+    def check(self, slowest_s: float | None, task_id: int, trial: int) -> None:
+        """One episode's longest policy call (s; None: not recorded)."""
+        if (self.warned or self.threshold is None or slowest_s is None
+                or not slowest_s > self.threshold):
+            return
+        self.warned = True
+        logger.warning(
+            "slow policy call: %.1f s (task %s trial %s), over %g s (warned once per run)",
+            slowest_s, task_id, trial, self.threshold)
 
 
 def _check_served_model(run_dir: Path, record: dict[str, Any]) -> None:

@@ -20,14 +20,16 @@ any object with `success_probability(frames, suite, task_id)` (see `worldmodel.j
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
+from worldvla_bench.episode_loop import Stepper, play_episode
 from worldvla_bench.errors import BenchError
 from worldvla_bench.observation_pipeline import ObservationPipeline
-from worldvla_bench.policy import EpisodeContext, Policy, validate_chunk
+from worldvla_bench.policy import EpisodeContext, Policy
 from worldvla_bench.records import EpisodeRecord
 from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
 
@@ -77,6 +79,45 @@ class _Verdict:
         return int(hits[0]) if len(hits) else None
 
 
+class _Imagined(Stepper):
+    """A world model imagines the frames after each chunk (`rollout`), the verdict says after
+    each frame whether it shows a success; the episode ends there or at `max_steps`. Policies
+    read the imagined frame of the steps they read (`_imagined_obs`). `kept`: the first frame
+    and one per step played with `keep_frames`."""
+
+    def __init__(self, rollout: Any, frame0: np.ndarray, instruction: str, verdict: _Verdict,
+                 max_steps: int, keep_frames: bool, model_time: float) -> None:
+        self.rollout, self.frame0, self.instruction = rollout, frame0, instruction
+        self.verdict, self.max_steps, self.keep_frames = verdict, int(max_steps), keep_frames
+        self.obs = _imagined_obs(frame0, instruction)
+        self.kept: list[np.ndarray] = [frame0] if keep_frames else []
+        self.model_time = model_time  # s, in the world model
+        self.steps = 0
+        self.over = self.max_steps <= 0
+
+    def play(self, chunk: np.ndarray, read: frozenset[int],
+             actions: list[np.ndarray]) -> Iterator[dict[str, Any]]:
+        chunk = chunk[: self.max_steps - self.steps]
+        if not len(chunk):
+            return
+        t0 = time.perf_counter()
+        frames = np.asarray(self.rollout.step(chunk))
+        self.model_time += time.perf_counter() - t0
+        if frames.shape != (len(chunk), *self.frame0.shape) or frames.dtype != np.uint8:
+            raise BenchError(f"world model returned {frames.dtype} {frames.shape}; expected "
+                             f"uint8 {(len(chunk), *self.frame0.shape)}")
+        hit = self.verdict.first_success(frames, self.rollout)
+        used = len(chunk) if hit is None else hit + 1
+        self.success = hit is not None
+        self.steps += used
+        self.over = self.success or self.steps >= self.max_steps
+        actions.extend(chunk[:used])
+        self.kept.extend(frames[:used] if self.keep_frames else [])
+        for index in sorted(i for i in read if i < used):
+            self.obs = _imagined_obs(frames[index], self.instruction)
+            yield self.obs
+
+
 def imagine_episode(model: WorldModel, policy: Policy, context: EpisodeContext,
                     first_obs: dict[str, Any], first: PredictionContext, judge: Any,
                     policy_name: str, world_model_name: str, actions: np.ndarray | None = None,
@@ -86,7 +127,16 @@ def imagine_episode(model: WorldModel, policy: Policy, context: EpisodeContext,
     simulator-backed models). Open-loop policies need `actions`, those they executed in the
     simulator. The record has `extra['imagined'] = True`, the executed `extra['actions']` (an
     array: pop it before writing the record) and `extra['frames']` with `keep_frames`; times:
-    `policy_time_s`, `env_time_s` (the world model), `extra['judge_s']` (the judge)."""
+    `policy_time_s`, `slowest_call_s`, `env_time_s` (the world model), `extra['judge_s']` (the
+    judge).
+
+    The loop is the simulated episode's (`episode_loop.play_episode`, the world model and the
+    judge its stepper): `EndEpisode` ends the episode as there (`extra['ended_by_policy']`), an
+    unreachable policy server stops the run (`ServerUnreachableError` raised), any other error
+    ends the episode as an error record. One difference: no policy acting here reads the
+    simulator's privileged state (`requires_privileged_state`), which the simulated loop hands
+    over: an imagined world has frames only, no object poses to read, so such policies are
+    imagined open loop, on the actions they executed in the simulator."""
     started = time.perf_counter()
     mode = imagination_mode(policy)
     if mode == "open" and actions is None:
@@ -94,65 +144,25 @@ def imagine_episode(model: WorldModel, policy: Policy, context: EpisodeContext,
                          "executed in the simulator (pass `actions`)")
     frame0 = np.asarray(first_obs[f"{IMAGINED_CAMERA}_image"])
     verdict = _Verdict(judge, threshold, context.suite, context.task_id)
-    policy_time = model_time = 0.0
-    steps, calls, success, error = 0, 0, False, None
-    kept = [frame0] if keep_frames else []
-    executed: list[np.ndarray] = []
     t0 = time.perf_counter()
     rollout = model.start_rollout(frame0, context.instruction, first)
-    model_time += time.perf_counter() - t0
-    try:
-        if mode == "closed":
-            pipeline = ObservationPipeline(policy.observation_profile, (IMAGINED_CAMERA,),
-                                           getattr(policy, "image_size", None))
-            obs = _imagined_obs(frame0, context.instruction)
-            pipeline.log_frame(obs)
-            t0 = time.perf_counter()
-            policy.reset(context)
-            policy_time += time.perf_counter() - t0
-        while steps < context.max_steps and not success:
-            if mode == "closed":
-                t0 = time.perf_counter()
-                chunk = pipeline.to_env(validate_chunk(policy.act(pipeline.observe(obs))))
-                policy_time += time.perf_counter() - t0
-                calls += 1
-            else:
-                chunk = np.asarray(actions[steps:], dtype=np.float64)
-                if not len(chunk):
-                    break  # the simulated episode ended here
-            chunk = chunk[: context.max_steps - steps]
-            t0 = time.perf_counter()
-            frames = np.asarray(rollout.step(chunk))
-            model_time += time.perf_counter() - t0
-            if frames.shape != (len(chunk), *frame0.shape) or frames.dtype != np.uint8:
-                raise BenchError(f"world model returned {frames.dtype} {frames.shape}; expected "
-                                 f"uint8 {(len(chunk), *frame0.shape)}")
-            hit = verdict.first_success(frames, rollout)
-            used = len(chunk) if hit is None else hit + 1
-            success = hit is not None
-            steps += used
-            executed.extend(chunk[:used])
-            kept.extend(frames[:used] if keep_frames else [])
-            if mode == "closed":
-                read = pipeline.render_steps(len(chunk))
-                for index in sorted(read):
-                    obs = _imagined_obs(frames[index], context.instruction)
-                    pipeline.log_frame(obs)
-    except BenchError as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # a user's policy or world model may raise anything
-        error = f"{type(exc).__name__}: {exc}"
-    action_array = np.asarray(executed, dtype=np.float64).reshape(-1, 7)
-    record = EpisodeRecord.build(
-        context, policy_name, steps=steps, actions=action_array, success=success, error=error,
-        wall_time_s=round(time.perf_counter() - started, 4),
-        policy_time_s=round(policy_time, 4), env_time_s=round(model_time, 4), policy_calls=calls)
-    record.extra["actions"] = action_array
+    imagined = _Imagined(rollout, frame0, context.instruction, verdict, context.max_steps,
+                         keep_frames, model_time=time.perf_counter() - t0)
+    if mode == "closed":
+        pipeline = ObservationPipeline(policy.observation_profile, (IMAGINED_CAMERA,),
+                                       getattr(policy, "image_size", None))
+        played = play_episode(imagined, context, policy, pipeline)
+    else:
+        played = play_episode(imagined, context, None, replay=actions)
+    record = played.record(context, policy_name,
+                           wall_time_s=round(time.perf_counter() - started, 4),
+                           env_time_s=round(imagined.model_time, 4))
+    record.extra["actions"] = played.action_array
     record.extra.update({"imagined": True, "world_model": world_model_name, "mode": mode,
                          "judge": "simulator" if judge is None else "judge",
                          "p_success_max": round(verdict.p_max, 4),
                          "judge_s": round(verdict.time, 4)})
     if keep_frames:
-        record.extra["frames"] = np.stack(kept)
+        record.extra["frames"] = np.stack(imagined.kept)
     record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record

@@ -81,12 +81,17 @@ def simulate_panel(panel: Panel, setup: RankSetup, out: Path, progress: bool = T
 def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[str, Any],
                 world_model: str, model: WorldModel, judge: Any, judge_id: str,
                 threshold: float = 0.5, progress: bool = True, video: bool = False,
-                world_model_args: dict[str, Any] | None = None) -> Path:
+                world_model_args: dict[str, Any] | None = None,
+                slow_call_s: float | None = 10.0) -> Path:
     """Imagine every episode of simulated run `sim_run` into run directory `out` (resumable).
     With `video`, each episode also gets a video (`RunDir.video_path`): the simulated episode
     (left, when `sim_run` was recorded with frames) beside the imagined one (right).
     `world_model_args` (the arguments `model` was built with) are recorded in its settings
-    (`RunDir.check_imagination`) when given, so a resume under other arguments is refused."""
+    (`RunDir.check_imagination`) when given, so a resume under other arguments is refused.
+    A policy call longer than `slow_call_s` seconds is warned about once (`rollout.SlowCalls`);
+    an unreachable policy server (`ServerUnreachableError`) stops it, the episodes so far kept."""
+    from worldvla_bench.rollout import SlowCalls
+
     simulated, imagined_run = RunDir(sim_run), RunDir(out)
     records = sorted((r for r in simulated.records() if not r.get("error")),
                      key=lambda r: (r["task_id"], r["trial"]))
@@ -108,6 +113,7 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
                and type(model).predict_many is not WorldModel.predict_many)
     group = 32 if batched else 1
     env: LiberoEnv | None = None
+    slow_calls = SlowCalls(slow_call_s)
     try:
         with tqdm(total=len(pending), desc=f"{world_model} {out.name}", unit="ep",
                   disable=not progress, file=sys.stderr) as bar:
@@ -157,6 +163,7 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
                     imagined.extra["simulated_success"] = bool(record["success"])
                     imagined.extra["simulated_wall_s"] = record.get("wall_time_s")
                     imagined_run.append(imagined)
+                    slow_calls.check(imagined.slowest_call_s, *where[1:])
                     bar.update()
     finally:
         if env is not None:
@@ -366,7 +373,8 @@ def wm_rank(panel: Panel, world_models: list[tuple[str, dict[str, Any]]], setup:
                 entry.name: imagine_run(sim_runs[entry.name], out / "imagined" / name / entry.name,
                                         entry.policy, entry.args, name, model, judge, judge_id,
                                         setup.threshold, progress, video=setup.video,
-                                        world_model_args=kwargs)
+                                        world_model_args=kwargs,
+                                        slow_call_s=setup.options.slow_call_s)
                 for entry in panel.entries}
         finally:
             model.close()
