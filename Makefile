@@ -36,7 +36,7 @@ help:
 	@echo "make test                       run the test suite"
 	@echo "make bench                      throughput benchmarks (writes results/bench/)"
 	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
-	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~2 h on 2 idle cores, estimated)"
+	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~1 h 50 min on 2 idle cores)"
 	@echo "make tiny-targets [TINY_CKPT=..]  issue-25 targets of a tiny checkpoint on held-out init states 40-49"
 	@echo "make ablation-example           the paper's claims at small scale: 5 cells x 2 training seeds (~22 h on 2 idle cores, estimated)"
 	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
