@@ -31,6 +31,22 @@ def split_config(**kwargs):
             RunOptions(**{k: v for k, v in kwargs.items() if k not in names}))
 
 
+def write_fake_run(run_dir: Path, outcomes: list[bool], suite: str = "libero_spatial",
+                   max_steps: int = 220, first_seed: int = 0) -> Path:
+    """A run directory of `worldvla` episodes of task 0, trial i succeeding as `outcomes[i]`
+    (init state i, seed `first_seed` + i); no manifest."""
+    from worldvla_bench.records import EpisodeRecord, append_episode
+
+    run_dir.mkdir(parents=True)
+    for trial, success in enumerate(outcomes):
+        append_episode(run_dir, EpisodeRecord(
+            suite=suite, task_id=0, task_name="t0", instruction="x", trial=trial,
+            init_state=trial, seed=first_seed + trial, policy="worldvla", success=success,
+            steps=10, max_steps=max_steps, wall_time_s=1.0, policy_time_s=0.5, env_time_s=0.5,
+            reset_time_s=0.1, policy_calls=2, actions_at_bound_frac=0.0))
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """torch on one thread for a test module (exact, repeatable CPU sums), restored after."""

@@ -315,16 +315,9 @@ def test_checkpoints_and_training_seeds_are_parsed_per_seed():
 
 
 def _fake_run(run_dir: Path, outcomes: list[bool]) -> Path:
-    from worldvla_bench.records import EpisodeRecord, append_episode
+    from conftest import write_fake_run
 
-    run_dir.mkdir(parents=True)
-    for trial, success in enumerate(outcomes):
-        append_episode(run_dir, EpisodeRecord(
-            suite="libero_goal", task_id=0, task_name="t0", instruction="x", trial=trial,
-            init_state=trial, seed=100 + trial, policy="worldvla", success=success, steps=10,
-            max_steps=300, wall_time_s=1.0, policy_time_s=0.5, env_time_s=0.5,
-            reset_time_s=0.1, policy_calls=2, actions_at_bound_frac=0.0))
-    return run_dir
+    return write_fake_run(run_dir, outcomes, suite="libero_goal", max_steps=300, first_seed=100)
 
 
 def test_grid_table_pools_a_cells_seeds_and_tags_episodes_with_the_training_seed(tmp_path):

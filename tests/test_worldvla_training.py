@@ -460,16 +460,9 @@ def test_observation_profiles_gripper_transforms_with_known_values():
 
 
 def _fake_run(run_dir: Path, outcomes: list[bool], suite: str = "libero_spatial") -> Path:
-    from worldvla_bench.records import EpisodeRecord, append_episode
+    from conftest import write_fake_run
 
-    run_dir.mkdir(parents=True)
-    for trial, success in enumerate(outcomes):
-        append_episode(run_dir, EpisodeRecord(
-            suite=suite, task_id=0, task_name="t0", instruction="x", trial=trial,
-            init_state=trial, seed=trial, policy="worldvla", success=success, steps=10,
-            max_steps=220, wall_time_s=1.0, policy_time_s=0.5, env_time_s=0.5,
-            reset_time_s=0.1, policy_calls=2, actions_at_bound_frac=0.0))
-    return run_dir
+    return write_fake_run(run_dir, outcomes, suite=suite)
 
 
 def test_ablation_table_from_fake_runs(tmp_path):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from worldvla_bench.errors import BenchError, ServerUnreachableError
+from worldvla_bench.errors import ServerUnreachableError
 from worldvla_bench.observation_pipeline import ObservationPipeline
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, validate_chunk
 from worldvla_bench.records import EpisodeRecord
@@ -126,10 +126,8 @@ def play_episode(stepper: Stepper, context: EpisodeContext, policy: Policy | Non
                 break  # every replayed action was played
     except ServerUnreachableError:
         raise  # not the episode's fault, and every next one would fail the same: the run stops
-    except BenchError as exc:
-        played.error = f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # a user's policy (or world model) may raise anything; the run goes on
-        played.error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a BenchError, or anything a user's policy (or world model) raises:
+        played.error = f"{type(exc).__name__}: {exc}"  # the episode's error; the run goes on
     played.success = stepper.success
     return played
 
