@@ -26,7 +26,7 @@ EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
 .PHONY: help setup system-deps eval report compare test lint bench clean tiny-data tiny-checkpoints \
-	tiny-targets examples ablation-example wm-simulators
+	tiny-targets tiny-curve examples ablation-example wm-simulators
 
 help:
 	@echo "make setup                      install everything (Debian GL libs, venv, torch, package)"
@@ -38,6 +38,7 @@ help:
 	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
 	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~1 h 50 min on 2 idle cores)"
 	@echo "make tiny-targets [TINY_CKPT=..]  issue-25 targets of a tiny checkpoint on held-out init states 40-49"
+	@echo "make tiny-curve [TINY_CURVE_STEPS=..]  success and probes of the recipe's snapshots against step"
 	@echo "make ablation-example           the paper's claims at small scale: 5 cells x 2 training seeds (~22 h on 2 idle cores, estimated)"
 	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
 
@@ -88,9 +89,10 @@ clean:
 # tasks it solves (TINY_TASKS; it fails tasks 3 and 5), trials 0-29, successes only; noisy-expert
 # episodes (action noise 0.3, trials 30-39, failures kept) as world-model-only data; a tiny model
 # co-trained on actions and frames (3000 VQ steps, then 15000 transformer steps, image codes
-# weighted as much as other tokens), exported (float16) at transformer step 500 and at the end.
+# weighted as much as other tokens), exported (float16) at the end; the float16 snapshot kept at
+# step 500 (of one every 500 steps, train/snapshots/, for `make tiny-curve`) ships as the early one.
 # Every step resumes: a re-run records only the missing episodes, training resumes from last.pt
-# (or returns at once when done), and the early export is made once, at step 500.
+# (or returns at once when done).
 TINY_DIR := results/tiny_libero_goal
 TINY_WEIGHTS := worldvla_bench/integrations/worldvla/weights
 TINY_TASKS ?= 0,1,2,4,6,7,8,9
@@ -99,21 +101,17 @@ TINY_RECORD = $(BIN)/worldvla-bench record --suite libero_goal --tasks $(TINY_TA
 TINY_TRAIN = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos/libero_goal \
 	--world-data $(TINY_DIR)/noisy/libero_goal --out $(TINY_DIR)/train --config tiny \
 	--world-model-weight 1 --image-loss-weight 1 --action-mask on --chunk-size 5 \
-	--vq-steps 3000 --steps 15000 --checkpoint-every 500 --threads 2 --no-progress
-TINY_EARLY := $(TINY_DIR)/early.pt
+	--vq-steps 3000 --steps 15000 --checkpoint-every 500 --snapshot-every 500 --threads 2 \
+	--no-progress
 # tiny-data: the recipe's data stage alone (also the ablation example's data)
 tiny-data:
 	$(TINY_RECORD) --trials 30 --out $(TINY_DIR)/demos
 	$(TINY_RECORD) --first-trial 30 --trials 10 --policy-arg action_noise=0.3 --all-episodes \
 		--out $(TINY_DIR)/noisy
 tiny-checkpoints: tiny-data
-	test -e $(TINY_EARLY) || { $(TINY_TRAIN) --stop-at 500 && \
-		$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/last.pt $(TINY_EARLY).tmp && \
-		$(BIN)/python -c 'import sys, torch; step = torch.load(sys.argv[1], weights_only=True)["exported"]["step"]; sys.exit(step != 500 and f"{sys.argv[1]}: step {step}, not 500 (training went on without it): remove $(TINY_DIR)/train to start over")' $(TINY_EARLY).tmp && \
-		mv $(TINY_EARLY).tmp $(TINY_EARLY); }
-	cp $(TINY_EARLY) $(TINY_WEIGHTS)/tiny_libero_goal_early.pt
 	$(TINY_TRAIN)
 	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/final.pt $(TINY_WEIGHTS)/tiny_libero_goal.pt
+	cp $(TINY_DIR)/train/snapshots/step_00500.pt $(TINY_WEIGHTS)/tiny_libero_goal_early.pt
 
 # The issue-25 targets of a tiny checkpoint (TINY_CKPT: a shipped name, a file or a training
 # directory) on libero_goal init states 40-49, which the recipe never trains on: held-out expert and
@@ -142,6 +140,29 @@ tiny-targets:
 		--horizons 10 --data $(TINY_HELD)/noisy --max-episodes 8 --out $(TINY_OUT)/counterfactual
 	$(TINY_HELD_EVAL) --policy worldvla --policy-arg checkpoint=$(TINY_CKPT) --run $(TINY_OUT)/policy
 	$(BIN)/worldvla-bench report $(TINY_OUT)/policy
+
+# Learning curve of the recipe's run (its float16 snapshots, one every 500 steps): for each step of
+# TINY_CURVE_STEPS, the policy on init states 40-44 of the recipe's tasks (official protocol) and
+# the collapse diagnosis on the held-out expert episodes; then curve.csv, curve.md and curve.png in
+# $(TINY_HELD)/curve with the training losses around each step. Every stage resumes.
+TINY_CURVE_STEPS ?= 1000 2000 5000 10000 15000
+TINY_CURVE_TRIALS ?= 5
+TINY_CURVE := $(TINY_HELD)/curve
+tiny-curve:
+	$(TINY_HELD_EVAL) --save-frames --cameras agentview --policy expert --run $(TINY_HELD)/expert
+	@for step in $(TINY_CURVE_STEPS); do \
+		name=step_$$(printf %05d $$step); ckpt=$(TINY_DIR)/train/snapshots/$$name.pt; \
+		test -e $$ckpt || { echo "$$ckpt missing: make tiny-checkpoints keeps one every 500 steps"; exit 2; }; \
+		echo "== $$name"; mkdir -p $(TINY_CURVE)/$$name; \
+		$(TINY_HELD_EVAL) --trials $(TINY_CURVE_TRIALS) --policy worldvla \
+			--policy-arg checkpoint=$$ckpt --run $(TINY_CURVE)/$$name/policy || exit 1; \
+		test -e $(TINY_CURVE)/$$name/diagnosis.json || \
+			$(BIN)/python -m worldvla_bench.integrations.worldvla.diagnosis $$ckpt \
+			$(TINY_HELD)/expert --episodes 8 --threads 2 \
+			--json $(TINY_CURVE)/$$name/diagnosis.json || exit 1; \
+	done
+	$(BIN)/python -m worldvla_bench.integrations.worldvla.learning_curve $(TINY_CURVE) \
+		--losses $(TINY_DIR)/train/losses.csv
 
 # results/examples/: the scripted expert on the four 10-task suites (5 trials per task), random and
 # noop on libero_spatial tasks 0-1 (3 trials), under the default protocol, then a summary table.

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -111,7 +112,7 @@ def test_resume_reproduces_the_uninterrupted_run(trained, demos, tmp_path):
     _, result = trained
     common = dict(data=[str(demos)], vq_from=str(result.checkpoint), steps=6, lr=2e-3,
                   world_model_weight=1.0, chunk_size=3, checkpoint_every=100, seed=3, **FAST)
-    straight = train(TrainConfig(out=str(tmp_path / "a"), **common))
+    straight = train(TrainConfig(out=str(tmp_path / "a"), snapshot_every=2, **common))
     stopped = train(TrainConfig(out=str(tmp_path / "b"), stop_at=3, **common))
     assert stopped.stopped_early and load_checkpoint(tmp_path / "b")[1]["step"] == 3
     assert not (tmp_path / "b" / FINAL_CHECKPOINT).exists()
@@ -126,6 +127,17 @@ def test_resume_reproduces_the_uninterrupted_run(trained, demos, tmp_path):
                                                   b.state_dict().values(), strict=True))
     with pytest.raises(BenchError, match="other arguments"):
         train(TrainConfig(out=str(tmp_path / "b"), **{**common, "chunk_size": 2}))
+    # snapshots: float16 evaluation copies at steps 2, 4, 6; the last one is final.pt halved
+    snapshots = sorted(p.name for p in (tmp_path / "a" / "snapshots").iterdir())
+    assert snapshots == ["step_00002.pt", "step_00004.pt", "step_00006.pt"]
+    early, early_meta = load_checkpoint(tmp_path / "a" / "snapshots" / "step_00002.pt")
+    assert early_meta["exported"]["step"] == 2 and early_meta["exported"]["half"]
+    assert not all(torch.equal(x, y) for x, y in zip(early.state_dict().values(),
+                                                      a.state_dict().values(), strict=True))
+    last, _ = load_checkpoint(tmp_path / "a" / "snapshots" / "step_00006.pt")
+    for name, value in a.state_dict().items():
+        expected = value.half().to(value.dtype) if value.is_floating_point() else value
+        assert torch.equal(last.state_dict()[name], expected), name
 
 
 def test_train_cli_parser_maps_flags(demos, tmp_path):
@@ -143,8 +155,11 @@ def test_train_cli_parser_maps_flags(demos, tmp_path):
     assert (config.world_data, config.image_loss_weight) == ([], 0.04)  # the defaults
     flagged = config_from_args(parser.parse_args(
         ["train", "--data", "d", "--out", "o", "--world-model-weight", "1", "--world-data", "n1",
-         "n2", "--image-loss-weight", "1"]))
+         "n2", "--image-loss-weight", "1", "--snapshot-every", "500"]))
     assert (flagged.world_data, flagged.image_loss_weight) == (["n1", "n2"], 1.0)
+    assert (config.snapshot_every, flagged.snapshot_every) == (None, 500)
+    with pytest.raises(BenchError, match="snapshot interval must be >= 1"):
+        TrainConfig(data=["d"], out="o", snapshot_every=0)
     assert args.func(args) == 0  # VQ-VAE only (--steps 0)
     assert load_checkpoint(tmp_path / "x")[1]["vq_step"] == 2
     with pytest.raises(SystemExit):
@@ -568,3 +583,32 @@ def test_ddp_on_two_gloo_processes_gives_the_one_process_loss_curve(demos, tmp_p
         np.testing.assert_allclose([float(r[key]) for r in two], [r[key] for r in one],
                                    rtol=1e-5, err_msg=key)
     assert load_checkpoint(tmp_path / "two")[1]["step"] == 4
+
+
+def test_learning_curve_reads_each_snapshots_run_diagnosis_and_losses(tmp_path):
+    from conftest import write_fake_run
+
+    from worldvla_bench.integrations.worldvla.learning_curve import main
+    from worldvla_bench.report import wilson_interval
+
+    write_fake_run(tmp_path / "step_01000" / "policy", [True, False, False, False])
+    write_fake_run(tmp_path / "step_00500" / "policy", [False, False])
+    (tmp_path / "step_01000" / "diagnosis.json").write_text(json.dumps(
+        {"metrics": {"tf_accuracy": 0.8, "rollout_spread_ratio": 0.5}}))
+    (tmp_path / "notes").mkdir()  # not a step folder: ignored
+    losses = tmp_path / "losses.csv"
+    pd.DataFrame({"stage": ["vq"] + ["transformer"] * 4, "step": [1, 250, 500, 750, 1000],
+                  "loss": [9.0, 1.0, 2.0, 3.0, 5.0], "action_loss": [9.0, 1, 1, 1, 1],
+                  "world_loss": [9.0, 2, 2, 2, 2]}).to_csv(losses, index=False)
+    assert main([str(tmp_path), "--losses", str(losses), "--window", "500"]) == 0
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert curve["step"].tolist() == [500, 1000]  # sorted by step, not by name order of writing
+    assert curve["trials"].tolist() == [2, 4] and curve["successes"].tolist() == [0, 1]
+    low, high = wilson_interval(1, 4)
+    assert curve.loc[1, ["ci_low", "ci_high"]].tolist() == pytest.approx([100 * low, 100 * high])
+    assert curve.loc[1, "tf_accuracy"] == 0.8 and np.isnan(curve.loc[0, "tf_accuracy"])
+    # losses over (step - 500, step]: 500 -> steps 250, 500; 1000 -> steps 750, 1000 (VQ rows out)
+    assert curve["train_loss"].tolist() == [1.5, 4.0]
+    assert (tmp_path / "curve.png").stat().st_size > 0 and (tmp_path / "curve.md").exists()
+    with pytest.raises(BenchError, match="no step_NNNNN folders"):
+        main([str(tmp_path / "notes")])

@@ -28,6 +28,8 @@ SHIPPED: dict[str, str] = {
 DEFAULT_CHECKPOINT = "tiny-libero-goal"
 LAST_CHECKPOINT = "last.pt"
 FINAL_CHECKPOINT = "final.pt"
+#: training-directory folder of the float16 snapshots (`train --snapshot-every`)
+SNAPSHOTS_DIR = "snapshots"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

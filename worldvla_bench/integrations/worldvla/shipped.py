@@ -41,15 +41,21 @@ KEPT_KEYS = ("format", "config", "train_args", "chunk_size", "action_mask", "wor
 def export_checkpoint(source: str | Path, target: str | Path, half: bool = True) -> Path:
     """Write the evaluation part of checkpoint `source` (a file or training directory) to
     `target`, float weights as float16 when `half`; returns the written path."""
-    data = read_checkpoint(source)
+    payload = export_payload(read_checkpoint(source), str(resolve_checkpoint(source)), half)
+    return save_checkpoint(Path(target), payload)
+
+
+def export_payload(data: dict[str, Any], source: str, half: bool = True) -> dict[str, Any]:
+    """The evaluation part of checkpoint payload `data` (read from, or to be saved as, `source`),
+    float weights as float16 when `half`, with an `exported` record (source, step, planned)."""
     payload: dict[str, Any] = {key: data[key] for key in KEPT_KEYS if key in data}
     payload["state_dict"] = {
         name: (tensor.half() if half and tensor.is_floating_point() else tensor)
         for name, tensor in data["state_dict"].items()}
     planned = int((data.get("train_args") or {}).get("steps", 0))
-    payload["exported"] = {"source": str(resolve_checkpoint(source)), "step": int(data["step"]),
+    payload["exported"] = {"source": source, "step": int(data["step"]),
                            "planned_steps": planned, "half": bool(half)}
-    return save_checkpoint(Path(target), payload)
+    return payload
 
 
 def add_export_parser(sub: Any) -> argparse.ArgumentParser:

@@ -64,6 +64,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = T
     parser.add_argument("--vq-from", default=None, metavar="CKPT",
                         help="reuse the VQ-VAE of this checkpoint (skips VQ training)")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    parser.add_argument("--snapshot-every", type=int, default=None, metavar="N",
+                        help="keep a float16 evaluation copy of the model every N transformer "
+                             "steps in OUT/snapshots/step_NNNNN.pt (learning curves)")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     parser.add_argument("--device", default=d.device,
                         help="torch device: cpu (default), cuda, cuda:1, mps, ...; under "
@@ -108,6 +111,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "view": args.view,
         "instruction_source": args.instruction_source, "max_demos": args.max_demos,
         "vq_from": args.vq_from, "checkpoint_every": args.checkpoint_every,
+        "snapshot_every": getattr(args, "snapshot_every", None),
         "threads": args.threads, "progress": not args.no_progress,
         "device": getattr(args, "device", "cpu"), "bf16": getattr(args, "bf16", None),
         "world_model_weight": getattr(args, "world_model_weight", 0.0),

@@ -12,7 +12,8 @@ from worldvla_bench.integrations.worldvla.config import PRESETS
 INSTRUCTION_SOURCES = ("language", "filename")
 #: arguments that may change between a run and its resumption (they do not change the result)
 RESUMABLE_CHANGES = frozenset(
-    {"out", "stop_at", "progress", "threads", "checkpoint_every", "resume", "device"}
+    {"out", "stop_at", "progress", "threads", "checkpoint_every", "snapshot_every", "resume",
+     "device"}
 )
 #: arguments added after checkpoints were made, with the value those checkpoints were trained
 #: with (a resumed run compares against these when its checkpoint does not record them)
@@ -26,6 +27,8 @@ class TrainConfig:
     `steps` are transformer optimizer steps (0 = train the VQ-VAE only); `vq_steps` VQ-VAE steps
     (skipped when `vq_from` names a checkpoint whose VQ-VAE is reused). `stop_at` ends this
     invocation after that many transformer steps (with a checkpoint), to resume later.
+    `snapshot_every` N keeps, every N transformer steps, an evaluation-only float16 copy of the
+    model (`export_checkpoint`'s format) as `snapshots/step_NNNNN.pt` (learning curves).
     `device` is any torch device ('cpu', 'cuda', 'cuda:1', ...); `bf16` None autocasts the
     transformer to bfloat16 on CUDA only (False: never; True: refused off CUDA). Launched by
     `torchrun` (WORLD_SIZE > 1) the transformer trains with DDP, `batch_size` the global batch
@@ -62,6 +65,7 @@ class TrainConfig:
     max_demos: int | None = None
     vq_from: str | None = None
     checkpoint_every: int = 100
+    snapshot_every: int | None = None
     stop_at: int | None = None
     threads: int = 1
     device: str = "cpu"
@@ -92,6 +96,8 @@ class TrainConfig:
             (self.world_model_weight == 0 or self.batch_size >= 2,
              "a world-model weight > 0 needs a batch size >= 2"),
             (self.checkpoint_every >= 1, "checkpoint interval must be >= 1"),
+            (self.snapshot_every is None or self.snapshot_every >= 1,
+             "snapshot interval must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:

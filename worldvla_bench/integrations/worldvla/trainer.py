@@ -27,6 +27,7 @@ from worldvla_bench.integrations.worldvla.checkpoints import (
     CHECKPOINT_FORMAT,
     FINAL_CHECKPOINT,
     LAST_CHECKPOINT,
+    SNAPSHOTS_DIR,
     read_checkpoint,
     save_checkpoint,
 )
@@ -50,6 +51,7 @@ from worldvla_bench.integrations.worldvla.loss_curves import (
 )
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import collate
+from worldvla_bench.integrations.worldvla.shipped import export_payload
 from worldvla_bench.integrations.worldvla.train_config import (
     LEGACY_TRAIN_ARGS,
     RESUMABLE_CHANGES,
@@ -173,6 +175,15 @@ class Trainer:
         if self.dist.main:  # one writer in a DDP launch
             save_checkpoint(path, self._payload(full=True))
             write_losses(self.losses, self.out)
+        return path
+
+    def snapshot(self) -> Path:
+        """Keep an evaluation-only float16 copy of the model at this step (see `snapshot_every`);
+        a resumed run that replays the step writes the same weights again."""
+        path = self.out / SNAPSHOTS_DIR / f"step_{self.step:05d}.pt"
+        if self.dist.main:
+            payload = export_payload(self._payload(full=False), str(self.out / LAST_CHECKPOINT))
+            save_checkpoint(path, payload)
         return path
 
     def _build(self) -> dict[str, Any] | None:
@@ -301,6 +312,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                 if self.step % config.checkpoint_every == 0:
                     self.save()
+                if config.snapshot_every and self.step % config.snapshot_every == 0:
+                    self.snapshot()
         finally:
             bar.close()
         model.transformer.eval()
