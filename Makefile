@@ -211,15 +211,17 @@ ablation-example:
 		--suite libero_goal --tasks $(TINY_TASKS) --first-trial 40 --trials 10 --workers 2 \
 		--no-progress --out $(ABLATION_OUT)
 
-# World models as simulators on libero_goal tasks 1, 4, 6 (the shipped tiny checkpoints' tasks):
-# a success judge trained on trials 4-9 (expert and noisy expert), then on trials 0-3, which the
-# judge never saw: a panel of six policies in LIBERO and in three world models (wm-rank; its
+# World models as simulators on libero_goal tasks 1, 4, 6 (three of the shipped tiny checkpoints'
+# tasks): a success judge trained on trials 4-9 (expert and noisy expert), then on trials 40-43,
+# which neither the judge nor the default tiny checkpoint (init states 0-39) ever saw: a panel
+# of six policies in LIBERO and in three world models (wm-rank; its
 # table includes optimism over the panel's episodes), and the optimism and counterfactual probes
 # on the noisy expert's recorded episodes. About 3 hours on 2 cores: the sim-oracle baseline
 # renders every imagined frame. Stages resume where they stopped.
 WM_DIR := results/wm_simulators
 WM_JUDGE := $(WM_DIR)/judge_goal146.pt
 WM_TRIALS := --suite libero_goal --tasks 1,4,6 --image-size 64 --no-progress
+WM_RANKED := --first-trial 40 --trials 4
 WM_POLICIES := expert,expert_noise_0.3,expert_gripper_delay_8,expert_truncated_80,expert_truncated_110,noop
 wm-simulators:
 	$(BIN)/worldvla-bench eval $(WM_TRIALS) --first-trial 4 --trials 6 --save-frames --no-report \
@@ -228,10 +230,10 @@ wm-simulators:
 		--policy expert --policy-arg action_noise=0.3 --run $(WM_DIR)/judge_noise03
 	$(BIN)/worldvla-bench train-judge --runs $(WM_DIR)/judge_expert $(WM_DIR)/judge_noise03 \
 		--tasks 1,4,6 --out $(WM_JUDGE) --epochs 20 --every 2 --threads 1 --no-progress
-	$(BIN)/worldvla-bench eval $(WM_TRIALS) --trials 4 --save-frames --no-report --policy expert \
+	$(BIN)/worldvla-bench eval $(WM_TRIALS) $(WM_RANKED) --save-frames --no-report --policy expert \
 		--policy-arg action_noise=0.3 --run $(WM_DIR)/rank/sim/expert_noise_0.3
 	$(BIN)/worldvla-bench wm-rank --panel libero_goal --policies $(WM_POLICIES) $(WM_TRIALS) \
-		--trials 4 --out $(WM_DIR)/rank --judge $(WM_JUDGE) \
+		$(WM_RANKED) --out $(WM_DIR)/rank --judge $(WM_JUDGE) \
 		--world-model worldvla --world-model sim-oracle --world-model copy-last
 	$(BIN)/worldvla-bench wm-eval --probe optimism --model worldvla --judge $(WM_JUDGE) --no-progress \
 		--baselines copy-last --data $(WM_DIR)/rank/sim/expert_noise_0.3 --out $(WM_DIR)/optimism
