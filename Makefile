@@ -217,7 +217,7 @@ ablation-example:
 # of six policies in LIBERO and in three world models (wm-rank; its
 # table includes optimism over the panel's episodes), and the optimism and counterfactual probes
 # on the noisy expert's recorded episodes. About 3 hours on 2 cores: the sim-oracle baseline
-# renders every imagined frame. Stages resume where they stopped.
+# renders every imagined frame. Stages resume where they stopped (the judge is trained once).
 WM_DIR := results/wm_simulators
 WM_JUDGE := $(WM_DIR)/judge_goal146.pt
 WM_TRIALS := --suite libero_goal --tasks 1,4,6 --image-size 64 --no-progress
@@ -228,8 +228,9 @@ wm-simulators:
 		--policy expert --run $(WM_DIR)/judge_expert
 	$(BIN)/worldvla-bench eval $(WM_TRIALS) --first-trial 4 --trials 6 --save-frames --no-report \
 		--policy expert --policy-arg action_noise=0.3 --run $(WM_DIR)/judge_noise03
-	$(BIN)/worldvla-bench train-judge --runs $(WM_DIR)/judge_expert $(WM_DIR)/judge_noise03 \
-		--tasks 1,4,6 --out $(WM_JUDGE) --epochs 20 --every 2 --threads 1 --no-progress
+	test -e $(WM_JUDGE) || $(BIN)/worldvla-bench train-judge --runs $(WM_DIR)/judge_expert \
+		$(WM_DIR)/judge_noise03 --tasks 1,4,6 --out $(WM_JUDGE) --epochs 20 --every 2 --threads 1 \
+		--no-progress
 	$(BIN)/worldvla-bench eval $(WM_TRIALS) $(WM_RANKED) --save-frames --no-report --policy expert \
 		--policy-arg action_noise=0.3 --run $(WM_DIR)/rank/sim/expert_noise_0.3
 	$(BIN)/worldvla-bench wm-rank --panel libero_goal --policies $(WM_POLICIES) $(WM_TRIALS) \
