@@ -28,7 +28,8 @@ torch.set_num_threads(1)
 
 FRACTIONS = ("reencode_agreement", "reencode_agreement_predicted", "tf_accuracy",
              "copy_accuracy", "tf_predicts_previous", "tf_accuracy_changed", "changed_fraction",
-             "greedy_accuracy", "same_codes_zero_action", "same_codes_negated_action")
+             "greedy_accuracy", "same_codes_zero_action", "same_codes_negated_action",
+             "changed_fraction_gap5", "changed_fraction_gap10")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def check_ranges(metrics: dict) -> None:
     assert set(metrics) == set(METRICS)
     for name in FRACTIONS:
         assert metrics[name] is None or 0.0 <= metrics[name] <= 1.0, name
-    for name in ("vq_psnr_db", "copy_prev_psnr_db", "rollout_psnr_db", "copy_first_psnr_db"):
+    for name in ("vq_psnr_db", "copy_prev_psnr_db", "rollout_psnr_db", "copy_first_psnr_db",
+                 "copy_psnr_db_gap5", "copy_psnr_db_gap10"):
         assert metrics[name] is None or 0.0 < metrics[name] <= MAX_DB, name
     for name in ("rollout_spread_ratio", "rollout_spread_ratio_codes"):
         assert metrics[name] is None or metrics[name] >= 0.0, name
@@ -117,6 +119,8 @@ def test_still_frames_give_copy_accuracy_one(random_checkpoint, tmp_path):
     assert metrics["tf_accuracy_changed"] is None  # no code changes
     assert metrics["tf_accuracy"] == metrics["tf_predicts_previous"]
     assert metrics["copy_prev_psnr_db"] == MAX_DB  # identical frames, capped
+    assert metrics["copy_psnr_db_gap5"] == MAX_DB and metrics["changed_fraction_gap5"] == 0.0
+    assert metrics["copy_psnr_db_gap10"] is None  # 10 frames: no pair 10 steps apart
     assert metrics["copy_first_psnr_db"] == MAX_DB
     assert metrics["vq_lpips"] is None
     model = WorldVLA.load(random_checkpoint).eval()

@@ -12,6 +12,9 @@ Printed one per line (name: value), and written with `--json`:
 - `vq_psnr_db`, `copy_prev_psnr_db`: mean per-frame PSNR (dB, capped at 100) of VQ
   encode-decode against the frame, and of frame t against frame t+1 (copying the previous
   frame); `vq_lpips`, `copy_prev_lpips` the same in LPIPS (AlexNet; None if it cannot load);
+- `copy_psnr_db_gap5` / `gap10` and `changed_fraction_gap5` / `gap10`: the same PSNR and share of
+  VQ codes that differ, between frames t and t+5 (t+10): how far apart frames must be for the
+  real change to exceed the VQ's own error (`vq_psnr_db`, 1 - `reencode_agreement`);
 - `reencode_agreement`: fraction of codes of real frames unchanged by decode -> re-encode;
   `reencode_agreement_predicted` the same for greedily predicted next frames (what a pixel
   rollout feeds back);
@@ -60,6 +63,8 @@ from worldvla_bench.worldmodel.data import WMEpisode, read_hdf5, read_run
 
 #: PSNR cap (dB): identical frames give infinity, which no mean survives
 MAX_DB = 100.0
+#: frame gaps (steps) at which the real change is measured beside the VQ's own error
+GAPS = (5, 10)
 
 #: name -> what it measures, in print order
 METRICS: dict[str, str] = {
@@ -67,6 +72,8 @@ METRICS: dict[str, str] = {
     "copy_prev_psnr_db": "frame t vs t+1 PSNR (copy the previous frame), dB",
     "vq_lpips": "VQ encode-decode LPIPS",
     "copy_prev_lpips": "frame t vs t+1 LPIPS",
+    "copy_psnr_db_gap5": "frame t vs t+5 PSNR, dB",
+    "copy_psnr_db_gap10": "frame t vs t+10 PSNR, dB",
     "reencode_agreement": "codes of real frames unchanged by decode -> re-encode",
     "reencode_agreement_predicted": "codes of predicted frames unchanged by decode -> re-encode",
     "tf_accuracy": "teacher-forced next-frame code accuracy",
@@ -74,6 +81,8 @@ METRICS: dict[str, str] = {
     "tf_predicts_previous": "teacher-forced predictions equal to the previous frame's code",
     "tf_accuracy_changed": "teacher-forced accuracy on codes that change",
     "changed_fraction": "share of codes that change from one frame to the next",
+    "changed_fraction_gap5": "share of codes that differ between frames t and t+5",
+    "changed_fraction_gap10": "share of codes that differ between frames t and t+10",
     "greedy_accuracy": "greedy next-frame code accuracy",
     "same_codes_zero_action": "predicted codes unchanged when the action is zeroed",
     "same_codes_negated_action": "predicted codes unchanged when the action is negated",
@@ -216,6 +225,14 @@ def vq_metrics(model: WorldVLA, frames: list[np.ndarray], use_lpips: bool = True
         "reencode_agreement": float(np.mean(encode(model, recon) == codes)),
         "vq_lpips": None, "copy_prev_lpips": None,
     }
+    starts = np.cumsum([0] + [len(f) for f in frames])[:-1]
+    for gap in GAPS:
+        pairs = [(f, codes[start:start + len(f)]) for f, start in zip(frames, starts, strict=True)
+                 if len(f) > gap]
+        metrics[f"copy_psnr_db_gap{gap}"] = _mean(np.concatenate(
+            [psnr_frames(f[:-gap], f[gap:], max_db=MAX_DB) for f, _ in pairs])) if pairs else None
+        metrics[f"changed_fraction_gap{gap}"] = _mean(np.concatenate(
+            [(c[:-gap] != c[gap:]).ravel() for _, c in pairs])) if pairs else None
     if use_lpips:
         try:
             from worldvla_bench.metrics.lpips_metric import lpips_frames
