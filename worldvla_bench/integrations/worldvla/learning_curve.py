@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +40,13 @@ def curve_table(root: str | Path, losses: str | Path | None = None,
             continue
         row: dict = {"step": int(match.group(1))}
         if (folder / "policy").exists():
-            suite = success_rate_table(load_run(folder / "policy"))
+            try:
+                episodes = load_run(folder / "policy")
+            except BenchError as error:  # a run still starting: the point waits for it
+                print(f"{folder.name}: no success figure ({error})", file=sys.stderr)
+                episodes = None
+        if (folder / "policy").exists() and episodes is not None:
+            suite = success_rate_table(episodes)
             suite = suite[suite["task_id"] == "all"]
             if len(suite) != 1:
                 raise BenchError(f"{folder / 'policy'}: one suite per point, got {len(suite)}")
