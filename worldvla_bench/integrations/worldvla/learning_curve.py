@@ -59,6 +59,8 @@ def curve_table(root: str | Path, losses: str | Path | None = None,
     if not rows:
         raise BenchError(f"{root}: no step_NNNNN folders to draw a curve from")
     table = pd.DataFrame(rows).sort_values("step", ignore_index=True)
+    counts = [c for c in ("step", "trials", "successes", "errors") if c in table]
+    table[counts] = table[counts].astype("Int64")  # counts stay whole where a point has none
     if losses is not None:
         table = table.join(_window_losses(losses, table["step"], window))
     return table
@@ -110,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
     table = curve_table(root, args.losses, args.window)
     table.to_csv(root / "curve.csv", index=False)
-    (root / "curve.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    shown = table.astype(object).map(
+        lambda v: "n/a" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else str(v))
+    (root / "curve.md").write_text(shown.to_markdown(index=False, disable_numparse=True) + "\n")
     plot_curve(table, root / "curve.png")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"written: {root / 'curve.csv'}, curve.md, curve.png")
