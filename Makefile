@@ -134,9 +134,9 @@ tiny-targets:
 	test -e $(TINY_OUT)/diagnosis.json || $(BIN)/python -m worldvla_bench.integrations.worldvla.diagnosis \
 		$(TINY_CKPT) $(TINY_HELD)/expert --episodes 8 --threads 2 --json $(TINY_OUT)/diagnosis.json
 	$(TINY_WM) --probe fidelity --model worldvla --model-arg checkpoint=$(TINY_CKPT) \
-		--contexts-per-episode 1 --data $(TINY_HELD)/expert --horizons 10,50 --out $(TINY_OUT)/fidelity
-	$(TINY_WM) --probe fidelity --model copy-last --contexts-per-episode 1 --data $(TINY_HELD)/expert \
-		--horizons 10,50 --out $(TINY_OUT)/fidelity_copy_last
+		--data $(TINY_HELD)/expert --horizons 10,50 --out $(TINY_OUT)/fidelity
+	$(TINY_WM) --probe fidelity --model copy-last --data $(TINY_HELD)/expert --horizons 10,50 \
+		--out $(TINY_OUT)/fidelity_copy_last
 	$(TINY_WM) --probe counterfactual --model worldvla --model-arg checkpoint=$(TINY_CKPT) \
 		--horizons 10 --data $(TINY_HELD)/noisy --max-episodes 8 --out $(TINY_OUT)/counterfactual
 	$(TINY_HELD_EVAL) --policy worldvla --policy-arg checkpoint=$(TINY_CKPT) --run $(TINY_OUT)/policy

@@ -125,3 +125,18 @@ def test_long_horizons_skip_short_episodes_and_count_them(frames_run: Path):
     rows = result["summary"].set_index("horizon")
     assert rows.loc[50, "clips"] == 0 and rows.loc[50, "skipped"] == 4
     assert rows.loc[10, "clips"] == 4
+
+
+def test_wm_eval_refuses_a_flag_its_probe_does_not_read(tmp_path, capsys):
+    """Before, `--probe fidelity --contexts-per-episode 1 --baselines copy-last` ran with both
+    flags silently ignored; the data is never read: the check comes first."""
+    for flags, message in ((["--contexts-per-episode", "1"], "--contexts-per-episode is read by "
+                            "the counterfactual probe only, not by fidelity"),
+                           (["--baselines", "copy-last"], "--baselines is read by the optimism "
+                            "and counterfactual probes only, not by fidelity"),
+                           (["--probe", "counterfactual", "--judge", "j.pt"], "--judge is read "
+                            "by the optimism probe only, not by counterfactual")):
+        assert main(["wm-eval", "--model", "copy-last", "--data", str(tmp_path / "none"),
+                     *flags]) != 0
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="counterfactual: noise seed")
     parser.add_argument("--no-fvd", action="store_true", help="counterfactual: skip FVD")
     parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(func=run)
+    defaults = {name: parser.get_default(name) for name in PROBE_FLAGS}
+    parser.set_defaults(func=functools.partial(run, flag_defaults=defaults))
     return parser
+
+
+#: flags only some probes read -> those probes (a flag set for another probe is an error)
+PROBE_FLAGS = {"judge": ("optimism",), "start": ("optimism",), "last_frames": ("optimism",),
+               "baselines": ("optimism", "counterfactual"),
+               "contexts_per_episode": ("counterfactual",), "seed": ("counterfactual",),
+               "no_fvd": ("counterfactual",), "save_video": ("fidelity",)}
+
+
+def check_probe_flags(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
+    """Refuse a flag changed from its default (`defaults`) for a probe that does not read it."""
+    for name, probes in PROBE_FLAGS.items():
+        if args.probe not in probes and getattr(args, name) != defaults[name]:
+            flag = "--" + name.replace("_", "-")
+            raise BenchError(f"{flag} is read by the {' and '.join(probes)} probe"
+                             f"{'s' if len(probes) > 1 else ''} only, not by {args.probe}")
 
 
 def baseline_names(baselines: str | None, model: str) -> list[str]:
@@ -56,7 +74,8 @@ def baseline_names(baselines: str | None, model: str) -> list[str]:
             if name.strip() and name.strip() != model]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, flag_defaults: dict[str, Any] | None = None) -> int:
+    """`wm-eval`; `flag_defaults` (set by the parser) lets it refuse a flag its probe ignores."""
     from worldvla_bench.policy import parse_key_values
     from worldvla_bench.records import slugify
     from worldvla_bench.tasks import parse_index_list
@@ -64,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from worldvla_bench.worldmodel.data import read_episodes_from
     from worldvla_bench.worldmodel.evaluate import write_wm_eval_record
 
+    if flag_defaults is not None:
+        check_probe_flags(args, flag_defaults)
     default_horizons = "10" if args.probe == "counterfactual" else "10,50"
     horizons = parse_index_list(args.horizons or default_horizons, 10**6, "horizon")
     episodes = [e for data in args.data for e in read_episodes_from(data, view=args.view)]
