@@ -125,14 +125,18 @@ TINY_OUT ?= $(TINY_HELD)/$(notdir $(TINY_CKPT))
 TINY_HELD_EVAL = $(BIN)/worldvla-bench eval --suite libero_goal --tasks $(TINY_TASKS) \
 	--first-trial 40 --trials 10 --workers 2 --no-progress --no-report
 TINY_WM = $(BIN)/worldvla-bench wm-eval --no-progress
+TINY_HELD_EXPERT = $(TINY_HELD_EVAL) --save-frames --cameras agentview --policy expert \
+	--run $(TINY_HELD)/expert
+# the collapse diagnosis of a checkpoint on 8 held-out expert episodes: $(call TINY_DIAGNOSE,CKPT,JSON)
+TINY_DIAGNOSE = test -e $(2) || $(BIN)/python -m worldvla_bench.integrations.worldvla.diagnosis \
+	$(1) $(TINY_HELD)/expert --episodes 8 --threads 2 --json $(2)
 
 tiny-targets:
-	$(TINY_HELD_EVAL) --save-frames --cameras agentview --policy expert --run $(TINY_HELD)/expert
+	$(TINY_HELD_EXPERT)
 	$(TINY_HELD_EVAL) --save-frames --cameras agentview --policy expert \
 		--policy-arg action_noise=0.3 --run $(TINY_HELD)/noisy
 	mkdir -p $(TINY_OUT)
-	test -e $(TINY_OUT)/diagnosis.json || $(BIN)/python -m worldvla_bench.integrations.worldvla.diagnosis \
-		$(TINY_CKPT) $(TINY_HELD)/expert --episodes 8 --threads 2 --json $(TINY_OUT)/diagnosis.json
+	$(call TINY_DIAGNOSE,$(TINY_CKPT),$(TINY_OUT)/diagnosis.json)
 	$(TINY_WM) --probe fidelity --model worldvla --model-arg checkpoint=$(TINY_CKPT) \
 		--data $(TINY_HELD)/expert --horizons 10,50 --out $(TINY_OUT)/fidelity
 	$(TINY_WM) --probe fidelity --model copy-last --data $(TINY_HELD)/expert --horizons 10,50 \
@@ -150,17 +154,14 @@ TINY_CURVE_STEPS ?= 1000 2000 5000 10000 15000
 TINY_CURVE_TRIALS ?= 5
 TINY_CURVE := $(TINY_HELD)/curve
 tiny-curve:
-	$(TINY_HELD_EVAL) --save-frames --cameras agentview --policy expert --run $(TINY_HELD)/expert
+	$(TINY_HELD_EXPERT)
 	@for step in $(TINY_CURVE_STEPS); do \
 		name=step_$$(printf %05d $$step); ckpt=$(TINY_DIR)/train/snapshots/$$name.pt; \
 		test -e $$ckpt || { echo "$$ckpt missing: make tiny-checkpoints keeps one every 500 steps"; exit 2; }; \
 		echo "== $$name"; mkdir -p $(TINY_CURVE)/$$name; \
 		$(TINY_HELD_EVAL) --trials $(TINY_CURVE_TRIALS) --policy worldvla \
 			--policy-arg checkpoint=$$ckpt --run $(TINY_CURVE)/$$name/policy || exit 1; \
-		test -e $(TINY_CURVE)/$$name/diagnosis.json || \
-			$(BIN)/python -m worldvla_bench.integrations.worldvla.diagnosis $$ckpt \
-			$(TINY_HELD)/expert --episodes 8 --threads 2 \
-			--json $(TINY_CURVE)/$$name/diagnosis.json || exit 1; \
+		{ $(call TINY_DIAGNOSE,$$ckpt,$(TINY_CURVE)/$$name/diagnosis.json); } || exit 1; \
 	done
 	$(BIN)/python -m worldvla_bench.integrations.worldvla.learning_curve $(TINY_CURVE) \
 		--losses $(TINY_DIR)/train/losses.csv

@@ -225,10 +225,9 @@ def vq_metrics(model: WorldVLA, frames: list[np.ndarray], use_lpips: bool = True
         "reencode_agreement": float(np.mean(encode(model, recon) == codes)),
         "vq_lpips": None, "copy_prev_lpips": None,
     }
-    starts = np.cumsum([0] + [len(f) for f in frames])[:-1]
+    per_episode = np.split(codes, np.cumsum([len(f) for f in frames])[:-1])
     for gap in GAPS:
-        pairs = [(f, codes[start:start + len(f)]) for f, start in zip(frames, starts, strict=True)
-                 if len(f) > gap]
+        pairs = [(f, c) for f, c in zip(frames, per_episode, strict=True) if len(f) > gap]
         metrics[f"copy_psnr_db_gap{gap}"] = _mean(np.concatenate(
             [psnr_frames(f[:-gap], f[gap:], max_db=MAX_DB) for f, _ in pairs])) if pairs else None
         metrics[f"changed_fraction_gap{gap}"] = _mean(np.concatenate(

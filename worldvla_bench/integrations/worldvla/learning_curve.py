@@ -39,19 +39,7 @@ def curve_table(root: str | Path, losses: str | Path | None = None,
         if not match:
             continue
         row: dict = {"step": int(match.group(1))}
-        if (folder / "policy").exists():
-            try:
-                episodes = load_run(folder / "policy")
-            except BenchError as error:  # a run still starting: the point waits for it
-                print(f"{folder.name}: no success figure ({error})", file=sys.stderr)
-                episodes = None
-        if (folder / "policy").exists() and episodes is not None:
-            suite = success_rate_table(episodes)
-            suite = suite[suite["task_id"] == "all"]
-            if len(suite) != 1:
-                raise BenchError(f"{folder / 'policy'}: one suite per point, got {len(suite)}")
-            row.update(suite.iloc[0][["trials", "successes", "success_rate", "ci_low", "ci_high",
-                                      "errors"]].to_dict())
+        row.update(_success(folder / "policy"))
         if (folder / "diagnosis.json").exists():
             metrics = json.loads((folder / "diagnosis.json").read_text())["metrics"]
             row.update({name: metrics.get(name) for name in PROBES})
@@ -64,6 +52,24 @@ def curve_table(root: str | Path, losses: str | Path | None = None,
     if losses is not None:
         table = table.join(_window_losses(losses, table["step"], window))
     return table
+
+
+def _success(run: Path) -> dict:
+    """The suite row of `run` (trials, successes, rate and interval in percent, errors); empty
+    when there is no run or it has no finished episode yet (said on stderr)."""
+    if not run.exists():
+        return {}
+    try:
+        episodes = load_run(run)
+    except BenchError as error:  # a run still starting: the point waits for it
+        print(f"{run.parent.name}: no success figure ({error})", file=sys.stderr)
+        return {}
+    suite = success_rate_table(episodes)
+    suite = suite[suite["task_id"] == "all"]
+    if len(suite) != 1:
+        raise BenchError(f"{run}: one suite per point, got {len(suite)}")
+    return suite.iloc[0][["trials", "successes", "success_rate", "ci_low", "ci_high",
+                          "errors"]].to_dict()
 
 
 def _window_losses(path: str | Path, steps: pd.Series, window: int) -> pd.DataFrame:
