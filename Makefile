@@ -26,7 +26,7 @@ EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
 .PHONY: help setup system-deps eval report compare test lint bench clean tiny-data tiny-checkpoints \
-	tiny-targets tiny-curve examples ablation-example wm-simulators
+	tiny-train tiny-targets tiny-curve tiny-data-curve examples ablation-example wm-simulators
 
 help:
 	@echo "make setup                      install everything (Debian GL libs, venv, torch, package)"
@@ -39,6 +39,7 @@ help:
 	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~1 h 50 min on 2 idle cores)"
 	@echo "make tiny-targets [TINY_CKPT=..]  issue-25 targets of a tiny checkpoint on held-out init states 40-49"
 	@echo "make tiny-curve [TINY_CURVE_STEPS=..]  success and probes of the recipe's snapshots against step"
+	@echo "make tiny-data-curve [TINY_DATA_DEMOS=..]  the same against demos per task (retrains, ~1 h per point)"
 	@echo "make ablation-example           the paper's claims at small scale: 5 cells x 2 training seeds (~22 h on 2 idle cores, estimated)"
 	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
 
@@ -98,20 +99,28 @@ TINY_WEIGHTS := worldvla_bench/integrations/worldvla/weights
 TINY_TASKS ?= 0,1,2,4,6,7,8,9
 TINY_RECORD = $(BIN)/worldvla-bench record --suite libero_goal --tasks $(TINY_TASKS) \
 	--cameras agentview --workers 2 --no-progress
-TINY_TRAIN = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos/libero_goal \
-	--world-data $(TINY_DIR)/noisy/libero_goal --out $(TINY_DIR)/train --config tiny \
+# the recipe's training, less --out (torch threads: TINY_THREADS; TINY_STEPS transformer steps:
+# another value is another recipe, train it into another TINY_TRAIN_DIR)
+TINY_THREADS ?= 2
+TINY_STEPS ?= 15000
+TINY_TRAIN_DIR ?= $(TINY_DIR)/train
+TINY_TRAIN_FLAGS = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos/libero_goal \
+	--world-data $(TINY_DIR)/noisy/libero_goal --config tiny \
 	--world-model-weight 1 --image-loss-weight 1 --action-mask on --chunk-size 5 \
-	--vq-steps 3000 --steps 15000 --checkpoint-every 500 --snapshot-every 500 --threads 2 \
-	--no-progress
+	--vq-steps 3000 --steps $(TINY_STEPS) --checkpoint-every 500 --snapshot-every 500 \
+	--threads $(TINY_THREADS) --no-progress
 # tiny-data: the recipe's data stage alone (also the ablation example's data)
 tiny-data:
 	$(TINY_RECORD) --trials 30 --out $(TINY_DIR)/demos
 	$(TINY_RECORD) --first-trial 30 --trials 10 --policy-arg action_noise=0.3 --all-episodes \
 		--out $(TINY_DIR)/noisy
-tiny-checkpoints: tiny-data
-	$(TINY_TRAIN)
-	$(BIN)/worldvla-bench export-checkpoint $(TINY_DIR)/train/final.pt $(TINY_WEIGHTS)/tiny_libero_goal.pt
-	cp $(TINY_DIR)/train/snapshots/step_00500.pt $(TINY_WEIGHTS)/tiny_libero_goal_early.pt
+# tiny-train: data and training, without exporting (e.g. TINY_STEPS=30000
+# TINY_TRAIN_DIR=$(TINY_DIR)/train_30000, then make tiny-targets TINY_CKPT=that/final.pt)
+tiny-train: tiny-data
+	$(TINY_TRAIN_FLAGS) --out $(TINY_TRAIN_DIR)
+tiny-checkpoints: tiny-train
+	$(BIN)/worldvla-bench export-checkpoint $(TINY_TRAIN_DIR)/final.pt $(TINY_WEIGHTS)/tiny_libero_goal.pt
+	cp $(TINY_TRAIN_DIR)/snapshots/step_00500.pt $(TINY_WEIGHTS)/tiny_libero_goal_early.pt
 
 # The issue-25 targets of a tiny checkpoint (TINY_CKPT: a shipped name, a file or a training
 # directory) on libero_goal init states 40-49, which the recipe never trains on: held-out expert and
@@ -146,17 +155,19 @@ tiny-targets:
 	$(TINY_HELD_EVAL) --policy worldvla --policy-arg checkpoint=$(TINY_CKPT) --run $(TINY_OUT)/policy
 	$(BIN)/worldvla-bench report $(TINY_OUT)/policy
 
-# Learning curve of the recipe's run (its float16 snapshots, one every 500 steps): for each step of
-# TINY_CURVE_STEPS, the policy on init states 40-44 of the recipe's tasks (official protocol) and
-# the collapse diagnosis on the held-out expert episodes; then curve.csv, curve.md and curve.png in
-# $(TINY_HELD)/curve with the training losses around each step. Every stage resumes.
+# Learning curve of a training run (TINY_CURVE_RUN, default the recipe's; its float16 snapshots,
+# one every 500 steps): for each step of TINY_CURVE_STEPS, the policy on init states 40-44 of the
+# recipe's tasks (official protocol) and the collapse diagnosis on the held-out expert episodes;
+# then curve.csv, curve.md and curve.png in TINY_CURVE with the training losses around each step.
+# Every stage resumes.
 TINY_CURVE_STEPS ?= 1000 2000 5000 10000 15000
 TINY_CURVE_TRIALS ?= 5
-TINY_CURVE := $(TINY_HELD)/curve
+TINY_CURVE_RUN ?= $(TINY_TRAIN_DIR)
+TINY_CURVE ?= $(TINY_HELD)/curve
 tiny-curve:
 	$(TINY_HELD_EXPERT)
 	@for step in $(TINY_CURVE_STEPS); do \
-		name=step_$$(printf %05d $$step); ckpt=$(TINY_DIR)/train/snapshots/$$name.pt; \
+		name=step_$$(printf %05d $$step); ckpt=$(TINY_CURVE_RUN)/snapshots/$$name.pt; \
 		test -e $$ckpt || { echo "$$ckpt missing: make tiny-checkpoints keeps one every 500 steps"; exit 2; }; \
 		echo "== $$name"; mkdir -p $(TINY_CURVE)/$$name; \
 		$(TINY_HELD_EVAL) --trials $(TINY_CURVE_TRIALS) --policy worldvla \
@@ -164,7 +175,25 @@ tiny-curve:
 		{ $(call TINY_DIAGNOSE,$$ckpt,$(TINY_CURVE)/$$name/diagnosis.json); } || exit 1; \
 	done
 	$(BIN)/python -m worldvla_bench.integrations.worldvla.learning_curve $(TINY_CURVE) \
-		--losses $(TINY_DIR)/train/losses.csv
+		--losses $(TINY_CURVE_RUN)/losses.csv
+
+# The data axis of the learning curve: the recipe retrained on the first N expert demos per task
+# for each N of TINY_DATA_DEMOS (same steps and seed; --max-demos caps the noisy world-model
+# episodes too, 10 per task: N >= 10 keeps them all; the VQ-VAE is the recipe's, trained on all 30
+# demos per task, so only the transformer sees less data), into
+# $(TINY_DIR)/train_demosN, then tiny-curve of its snapshots at TINY_DATA_STEPS into
+# $(TINY_HELD)/curve_demosN. Needs the recipe's run (make tiny-train). About 1 h of training
+# per N on 2 idle cores; every stage resumes.
+TINY_DATA_DEMOS ?= 10
+TINY_DATA_STEPS ?= 15000
+tiny-data-curve:
+	test -e $(TINY_TRAIN_DIR)/final.pt || { echo "make tiny-train first (its VQ-VAE)"; exit 2; }
+	@for n in $(TINY_DATA_DEMOS); do \
+		$(TINY_TRAIN_FLAGS) --vq-from $(TINY_TRAIN_DIR)/final.pt --max-demos $$n \
+			--out $(TINY_DIR)/train_demos$$n || exit 1; \
+		$(MAKE) --no-print-directory tiny-curve TINY_CURVE_RUN=$(TINY_DIR)/train_demos$$n \
+			TINY_CURVE=$(TINY_HELD)/curve_demos$$n TINY_CURVE_STEPS="$(TINY_DATA_STEPS)" || exit 1; \
+	done
 
 # results/examples/: the scripted expert on the four 10-task suites (5 trials per task), random and
 # noop on libero_spatial tasks 0-1 (3 trials), under the default protocol, then a summary table.

@@ -129,13 +129,19 @@ def test_long_horizons_skip_short_episodes_and_count_them(frames_run: Path):
 
 def test_wm_eval_refuses_a_flag_its_probe_does_not_read(tmp_path, capsys):
     """Before, `--probe fidelity --contexts-per-episode 1 --baselines copy-last` ran with both
-    flags silently ignored; the data is never read: the check comes first."""
+    flags silently ignored, and a flag given at its default value (`--seed 0`) went unnoticed;
+    the data is never read: the check comes first."""
     for flags, message in ((["--contexts-per-episode", "1"], "--contexts-per-episode is read by "
                             "the counterfactual probe only, not by fidelity"),
                            (["--baselines", "copy-last"], "--baselines is read by the optimism "
                             "and counterfactual probes only, not by fidelity"),
                            (["--probe", "counterfactual", "--judge", "j.pt"], "--judge is read "
-                            "by the optimism probe only, not by counterfactual")):
+                            "by the optimism probe only, not by counterfactual"),
+                           # given at their default values: still not read by fidelity
+                           (["--seed", "0"], "--seed is read by the counterfactual probe only"),
+                           (["--start", "0"], "--start is read by the optimism probe only"),
+                           (["--baselines", ""], "--baselines is read by the optimism and "
+                            "counterfactual probes only")):
         assert main(["wm-eval", "--model", "copy-last", "--data", str(tmp_path / "none"),
                      *flags]) != 0
         assert message in capsys.readouterr().err

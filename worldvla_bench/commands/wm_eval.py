@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -35,37 +34,48 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "of other actions, each against the simulator's replay (one horizon); "
                         "optimism: does an imagined failed episode end as a failure (--judge)")
     parser.add_argument("--judge", default=None, help="optimism: a judge from `train-judge`")
-    parser.add_argument("--start", type=int, default=0,
-                        help="optimism: the real frame imagination starts from")
-    parser.add_argument("--last-frames", type=int, default=1,
-                        help="optimism: imagined frames the judge reads (success if any is)")
-    parser.add_argument("--baselines", default="sim-oracle,copy-last",
+    # probe-specific flags default to None ("not given"): `settle_probe_flags` refuses one given
+    # to a probe that does not read it, then fills in the defaults of PROBE_FLAGS
+    parser.add_argument("--start", type=int, default=None,
+                        help="optimism: the real frame imagination starts from (default 0)")
+    parser.add_argument("--last-frames", type=int, default=None,
+                        help="optimism: imagined frames the judge reads, success if any is "
+                        "(default 1)")
+    parser.add_argument("--baselines", default=None,
                         help="optimism and counterfactual: world models scored in the same "
-                        "table ('' for none)")
-    parser.add_argument("--contexts-per-episode", type=int, default=2,
-                        help="counterfactual: context frames per episode")
-    parser.add_argument("--seed", type=int, default=0, help="counterfactual: noise seed")
+                        "table ('' for none; default sim-oracle,copy-last)")
+    parser.add_argument("--contexts-per-episode", type=int, default=None,
+                        help="counterfactual: context frames per episode (default 2)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="counterfactual: noise seed (default 0)")
     parser.add_argument("--no-fvd", action="store_true", help="counterfactual: skip FVD")
     parser.add_argument("--no-progress", action="store_true")
-    defaults = {name: parser.get_default(name) for name in PROBE_FLAGS}
-    parser.set_defaults(func=functools.partial(run, flag_defaults=defaults))
+    parser.set_defaults(func=run)
     return parser
 
 
-#: flags only some probes read -> those probes (a flag set for another probe is an error)
-PROBE_FLAGS = {"judge": ("optimism",), "start": ("optimism",), "last_frames": ("optimism",),
-               "baselines": ("optimism", "counterfactual"),
-               "contexts_per_episode": ("counterfactual",), "seed": ("counterfactual",),
-               "no_fvd": ("counterfactual",), "save_video": ("fidelity",)}
+#: flags only some probes read -> (those probes, the value when not given); the parser leaves
+#: them None (store_true ones False) so that a flag given at its default value is still seen
+PROBE_FLAGS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "judge": (("optimism",), None), "start": (("optimism",), 0),
+    "last_frames": (("optimism",), 1),
+    "baselines": (("optimism", "counterfactual"), "sim-oracle,copy-last"),
+    "contexts_per_episode": (("counterfactual",), 2), "seed": (("counterfactual",), 0),
+    "no_fvd": (("counterfactual",), False), "save_video": (("fidelity",), False)}
 
 
-def check_probe_flags(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
-    """Refuse a flag changed from its default (`defaults`) for a probe that does not read it."""
-    for name, probes in PROBE_FLAGS.items():
-        if args.probe not in probes and getattr(args, name) != defaults[name]:
+def settle_probe_flags(args: argparse.Namespace) -> None:
+    """Refuse a probe-specific flag given to a probe that does not read it (even at its default
+    value), then set every flag not given to its default (PROBE_FLAGS)."""
+    for name, (probes, default) in PROBE_FLAGS.items():
+        value = getattr(args, name)
+        given = value is not None and value is not False  # `--start 0` is given; 0 == False
+        if given and args.probe not in probes:
             flag = "--" + name.replace("_", "-")
             raise BenchError(f"{flag} is read by the {' and '.join(probes)} probe"
                              f"{'s' if len(probes) > 1 else ''} only, not by {args.probe}")
+        if value is None:
+            setattr(args, name, default)
 
 
 def baseline_names(baselines: str | None, model: str) -> list[str]:
@@ -74,8 +84,8 @@ def baseline_names(baselines: str | None, model: str) -> list[str]:
             if name.strip() and name.strip() != model]
 
 
-def run(args: argparse.Namespace, flag_defaults: dict[str, Any] | None = None) -> int:
-    """`wm-eval`; `flag_defaults` (set by the parser) lets it refuse a flag its probe ignores."""
+def run(args: argparse.Namespace) -> int:
+    """`wm-eval` (see the module docstring)."""
     from worldvla_bench.policy import parse_key_values
     from worldvla_bench.records import slugify
     from worldvla_bench.tasks import parse_index_list
@@ -83,8 +93,7 @@ def run(args: argparse.Namespace, flag_defaults: dict[str, Any] | None = None) -
     from worldvla_bench.worldmodel.data import read_episodes_from
     from worldvla_bench.worldmodel.evaluate import write_wm_eval_record
 
-    if flag_defaults is not None:
-        check_probe_flags(args, flag_defaults)
+    settle_probe_flags(args)
     default_horizons = "10" if args.probe == "counterfactual" else "10,50"
     horizons = parse_index_list(args.horizons or default_horizons, 10**6, "horizon")
     episodes = [e for data in args.data for e in read_episodes_from(data, view=args.view)]
