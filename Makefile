@@ -99,16 +99,18 @@ TINY_WEIGHTS := worldvla_bench/integrations/worldvla/weights
 TINY_TASKS ?= 0,1,2,4,6,7,8,9
 TINY_RECORD = $(BIN)/worldvla-bench record --suite libero_goal --tasks $(TINY_TASKS) \
 	--cameras agentview --workers 2 --no-progress
-# the recipe's training, less --out (torch threads: TINY_THREADS; TINY_STEPS transformer steps:
-# another value is another recipe, train it into another TINY_TRAIN_DIR)
+# the recipe's training, less --out (torch threads: TINY_THREADS; TINY_STEPS transformer steps
+# and TINY_TRAIN_ARGS more train flags, e.g. --world-frame-step 5: another recipe, train it into
+# another TINY_TRAIN_DIR)
 TINY_THREADS ?= 2
 TINY_STEPS ?= 15000
+TINY_TRAIN_ARGS ?=
 TINY_TRAIN_DIR ?= $(TINY_DIR)/train
 TINY_TRAIN_FLAGS = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos/libero_goal \
 	--world-data $(TINY_DIR)/noisy/libero_goal --config tiny \
 	--world-model-weight 1 --image-loss-weight 1 --action-mask on --chunk-size 5 \
 	--vq-steps 3000 --steps $(TINY_STEPS) --checkpoint-every 500 --snapshot-every 500 \
-	--threads $(TINY_THREADS) --no-progress
+	--threads $(TINY_THREADS) --no-progress $(TINY_TRAIN_ARGS)
 # tiny-data: the recipe's data stage alone (also the ablation example's data)
 tiny-data:
 	$(TINY_RECORD) --trials 30 --out $(TINY_DIR)/demos

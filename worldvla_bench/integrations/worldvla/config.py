@@ -82,6 +82,10 @@ class WorldVLAConfig:
     `max_grid` is the largest grid side that has its own grid token; `image_loss_weight` is the
     per-class cross-entropy weight of image-code targets (0.04 as in WorldVLA);
     `max_new_action_tokens` caps action generation (300 as in WorldVLA's eval).
+    `world_frame_step` S: a world-model sample reads frame t and the S actions t..t+S-1 and
+    predicts frame t+S. WorldVLA's is 1 (the next frame: `world_model_conv_generation.py`,
+    `main()`, `img_c_f = img_list[j + 1 : j + 2]` in alibaba-damo-academy/WorldVLA); a larger S
+    suits a tokenizer too coarse to resolve one step's change (see docs/worldvla.md).
     """
 
     name: str = "tiny"
@@ -90,8 +94,11 @@ class WorldVLAConfig:
     max_grid: int = 64
     image_loss_weight: float = 0.04
     max_new_action_tokens: int = 300
+    world_frame_step: int = 1
 
     def __post_init__(self) -> None:
+        if self.world_frame_step < 1:
+            raise ValueError(f"world_frame_step must be >= 1, got {self.world_frame_step}")
         if self.vq.grid > self.max_grid:
             raise ValueError(f"image grid {self.vq.grid} exceeds max_grid {self.max_grid}")
 

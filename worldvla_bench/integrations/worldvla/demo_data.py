@@ -150,20 +150,24 @@ def make_synthetic_demos(path: str | Path, n_demos: int = 2, length: int = 12,
 
 class SampleBuilder:
     """Token sequences of action and world-model samples from VQ codes of every frame; the
-    demo set's world-only episodes give world-model samples only."""
+    demo set's world-only episodes give world-model samples only. A world-model sample at step t
+    reads frame t and actions t..t+S-1 and answers frame t+S (S = the model config's
+    `world_frame_step`; steps with fewer than S actions left give none)."""
 
     def __init__(self, model: WorldVLA, demos: DemoSet, codes: list[np.ndarray], chunk_size: int):
         self.tokenizer = model.tokenizer
         self.demos = demos
         self.codes = codes
         self.k = chunk_size
+        self.s = model.config.world_frame_step
         self.action_index = np.array(
             [(e, t) for e, a in enumerate(demos.actions) if not demos.is_world_only(e)
              for t in range(len(a) - chunk_size + 1)],
             dtype=np.int64,
         ).reshape(-1, 2)
         self.world_index = np.array(
-            [(e, t) for e, a in enumerate(demos.actions) for t in range(len(a))], dtype=np.int64
+            [(e, t) for e, a in enumerate(demos.actions) for t in range(len(a) - self.s + 1)],
+            dtype=np.int64,
         ).reshape(-1, 2)
         if not len(self.action_index):
             longest = max((len(a) for e, a in enumerate(demos.actions)
@@ -179,7 +183,10 @@ class SampleBuilder:
 
     def world_sample(self, episode: int, t: int) -> Sample:
         codes = self.codes[episode]
-        return self.tokenizer.world_sample(codes[t], self.demos.actions[episode][t], codes[t + 1])
+        actions = self.demos.actions[episode]
+        if self.s == 1:  # one (7,) action block, as WorldVLA's world-model samples
+            return self.tokenizer.world_sample(codes[t], actions[t], codes[t + 1])
+        return self.tokenizer.world_sample(codes[t], actions[t : t + self.s], codes[t + self.s])
 
     def batch(self, rng: np.random.Generator, batch_size: int, world_weight: float
               ) -> tuple[list[Sample], int]:

@@ -27,6 +27,10 @@ Printed one per line (name: value), and written with `--json`:
 - action sensitivity: `same_codes_zero_action`, `same_codes_negated_action`, the fraction of
   greedily predicted next-frame codes unchanged when the action is zeroed (all 7 values) or
   negated (1.0: the model ignores the action);
+For a model whose world-model samples span S steps (`world_frame_step` S > 1) "the next frame"
+of frame t is frame t+S, read with actions t..t+S-1, and rollouts step S actions at a time (at
+the last multiple of S up to H).
+
 - free-running rollout from each episode's first frame with its own actions: at step H,
   `rollout_spread_ratio` = mean absolute pixel difference between the predicted frames of two
   different episodes, averaged over pairs, over the same for their real frames (1.0: the
@@ -248,7 +252,8 @@ def code_metrics(model: WorldVLA, codes: np.ndarray, actions: np.ndarray,
                  batch_size: int = 32) -> dict[str, float | None]:
     """Teacher-forced and greedy next-frame accuracies, the copy baseline and action
     sensitivity over samples (codes (N, h, w) of frame t, actions (N, 7) taken from it, codes
-    of frame t+1). Sensitivity uses at most `sensitivity_samples` evenly spaced samples."""
+    of frame t+1; for a model with `world_frame_step` S, actions (N, S, 7) and frame t+S).
+    Sensitivity uses at most `sensitivity_samples` evenly spaced samples."""
     predicted = teacher_forced_codes(model, codes, actions, next_codes, batch_size)
     changed = codes != next_codes
     pick = _spread_indices(len(codes), sensitivity_samples)
@@ -278,25 +283,36 @@ def _spread_indices(n: int, limit: int | None) -> np.ndarray:
 
 def rollout(model: WorldVLA, first_frames: np.ndarray, actions: np.ndarray,
             feedback: str = "pixels", batch_size: int = 32) -> np.ndarray:
-    """Free-running predicted frames (N, H, S, S, 3) uint8 from first frames (N, S, S, 3) and
-    actions (N, H, 7). `feedback` 'pixels': each predicted frame is decoded and encoded again
-    before the next step (`WorldVLA.predict_next_images`, as `wm-eval`'s adapter rolls out);
-    'codes': the predicted codes are fed back directly."""
+    """Free-running predicted frames (N, H // F, S, S, 3) uint8, the frames after actions F,
+    2F, ..., from first frames (N, S, S, 3) and actions (N, H, 7), F the model's
+    `world_frame_step` (1: one frame per action). `feedback` 'pixels': each predicted frame is
+    decoded and encoded again before the next step (`WorldVLA.predict_next_images`, as
+    `wm-eval`'s adapter rolls out); 'codes': the predicted codes are fed back directly."""
     if feedback not in ("pixels", "codes"):
         raise BenchError(f"feedback must be 'pixels' or 'codes', got {feedback!r}")
+    step_actions = _step_groups(actions, model.config.world_frame_step)
     frames: list[np.ndarray] = []
     if feedback == "pixels":
         current = first_frames
-        for step in range(actions.shape[1]):
-            current = np.concatenate([model.predict_next_images(current[s], actions[s, step])
+        for step in range(step_actions.shape[1]):
+            current = np.concatenate([model.predict_next_images(current[s], step_actions[s, step])
                                       for s in _batches(len(current), batch_size)])
             frames.append(current)
     else:
         codes = encode(model, first_frames)
-        for step in range(actions.shape[1]):
-            codes = greedy_codes(model, codes, actions[:, step], batch_size)
+        for step in range(step_actions.shape[1]):
+            codes = greedy_codes(model, codes, step_actions[:, step], batch_size)
             frames.append(decode(model, codes))
     return np.stack(frames, 1)
+
+
+def _step_groups(actions: np.ndarray, frame_step: int) -> np.ndarray:
+    """Actions (N, H, 7) as the model's steps: (N, H, 7) for frame_step 1, else
+    (N, H // frame_step, frame_step, 7) (a trailing partial group dropped)."""
+    if frame_step == 1:
+        return actions
+    groups = actions.shape[1] // frame_step
+    return actions[:, : groups * frame_step].reshape(len(actions), groups, frame_step, 7)
 
 
 def spread(frames: np.ndarray) -> float:
@@ -319,9 +335,13 @@ def rollout_metrics(model: WorldVLA, frames: list[np.ndarray], actions: list[np.
     if len(keep) < 2:
         return empty, [f"rollout not measured: {len(keep)} episode(s) have {horizon} actions "
                        f"(two are needed)"]
+    reached = horizon // model.config.world_frame_step * model.config.world_frame_step
+    if reached < 1:
+        return empty, [f"rollout not measured: horizon {horizon} < the model's frame step "
+                       f"{model.config.world_frame_step}"]
     first = np.stack([frames[i][0] for i in keep])
-    acts = np.stack([actions[i][:horizon] for i in keep])
-    real = np.stack([frames[i][horizon] for i in keep])
+    acts = np.stack([actions[i][:reached] for i in keep])
+    real = np.stack([frames[i][reached] for i in keep])
     real_spread = spread(real)
     notes = []
     if real_spread == 0:
@@ -356,12 +376,14 @@ def diagnose(checkpoint: str | Path, data: Sequence[str | Path], episodes: int =
     actions = [np.asarray(e.actions, dtype=np.float64) for e in chosen]
     metrics, notes = vq_metrics(model, frames, use_lpips)
     cur, act, nxt = [], [], []
+    frame_step = model.config.world_frame_step
     for f, a in zip(frames, actions, strict=True):
         codes = encode(model, f)
-        steps = np.arange(0, len(a), stride)
+        steps = np.arange(0, len(a) - frame_step + 1, stride)
         cur.append(codes[steps])
-        nxt.append(codes[steps + 1])
-        act.append(a[steps])
+        nxt.append(codes[steps + frame_step])
+        act.append(a[steps] if frame_step == 1 else  # (n, 7), else (n, S, 7)
+                   np.array([a[t : t + frame_step] for t in steps]).reshape(-1, frame_step, 7))
     pick = _spread_indices(sum(map(len, cur)), max_samples)
     cur_all, act_all, nxt_all = (np.concatenate(x)[pick] for x in (cur, act, nxt))
     metrics.update(code_metrics(model, cur_all, act_all, nxt_all, sensitivity_samples,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from worldvla_bench.errors import BenchError
 from worldvla_bench.integrations.worldvla.config import WorldVLAConfig, preset
 from worldvla_bench.integrations.worldvla.generation import (
     Sampling,
@@ -108,8 +109,14 @@ class WorldVLA(nn.Module):
     def predict_next_codes(self, codes: torch.Tensor, actions: np.ndarray, *,
                            sampling: Sampling | None = None,
                            seeds: Sequence[int] | None = None) -> torch.Tensor:
-        """Next-frame VQ codes (B, h, w) from codes (B, h, w) and actions (B, 7); greedy unless
+        """Next-frame VQ codes (B, h, w) from codes (B, h, w) and actions (B, 7) (for a model
+        whose `world_frame_step` S > 1: (B, S, 7), the frame after all S); greedy unless
         `sampling` (one seed per sample in `seeds`, see `generation.generate`)."""
+        step = self.config.world_frame_step
+        expected = (len(codes), 7) if step == 1 else (len(codes), step, 7)
+        if np.shape(actions) != expected:
+            raise BenchError(f"this model's world-model step reads {step} action(s): actions "
+                             f"must be {expected}, got {np.shape(actions)}")
         prompts = [
             self.tokenizer.world_prompt(c, a) for c, a in zip(codes, actions, strict=True)
         ]
@@ -123,7 +130,8 @@ class WorldVLA(nn.Module):
     def predict_next_images(self, images: np.ndarray, actions: np.ndarray, *,
                             sampling: Sampling | None = None,
                             seeds: Sequence[int] | None = None) -> np.ndarray:
-        """Next frames uint8 (B, H', W', 3) from frames (B, H, W, 3) and actions (B, 7)."""
+        """Next frames uint8 (B, H', W', 3) from frames (B, H, W, 3) and actions (B, 7), or
+        (B, S, 7) (see `predict_next_codes`)."""
         codes = self.predict_next_codes(self.encode_images(images), actions, sampling=sampling,
                                         seeds=seeds)
         return self.decode_codes(codes)

@@ -43,6 +43,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = T
                         metavar="W",
                         help="loss weight of image-code targets relative to other tokens "
                              "(default 0.04, WorldVLA's)")
+    parser.add_argument("--world-frame-step", type=int, default=d.world_frame_step, metavar="S",
+                        help="world-model samples predict frame t+S from frame t and actions "
+                             "t..t+S-1 (default 1, WorldVLA's: the next frame)")
     parser.add_argument("--config", default=d.config, choices=sorted(PRESETS),
                         help="model size preset")
     parser.add_argument("--chunk-size", type=int, default=d.chunk_size,
@@ -117,6 +120,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "world_model_weight": getattr(args, "world_model_weight", 0.0),
         "world_data": getattr(args, "world_data", None) or [],
         "image_loss_weight": getattr(args, "image_loss_weight", TrainConfig.image_loss_weight),
+        "world_frame_step": getattr(args, "world_frame_step", TrainConfig.world_frame_step),
         "action_mask": getattr(args, "action_mask", True),
         "stop_at": getattr(args, "stop_at", None),
         "resume": not getattr(args, "restart", False),

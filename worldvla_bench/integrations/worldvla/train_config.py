@@ -17,7 +17,8 @@ RESUMABLE_CHANGES = frozenset(
 )
 #: arguments added after checkpoints were made, with the value those checkpoints were trained
 #: with (a resumed run compares against these when its checkpoint does not record them)
-LEGACY_TRAIN_ARGS: dict[str, Any] = {"world_data": [], "image_loss_weight": 0.04}
+LEGACY_TRAIN_ARGS: dict[str, Any] = {"world_data": [], "image_loss_weight": 0.04,
+                                     "world_frame_step": 1}
 
 
 @dataclass
@@ -38,7 +39,8 @@ class TrainConfig:
     only (e.g. noisy-expert episodes, failures included); `data` feeds both kinds. The VQ-VAE
     trains on the frames of both. `image_loss_weight` is the per-class cross-entropy weight of
     image-code targets (the model config's; 0.04 as in WorldVLA, where a half world-model batch
-    then gives image codes about 4% of the loss).
+    then gives image codes about 4% of the loss). `world_frame_step` S: world-model samples
+    predict frame t+S from frame t and actions t..t+S-1 (the model config's; WorldVLA's is 1).
     """
 
     data: list[str]
@@ -48,6 +50,7 @@ class TrainConfig:
     world_model_weight: float = 0.0
     world_data: list[str] = field(default_factory=list)
     image_loss_weight: float = 0.04
+    world_frame_step: int = 1
     action_mask: bool = True
     steps: int = 2000
     vq_steps: int = 1000
@@ -89,6 +92,7 @@ class TrainConfig:
             (self.chunk_size >= 1, "chunk size must be >= 1"),
             (self.world_model_weight >= 0, "world-model weight must be >= 0"),
             (self.image_loss_weight >= 0, "image loss weight must be >= 0"),
+            (self.world_frame_step >= 1, "world frame step must be >= 1"),
             (not self.world_data or self.world_model_weight > 0,
              "world data feeds world-model samples only: it needs a world-model weight > 0"),
             (self.steps >= 0 and self.vq_steps >= 0, "steps must be >= 0"),

@@ -203,7 +203,8 @@ class Trainer:
         if config.resume and last.exists():
             saved = read_checkpoint(last)
             _check_resumable(saved.get("train_args") or {}, config, last)
-        model_config = preset(config.config, image_loss_weight=float(config.image_loss_weight))
+        model_config = preset(config.config, image_loss_weight=float(config.image_loss_weight),
+                              world_frame_step=int(config.world_frame_step))
         self.demos = load_demos(config.data, model_config.vq.image_size, config.view,
                                 config.instruction_source, config.max_demos)
         if config.world_data:

@@ -6,6 +6,12 @@ previous *predicted* frame and the next action (decoded to pixels and encoded ag
 fed back to the model would be). Predictions come out at the model's image size and are resized
 (bilinear, antialiased) to the size of the context frames.
 
+A checkpoint trained with `world_frame_step` S > 1 predicts the frame after every S actions,
+from the previous predicted frame and those S actions; the frames after the actions in between
+hold the last predicted (or context) frame, and so do the frames of a trailing group of fewer
+than S actions. An imagined episode (`start_rollout`) keeps such a partial group pending until
+its chunk completes it, so chunks of any size imagine what one call over all actions would.
+
 Options (constructor arguments, e.g. `wm-eval --model-arg temperature=0.7`):
 - `feedback`: 'pixels' (default, as above) or 'codes': each step reads the previous step's
   predicted VQ codes directly, with no decode -> re-encode round trip (frames are still decoded
@@ -30,7 +36,7 @@ from worldvla_bench.integrations.worldvla.generation import Sampling, check_samp
 from worldvla_bench.integrations.worldvla.shipped import DEFAULT_CHECKPOINT
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.observation_profiles import resize_image
-from worldvla_bench.worldmodel.models import PredictionContext, WorldModel
+from worldvla_bench.worldmodel.models import PredictionContext, Rollout, WorldModel
 
 #: How a predicted frame is fed back: decoded and re-encoded ('pixels'), or as its codes.
 FEEDBACK = ("pixels", "codes")
@@ -75,6 +81,7 @@ class WorldVLAWorldModel(WorldModel):
         self.model, self.meta = load_checkpoint(checkpoint)
         self.model.to(self.device)
         self.image_size = self.model.config.vq.image_size
+        self.frame_step = self.model.config.world_frame_step
 
     @classmethod
     def check_arguments(cls, feedback: str = "pixels", temperature: float | None = None,
@@ -91,9 +98,16 @@ class WorldVLAWorldModel(WorldModel):
                 context: PredictionContext | None = None) -> np.ndarray:
         return self.predict_many([(context_frames, actions, instruction, context)])[0]
 
+    def start_rollout(self, first_frame: np.ndarray, instruction: str,
+                      context: PredictionContext | None = None) -> Rollout:
+        if self.frame_step == 1:
+            return Rollout(self, first_frame, instruction, context)
+        return _GroupedRollout(self, first_frame, instruction, context)
+
     def predict_many(self, items):
         """All clips in lockstep, one batched model call per step (about 10x the frames per
-        second of one clip at a time at batch 32 on 2 CPU cores)."""
+        second of one clip at a time at batch 32 on 2 CPU cores); a step is `frame_step`
+        actions (see the module docstring)."""
         sizes = []
         for frames, acts, _, _ in items:
             frames, acts = np.asarray(frames), np.asarray(acts)
@@ -117,14 +131,16 @@ class WorldVLAWorldModel(WorldModel):
                 codes += list(self.model.encode_images(
                     np.stack(current[start:start + self.batch_size])))
         predicted: list[list[np.ndarray]] = [[] for _ in items]
-        for step in range(max((len(a) for a in actions), default=0)):
-            active = [i for i, a in enumerate(actions) if step < len(a)]
+        n = self.frame_step
+        for step in range(max((len(a) // n for a in actions), default=0)):
+            active = [i for i, a in enumerate(actions) if (step + 1) * n <= len(a)]
             for start in range(0, len(active), self.batch_size):
                 batch = active[start:start + self.batch_size]
                 sampled = {} if self.sampling.greedy else {
                     "sampling": self.sampling,
                     "seeds": [derive_seed(clip_seeds[i], step) for i in batch]}
-                step_actions = np.stack([actions[i][step] for i in batch])
+                step_actions = np.stack([actions[i][step] if n == 1 else
+                                         actions[i][step * n:(step + 1) * n] for i in batch])
                 with autocast(self.device, self.bf16):
                     if self.feedback == "codes":
                         new = self.model.predict_next_codes(
@@ -136,8 +152,11 @@ class WorldVLAWorldModel(WorldModel):
                         out = self.model.predict_next_images(
                             np.stack([current[i] for i in batch]), step_actions, **sampled)
                 for i, frame in zip(batch, out, strict=True):
+                    predicted[i] += [current[i]] * (n - 1)  # frames between: held
                     current[i] = frame
                     predicted[i].append(frame)
+        for i, a in enumerate(actions):  # a trailing partial group: held
+            predicted[i] += [current[i]] * (len(a) - len(predicted[i]))
         results = []
         for frames, size in zip(predicted, sizes, strict=True):
             if not frames:
@@ -149,3 +168,32 @@ class WorldVLAWorldModel(WorldModel):
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+
+
+class _GroupedRollout(Rollout):
+    """An imagined episode of a model that predicts a frame every `frame_step` actions: actions
+    of an unfinished group wait in `pending` (their frames hold the last predicted frame) and
+    are predicted with the next chunk, from the frame that ended the last complete group."""
+
+    def __init__(self, model: WorldVLAWorldModel, first_frame: np.ndarray, instruction: str,
+                 context: PredictionContext | None = None) -> None:
+        super().__init__(model, first_frame, instruction, context)
+        self.anchor = self.last  # the frame after the last complete group
+        self.pending = np.zeros((0, 7), np.float64)
+
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        actions = np.asarray(actions, np.float64).reshape(-1, 7)
+        todo = np.concatenate([self.pending, actions])
+        frames = np.asarray(self.model.predict(self.anchor[None], todo, self.instruction,
+                                               self.context))
+        done = len(todo) // self.model.frame_step * self.model.frame_step
+        if done:
+            self.anchor = frames[done - 1]
+            # later calls start from an imagined frame: no simulator state describes it
+            self.context = (None if self.context is None
+                            else PredictionContext(meta=self.context.meta))
+        new = frames[len(self.pending):]
+        self.pending = todo[done:]
+        if len(new):
+            self.last = new[-1]
+        return new
