@@ -244,3 +244,30 @@ def test_unknown_frame_camera_is_refused_before_any_episode(tmp_path: Path):
         split_config(suite="libero_goal", run_dir=run_dir, frame_cameras="agentview")
     with pytest.raises(BenchError, match="at least one camera"):
         split_config(suite="libero_goal", run_dir=run_dir, save_frames=True, frame_cameras=" ,")
+
+
+def test_a_run_keeps_frames_for_all_its_episodes_or_none(tmp_path: Path):
+    """Before, a run recorded without frames and resumed with `--save-frames` (or the reverse)
+    mixed episodes with and without frames, and `wm-eval` stopped at the first without. A
+    finished run still resumes under either setting (wm-rank reuses simulated runs)."""
+    def run(run_dir: Path, trials: int, save_frames: bool) -> None:
+        run_evaluation(*split_config(suite="libero_goal", policy="expert", tasks="0",
+                                     trials=trials, run_dir=run_dir, workers=1,
+                                     save_frames=save_frames, progress=False, image_size=64,
+                                     max_steps=3))
+
+    for first in (False, True):
+        run_dir = tmp_path / f"frames_{first}"
+        run(run_dir, 1, first)
+        before = (run_dir / "episodes.jsonl").read_text()
+        with pytest.raises(RunDirectoryError, match=f"1 episode\\(s\\) recorded "
+                                                    f"{'with' if first else 'without'} frames"):
+            run(run_dir, 2, not first)
+        assert (run_dir / "episodes.jsonl").read_text() == before  # nothing added
+        run(run_dir, 1, not first)  # finished: nothing to add, nothing refused
+        run(run_dir, 2, first)
+        records = read_episodes(run_dir)
+        assert len(records) == 2
+        for record in records:
+            arrays = load_episode_arrays(run_dir / record["episode_file"])
+            assert any(k.startswith("frames_") for k in arrays) == first

@@ -110,6 +110,8 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
     done = {episode_key(r) for r in records}
     pending = [j for j in jobs if (suite.name, j.task_id, j.trial) not in done]
     finished = [r for r in records if episode_key(r) in wanted]
+    if pending and records:
+        _check_frames_kept(run_dir, options.save_frames, len(records))
 
     worker_config = WorkerConfig(
         protocol=protocol,
@@ -179,6 +181,21 @@ def _check_frame_cameras(run_dir: Path, stored: tuple[str, ...]) -> None:
         raise RunDirectoryError(
             f"run directory {run_dir} stores frames of {', '.join(recorded)}, not "
             f"{', '.join(stored)}; store the same cameras to resume, or choose another RUN name")
+
+
+def _check_frames_kept(run_dir: Path, save_frames: bool, recorded: int) -> None:
+    """Refuse (one line) to add episodes to a run whose `recorded` episodes were stored with
+    frames when these would not be, or the reverse: a run's episodes all hold frames or none
+    does (`wm-eval` reads every episode's). A finished run resumes under either setting."""
+    manifest = read_manifest(run_dir)
+    stored = bool(manifest and manifest.get("config", {}).get("save_frames"))
+    if stored != bool(save_frames):
+        flag = "without --save-frames" if stored else "with --save-frames"
+        raise RunDirectoryError(
+            f"run directory {run_dir} holds {recorded} episode(s) recorded "
+            f"{'with' if stored else 'without'} frames; its next episodes would be recorded "
+            f"{flag}: resume {'with' if stored else 'without'} --save-frames, or choose another "
+            f"RUN name")
 
 
 class SlowCalls:
