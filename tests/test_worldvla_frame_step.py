@@ -62,6 +62,9 @@ def test_world_samples_read_frame_t_and_s_actions_and_answer_frame_t_plus_s(demo
         assert {i - offset for i in answer if offset <= i < offset + 64} == {t + 3}
         action_tokens = tok.actions.encode(data.actions[episode][t : t + 3])
         assert action_tokens == prompt[-len(action_tokens) - 1 : -1]  # then end of turn
+    longer = SampleBuilder(WorldVLA.from_preset("tiny", world_frame_step=20), data, codes, 2)
+    with pytest.raises(BenchError, match="no episode has the 20 actions"):
+        longer.batch(np.random.default_rng(0), 4, 1.0)
     with pytest.raises(ValueError, match="world_frame_step must be >= 1"):
         WorldVLA.from_preset("tiny", world_frame_step=0)
 

@@ -196,6 +196,9 @@ class SampleBuilder:
             n_world = int(round(batch_size * world_weight / (1.0 + world_weight)))
             n_world = min(max(n_world, 1), batch_size - 1)
         n_action = batch_size - n_world
+        if n_world and not len(self.world_index):
+            raise BenchError(f"no episode has the {self.s} actions a world-model sample reads "
+                             "(world_frame_step): use a smaller step")
         samples = [self.action_sample(*self.action_index[i])
                    for i in rng.integers(0, len(self.action_index), n_action)]
         samples += [self.world_sample(*self.world_index[i])

@@ -27,10 +27,6 @@ Printed one per line (name: value), and written with `--json`:
 - action sensitivity: `same_codes_zero_action`, `same_codes_negated_action`, the fraction of
   greedily predicted next-frame codes unchanged when the action is zeroed (all 7 values) or
   negated (1.0: the model ignores the action);
-For a model whose world-model samples span S steps (`world_frame_step` S > 1) "the next frame"
-of frame t is frame t+S, read with actions t..t+S-1, and rollouts step S actions at a time (at
-the last multiple of S up to H).
-
 - free-running rollout from each episode's first frame with its own actions: at step H,
   `rollout_spread_ratio` = mean absolute pixel difference between the predicted frames of two
   different episodes, averaged over pairs, over the same for their real frames (1.0: the
@@ -38,6 +34,10 @@ the last multiple of S up to H).
   decoded pixels as `wm-eval`'s adapter does; `rollout_spread_ratio_codes` feeding back the
   predicted codes directly; `rollout_psnr_db` of the pixel rollout's frame H against the real
   one, beside `copy_first_psnr_db` of the first frame against it.
+
+For a model whose world-model samples span S steps (`world_frame_step` S > 1), "the next frame"
+of frame t is frame t+S, read with actions t..t+S-1, and rollouts step S actions at a time (to
+the last multiple of S up to H).
 """
 
 from __future__ import annotations
