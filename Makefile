@@ -117,7 +117,8 @@ tiny-data:
 	$(TINY_RECORD) --first-trial 30 --trials 10 --policy-arg action_noise=0.3 --all-episodes \
 		--out $(TINY_DIR)/noisy
 # tiny-train: data and training, without exporting (e.g. TINY_STEPS=30000
-# TINY_TRAIN_DIR=$(TINY_DIR)/train_30000, then make tiny-targets TINY_CKPT=that/final.pt)
+# TINY_TRAIN_DIR=$(TINY_DIR)/train_30000, then make tiny-targets TINY_CKPT=$(TINY_DIR)/train_30000:
+# a training directory loads its final.pt)
 tiny-train: tiny-data
 	$(TINY_TRAIN_FLAGS) --out $(TINY_TRAIN_DIR)
 tiny-checkpoints: tiny-train
