@@ -11,7 +11,7 @@ import numpy as np
 
 from worldvla_bench.errors import BenchError
 from worldvla_bench.integrations.worldvla.model import WorldVLA
-from worldvla_bench.integrations.worldvla.sequence import Sample
+from worldvla_bench.integrations.worldvla.sequence import Sample, world_step_actions
 from worldvla_bench.libero_hdf5 import Demo, write_demos
 from worldvla_bench.observation_profiles import resize_image
 
@@ -183,10 +183,8 @@ class SampleBuilder:
 
     def world_sample(self, episode: int, t: int) -> Sample:
         codes = self.codes[episode]
-        actions = self.demos.actions[episode]
-        if self.s == 1:  # one (7,) action block, as WorldVLA's world-model samples
-            return self.tokenizer.world_sample(codes[t], actions[t], codes[t + 1])
-        return self.tokenizer.world_sample(codes[t], actions[t : t + self.s], codes[t + self.s])
+        actions = world_step_actions(self.demos.actions[episode], t, self.s)
+        return self.tokenizer.world_sample(codes[t], actions, codes[t + self.s])
 
     def batch(self, rng: np.random.Generator, batch_size: int, world_weight: float
               ) -> tuple[list[Sample], int]:

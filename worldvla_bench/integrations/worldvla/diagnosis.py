@@ -58,7 +58,7 @@ from worldvla_bench.errors import BenchError
 from worldvla_bench.integrations.worldvla.demo_data import demo_files
 from worldvla_bench.integrations.worldvla.generation import forward_sequence
 from worldvla_bench.integrations.worldvla.model import WorldVLA
-from worldvla_bench.integrations.worldvla.sequence import collate
+from worldvla_bench.integrations.worldvla.sequence import collate, world_step_actions
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.metrics.image_quality import psnr_frames
 from worldvla_bench.observation_profiles import resize_image
@@ -382,8 +382,8 @@ def diagnose(checkpoint: str | Path, data: Sequence[str | Path], episodes: int =
         steps = np.arange(0, len(a) - frame_step + 1, stride)
         cur.append(codes[steps])
         nxt.append(codes[steps + frame_step])
-        act.append(a[steps] if frame_step == 1 else  # (n, 7), else (n, S, 7)
-                   np.array([a[t : t + frame_step] for t in steps]).reshape(-1, frame_step, 7))
+        act.append(np.array([world_step_actions(a, t, frame_step) for t in steps]).reshape(
+            len(steps), *([] if frame_step == 1 else [frame_step]), 7))
     pick = _spread_indices(sum(map(len, cur)), max_samples)
     cur_all, act_all, nxt_all = (np.concatenate(x)[pick] for x in (cur, act, nxt))
     metrics.update(code_metrics(model, cur_all, act_all, nxt_all, sensitivity_samples,

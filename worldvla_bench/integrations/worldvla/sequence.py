@@ -98,6 +98,12 @@ class WorldVLATokenizer:
         return _sample(prompt, [*self.image(next_codes), Vocab.EOT], "world")
 
 
+def world_step_actions(actions: np.ndarray, t: int, frame_step: int) -> np.ndarray:
+    """The actions one world-model step reads from `actions` (N, 7), starting at step t: the
+    (7,) action t when `frame_step` is 1 (WorldVLA's), else the (S, 7) actions t..t+S-1."""
+    return actions[t] if frame_step == 1 else actions[t : t + frame_step]
+
+
 def _sample(prompt: list[int], answer: list[int], kind: str) -> Sample:
     return Sample(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer, kind)
 

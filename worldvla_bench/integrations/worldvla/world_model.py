@@ -33,6 +33,7 @@ import torch
 from worldvla_bench.errors import BenchError
 from worldvla_bench.integrations.worldvla.devices import autocast, resolve_device, use_bf16
 from worldvla_bench.integrations.worldvla.generation import Sampling, check_sampling, derive_seed
+from worldvla_bench.integrations.worldvla.sequence import world_step_actions
 from worldvla_bench.integrations.worldvla.shipped import DEFAULT_CHECKPOINT
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
 from worldvla_bench.observation_profiles import resize_image
@@ -139,8 +140,8 @@ class WorldVLAWorldModel(WorldModel):
                 sampled = {} if self.sampling.greedy else {
                     "sampling": self.sampling,
                     "seeds": [derive_seed(clip_seeds[i], step) for i in batch]}
-                step_actions = np.stack([actions[i][step] if n == 1 else
-                                         actions[i][step * n:(step + 1) * n] for i in batch])
+                step_actions = np.stack([world_step_actions(actions[i], step * n, n)
+                                         for i in batch])
                 with autocast(self.device, self.bf16):
                     if self.feedback == "codes":
                         new = self.model.predict_next_codes(
