@@ -231,10 +231,12 @@ examples:
 # ablation.csv gives their sha256: this target regenerates them. Estimated,
 # not measured: ~22 h on 2 idle cores (recording ~45 min unless tiny-data has run, VQ ~20 min,
 # 10 trainings of ~55 min at 15000 steps, 800 episodes of 300 steps at most, ~12 h: one action
-# per query is slow). ABLATION_STEPS=N trains N transformer steps instead (another grid:
-# start from a fresh ABLATION_OUT).
+# per query is slow). ABLATION_STEPS=N trains N transformer steps instead, ABLATION_TRAIN_ARGS
+# adds training flags to every cell (e.g. "--world-frame-step 5"): another grid, so start from a
+# fresh ABLATION_OUT.
 ABLATION_OUT ?= $(EXAMPLES)/ablation_libero_goal
 ABLATION_STEPS ?= 15000
+ABLATION_TRAIN_ARGS ?=
 ablation-example:
 	@$(CLEAN_CHECKOUT)
 	$(MAKE) --no-print-directory tiny-data
@@ -243,7 +245,7 @@ ablation-example:
 		--image-loss-weight 1 --chunk-size 5 --vq-steps 3000 --steps $(ABLATION_STEPS) \
 		--checkpoint-every 500 --threads 2 --train-seeds 0,1 \
 		--suite libero_goal --tasks $(TINY_TASKS) --first-trial 40 --trials 10 --workers 2 \
-		--no-progress --out $(ABLATION_OUT)
+		--no-progress --out $(ABLATION_OUT) $(ABLATION_TRAIN_ARGS)
 
 # World models as simulators on libero_goal tasks 1, 4, 6 (three of the shipped tiny checkpoints'
 # tasks): a success judge trained on trials 4-9 (expert and noisy expert), then on trials 40-43,

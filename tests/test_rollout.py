@@ -220,11 +220,13 @@ def test_frame_cameras_store_only_the_chosen_camera(tmp_path: Path):
         obs = handle["data/demo_0/obs"]
         assert "agentview_rgb" in obs and "eye_in_hand_rgb" not in obs
         assert obs["agentview_rgb"].shape == (5, 64, 64, 3)
+    manifest_text = (run_dir / "manifest.json").read_text()
     with pytest.raises(RunDirectoryError, match="stores frames of agentview, not agentview, "
                                                 "robot0_eye_in_hand"):
         run_evaluation(*split_config(suite="libero_goal", policy="expert", tasks="0", trials=1,
                                      run_dir=run_dir, workers=1, save_frames=True,
                                      progress=False, image_size=64, max_steps=5))
+    assert (run_dir / "manifest.json").read_text() == manifest_text  # refused before writing
 
 
 def test_unknown_frame_camera_is_refused_before_any_episode(tmp_path: Path):
@@ -259,11 +261,13 @@ def test_a_run_keeps_frames_for_all_its_episodes_or_none(tmp_path: Path):
     for first in (False, True):
         run_dir = tmp_path / f"frames_{first}"
         run(run_dir, 1, first)
-        before = (run_dir / "episodes.jsonl").read_text()
+        before = {name: (run_dir / name).read_text()
+                  for name in ("episodes.jsonl", "manifest.json")}
         with pytest.raises(RunDirectoryError, match=f"1 episode\\(s\\) recorded "
                                                     f"{'with' if first else 'without'} frames"):
             run(run_dir, 2, not first)
-        assert (run_dir / "episodes.jsonl").read_text() == before  # nothing added
+        # nothing added, not even the refused call to the manifest's invocations
+        assert {name: (run_dir / name).read_text() for name in before} == before
         run(run_dir, 1, not first)  # finished: nothing to add, nothing refused
         run(run_dir, 2, first)
         records = read_episodes(run_dir)

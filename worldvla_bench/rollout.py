@@ -95,23 +95,23 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
            "hard_reset": options.hard_reset}
     if options.save_frames:
         run["frame_cameras"] = list(stored)
-        _check_frame_cameras(run_dir, stored)
     selection = {"tasks": sorted({j.task_id for j in jobs}), "trials": options.trials,
                  "first_trial": options.first_trial}
     records = read_episodes(run_dir, repair=True)  # an unreadable line stops before any change
-    write_or_check_manifest(run_dir, {**protocol.to_dict(), **run}, suite.to_dict(), selection)
-
     wanted = {(suite.name, j.task_id, j.trial) for j in jobs}
+    kept = records
     if options.retry_errors:  # only the selected episodes' errors: others are left as they are
         kept = [r for r in records if not (r.get("error") and episode_key(r) in wanted)]
-        if len(kept) < len(records):
-            records = kept
-            rewrite_episodes(run_dir, records)
-    done = {episode_key(r) for r in records}
+    done = {episode_key(r) for r in kept}
     pending = [j for j in jobs if (suite.name, j.task_id, j.trial) not in done]
+    # how the run stores frames is checked before anything is written, the manifest included
+    _check_frames(run_dir, read_manifest(run_dir), options.save_frames, stored,
+                  len(kept) if pending else 0)
+    write_or_check_manifest(run_dir, {**protocol.to_dict(), **run}, suite.to_dict(), selection)
+    if len(kept) < len(records):
+        records = kept
+        rewrite_episodes(run_dir, records)
     finished = [r for r in records if episode_key(r) in wanted]
-    if pending and records:
-        _check_frames_kept(run_dir, options.save_frames, len(records))
 
     worker_config = WorkerConfig(
         protocol=protocol,
@@ -169,33 +169,27 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
         bar.close()
 
 
-def _check_frame_cameras(run_dir: Path, stored: tuple[str, ...]) -> None:
-    """Refuse (one line) to resume a run that stored frames of other cameras: its episodes would
-    not all hold the same frames. Runs recorded before the choice existed stored every camera."""
-    manifest = read_manifest(run_dir)
-    if manifest is None or not manifest.get("config", {}).get("save_frames"):
-        return
-    config = manifest["config"]
-    recorded = config.get("frame_cameras", (manifest.get("suite") or {}).get("cameras"))
-    if recorded is not None and tuple(recorded) != stored:
+def _check_frames(run_dir: Path, manifest: dict[str, Any] | None, save_frames: bool,
+                  stored: tuple[str, ...], adding_to: int) -> None:
+    """Refuse (one line) what would leave a run's episodes holding different frames: resuming
+    with frames of other cameras than the run stored (runs recorded before the choice existed
+    stored every camera), or adding episodes to a run whose `adding_to` episodes were recorded
+    with frames when these would not be, or the reverse (`wm-eval` reads every episode's). A
+    finished run (`adding_to` 0) resumes under either setting."""
+    config = (manifest or {}).get("config", {})
+    kept = bool(config.get("save_frames"))
+    if kept and save_frames:
+        recorded = config.get("frame_cameras", (manifest.get("suite") or {}).get("cameras"))
+        if recorded is not None and tuple(recorded) != stored:
+            raise RunDirectoryError(
+                f"run directory {run_dir} stores frames of {', '.join(recorded)}, not "
+                f"{', '.join(stored)}; store the same cameras to resume, or choose another RUN "
+                f"name")
+    if adding_to and kept != bool(save_frames):
+        setting = "with" if kept else "without"
         raise RunDirectoryError(
-            f"run directory {run_dir} stores frames of {', '.join(recorded)}, not "
-            f"{', '.join(stored)}; store the same cameras to resume, or choose another RUN name")
-
-
-def _check_frames_kept(run_dir: Path, save_frames: bool, recorded: int) -> None:
-    """Refuse (one line) to add episodes to a run whose `recorded` episodes were stored with
-    frames when these would not be, or the reverse: a run's episodes all hold frames or none
-    does (`wm-eval` reads every episode's). A finished run resumes under either setting."""
-    manifest = read_manifest(run_dir)
-    stored = bool(manifest and manifest.get("config", {}).get("save_frames"))
-    if stored != bool(save_frames):
-        flag = "without --save-frames" if stored else "with --save-frames"
-        raise RunDirectoryError(
-            f"run directory {run_dir} holds {recorded} episode(s) recorded "
-            f"{'with' if stored else 'without'} frames; its next episodes would be recorded "
-            f"{flag}: resume {'with' if stored else 'without'} --save-frames, or choose another "
-            f"RUN name")
+            f"run directory {run_dir} holds {adding_to} episode(s) recorded {setting} frames; "
+            f"resume {setting} --save-frames to add episodes to it, or choose another RUN name")
 
 
 class SlowCalls:

@@ -46,11 +46,16 @@ class Rollout:
     def step(self, actions: np.ndarray) -> np.ndarray:
         frames = np.asarray(self.model.predict(self.last[None], np.asarray(actions, np.float64),
                                                self.instruction, self.context))
-        # later calls start from an imagined frame: no simulator state describes it
-        self.context = None if self.context is None else PredictionContext(meta=self.context.meta)
+        self.leave_simulator_state()
         if len(frames):
             self.last = frames[-1]
         return frames
+
+    def leave_simulator_state(self) -> None:
+        """Called once a step has predicted from the context: later calls start from an
+        imagined frame, which no simulator state describes, so they carry the episode's metadata
+        alone."""
+        self.context = None if self.context is None else PredictionContext(meta=self.context.meta)
 
 
 class WorldModel(abc.ABC):

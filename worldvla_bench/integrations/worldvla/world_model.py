@@ -190,9 +190,7 @@ class _GroupedRollout(Rollout):
         done = len(todo) // self.model.frame_step * self.model.frame_step
         if done:
             self.anchor = frames[done - 1]
-            # later calls start from an imagined frame: no simulator state describes it
-            self.context = (None if self.context is None
-                            else PredictionContext(meta=self.context.meta))
+            self.leave_simulator_state()
         new = frames[len(self.pending):]
         self.pending = todo[done:]
         if len(new):
