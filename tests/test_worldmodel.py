@@ -75,6 +75,21 @@ def test_saved_frames_are_the_episode_with_states(frames_run: Path):
     assert not np.array_equal(wrist.frames, episodes[0].frames)
 
 
+def test_a_run_is_read_by_task_and_trial_whatever_order_its_workers_finished(
+        frames_run: Path, tmp_path):
+    """Two workers append episodes as they finish; `wm-eval --max-episodes N` and the
+    diagnosis's `--episodes N` take the first N episodes read, which must not depend on it."""
+    import shutil
+
+    copy = tmp_path / "shuffled"
+    shutil.copytree(frames_run, copy)
+    lines = (copy / "episodes.jsonl").read_text().splitlines()
+    (copy / "episodes.jsonl").write_text("\n".join(reversed(lines)) + "\n")
+    read = [(e.meta["trial"], e.name) for e in read_run(copy)]
+    assert [trial for trial, _ in read] == [0, 1, 2, 3]
+    assert read == [(e.meta["trial"], e.name) for e in read_run(frames_run)]
+
+
 def test_sim_oracle_reproduces_the_recorded_frames_exactly(frames_run: Path):
     episode = next(iter(read_run(frames_run)))
     oracle = SimOracle()

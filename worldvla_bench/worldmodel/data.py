@@ -22,7 +22,7 @@ import numpy as np
 from worldvla_bench.envs.seeding import scene_of
 from worldvla_bench.errors import BenchError
 from worldvla_bench.libero_hdf5 import camera_of_view, read_demos
-from worldvla_bench.run_dir import RunDir
+from worldvla_bench.run_dir import RunDir, episode_key
 from worldvla_bench.worldmodel.models import PredictionContext
 
 
@@ -67,10 +67,13 @@ def _pick_view(keys, view: str, where: str) -> str:
 
 
 def read_run(run_dir: Path | str, view: str = "agentview") -> Iterator[WMEpisode]:
-    """Episodes of one of our runs recorded with `--save-frames`, in record order."""
+    """Episodes of one of our runs recorded with `--save-frames`, by (suite, task, trial): the
+    same order whatever order parallel workers finished them in, so that the first N episodes
+    (`wm-eval --max-episodes`, the WorldVLA diagnosis's `--episodes`) are the same N in every
+    recording of a run."""
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
-    records = run.finished_with_arrays()
+    records = sorted(run.finished_with_arrays(), key=episode_key)
     if not records:
         raise BenchError(f"{run_dir} has no recorded episodes (run `eval --save-frames` first)")
     manifest = run.read_manifest() or {}
