@@ -100,8 +100,9 @@ TINY_TASKS ?= 0,1,2,4,6,7,8,9
 TINY_RECORD = $(BIN)/worldvla-bench record --suite libero_goal --tasks $(TINY_TASKS) \
 	--cameras agentview --workers 2 --no-progress
 # the recipe's training, less --out (torch threads: TINY_THREADS; TINY_STEPS transformer steps
-# and TINY_TRAIN_ARGS more train flags, e.g. --world-frame-step 5: another recipe, train it into
-# another TINY_TRAIN_DIR)
+# and TINY_TRAIN_ARGS more train flags, e.g. "--world-frame-step 5 --vq-from tiny-libero-goal",
+# which reuses the shipped checkpoint's VQ-VAE: another recipe, train it into another
+# TINY_TRAIN_DIR)
 TINY_THREADS ?= 2
 TINY_STEPS ?= 15000
 TINY_TRAIN_ARGS ?=
