@@ -11,6 +11,8 @@ language instruction. Following robomimic, obs[t] is the observation before acti
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,9 @@ from worldvla_bench.run_dir import RunDir
 
 def run_to_hdf5(run_dir: Path | str, out_dir: Path | str,
                 successful_only: bool = True) -> list[Path]:
-    """Write the episodes of a `--save-frames` run as one HDF5 file per task; return the paths."""
+    """Write the episodes of a `--save-frames` run as one HDF5 file per task; return the paths.
+    A task's file that already holds exactly these episode records (`SOURCE_ATTR`, a digest of
+    them) is left as it is, so re-running `record` on a finished run writes nothing."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     records = RunDir(run_dir).finished_with_arrays()
     if successful_only:
@@ -35,11 +39,39 @@ def run_to_hdf5(run_dir: Path | str, out_dir: Path | str,
     for (suite, task_id), task_records in by_task.items():
         first = task_records[0]
         path = out_dir / suite / f"{first['task_name']}_demo.hdf5"
-        written.append(write_demos(path, [_demo(run_dir, r) for r in task_records],
-                                   instruction=first["instruction"],
-                                   problem_name=first["task_name"],
-                                   env_args={"suite": suite, "task_id": task_id}))
+        source = records_digest(task_records)
+        if _source_of(path) != source:
+            write_demos(path, [_demo(run_dir, r) for r in task_records],
+                        instruction=first["instruction"], problem_name=first["task_name"],
+                        env_args={"suite": suite, "task_id": task_id},
+                        attrs={SOURCE_ATTR: source})
+        written.append(path)
     return written
+
+
+#: `data` attribute of a demo file written from a run: sha256 of its episode records
+SOURCE_ATTR = "source_records_sha256"
+
+
+def records_digest(records: list[dict[str, Any]]) -> str:
+    """sha256 of episode records (JSON, sorted keys): a re-recorded episode (other seed, steps
+    or wall time) or another selection of episodes gives another digest."""
+    text = json.dumps(records, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _source_of(path: Path) -> str | None:
+    """The digest a demo file was written from; None when absent, unreadable or older."""
+    import h5py
+
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as handle:
+            value = handle["data"].attrs.get(SOURCE_ATTR)
+    except (OSError, KeyError):
+        return None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _demo(run_dir: Path, record: dict[str, Any]) -> Demo:

@@ -61,8 +61,9 @@ class Demo:
 
 
 def write_demos(path: Path | str, demos: Sequence[Demo], instruction: str, problem_name: str,
-                env_args: dict[str, Any]) -> Path:
-    """Write one task's demonstrations as a LIBERO HDF5 file, atomically; returns the path."""
+                env_args: dict[str, Any], attrs: dict[str, Any] | None = None) -> Path:
+    """Write one task's demonstrations as a LIBERO HDF5 file, atomically; returns the path.
+    `attrs`: more attributes of the `data` group."""
     import h5py
 
     path = Path(path)
@@ -73,6 +74,7 @@ def write_demos(path: Path | str, demos: Sequence[Demo], instruction: str, probl
              **({"suite": env_args["suite"]} if "suite" in env_args else {})})
         data.attrs["env_args"] = json.dumps(env_args)
         data.attrs["total"] = sum(len(demo.actions) for demo in demos)
+        data.attrs.update(attrs or {})
         for index, demo in enumerate(demos):
             _write_demo(data.create_group(f"demo_{index}"), demo)
     return path
