@@ -177,16 +177,16 @@ def _check_frames(run_dir: Path, manifest: dict[str, Any] | None, save_frames: b
     with frames when these would not be, or the reverse (`wm-eval` reads every episode's). A
     finished run (`adding_to` 0) resumes under either setting."""
     config = (manifest or {}).get("config", {})
-    kept = bool(config.get("save_frames"))
-    if kept and save_frames:
+    had_frames = bool(config.get("save_frames"))
+    if had_frames and save_frames:
         recorded = config.get("frame_cameras", (manifest.get("suite") or {}).get("cameras"))
         if recorded is not None and tuple(recorded) != stored:
             raise RunDirectoryError(
                 f"run directory {run_dir} stores frames of {', '.join(recorded)}, not "
                 f"{', '.join(stored)}; store the same cameras to resume, or choose another RUN "
                 f"name")
-    if adding_to and kept != bool(save_frames):
-        setting = "with" if kept else "without"
+    if adding_to and had_frames != bool(save_frames):
+        setting = "with" if had_frames else "without"
         raise RunDirectoryError(
             f"run directory {run_dir} holds {adding_to} episode(s) recorded {setting} frames; "
             f"resume {setting} --save-frames to add episodes to it, or choose another RUN name")
