@@ -46,13 +46,15 @@ def test_record_writes_hdf5_demos_that_read_back(tmp_path, capsys):
     finally:
         oracle.close()
     np.testing.assert_array_equal(predicted, episodes[1].frames[1:])
-    assert run_to_hdf5(run_dir, tmp_path / "only_successes") == []  # random never succeeds
+    assert run_to_hdf5(run_dir, tmp_path / "only_successes") == {}  # random never succeeds
     # re-running on a finished run records nothing and leaves the file as it is ...
     stamp = files[0].stat().st_mtime_ns
     assert main(argv) == 0
     assert files[0].stat().st_mtime_ns == stamp
+    assert f"up to date: {files[0]}" in capsys.readouterr().out
     # ... and one more trial rewrites it with every demo
     assert main([*argv[:argv.index("--trials") + 1], "3", *argv[argv.index("--trials") + 2:]]) == 0
     assert files[0].stat().st_mtime_ns != stamp
+    assert f"written: {files[0]}" in capsys.readouterr().out
     with h5py.File(files[0]) as handle:
         assert sorted(handle["data"]) == ["demo_0", "demo_1", "demo_2"]

@@ -24,10 +24,11 @@ from worldvla_bench.run_dir import RunDir
 
 
 def run_to_hdf5(run_dir: Path | str, out_dir: Path | str,
-                successful_only: bool = True) -> list[Path]:
-    """Write the episodes of a `--save-frames` run as one HDF5 file per task; return the paths.
-    A task's file that already holds exactly these episode records (`SOURCE_ATTR`, a digest of
-    them) is left as it is, so re-running `record` on a finished run writes nothing."""
+                successful_only: bool = True) -> dict[Path, bool]:
+    """Write the episodes of a `--save-frames` run as one HDF5 file per task; return each task
+    file's path, True when it was (re)written. A task's file that already holds exactly these
+    episode records (`SOURCE_ATTR`, a digest of them) is left as it is (False), so re-running
+    `record` on a finished run writes nothing."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     records = RunDir(run_dir).finished_with_arrays()
     if successful_only:
@@ -35,17 +36,17 @@ def run_to_hdf5(run_dir: Path | str, out_dir: Path | str,
     by_task: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for record in sorted(records, key=lambda r: (r["suite"], r["task_id"], r["trial"])):
         by_task[(record["suite"], record["task_id"])].append(record)
-    written = []
+    written: dict[Path, bool] = {}
     for (suite, task_id), task_records in by_task.items():
         first = task_records[0]
         path = out_dir / suite / f"{first['task_name']}_demo.hdf5"
         source = records_digest(task_records)
-        if _source_of(path) != source:
+        written[path] = _source_of(path) != source
+        if written[path]:
             write_demos(path, [_demo(run_dir, r) for r in task_records],
                         instruction=first["instruction"], problem_name=first["task_name"],
                         env_args={"suite": suite, "task_id": task_id},
                         attrs={SOURCE_ATTR: source})
-        written.append(path)
     return written
 
 

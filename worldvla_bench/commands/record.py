@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     table = write_report(run_dir)["table"]
     total = table[table["task_id"] == "all"]
     print(total[["suite", "trials", "successes", "success_rate"]].to_string(index=False))
-    for path in paths:
-        print(f"written: {path}")
+    for path, rewritten in paths.items():
+        print(f"{'written' if rewritten else 'up to date'}: {path}")
     if not paths:
         print("no episode qualified (use --all-episodes to keep failures too)")
     return 0
