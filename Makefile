@@ -25,7 +25,7 @@ EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
 	$(if $(TASKS),--tasks $(TASKS)) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
-.PHONY: help setup system-deps eval report compare test lint bench clean tiny-data tiny-checkpoints \
+.PHONY: help setup system-deps eval report compare test lint bench clean tiny-data tiny-data-aug tiny-checkpoints \
 	tiny-train tiny-targets tiny-curve tiny-data-curve examples ablation-example wm-simulators
 
 help:
@@ -38,6 +38,7 @@ help:
 	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
 	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~1 h 50 min on 2 idle cores)"
 	@echo "make tiny-targets [TINY_CKPT=..]  issue-25 targets of a tiny checkpoint on held-out init states 40-49"
+	@echo "make tiny-data-aug [TINY_AUG_NOISE=0.1]  noisy-expert successes as more demos (train with TINY_EXTRA_DATA)"
 	@echo "make tiny-curve [TINY_CURVE_STEPS=..]  success and probes of the recipe's snapshots against step"
 	@echo "make tiny-data-curve [TINY_DATA_DEMOS=..]  the same against demos per task (retrains, ~1 h per point)"
 	@echo "make ablation-example           the paper's claims at small scale: 5 cells x 2 training seeds (~22 h on 2 idle cores, estimated)"
@@ -107,7 +108,9 @@ TINY_THREADS ?= 2
 TINY_STEPS ?= 15000
 TINY_TRAIN_ARGS ?=
 TINY_TRAIN_DIR ?= $(TINY_DIR)/train
-TINY_TRAIN_FLAGS = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos/libero_goal \
+# more demo directories for both models (e.g. tiny-data-aug's), after the recipe's
+TINY_EXTRA_DATA ?=
+TINY_TRAIN_FLAGS = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos/libero_goal $(TINY_EXTRA_DATA) \
 	--world-data $(TINY_DIR)/noisy/libero_goal --config tiny \
 	--world-model-weight 1 --image-loss-weight 1 --action-mask on --chunk-size 5 \
 	--vq-steps 3000 --steps $(TINY_STEPS) --checkpoint-every 500 --snapshot-every 500 \
@@ -117,6 +120,15 @@ tiny-data:
 	$(TINY_RECORD) --trials 30 --out $(TINY_DIR)/demos
 	$(TINY_RECORD) --first-trial 30 --trials 10 --policy-arg action_noise=0.3 --all-episodes \
 		--out $(TINY_DIR)/noisy
+# tiny-data-aug: more demos for a variant of the recipe: the expert with action noise
+# TINY_AUG_NOISE on init states 0-39 of TINY_TASKS, its successful episodes only (it corrects the
+# noise it meets, so they show recoveries the clean demos never do), into
+# $(TINY_DIR)/demos_augNOISE; train on them with
+# TINY_EXTRA_DATA=$(TINY_DIR)/demos_aug0.1/libero_goal (~70 min of recording on 2 idle cores)
+TINY_AUG_NOISE ?= 0.1
+tiny-data-aug:
+	$(TINY_RECORD) --trials 40 --policy-arg action_noise=$(TINY_AUG_NOISE) \
+		--out $(TINY_DIR)/demos_aug$(TINY_AUG_NOISE)
 # tiny-train: data and training, without exporting (e.g. TINY_STEPS=30000
 # TINY_TRAIN_DIR=$(TINY_DIR)/train_30000, then make tiny-targets TINY_CKPT=$(TINY_DIR)/train_30000:
 # a training directory loads its final.pt)
