@@ -152,9 +152,10 @@ TINY_HELD_EVAL = $(BIN)/worldvla-bench eval --suite libero_goal --tasks $(TINY_T
 TINY_WM = $(BIN)/worldvla-bench wm-eval --no-progress
 TINY_HELD_EXPERT = $(TINY_HELD_EVAL) --save-frames --cameras agentview --policy expert \
 	--run $(TINY_HELD)/expert
-# the collapse diagnosis of a checkpoint on 8 held-out expert episodes: $(call TINY_DIAGNOSE,CKPT,JSON)
+# the collapse diagnosis of a checkpoint on 8 held-out expert episodes (its held-out action
+# figures on 16, two per task): $(call TINY_DIAGNOSE,CKPT,JSON)
 TINY_DIAGNOSE = test -e $(2) || $(BIN)/python -m worldvla_bench.integrations.worldvla.diagnosis \
-	$(1) $(TINY_HELD)/expert --episodes 8 --threads 2 --json $(2)
+	$(1) $(TINY_HELD)/expert --episodes 8 --action-episodes 16 --threads 2 --json $(2)
 
 tiny-targets:
 	$(TINY_HELD_EXPERT)

@@ -12,7 +12,7 @@ frame t+1, so len(frames) == len(actions) + 1. `states[t]` is the simulator stat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,16 +66,20 @@ def _pick_view(keys, view: str, where: str) -> str:
     raise BenchError(f"{where} has no frames of view {view!r}; available keys: {sorted(keys)}")
 
 
-def read_run(run_dir: Path | str, view: str = "agentview") -> Iterator[WMEpisode]:
+def read_run(run_dir: Path | str, view: str = "agentview",
+             tasks: Collection[int] | None = None) -> Iterator[WMEpisode]:
     """Episodes of one of our runs recorded with `--save-frames`, by (suite, task, trial): the
     same order whatever order parallel workers finished them in, so that the first N episodes
     (`wm-eval --max-episodes`, the WorldVLA diagnosis's `--episodes`) are the same N in every
-    recording of a run."""
+    recording of a run. `tasks`: only those task ids (None: all); others are never loaded."""
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
-    records = sorted(run.finished_with_arrays(), key=episode_key)
+    records = sorted((r for r in run.finished_with_arrays()
+                      if tasks is None or r["task_id"] in tasks), key=episode_key)
     if not records:
-        raise BenchError(f"{run_dir} has no recorded episodes (run `eval --save-frames` first)")
+        among = "" if tasks is None else f" of tasks {sorted(tasks)}"
+        raise BenchError(f"{run_dir} has no recorded episodes{among} "
+                         "(run `eval --save-frames` first)")
     manifest = run.read_manifest() or {}
     for record in records:
         arrays = run.arrays(record)

@@ -35,6 +35,18 @@ Printed one per line (name: value), and written with `--json`:
   predicted codes directly; `rollout_psnr_db` of the pixel rollout's frame H against the real
   one, beside `copy_first_psnr_db` of the first frame against it.
 
+The action model on held-out expert chunks (K = the checkpoint's chunk size; prompt: the
+episode's instruction, previous and current frame; teacher-forced with the checkpoint's action
+mask, exactly as training computes its action loss), on `--action-episodes` episodes taken in
+turn from each task of a run (each file of HDF5 sources):
+- `action_loss`: the training's action loss (cross-entropy of the answer's tokens) on them: a
+  held-out action loss that rises while the training one falls is overfitting;
+- `action_token_accuracy`: share of action value tokens whose top-ranked bin (among the 255
+  value tokens) is the expert's; `action_l1_arm`: mean absolute error (action units) of those
+  bins' centres against the expert's six arm dimensions (`action_l1_arm_zero`: the same of
+  zeros, the expert's mean absolute arm action); `gripper_accuracy`: share of gripper
+  values with the expert's sign.
+
 For a model whose world-model samples span S steps (`world_frame_step` S > 1), "the next frame"
 of frame t is frame t+S, read with actions t..t+S-1, and rollouts step S actions at a time (to
 the last multiple of S up to H).
@@ -47,7 +59,7 @@ import itertools
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +72,7 @@ from worldvla_bench.integrations.worldvla.generation import forward_sequence
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import collate, world_step_actions
 from worldvla_bench.integrations.worldvla.training import load_checkpoint
+from worldvla_bench.integrations.worldvla.transformer import lm_loss_sums
 from worldvla_bench.metrics.image_quality import psnr_frames
 from worldvla_bench.observation_profiles import resize_image
 from worldvla_bench.run_dir import RunDir
@@ -94,6 +107,11 @@ METRICS: dict[str, str] = {
     "rollout_spread_ratio_codes": "the same, predicted codes fed back",
     "rollout_psnr_db": "PSNR of the rollout's frame H vs the real one, dB",
     "copy_first_psnr_db": "PSNR of the first frame vs the real frame H, dB",
+    "action_loss": "held-out action loss (the training's, teacher-forced)",
+    "action_token_accuracy": "held-out action value tokens ranked first correctly",
+    "action_l1_arm": "held-out mean abs error of the top-ranked arm actions, action units",
+    "action_l1_arm_zero": "the same of an action model that outputs zeros",
+    "gripper_accuracy": "held-out gripper values of the expert's sign",
 }
 
 
@@ -108,11 +126,12 @@ class Diagnosis:
     horizon: int
     samples: int
     notes: list[str] = field(default_factory=list)
+    action_episodes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "data": self.data, "episodes": self.episodes,
-                "horizon": self.horizon, "samples": self.samples, "metrics": self.metrics,
-                "notes": self.notes}
+                "action_episodes": self.action_episodes, "horizon": self.horizon,
+                "samples": self.samples, "metrics": self.metrics, "notes": self.notes}
 
     def lines(self) -> list[str]:
         out = []
@@ -124,15 +143,18 @@ class Diagnosis:
 
 
 # ------------------------------------------------------------------------------------- data
-def read_sources(paths: Sequence[str | Path], n_episodes: int, view: str = "agentview"
-                 ) -> list[WMEpisode]:
-    """`n_episodes` episodes, taken in turn from each source: a run directory (`RunDir`),
-    an HDF5 file, or a directory of HDF5 files (each file a source)."""
+def read_sources(paths: Sequence[str | Path], n_episodes: int, view: str = "agentview",
+                 by_task: bool = False) -> list[WMEpisode]:
+    """`n_episodes` episodes, taken in turn from each source: a run directory (`RunDir`; with
+    `by_task`, each of its tasks), an HDF5 file, or a directory of HDF5 files (each file a
+    source)."""
     sources: list[Any] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir() and RunDir(path).is_run():
-            sources.append(read_run(path, view))
+            tasks = (sorted({r["task_id"] for r in RunDir(path).finished_with_arrays()})
+                     if by_task else [None])
+            sources += [read_run(path, view, None if t is None else {t}) for t in tasks]
         else:
             sources += [read_hdf5(file, view) for file in demo_files([path])]
     episodes: list[WMEpisode] = []
@@ -274,6 +296,53 @@ def code_metrics(model: WorldVLA, codes: np.ndarray, actions: np.ndarray,
     }
 
 
+def action_metrics(model: WorldVLA, episodes: list[WMEpisode], chunk_size: int,
+                   action_mask: bool, max_samples: int | None = 512, batch_size: int = 32
+                   ) -> dict[str, float | None]:
+    """The held-out action figures of the module docstring over the K-step chunks of
+    `episodes` (frames at the model's size), at most `max_samples` spread evenly."""
+    tokenizer, first = model.tokenizer, model.tokenizer.actions.layout.first_value
+    bins = tokenizer.actions.n_bins
+    samples = []
+    for episode in episodes:
+        codes = encode(model, episode.frames)
+        actions = np.asarray(episode.actions, dtype=np.float64)
+        for t in range(len(actions) - chunk_size + 1):  # as training's SampleBuilder
+            samples.append((episode.instruction, codes[max(t - 1, 0)], codes[t],
+                            actions[t : t + chunk_size]))
+    if not samples:
+        return {name: None for name in ("action_loss", "action_token_accuracy",
+                                        "action_l1_arm", "action_l1_arm_zero",
+                                        "gripper_accuracy")}
+    samples = [samples[i] for i in _spread_indices(len(samples), max_samples)]
+    loss_sum = weight_sum = 0.0
+    predicted, expert = [], []
+    for part in _batches(len(samples), batch_size):
+        chosen = samples[part]
+        batch = collate([tokenizer.action_sample(*sample) for sample in chosen]).to(model.device)
+        with torch.no_grad():
+            logits = forward_sequence(model.transformer, batch.input_ids, batch.valid,
+                                      action_mask=action_mask)
+            total, weight = lm_loss_sums(logits, batch.labels, model.class_weight)
+        loss_sum, weight_sum = loss_sum + float(total), weight_sum + float(weight)
+        targets = batch.labels[:, 1:]
+        slots = (targets >= first) & (targets < first + bins)
+        ranked = logits[:, :-1, first:first + bins].argmax(-1)
+        for row, (*_, chunk) in enumerate(chosen):
+            predicted.append(ranked[row][slots[row]].reshape(chunk_size, 7).cpu().numpy())
+            expert.append(tokenizer.actions.to_bins(chunk))
+    predicted_bins, expert_bins = np.concatenate(predicted), np.concatenate(expert)
+    expert_actions = np.concatenate([chunk for *_, chunk in samples])
+    values = tokenizer.actions.from_bins(predicted_bins)
+    return {
+        "action_loss": loss_sum / weight_sum,
+        "action_token_accuracy": float(np.mean(predicted_bins == expert_bins)),
+        "action_l1_arm": float(np.mean(np.abs(values[:, :6] - expert_actions[:, :6]))),
+        "action_l1_arm_zero": float(np.mean(np.abs(expert_actions[:, :6]))),
+        "gripper_accuracy": float(np.mean(np.sign(values[:, 6]) == np.sign(expert_actions[:, 6]))),
+    }
+
+
 def _spread_indices(n: int, limit: int | None) -> np.ndarray:
     """At most `limit` indices spread evenly over range(n) (all of them when limit is None)."""
     if limit is None or n <= limit:
@@ -363,12 +432,14 @@ def rollout_metrics(model: WorldVLA, frames: list[np.ndarray], actions: list[np.
 def diagnose(checkpoint: str | Path, data: Sequence[str | Path], episodes: int = 4,
              horizon: int = 20, stride: int = 1, max_samples: int | None = 512,
              sensitivity_samples: int | None = 64, use_lpips: bool = True,
-             view: str = "agentview", batch_size: int = 32) -> Diagnosis:
+             view: str = "agentview", batch_size: int = 32,
+             action_episodes: int | None = None) -> Diagnosis:
     """Every measurement of the module docstring for `checkpoint` on `episodes` episodes of
-    `data`. Teacher-forced samples: every `stride`-th step of each episode, at most
+    `data` (the action figures on `action_episodes` of them taken task by task; None: the same
+    episodes). Teacher-forced samples: every `stride`-th step of each episode, at most
     `max_samples` of them spread evenly (None: all)."""
-    if horizon < 1 or episodes < 1 or stride < 1:
-        raise BenchError("horizon, episodes and stride must be >= 1")
+    if horizon < 1 or episodes < 1 or stride < 1 or (action_episodes or 1) < 1:
+        raise BenchError("horizon, episodes, action episodes and stride must be >= 1")
     model, meta = load_checkpoint(checkpoint)
     size = model.config.vq.image_size
     chosen = read_sources(data, episodes, view)
@@ -390,9 +461,18 @@ def diagnose(checkpoint: str | Path, data: Sequence[str | Path], episodes: int =
                                 batch_size))
     rolled, more = rollout_metrics(model, frames, actions, horizon, batch_size)
     metrics.update(rolled)
+    held = (chosen if action_episodes is None
+            else read_sources(data, action_episodes, view, by_task=True))
+    if meta["instruction_source"] != "language":
+        more.append(f"the action figures prompt with the episodes' language instruction, not "
+                    f"the checkpoint's training source {meta['instruction_source']!r}")
+    metrics.update(action_metrics(
+        model, [replace(e, frames=resize_image(e.frames, size)) for e in held],
+        meta["chunk_size"], meta["action_mask"], max_samples, batch_size))
     return Diagnosis(metrics={k: metrics.get(k) for k in METRICS}, checkpoint=meta["path"],
                      data=[str(p) for p in data], episodes=[e.name for e in chosen],
-                     horizon=horizon, samples=len(pick), notes=notes + more)
+                     horizon=horizon, samples=len(pick), notes=notes + more,
+                     action_episodes=[e.name for e in held])
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -411,6 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="teacher-forced samples, spread evenly (default 512)")
     parser.add_argument("--sensitivity-samples", type=int, default=64,
                         help="samples generated greedily, with the action, zeroed and negated")
+    parser.add_argument("--action-episodes", type=int, default=None, metavar="N",
+                        help="episodes of the held-out action figures, taken in turn from each "
+                             "task (default: the --episodes ones)")
     parser.add_argument("--view", default="agentview", help="camera of the episodes")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -421,7 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = diagnose(args.checkpoint, args.data, episodes=args.episodes,
                           horizon=args.horizon, stride=args.stride, max_samples=args.max_samples,
                           sensitivity_samples=args.sensitivity_samples,
-                          use_lpips=not args.no_lpips, view=args.view)
+                          use_lpips=not args.no_lpips, view=args.view,
+                          action_episodes=args.action_episodes)
     except BenchError as error:
         print(f"diagnosis: {error}", file=sys.stderr)
         return 2

@@ -25,7 +25,8 @@ from worldvla_bench.report import load_run, success_rate_table
 
 #: diagnosis figures kept in the curve (see diagnosis.py for their definitions)
 PROBES = ("tf_accuracy", "copy_accuracy", "tf_accuracy_changed", "same_codes_zero_action",
-          "rollout_spread_ratio", "rollout_psnr_db", "copy_first_psnr_db")
+          "rollout_spread_ratio", "rollout_psnr_db", "copy_first_psnr_db", "action_loss",
+          "action_token_accuracy", "action_l1_arm")
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
