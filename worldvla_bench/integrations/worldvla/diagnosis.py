@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.integrations.worldvla.demo_data import demo_files
+from worldvla_bench.integrations.worldvla.demo_data import DemoSet, SampleBuilder, demo_files
 from worldvla_bench.integrations.worldvla.generation import forward_sequence
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import collate, world_step_actions
@@ -303,23 +303,23 @@ def action_metrics(model: WorldVLA, episodes: list[WMEpisode], chunk_size: int,
     `episodes` (frames at the model's size), at most `max_samples` spread evenly."""
     tokenizer, first = model.tokenizer, model.tokenizer.actions.layout.first_value
     bins = tokenizer.actions.n_bins
-    samples = []
-    for episode in episodes:
-        codes = encode(model, episode.frames)
-        actions = np.asarray(episode.actions, dtype=np.float64)
-        for t in range(len(actions) - chunk_size + 1):  # as training's SampleBuilder
-            samples.append((episode.instruction, codes[max(t - 1, 0)], codes[t],
-                            actions[t : t + chunk_size]))
-    if not samples:
+    demos = DemoSet([e.frames for e in episodes],
+                    [np.asarray(e.actions, dtype=np.float64) for e in episodes],
+                    [e.instruction for e in episodes], [e.instruction for e in episodes])
+    try:  # training's own sample builder: the same prompts and chunks
+        builder = SampleBuilder(model, demos, [encode(model, f) for f in demos.frames], chunk_size)
+    except BenchError:  # no episode has chunk_size actions
         return {name: None for name in ("action_loss", "action_token_accuracy",
                                         "action_l1_arm", "action_l1_arm_zero",
                                         "gripper_accuracy")}
-    samples = [samples[i] for i in _spread_indices(len(samples), max_samples)]
+    index = builder.action_index[_spread_indices(len(builder.action_index), max_samples)]
+    samples = [(builder.action_sample(e, t), demos.actions[e][t : t + chunk_size])
+               for e, t in index]
     loss_sum = weight_sum = 0.0
     predicted, expert = [], []
     for part in _batches(len(samples), batch_size):
         chosen = samples[part]
-        batch = collate([tokenizer.action_sample(*sample) for sample in chosen]).to(model.device)
+        batch = collate([sample for sample, _ in chosen]).to(model.device)
         with torch.no_grad():
             logits = forward_sequence(model.transformer, batch.input_ids, batch.valid,
                                       action_mask=action_mask)
@@ -328,11 +328,11 @@ def action_metrics(model: WorldVLA, episodes: list[WMEpisode], chunk_size: int,
         targets = batch.labels[:, 1:]
         slots = (targets >= first) & (targets < first + bins)
         ranked = logits[:, :-1, first:first + bins].argmax(-1)
-        for row, (*_, chunk) in enumerate(chosen):
+        for row, (_, chunk) in enumerate(chosen):
             predicted.append(ranked[row][slots[row]].reshape(chunk_size, 7).cpu().numpy())
             expert.append(tokenizer.actions.to_bins(chunk))
     predicted_bins, expert_bins = np.concatenate(predicted), np.concatenate(expert)
-    expert_actions = np.concatenate([chunk for *_, chunk in samples])
+    expert_actions = np.concatenate([chunk for _, chunk in samples])
     values = tokenizer.actions.from_bins(predicted_bins)
     return {
         "action_loss": loss_sum / weight_sum,
@@ -466,8 +466,10 @@ def diagnose(checkpoint: str | Path, data: Sequence[str | Path], episodes: int =
     if meta["instruction_source"] != "language":
         more.append(f"the action figures prompt with the episodes' language instruction, not "
                     f"the checkpoint's training source {meta['instruction_source']!r}")
+    held_frames = (frames if action_episodes is None  # already resized
+                   else [resize_image(e.frames, size) for e in held])
     metrics.update(action_metrics(
-        model, [replace(e, frames=resize_image(e.frames, size)) for e in held],
+        model, [replace(e, frames=f) for e, f in zip(held, held_frames, strict=True)],
         meta["chunk_size"], meta["action_mask"], max_samples, batch_size))
     return Diagnosis(metrics={k: metrics.get(k) for k in METRICS}, checkpoint=meta["path"],
                      data=[str(p) for p in data], episodes=[e.name for e in chosen],
