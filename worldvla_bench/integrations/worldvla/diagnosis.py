@@ -306,9 +306,10 @@ def action_metrics(model: WorldVLA, episodes: list[WMEpisode], chunk_size: int,
     demos = DemoSet([e.frames for e in episodes],
                     [np.asarray(e.actions, dtype=np.float64) for e in episodes],
                     [e.instruction for e in episodes], [e.instruction for e in episodes])
+    codes = [encode(model, f) for f in demos.frames]
     try:  # training's own sample builder: the same prompts and chunks
-        builder = SampleBuilder(model, demos, [encode(model, f) for f in demos.frames], chunk_size)
-    except BenchError:  # no episode has chunk_size actions
+        builder = SampleBuilder(model, demos, codes, chunk_size)
+    except BenchError:  # its one error: no episode has chunk_size actions
         return {name: None for name in ("action_loss", "action_token_accuracy",
                                         "action_l1_arm", "action_l1_arm_zero",
                                         "gripper_accuracy")}
