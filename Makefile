@@ -123,14 +123,15 @@ tiny-data:
 # tiny-data-aug: more demos for a variant of the recipe: the expert with action noise
 # TINY_AUG_NOISE on init states 0-39 of TINY_TASKS, its successful episodes only (it corrects the
 # noise it meets, so they show recoveries the clean demos never do), into
-# $(TINY_DIR)/demos_augNOISE; train on them with
-# TINY_EXTRA_DATA=$(TINY_DIR)/demos_aug0.1/libero_goal (58 min of recording on 2 idle cores).
-# Their labels are the executed actions, noise included: at 0.1 they cost the policy (2.5% against
-# 12.5% without them; docs/worldvla.md)
+# $(TINY_DIR)/demos_dartNOISE (58 min of recording on 2 idle cores). Each demo keeps the actions
+# the expert meant (`intended_actions`) beside the noisy ones it executed (`actions`); train on
+# what it meant (DART) with TINY_EXTRA_DATA=$(TINY_DIR)/demos_dart0.1/libero_goal and
+# `--action-labels intended` in TINY_TRAIN_ARGS. On the executed labels, noise included, they cost
+# the policy (2.5% against 12.5% without them; docs/worldvla.md).
 TINY_AUG_NOISE ?= 0.1
 tiny-data-aug:
 	$(TINY_RECORD) --trials 40 --policy-arg action_noise=$(TINY_AUG_NOISE) \
-		--out $(TINY_DIR)/demos_aug$(TINY_AUG_NOISE)
+		--out $(TINY_DIR)/demos_dart$(TINY_AUG_NOISE)
 # tiny-train: data and training, without exporting (e.g. TINY_STEPS=30000
 # TINY_TRAIN_DIR=$(TINY_DIR)/train_30000, then make tiny-targets TINY_CKPT=$(TINY_DIR)/train_30000:
 # a training directory loads its final.pt)

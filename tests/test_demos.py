@@ -58,3 +58,27 @@ def test_record_writes_hdf5_demos_that_read_back(tmp_path, capsys):
     assert f"written: {files[0]}" in capsys.readouterr().out
     with h5py.File(files[0]) as handle:
         assert sorted(handle["data"]) == ["demo_0", "demo_1", "demo_2"]
+
+
+def test_a_noisy_expert_records_the_actions_it_meant_beside_those_it_executed(tmp_path):
+    """`record` of the expert with action noise: the run's arrays and the HDF5 demo keep
+    `intended_actions` (the planned actions) beside `actions`, and the executed ones are the
+    planned ones plus the documented noise draws of the episode's seed, clipped."""
+    out = tmp_path / "demos"
+    assert main(["record", "--suite", "libero_goal", "--policy", "expert", "--policy-arg",
+                 "action_noise=0.1", "--tasks", "0", "--trials", "1", "--image-size", "32",
+                 "--max-steps", "12", "--workers", "1", "--cameras", "agentview",
+                 "--out", str(out), "--all-episodes", "--no-progress"]) == 0
+    run_dir = next(out.glob("_run_*"))
+    record = read_episodes(run_dir)[0]
+    arrays = load_episode_arrays(run_dir / record["episode_file"])
+    meant, executed = arrays["intended_actions"], arrays["actions"]
+    assert meant.shape == executed.shape == (12, 7)
+    rng = np.random.default_rng(record["seed"])
+    noise = np.stack([rng.normal(0.0, 0.1, 6) for _ in meant])
+    np.testing.assert_allclose(executed[:, :6], np.clip(meant[:, :6] + noise, -1, 1),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(executed[:, 6], meant[:, 6])
+    (episode,) = read_hdf5(next(out.glob("libero_goal/*.hdf5")))
+    np.testing.assert_array_equal(episode.intended_actions, meant[:11])
+    np.testing.assert_array_equal(episode.actions, executed[:11])

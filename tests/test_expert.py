@@ -273,6 +273,32 @@ def test_expert_gripper_delay_lags_the_gripper_command_and_starts_open():
     np.testing.assert_array_equal(_actions(policy, {}, seed=5, calls=12), late)  # reset: anew
 
 
+def test_expert_reports_the_action_it_meant_when_it_executes_another():
+    """`intended_actions()`: the planned action, before noise and gripper delay (DART labels);
+    None when the action returned is the planned one."""
+    planned = np.random.default_rng(2).uniform(-0.9, 0.9, (8, 7))
+    planned[:, 6] = [1, 1, -1, -1, 1, -1, 1, 1]
+    for kwargs in ({"action_noise": 0.3}, {"gripper_delay": 2},
+                   {"action_noise": 0.3, "gripper_delay": 2}):
+        policy = _ScriptedPlan(planned, **kwargs)
+        policy.reset(EpisodeContext(suite="libero_goal", task_id=3, task_name="t",
+                                    instruction="i", trial=0, seed=5, max_steps=300))
+        for step in range(8):
+            executed = policy.act({})
+            np.testing.assert_array_equal(policy.intended_actions(), planned[step][None])
+            if "action_noise" in kwargs:
+                assert not np.array_equal(executed, planned[step][None])
+    clean = _ScriptedPlan(planned)
+    clean.reset(None)
+    np.testing.assert_array_equal(clean.act({}), planned[:1])
+    assert clean.intended_actions() is None
+    cut = _ScriptedPlan(planned, action_noise=0.3, stop_after=1)
+    cut.reset(None)
+    cut.act({})
+    cut.act({})  # holds still as it means to: nothing else was meant
+    assert cut.intended_actions() is None
+
+
 def test_expert_stop_after_holds_still_open_from_that_step():
     planned = np.random.default_rng(1).uniform(-0.5, 0.5, (10, 7))
     cut = _actions(_ScriptedPlan(planned, stop_after=4), {}, seed=5, calls=10)

@@ -158,6 +158,12 @@ def test_train_cli_parser_maps_flags(demos, tmp_path):
          "n2", "--image-loss-weight", "1", "--snapshot-every", "500"]))
     assert (flagged.world_data, flagged.image_loss_weight) == (["n1", "n2"], 1.0)
     assert (config.snapshot_every, flagged.snapshot_every) == (None, 500)
+    assert config.action_labels == "executed"  # the default
+    assert config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o",
+                                               "--action-labels", "intended"])
+                            ).action_labels == "intended"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data", "d", "--out", "o", "--action-labels", "planned"])
     with pytest.raises(BenchError, match="snapshot interval must be >= 1"):
         TrainConfig(data=["d"], out="o", snapshot_every=0)
     assert args.func(args) == 0  # VQ-VAE only (--steps 0)
@@ -200,6 +206,7 @@ def test_world_data_episodes_feed_world_samples_only(demos, tmp_path):
     train(TrainConfig(out=str(out), world_data=[str(world_dir)], stop_at=1, **common))
     saved = read_checkpoint(out / LAST_CHECKPOINT)
     assert saved["data"] == {"files": [str(next(demos.glob("*.hdf5")))], "episodes": 2,
+                             "intended_labels": 0,
                              "world_files": [str(world_dir / "open_the_drawer_demo.hdf5")],
                              "world_episodes": 3}
     assert saved["instructions"] == {INSTRUCTION: INSTRUCTION}
@@ -213,6 +220,51 @@ def test_world_data_episodes_feed_world_samples_only(demos, tmp_path):
         TrainConfig(data=[str(demos)], out=str(tmp_path / "x"), world_data=[str(world_dir)])
 
 
+def test_intended_labels_feed_action_samples_and_executed_actions_world_samples(tmp_path):
+    """`action_labels='intended'`: an action sample targets the actions the recording expert
+    meant (a file's `intended_actions`; the executed ones where a demo has none), a world-model
+    sample reads the executed ones, which made its frames."""
+    import h5py
+
+    from worldvla_bench.integrations.worldvla.model import WorldVLA
+    from worldvla_bench.integrations.worldvla.training import SampleBuilder, read_checkpoint
+
+    path = make_synthetic_demos(tmp_path / "dart" / "open_the_drawer_demo.hdf5", n_demos=2,
+                                length=10, instruction=INSTRUCTION, seed=3)
+    with h5py.File(path, "a") as handle:  # only demo_0 keeps the actions it meant
+        meant = -handle["data/demo_0/actions"][()]
+        handle["data/demo_0"].create_dataset("intended_actions", data=meant)
+    executed = load_demos([path.parent], 64)
+    data = load_demos([path.parent], 64, action_labels="intended")
+    assert (executed.labels, executed.intended_labels, data.intended_labels) == ([], 0, 1)
+    np.testing.assert_array_equal(data.label(0), meant[:9])  # the reader drops the last action
+    np.testing.assert_array_equal(data.label(1), data.actions[1])
+    for episode in range(2):
+        np.testing.assert_array_equal(data.actions[episode], executed.actions[episode])
+    model = WorldVLA.from_preset("tiny")
+    grid = model.config.vq.grid
+    codes = [np.full((len(f), grid, grid), e, np.int64) for e, f in enumerate(data.frames)]
+    on_meant, on_executed = (SampleBuilder(model, d, codes, chunk_size=3) for d in (data, executed))
+    expected = model.tokenizer.action_sample(INSTRUCTION, codes[0][1], codes[0][2], meant[2:5])
+    assert on_meant.action_sample(0, 2) == expected != on_executed.action_sample(0, 2)
+    assert on_meant.action_sample(1, 2) == on_executed.action_sample(1, 2)
+    assert on_meant.world_sample(0, 2) == on_executed.world_sample(0, 2)
+
+    common = dict(data=[str(path.parent)], vq_steps=2, steps=1, chunk_size=3, **FAST)
+    result = train(TrainConfig(out=str(tmp_path / "run"), action_labels="intended", **common))
+    saved = read_checkpoint(result.checkpoint)
+    assert saved["train_args"]["action_labels"] == "intended"
+    assert saved["data"]["intended_labels"] == 1
+    with pytest.raises(BenchError, match="other arguments"):  # resuming under other labels
+        train(TrainConfig(out=str(tmp_path / "run"), **{**common, "steps": 2}))
+    make_synthetic_demos(tmp_path / "clean" / "open_the_drawer_demo.hdf5", n_demos=1, length=8)
+    with pytest.raises(BenchError, match="keeps intended_actions"):
+        train(TrainConfig(out=str(tmp_path / "x"), action_labels="intended",
+                          **{**common, "data": [str(tmp_path / "clean")]}))
+    with pytest.raises(BenchError, match="action labels must be one of"):
+        TrainConfig(data=["d"], out="o", action_labels="planned")
+
+
 def test_checkpoints_from_before_the_new_arguments_resume_with_their_defaults(demos, tmp_path):
     """A `last.pt` whose training arguments predate `world_data` and `image_loss_weight` was
     trained with no world data and WorldVLA's 0.04: it resumes under those, not others."""
@@ -222,7 +274,7 @@ def test_checkpoints_from_before_the_new_arguments_resume_with_their_defaults(de
                   **FAST)
     train(TrainConfig(out=str(tmp_path), stop_at=1, **common))
     saved = read_checkpoint(tmp_path / LAST_CHECKPOINT)
-    for key in ("world_data", "image_loss_weight"):
+    for key in ("world_data", "image_loss_weight", "action_labels"):
         del saved["train_args"][key]
     save_checkpoint(tmp_path / LAST_CHECKPOINT, saved)
     with pytest.raises(BenchError, match="image_loss_weight: 0.04 -> 1.0"):

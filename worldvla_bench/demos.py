@@ -7,6 +7,7 @@ One file per task, `<out>/<suite>/<task_name>_demo.hdf5`, as LIBERO ships them:
 (upside down; readers rotate by 180 degrees), `obs/ee_pos`, `obs/ee_ori` (axis-angle),
 `obs/ee_states` (pos + axis-angle), `obs/gripper_states`; `data.attrs['problem_info']` holds the
 language instruction. Following robomimic, obs[t] is the observation before actions[t].
+An episode whose policy meant other actions than it executed also gets `intended_actions`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def _demo(run_dir: Path, record: dict[str, Any]) -> Demo:
         states=arrays["states"][:steps],
         control_states=arrays.get("control_states"),
         proprio=arrays["proprio"][:steps],
+        intended_actions=arrays.get("intended_actions"),
         success=bool(record["success"]),
         attrs={"init_state": record["init_state"], "seed": record["seed"],
                "success": bool(record["success"]), "trial": record["trial"],

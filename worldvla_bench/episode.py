@@ -53,16 +53,17 @@ def run_episode(
     Success is checked after every policy step (never during the wait steps), as in the
     published LIBERO evaluation scripts. The policy's observation profile is applied here
     (`ObservationPipeline`): prepared images and history frames before `act`, the gripper
-    mapped after it. `episode_path` receives the executed actions and the initial and final
-    simulator states (`RunDir` arrays); `video_path` an mp4 of the first camera, one frame every
-    `video_every` steps. Cameras are rendered only on steps whose observation the policy reads
-    (the last step of each chunk, and the steps before it that the profile's history needs) or
-    the video keeps. `save_frames` renders every
-    camera at every step and adds them to the arrays as `frames_<camera>` (T+1, H, W, 3) uint8,
-    upright, with `states` (T+1, D): the simulator state after reset and after each step, and
-    `control_states` (T+1, 14): what robosuite keeps outside the simulator (the gripper command
-    and the arm controller's goal, `LiberoEnv.get_control_state`), and
-    `proprio` (T+1, 8): the observation's `state`. `frame_cameras` (None: all of the env's)
+    mapped after it. `episode_path` receives the executed actions (and, when the policy reports
+    that it meant others, `intended_actions` (T, 7): `Policy.intended_actions`) and the initial
+    and final simulator states (`RunDir` arrays); `video_path` an mp4 of the first camera, one
+    frame every `video_every` steps. Cameras are rendered only on steps whose observation the
+    policy reads (the last step of each chunk, and the steps before it that the profile's
+    history needs) or the video keeps. `save_frames` renders every camera at every step and
+    adds them to the arrays as `frames_<camera>` (T+1, H, W, 3) uint8, upright, with `states`
+    (T+1, D): the simulator state after reset and after each step, and `control_states`
+    (T+1, 14): what robosuite keeps outside the simulator (the gripper command and the arm
+    controller's goal, `LiberoEnv.get_control_state`), and `proprio` (T+1, 8): the
+    observation's `state`. `frame_cameras` (None: all of the env's)
     limits the cameras save_frames renders at every step and stores.
 
     `scene` seeds the scene (`worldvla_bench.envs.seeding`); None: the `hashed` seeding with
@@ -93,9 +94,11 @@ def run_episode(
                            env_time_s=round(simulator.env_time, 4),
                            reset_time_s=round(reset_time, 4))
     if episode_path is not None:
+        meant = played.intended_array
         save_episode_arrays(
             episode_path,
             actions=played.action_array,
+            **({"intended_actions": meant} if meant is not None else {}),
             initial_state=initial_state,
             final_state=env.get_sim_state(),
             **(simulator.frame_store.arrays() if simulator.frame_store is not None else {}),

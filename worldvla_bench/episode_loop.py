@@ -7,6 +7,8 @@ only in their stepper. The loop owns what they share:
 - the policy's calls through its observation profile (`ObservationPipeline`: the frames it reads,
   `observe` before `act`, the gripper mapped after it), timed (`reset` and `act`, the profile
   included, each call and the slowest);
+- the actions the policy meant, where it says they differ from those it returned
+  (`Policy.intended_actions`: an expert with injected noise), in `Played.intended_array`;
 - `EndEpisode`: the policy hands over its last actions (maybe none) and the episode ends after
   them as a failure with its reason, unless they succeed;
 - what ends an episode as an error (any exception of the policy, the profile or the stepper)
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from worldvla_bench.errors import ServerUnreachableError
+from worldvla_bench.errors import PolicyOutputError, ServerUnreachableError
 from worldvla_bench.observation_pipeline import ObservationPipeline
 from worldvla_bench.policy import EndEpisode, EpisodeContext, Policy, validate_chunk
 from worldvla_bench.records import EpisodeRecord
@@ -67,11 +69,26 @@ class Played:
     policy_time: float = 0.0
     slowest: float = 0.0
     calls: int = 0
+    #: (index in `actions` of a chunk's first action, the (K, 7) actions the policy meant for
+    #: it) for each chunk whose intended actions differ from those returned
+    intended: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
     @property
     def action_array(self) -> np.ndarray:
         """The actions played, (N, 7) float64."""
         return np.asarray(self.actions, dtype=np.float64).reshape(-1, 7)
+
+    @property
+    def intended_array(self) -> np.ndarray | None:
+        """The actions the policy meant, (N, 7) float64, row for row with `action_array` (the
+        executed action where the policy reported none); None when it reported none at all."""
+        if not self.intended:
+            return None
+        meant = self.action_array.copy()
+        for start, chunk in self.intended:
+            rows = meant[start : start + len(chunk)]
+            rows[:] = chunk[: len(rows)]
+        return meant
 
     def timed(self, call: Callable[..., Any], *args: Any) -> Any:
         """`call(*args)`, a policy call: its time counts (only when it returns)."""
@@ -113,6 +130,8 @@ def play_episode(stepper: Stepper, context: EpisodeContext, policy: Policy | Non
             else:
                 chunk, ending = played.timed(_ask, policy, pipeline, stepper.observation())
                 played.calls += 1
+                if ending is None:
+                    _note_intended(played, policy, pipeline, chunk)
                 # no call follows a chunk the policy ends the episode with: no frame to read
                 read = pipeline.render_steps(len(chunk)) if ending is None else frozenset()
             for obs in stepper.play(chunk, read, played.actions):
@@ -130,6 +149,20 @@ def play_episode(stepper: Stepper, context: EpisodeContext, policy: Policy | Non
         played.error = f"{type(exc).__name__}: {exc}"  # the episode's error; the run goes on
     played.success = stepper.success
     return played
+
+
+def _note_intended(played: Played, policy: Policy, pipeline: ObservationPipeline,
+                   chunk: np.ndarray) -> None:
+    """Keep the actions `policy` meant for `chunk` (about to be played), when it reports them
+    (`Policy.intended_actions`), checked and in the env's gripper convention as `chunk` is."""
+    meant = getattr(policy, "intended_actions", lambda: None)()
+    if meant is None:
+        return
+    meant = pipeline.to_env(validate_chunk(meant))
+    if meant.shape != chunk.shape:
+        raise PolicyOutputError(f"policy meant actions of shape {meant.shape} for a chunk of "
+                                f"shape {chunk.shape}")
+    played.intended.append((len(played.actions), meant.copy()))
 
 
 def _ask(policy: Policy, pipeline: ObservationPipeline,

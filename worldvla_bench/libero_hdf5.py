@@ -9,7 +9,9 @@ down: the 180-degree rotation is undone on write and redone on read), `ee_pos`, 
 (axis-angle), `ee_states` (pos + axis-angle), `gripper_states`. Following robomimic, `obs[t]` is
 the observation before `actions[t]`. Ours also stores `control_states` (the gripper command
 and the arm controller's goal, which robosuite keeps outside the simulator), so that `sim-oracle`
-can replay a file.
+can replay a file, and, when the recording policy meant other actions than it executed (an expert
+with injected noise), `intended_actions` (T, 7) beside the executed `actions` (which replay the
+states).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Demo:
     states: np.ndarray | None = None
     control_states: np.ndarray | None = None
     proprio: np.ndarray | None = None
+    #: (T, 7) the actions the recording policy meant, when it executed others
+    intended_actions: np.ndarray | None = None
     success: bool = True
     attrs: dict[str, Any] = field(default_factory=dict)
 
@@ -84,6 +88,8 @@ def _write_demo(group, demo: Demo) -> None:
     steps = len(demo.actions)
     group.attrs.update({"num_samples": steps, **demo.attrs})
     group.create_dataset("actions", data=demo.actions)
+    if demo.intended_actions is not None:
+        group.create_dataset("intended_actions", data=demo.intended_actions[:steps])
     if demo.states is not None:
         group.create_dataset("states", data=demo.states[:steps])
     if demo.control_states is not None:
@@ -116,6 +122,7 @@ class StoredDemo:
     states: np.ndarray | None
     control_states: np.ndarray | None
     attrs: dict[str, Any]
+    intended_actions: np.ndarray | None = None
 
 
 @dataclass
@@ -158,7 +165,7 @@ def read_demos(path: Path | str, view: str = "agentview", upright: bool = True,
                     frames = np.ascontiguousarray(frames[:, ::-1, ::-1])
                 yield StoredDemo(name, frames, np.asarray(demo["actions"], dtype=np.float64),
                                  _optional(demo, "states"), _optional(demo, "control_states"),
-                                 dict(demo.attrs))
+                                 dict(demo.attrs), _optional(demo, "intended_actions"))
         finally:
             handle.close()
 

@@ -78,6 +78,16 @@ class Policy(abc.ABC):
         """Return an action chunk, float array of shape (K, 7), K >= 1 (or raise
         `EndEpisode` to end the episode as a failure)."""
 
+    def intended_actions(self) -> np.ndarray | None:
+        """The (K, 7) actions the policy meant for the chunk `act` last returned, when it
+        executed others on purpose (an expert with injected noise or a delayed gripper); None
+        (the default): the chunk is what it meant. The engine records them beside the executed
+        actions (`intended_actions` in the episode arrays and in the demo files `record`
+        writes), so that a learner can be trained on what the expert meant while the frames show
+        where its noisy actions led (DART: Laskey et al., "DART: Noise Injection for Robust
+        Imitation Learning", CoRL 2017)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (models, connections)."""
 

@@ -13,6 +13,8 @@ success judge of `worldvla_bench.worldmodel.judge` trains on them):
   The planner does not see the noise it adds (it tracks its own commands), only its effect.
 - `gripper_delay` (steps): the gripper command it emits lags the one it means by that many
   steps; the first `gripper_delay` steps of an episode emit "open" (-1), as the hand starts.
+  With either, `intended_actions()` gives the action it planned before degrading it (recorded
+  beside the executed one, for training on what it meant: DART).
 - `stop_after` (steps): a truncated expert: from that step on it holds still with the gripper
   open (the scripted plan cut short; None: never).
 """
@@ -51,6 +53,7 @@ class ExpertPolicy(Policy):
         if self.stop_after is not None and self.stop_after < 0:
             raise BenchError(f"stop_after must be >= 0 steps, got {stop_after!r}")
         self._calls = 0
+        self._intended: np.ndarray | None = None
         self._rng = np.random.default_rng(0)
         self._gripper_queue: deque[float] = deque()
         self._reset_plan()
@@ -67,12 +70,23 @@ class ExpertPolicy(Policy):
         self._rng = np.random.default_rng(context.seed if context is not None else 0)
         self._gripper_queue = deque([skills.OPEN] * self.gripper_delay)
         self._calls = 0
+        self._intended = None
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
         self._calls += 1
+        self._intended = None
         if self.stop_after is not None and self._calls > self.stop_after:
             return np.array([[0.0] * 6 + [skills.OPEN]])
-        return self._degrade(self._plan_action(observation))
+        planned = self._plan_action(observation)
+        executed = self._degrade(planned)
+        if executed is not planned:
+            self._intended = planned
+        return executed
+
+    def intended_actions(self) -> np.ndarray | None:
+        """The planned (1, 7) action of the last call, when `action_noise` or `gripper_delay`
+        made the one returned differ; None otherwise."""
+        return self._intended
 
     def _degrade(self, action: np.ndarray) -> np.ndarray:
         """The planned (1, 7) action with `action_noise` and `gripper_delay` applied."""

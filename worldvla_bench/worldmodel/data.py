@@ -28,7 +28,9 @@ from worldvla_bench.worldmodel.models import PredictionContext
 
 @dataclass
 class WMEpisode:
-    """One episode: `frames` (T+1, H, W, 3) uint8 upright, `actions` (T, 7), optional `states`."""
+    """One episode: `frames` (T+1, H, W, 3) uint8 upright, `actions` (T, 7) executed, optional
+    `states`, and `intended_actions` (T, 7) when the recording policy meant others (an expert
+    with injected noise: `Policy.intended_actions`)."""
 
     name: str
     frames: np.ndarray
@@ -37,6 +39,7 @@ class WMEpisode:
     states: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
     control_states: np.ndarray | None = None
+    intended_actions: np.ndarray | None = None
 
     def prediction_context(self, index: int) -> PredictionContext:
         """What a world model is told about frame `index`: the episode's metadata and, when
@@ -53,6 +56,11 @@ class WMEpisode:
         if len(self.frames) != len(self.actions) + 1:
             raise BenchError(f"episode {self.name}: {len(self.frames)} frames for "
                              f"{len(self.actions)} actions (need one more frame than actions)")
+        if (self.intended_actions is not None
+                and np.shape(self.intended_actions) != np.shape(self.actions)):
+            raise BenchError(f"episode {self.name}: intended actions of shape "
+                             f"{np.shape(self.intended_actions)} for actions of shape "
+                             f"{np.shape(self.actions)}")
         if self.states is not None and len(self.states) != len(self.frames):
             raise BenchError(f"episode {self.name}: {len(self.states)} states for "
                              f"{len(self.frames)} frames")
@@ -91,6 +99,7 @@ def read_run(run_dir: Path | str, view: str = "agentview",
             instruction=record.get("instruction", ""),
             states=arrays.get("states"),
             control_states=arrays.get("control_states"),
+            intended_actions=arrays.get("intended_actions"),
             meta={"suite": record["suite"], "task_id": record["task_id"], "trial": record["trial"],
                   "seed": record["seed"], **scene_of(record).to_record(),
                   "success": bool(record.get("success")), "steps": record.get("steps"),
@@ -119,6 +128,8 @@ def read_hdf5(path: Path | str, view: str = "agentview", upright: bool = True,
             states=demo.states[:length] if demo.states is not None else None,
             control_states=(demo.control_states[:length]
                             if demo.control_states is not None else None),
+            intended_actions=(demo.intended_actions[: length - 1]
+                              if demo.intended_actions is not None else None),
             meta=meta)
 
 

@@ -18,11 +18,14 @@ from worldvla_bench.observation_profiles import resize_image
 
 @dataclass
 class DemoSet:
-    """Episodes at the model's image size: frames (T+1, S, S, 3) uint8 and actions (T, 7).
+    """Episodes at the model's image size: frames (T+1, S, S, 3) uint8 and actions (T, 7), the
+    executed ones (what world-model samples read).
 
-    `world_only[e]` marks an episode that feeds world-model samples only (`--world-data`); an
-    empty list means none does. `files` are the files of the other episodes, `world_files`
-    those of the world-only ones.
+    `labels[e]` (T, 7), when given, are what episode e's action samples target instead of its
+    actions (the actions an expert with injected noise meant: `load_demos(action_labels=
+    'intended')`); an empty list means the actions everywhere. `world_only[e]` marks an episode
+    that feeds world-model samples only (`--world-data`); an empty list means none does. `files`
+    are the files of the other episodes, `world_files` those of the world-only ones.
     """
 
     frames: list[np.ndarray]
@@ -32,12 +35,19 @@ class DemoSet:
     files: list[str] = field(default_factory=list)
     world_only: list[bool] = field(default_factory=list)
     world_files: list[str] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    #: episodes whose labels are the intended actions of their files
+    intended_labels: int = 0
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def is_world_only(self, episode: int) -> bool:
         return bool(self.world_only[episode]) if self.world_only else False
+
+    def label(self, episode: int) -> np.ndarray:
+        """What episode `episode`'s action samples target, (T, 7)."""
+        return self.labels[episode] if self.labels else self.actions[episode]
 
     def action_episodes(self) -> int:
         """Episodes that feed action samples (and world-model samples)."""
@@ -46,6 +56,9 @@ class DemoSet:
     def add_world_only(self, other: DemoSet) -> None:
         """Append `other`'s episodes as world-only ones (their files to `world_files`)."""
         self.world_only = [self.is_world_only(e) for e in range(len(self))] + [True] * len(other)
+        if self.labels or other.labels:
+            self.labels = ([self.label(e) for e in range(len(self))]
+                           + [other.label(e) for e in range(len(other))])
         self.frames += other.frames
         self.actions += other.actions
         self.texts += other.texts
@@ -87,8 +100,12 @@ def instruction_from_filename(path: str | Path) -> str:
 
 
 def load_demos(paths: Sequence[str | Path], image_size: int, view: str = "agentview",
-               instruction_source: str = "language", max_demos: int | None = None) -> DemoSet:
-    """Read every demo of the files (at most `max_demos` per file), frames resized once."""
+               instruction_source: str = "language", max_demos: int | None = None,
+               action_labels: str = "executed") -> DemoSet:
+    """Read every demo of the files (at most `max_demos` per file), frames resized once.
+    `action_labels` 'intended': `labels` are the demos' `intended_actions` where a file keeps
+    them, their executed actions elsewhere (an expert without noise meant what it executed);
+    `intended_labels` counts the episodes that had them."""
     from worldvla_bench.worldmodel.data import read_hdf5
 
     demos = DemoSet([], [], [], [])
@@ -100,6 +117,11 @@ def load_demos(paths: Sequence[str | Path], image_size: int, view: str = "agentv
             language = episode.instruction or from_name
             demos.frames.append(resize_image(episode.frames, image_size))
             demos.actions.append(np.asarray(episode.actions, dtype=np.float64))
+            if action_labels == "intended":
+                meant = episode.intended_actions
+                demos.intended_labels += meant is not None
+                demos.labels.append(demos.actions[-1] if meant is None
+                                    else np.asarray(meant, dtype=np.float64))
             demos.languages.append(language)
             demos.texts.append(language if instruction_source == "language" else from_name)
         demos.files.append(str(path))
@@ -178,7 +200,7 @@ class SampleBuilder:
     def action_sample(self, episode: int, t: int) -> Sample:
         codes = self.codes[episode]
         prev = codes[t - 1] if t > 0 else codes[t]
-        actions = self.demos.actions[episode][t : t + self.k]
+        actions = self.demos.label(episode)[t : t + self.k]
         return self.tokenizer.action_sample(self.demos.texts[episode], prev, codes[t], actions)
 
     def world_sample(self, episode: int, t: int) -> Sample:

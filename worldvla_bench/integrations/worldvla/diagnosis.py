@@ -314,7 +314,7 @@ def action_metrics(model: WorldVLA, episodes: list[WMEpisode], chunk_size: int,
                                         "action_l1_arm", "action_l1_arm_zero",
                                         "gripper_accuracy")}
     index = builder.action_index[_spread_indices(len(builder.action_index), max_samples)]
-    samples = [(builder.action_sample(e, t), demos.actions[e][t : t + chunk_size])
+    samples = [(builder.action_sample(e, t), demos.label(e)[t : t + chunk_size])
                for e, t in index]
     loss_sum = weight_sum = 0.0
     predicted, expert = [], []

@@ -12,6 +12,7 @@ from worldvla_bench.integrations.worldvla.loss_curves import (
     LOSSES_PNG,
 )
 from worldvla_bench.integrations.worldvla.train_config import (
+    ACTION_LABELS,
     INSTRUCTION_SOURCES,
     TrainConfig,
 )
@@ -63,6 +64,11 @@ def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = T
                         choices=INSTRUCTION_SOURCES,
                         help="training prompt text: the file's language instruction, or the "
                              "file name (WorldVLA's libero_10 prompts, scene prefix included)")
+    parser.add_argument("--action-labels", default=d.action_labels, choices=ACTION_LABELS,
+                        help="what action samples learn: the executed actions, or those the "
+                             "recording expert meant where the demo files keep them "
+                             "(intended_actions: noisy-expert demos, DART); the world model "
+                             "always reads the executed ones")
     parser.add_argument("--max-demos", type=int, default=None, help="demos per file (default all)")
     parser.add_argument("--vq-from", default=None, metavar="CKPT",
                         help="reuse the VQ-VAE of this checkpoint (skips VQ training)")
@@ -113,6 +119,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "vq_lr": args.vq_lr, "seed": getattr(args, "seed", TrainConfig.seed),
         "view": args.view,
         "instruction_source": args.instruction_source, "max_demos": args.max_demos,
+        "action_labels": args.action_labels,
         "vq_from": args.vq_from, "checkpoint_every": args.checkpoint_every,
         "snapshot_every": getattr(args, "snapshot_every", None),
         "threads": args.threads, "progress": not args.no_progress,

@@ -10,6 +10,9 @@ from worldvla_bench.errors import BenchError
 from worldvla_bench.integrations.worldvla.config import PRESETS
 
 INSTRUCTION_SOURCES = ("language", "filename")
+#: what action samples are trained to output: the actions executed (`actions`), or those the
+#: recording policy meant where the files keep them (`intended_actions`; DART)
+ACTION_LABELS = ("executed", "intended")
 #: arguments that may change between a run and its resumption (they do not change the result)
 RESUMABLE_CHANGES = frozenset(
     {"out", "stop_at", "progress", "threads", "checkpoint_every", "snapshot_every", "resume",
@@ -18,7 +21,7 @@ RESUMABLE_CHANGES = frozenset(
 #: arguments added after checkpoints were made, with the value those checkpoints were trained
 #: with (a resumed run compares against these when its checkpoint does not record them)
 LEGACY_TRAIN_ARGS: dict[str, Any] = {"world_data": [], "image_loss_weight": 0.04,
-                                     "world_frame_step": 1}
+                                     "world_frame_step": 1, "action_labels": "executed"}
 
 
 @dataclass
@@ -41,6 +44,10 @@ class TrainConfig:
     image-code targets (the model config's; 0.04 as in WorldVLA, where a half world-model batch
     then gives image codes about 4% of the loss). `world_frame_step` S: world-model samples
     predict frame t+S from frame t and actions t..t+S-1 (the model config's; WorldVLA's is 1).
+    `action_labels` 'intended': action samples target the actions the recording policy meant
+    (`intended_actions`, in files recorded from an expert with injected noise; the executed ones
+    where a file has none), while world-model samples always read the executed actions, which
+    made the frames.
     """
 
     data: list[str]
@@ -52,6 +59,7 @@ class TrainConfig:
     image_loss_weight: float = 0.04
     world_frame_step: int = 1
     action_mask: bool = True
+    action_labels: str = "executed"
     steps: int = 2000
     vq_steps: int = 1000
     batch_size: int = 8
@@ -85,6 +93,9 @@ class TrainConfig:
         self.out = str(self.out)
         if self.config not in PRESETS:
             raise BenchError(f"unknown model config {self.config!r}; choose from {sorted(PRESETS)}")
+        if self.action_labels not in ACTION_LABELS:
+            raise BenchError(f"action labels must be one of {ACTION_LABELS}, "
+                             f"got {self.action_labels!r}")
         if self.instruction_source not in INSTRUCTION_SOURCES:
             raise BenchError(f"instruction source must be one of {INSTRUCTION_SOURCES}, "
                              f"got {self.instruction_source!r}")

@@ -151,6 +151,7 @@ class Trainer:
             "instruction_source": self.config.instruction_source,
             "instructions": self.demos.instructions(),
             "data": {"files": self.demos.files, "episodes": self.demos.action_episodes(),
+                     "intended_labels": self.demos.intended_labels,
                      "world_files": self.demos.world_files,
                      "world_episodes": len(self.demos) - self.demos.action_episodes()},
             "stage": self.stage,
@@ -206,7 +207,12 @@ class Trainer:
         model_config = preset(config.config, image_loss_weight=float(config.image_loss_weight),
                               world_frame_step=int(config.world_frame_step))
         self.demos = load_demos(config.data, model_config.vq.image_size, config.view,
-                                config.instruction_source, config.max_demos)
+                                config.instruction_source, config.max_demos,
+                                config.action_labels)
+        if config.action_labels == "intended" and not self.demos.intended_labels:
+            raise BenchError("--action-labels intended: no demo in "
+                             f"{', '.join(self.demos.files)} keeps intended_actions (record "
+                             "them from an expert with action_noise or gripper_delay)")
         if config.world_data:
             self.demos.add_world_only(load_demos(config.world_data, model_config.vq.image_size,
                                                  config.view, config.instruction_source,
