@@ -253,6 +253,7 @@ def test_intended_labels_feed_action_samples_and_executed_actions_world_samples(
     common = dict(data=[str(path.parent)], vq_steps=2, steps=1, chunk_size=3, **FAST)
     result = train(TrainConfig(out=str(tmp_path / "run"), action_labels="intended", **common))
     saved = read_checkpoint(result.checkpoint)
+    assert (result.action_episodes, result.intended_labels) == (2, 1)
     assert saved["train_args"]["action_labels"] == "intended"
     assert saved["data"]["intended_labels"] == 1
     with pytest.raises(BenchError, match="other arguments"):  # resuming under other labels

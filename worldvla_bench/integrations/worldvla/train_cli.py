@@ -146,6 +146,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"transformer step {transformer[-1]['step']}: loss {transformer[-1]['loss']:.4f}")
     if result.steps_per_s:
         print(f"{result.steps_per_s:.2f} transformer steps/s")
+    if config.action_labels == "intended":
+        print(f"action labels: the intended actions of {result.intended_labels} of "
+              f"{result.action_episodes} demos (the executed ones of the rest: their files "
+              "keep none)")
     state = "stopped (resume with the same command)" if result.stopped_early else "done"
     print(f"{state}: {result.checkpoint}; losses in {result.out / LOSSES_CSV}, "
           f"{result.out / LOSSES_PNG}")

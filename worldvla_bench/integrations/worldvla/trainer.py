@@ -69,6 +69,9 @@ class TrainResult:
     steps_per_s: float | None
     vq_steps_per_s: float | None
     stopped_early: bool
+    #: episodes feeding action samples, and those of them labelled with intended actions
+    action_episodes: int = 0
+    intended_labels: int = 0
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
@@ -385,7 +388,7 @@ class Trainer:
         if saved is not None and saved.get("stage") == "done":
             final = self.out / FINAL_CHECKPOINT
             return TrainResult(self.out, final if final.exists() else self.out / LAST_CHECKPOINT,
-                               self.losses, None, None, False)
+                               self.losses, None, None, False, *self._labelled())
         vq_rate = rate = None
         stopped = False
         # an interrupted run resumes from its last periodic checkpoint (a state saved mid-step
@@ -397,13 +400,18 @@ class Trainer:
         if self.config.steps > 0:
             rate, stopped = self._train_transformer()
         if stopped:
-            return TrainResult(self.out, self.save(), self.losses, rate, vq_rate, True)
+            return TrainResult(self.out, self.save(), self.losses, rate, vq_rate, True,
+                               *self._labelled())
         self.stage = "done"
         self.save()
         final = self.out / FINAL_CHECKPOINT
         if self.dist.main:
             save_checkpoint(final, self._payload(full=False))
-        return TrainResult(self.out, final, self.losses, rate, vq_rate, False)
+        return TrainResult(self.out, final, self.losses, rate, vq_rate, False, *self._labelled())
+
+    def _labelled(self) -> tuple[int, int]:
+        """(episodes feeding action samples, those labelled with intended actions)."""
+        return self.demos.action_episodes(), self.demos.intended_labels
 
 
 def train(config: TrainConfig) -> TrainResult:
