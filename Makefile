@@ -126,8 +126,9 @@ tiny-data:
 # $(TINY_DIR)/demos_dartNOISE (58 min of recording on 2 idle cores). Each demo keeps the actions
 # the expert meant (`intended_actions`) beside the noisy ones it executed (`actions`); train on
 # what it meant (DART) with TINY_EXTRA_DATA=$(TINY_DIR)/demos_dart0.1/libero_goal and
-# `--action-labels intended` in TINY_TRAIN_ARGS. On the executed labels, noise included, they cost
-# the policy (2.5% against 12.5% without them; docs/worldvla.md).
+# `--action-labels intended` in TINY_TRAIN_ARGS. Measured at 15000 steps of the S = 5 variant
+# (docs/worldvla.md): on the executed labels, noise included, they cost the policy (2.5% against
+# 12.5% without them); on the intended ones they neither cost nor help (12.5%).
 TINY_AUG_NOISE ?= 0.1
 tiny-data-aug:
 	$(TINY_RECORD) --trials 40 --policy-arg action_noise=$(TINY_AUG_NOISE) \
