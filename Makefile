@@ -36,7 +36,7 @@ help:
 	@echo "make test                       run the test suite"
 	@echo "make bench                      throughput benchmarks (writes results/bench/)"
 	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
-	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~1 h 50 min on 2 idle cores)"
+	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~2 h 45 min on 2 idle cores)"
 	@echo "make tiny-targets [TINY_CKPT=..]  issue-25 targets of a tiny checkpoint on held-out init states 40-49"
 	@echo "make tiny-data-aug [TINY_AUG_NOISE=0.1]  noisy-expert successes as more demos (train with TINY_EXTRA_DATA)"
 	@echo "make tiny-curve [TINY_CURVE_STEPS=..]  success and probes of the recipe's snapshots against step"
@@ -90,9 +90,11 @@ clean:
 # scratch, on init states 0-39 only (40-49 stay held out): scripted-expert demos of the libero_goal
 # tasks it solves (TINY_TASKS; it fails tasks 3 and 5), trials 0-29, successes only; noisy-expert
 # episodes (action noise 0.3, trials 30-39, failures kept) as world-model-only data; a tiny model
-# co-trained on actions and frames (3000 VQ steps, then 15000 transformer steps, image codes
-# weighted as much as other tokens), exported (float16) at the end; the float16 snapshot kept at
-# step 500 (of one every 500 steps, train/snapshots/, for `make tiny-curve`) ships as the early one.
+# co-trained on actions and frames (3000 VQ steps, then 30000 transformer steps, image codes
+# weighted as much as other tokens, the world model predicting frame t+5 from frame t and actions
+# t..t+4: --world-frame-step 5, which reads actions better than the next frame, docs/worldvla.md),
+# exported (float16) at the end; the float16 snapshot kept at step 500 (of one every 500 steps,
+# train_v3/snapshots/, for `make tiny-curve`) ships as the early one.
 # Every step resumes: a re-run records only the missing episodes, training resumes from last.pt
 # (or returns at once when done).
 TINY_DIR := results/tiny_libero_goal
@@ -101,19 +103,18 @@ TINY_TASKS ?= 0,1,2,4,6,7,8,9
 TINY_RECORD = $(BIN)/worldvla-bench record --suite libero_goal --tasks $(TINY_TASKS) \
 	--cameras agentview --workers 2 --no-progress
 # the recipe's training, less --out (torch threads: TINY_THREADS; TINY_STEPS transformer steps
-# and TINY_TRAIN_ARGS more train flags, e.g. "--world-frame-step 5 --vq-from tiny-libero-goal",
-# which reuses the shipped checkpoint's VQ-VAE: another recipe, train it into another
-# TINY_TRAIN_DIR)
+# and TINY_TRAIN_ARGS more train flags, e.g. "--vq-from tiny-libero-goal", which reuses the
+# shipped checkpoint's VQ-VAE: another recipe, train it into another TINY_TRAIN_DIR)
 TINY_THREADS ?= 2
-TINY_STEPS ?= 15000
+TINY_STEPS ?= 30000
 TINY_TRAIN_ARGS ?=
-TINY_TRAIN_DIR ?= $(TINY_DIR)/train
+TINY_TRAIN_DIR ?= $(TINY_DIR)/train_v3
 # more demo directories for both models (e.g. tiny-data-aug's), after the recipe's
 TINY_EXTRA_DATA ?=
 TINY_TRAIN_FLAGS = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos/libero_goal $(TINY_EXTRA_DATA) \
 	--world-data $(TINY_DIR)/noisy/libero_goal --config tiny \
-	--world-model-weight 1 --image-loss-weight 1 --action-mask on --chunk-size 5 \
-	--vq-steps 3000 --steps $(TINY_STEPS) --checkpoint-every 500 --snapshot-every 500 \
+	--world-model-weight 1 --image-loss-weight 1 --world-frame-step 5 --action-mask on \
+	--chunk-size 5 --vq-steps 3000 --steps $(TINY_STEPS) --checkpoint-every 500 --snapshot-every 500 \
 	--threads $(TINY_THREADS) --no-progress $(TINY_TRAIN_ARGS)
 # tiny-data: the recipe's data stage alone (also the ablation example's data)
 tiny-data:
@@ -181,7 +182,7 @@ tiny-targets:
 # recipe's tasks (official protocol) and the collapse diagnosis on the held-out expert episodes;
 # then curve.csv, curve.md and curve.png in TINY_CURVE with the training losses around each step.
 # Every stage resumes.
-TINY_CURVE_STEPS ?= 1000 2000 5000 10000 15000
+TINY_CURVE_STEPS ?= 1000 5000 10000 20000 30000
 TINY_CURVE_TRIALS ?= 5
 TINY_CURVE_RUN ?= $(TINY_TRAIN_DIR)
 TINY_CURVE ?= $(TINY_HELD)/curve
