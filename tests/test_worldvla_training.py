@@ -362,8 +362,10 @@ def test_policy_prompt_frames_broken_answers_and_chunking(trained, monkeypatch):
     seen: list[tuple[int, int]] = []
     replies: list[list[int] | None] = []
 
-    def fake_generate(model, instructions, prev, cur, num_blocks, action_mask, max_new_tokens):
+    def fake_generate(model, instructions, prev, cur, num_blocks, action_mask, max_new_tokens,
+                      constrained):
         assert instructions == [INSTRUCTION] and prev[0].shape == cur[0].shape == (64, 64, 3)
+        assert constrained is False  # the default: WorldVLA's unconstrained decoding
         seen.append((int(prev[0][0, 0, 0]), int(cur[0][0, 0, 0])))
         return [replies.pop(0)]
 
@@ -422,29 +424,67 @@ def test_policy_prompt_frames_broken_answers_and_chunking(trained, monkeypatch):
 
 
 TINY_BRANCH_SEED = 0  # its batch below mixes chunks and episode ends
+BRANCH_TEXTS = [INSTRUCTION, "open the top drawer", "go", "pick up the black bowl and place it"]
 
 
-def test_policy_act_batch_equals_act_one_at_a_time(trained):
-    """One left-padded batch of different frames, histories and instructions (the action mask
-    on) gives every episode what `act` gives it alone: chunks, and episode ends."""
-    from conftest import batch_equals_one_at_a_time, program_branches
+def _branching_policy(checkpoint: Path, **kwargs):
+    """The `worldvla` policy of `checkpoint` with its transformer reprogrammed
+    (`conftest.program_branches`): by prompt, a well-formed block or a malformed answer."""
+    from conftest import program_branches
 
     from worldvla_bench.integrations.worldvla.policy import WorldVLAPolicy
-
-    _, result = trained
-    policy = WorldVLAPolicy(str(result.checkpoint), max_new_tokens=40)
-    assert policy.action_mask
     from worldvla_bench.integrations.worldvla.vocab import Vocab
 
+    policy = WorldVLAPolicy(str(checkpoint), **kwargs)
     net = policy.model.transformer
     torch.manual_seed(TINY_BRANCH_SEED)
     net.apply(net._init_weights)  # random attention: prompt-dependent openings
     net.lm_head.weight = torch.nn.Parameter(net.lm_head.weight.detach().clone())  # untied
     program_branches(net.lm_head.weight, net.embed.weight, (Vocab.BOA, Vocab.EOA, Vocab.EOT),
                      policy.model.tokenizer.vocab.action_offset, TINY_BRANCH_SEED)
-    texts = [INSTRUCTION, "open the top drawer", "go", "pick up the black bowl and place it"]
-    kinds = batch_equals_one_at_a_time(policy, texts, 64)
+    return policy
+
+
+def test_policy_act_batch_equals_act_one_at_a_time(trained):
+    """One left-padded batch of different frames, histories and instructions (the action mask
+    on) gives every episode what `act` gives it alone: chunks, and episode ends."""
+    from conftest import batch_equals_one_at_a_time
+
+    _, result = trained
+    policy = _branching_policy(result.checkpoint, max_new_tokens=40)
+    assert policy.action_mask
+    kinds = batch_equals_one_at_a_time(policy, BRANCH_TEXTS, 64)
     assert kinds == {"chunk", "end"}, kinds  # the batch mixes both
+
+
+def test_constrained_decoding_answers_every_call_with_a_whole_chunk(trained):
+    """`constrained=True` on a model whose answers are well-formed blocks or malformed ones: no
+    call ends the episode, every chunk holds K blocks, the blocks the model emits well formed
+    are kept as they are, and a batch still answers as one call at a time."""
+    from conftest import batch_equals_one_at_a_time
+
+    from worldvla_bench.policy import EndEpisode
+
+    _, result = trained
+    free = _branching_policy(result.checkpoint)
+    constrained = _branching_policy(result.checkpoint, constrained=True)
+    assert batch_equals_one_at_a_time(constrained, BRANCH_TEXTS, 64) == {"chunk"}
+    rng = np.random.default_rng(11)
+    kinds = set()
+    for i in range(8):
+        obs = {"agentview_image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+               "instruction": BRANCH_TEXTS[i % len(BRANCH_TEXTS)]}
+        chunk = constrained.act(obs)
+        assert chunk.shape == (constrained.chunk_size, 7)
+        try:
+            alone = free.act(obs)
+        except EndEpisode:
+            kinds.add("end")
+            continue
+        kinds.add("chunk")
+        np.testing.assert_array_equal(chunk[: len(alone)], alone)
+    assert kinds == {"chunk", "end"}, kinds  # both kinds of answer were met
+    assert constrained.stats["broken"] == 0 and constrained.stats["partial"] == 0
 
 
 def test_policy_decodes_well_formed_chunks_in_bounds(trained):

@@ -21,7 +21,11 @@ Reproduces WorldVLA's LIBERO evaluation (profile `worldvla` in
   `stats['broken']`); malformed blocks among well-formed ones are skipped, this model's own
   decoding rule (`tiny_layout`: 'strict'). ``on_broken='continue'`` gives a safe chunk there
   instead (zero motion, gripper kept at its last command; open at the start), counted in
-  `stats['fallbacks']`, and goes on.
+  `stats['fallbacks']`, and goes on;
+- ``constrained=True`` (not WorldVLA's: its eval decodes unconstrained) lets decoding choose
+  only tokens that keep the answer well formed (K blocks of 7 value tokens, then end of turn):
+  the best allowed token where the model would emit, say, an image code inside a block. So no
+  block is skipped and no answer is broken (short of a prompt that fills the context).
 
 `act_batch(observations, contexts)` answers many episodes with one left-padded batched
 generation (`generation.generate`), each entry as `act` would; so `serve-policy worldvla
@@ -49,6 +53,7 @@ import torch
 from worldvla_bench.integrations.worldvla.devices import autocast, resolve_device, use_bf16
 from worldvla_bench.integrations.worldvla.generation import (
     Sampling,
+    action_constraint,
     action_stop,
     check_sampling,
     derive_seed,
@@ -78,11 +83,14 @@ def generate_action_tokens(
     max_new_tokens: int | None = None,
     sampling: Sampling | None = None,
     seeds: list[int] | None = None,
+    constrained: bool = False,
 ) -> list[list[int] | None]:
     """Answers for a batch, one left-padded generation per token budget: each sample's new
     tokens (None where its prompt fills the model's context), as it would get them alone.
-    Greedy unless `sampling` says otherwise (then sample i draws with seed `seeds[i]`). Images
-    are uint8 (H, W, 3) at any size (the model resizes them to its own)."""
+    Greedy unless `sampling` says otherwise (then sample i draws with seed `seeds[i]`).
+    `constrained`: only well-formed answers (`generation.action_constraint`: `num_blocks`
+    blocks of 7 values, as far as the budget allows). Images are uint8 (H, W, 3) at any size
+    (the model resizes them to its own)."""
     b = len(instructions)
     if not (len(prev_images) == len(cur_images) == b):
         raise ValueError("one previous and one current frame per instruction")
@@ -98,10 +106,12 @@ def generate_action_tokens(
         if budget >= 1:
             groups.setdefault(budget, []).append(i)
     answers: list[list[int] | None] = [None] * b
+    constraint = action_constraint(model.tokenizer.vocab, num_blocks) if constrained else None
     for budget, members in groups.items():  # a shared budget keeps every sample's own stop
         ids, valid = pad_sequences([prompts[i] for i in members])
         out = generate(model.transformer, ids, valid, max_new_tokens=budget,
-                       action_mask=action_mask, stop=action_stop(num_blocks), sampling=sampling,
+                       action_mask=action_mask, constraint=constraint,
+                       stop=action_stop(num_blocks), sampling=sampling,
                        seeds=None if seeds is None else [seeds[i] for i in members])
         for row, i in enumerate(members):
             answers[i] = out.new_tokens[row][out.new_valid[row]].tolist()
@@ -193,7 +203,8 @@ class WorldVLAPolicy(ActsInBatches, Policy):
     prompts with the text the checkpoint was trained on for that instruction (falls back to the
     language string for an unseen task). `device` any torch device (default CPU); `bf16`
     None autocasts to bfloat16 on CUDA only. `temperature` (None or 0: greedy, the default),
-    `top_k` and `seed`: sampled decoding (module docstring).
+    `top_k` and `seed`: sampled decoding; `constrained`: well-formed answers only (module
+    docstring).
     """
 
     cameras = ("agentview",)
@@ -214,8 +225,10 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         temperature: float | None = None,
         top_k: int | None = None,
         seed: int = 0,
+        constrained: bool = False,
     ) -> None:
         self.sampling = Sampling(temperature, top_k, seed)
+        self.constrained = bool(constrained)
         if on_broken not in ON_BROKEN:
             raise ValueError(f"on_broken must be one of {ON_BROKEN}, got {on_broken!r}")
         if instruction_source not in INSTRUCTION_SOURCES:
@@ -288,7 +301,8 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         with autocast(self.device, self.bf16):
             answers = generate_action_tokens(self.model, texts, previous, frames,
                                              self.chunk_size, self.action_mask,
-                                             self.max_new_tokens, **sampled)
+                                             self.max_new_tokens, **sampled,
+                                             constrained=self.constrained)
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["chunks"] += len(observations)
         return [self._chunk(tokens) for tokens in answers]
