@@ -111,11 +111,13 @@ TINY_TRAIN_ARGS ?=
 TINY_TRAIN_DIR ?= $(TINY_DIR)/train_v3
 # more demo directories for both models (e.g. tiny-data-aug's), after the recipe's
 TINY_EXTRA_DATA ?=
+# the recipe's model and schedule (also every cell of ablation-example, which sets the action
+# mask, the chunk and the world model per cell)
+TINY_RECIPE = --config tiny --world-model-weight 1 --image-loss-weight 1 --world-frame-step 5 \
+	--chunk-size 5 --vq-steps 3000 --checkpoint-every 500 --threads $(TINY_THREADS)
 TINY_TRAIN_FLAGS = $(BIN)/worldvla-bench train --data $(TINY_DIR)/demos/libero_goal $(TINY_EXTRA_DATA) \
-	--world-data $(TINY_DIR)/noisy/libero_goal --config tiny \
-	--world-model-weight 1 --image-loss-weight 1 --world-frame-step 5 --action-mask on \
-	--chunk-size 5 --vq-steps 3000 --steps $(TINY_STEPS) --checkpoint-every 500 --snapshot-every 500 \
-	--threads $(TINY_THREADS) --no-progress $(TINY_TRAIN_ARGS)
+	--world-data $(TINY_DIR)/noisy/libero_goal $(TINY_RECIPE) --action-mask on \
+	--steps $(TINY_STEPS) --snapshot-every 500 --no-progress $(TINY_TRAIN_ARGS)
 # tiny-data: the recipe's data stage alone (also the ablation example's data)
 tiny-data:
 	$(TINY_RECORD) --trials 30 --out $(TINY_DIR)/demos
@@ -241,28 +243,27 @@ examples:
 
 # results/examples/ablation_libero_goal: the paper's ablation grid (ablation.py: 5 cells) on the
 # tiny recipe's data (tiny-data: expert demos of TINY_TASKS, init states 0-29; noisy-expert
-# episodes 30-39 as world-model-only data) with its training flags, each cell trained with two
+# episodes 30-39 as world-model-only data) with its training flags (TINY_RECIPE, TINY_STEPS
+# transformer steps), each cell trained with two
 # seeds (one shared VQ), evaluated on init states 40-49 of TINY_TASKS under the default
 # (official) protocol; ablation.md and one table per claim in claims.md. Refuses uncommitted
 # code (manifests record the revision); re-running resumes every training run and every run.
 # The checkpoints (train/ and vq/ under it: final.pt, and last.pt with the optimizer state, for
 # each of 10 runs; too large to commit) are git-ignored; the runs' manifests name them and
 # ablation.csv gives their sha256: this target regenerates them. Estimated,
-# not measured: ~22 h on 2 idle cores (recording ~45 min unless tiny-data has run, VQ ~20 min,
-# 10 trainings of ~55 min at 15000 steps, 800 episodes of 300 steps at most, ~12 h: one action
+# not measured: ~29 h on 2 idle cores (recording ~1 h unless tiny-data has run, VQ ~13 min,
+# 10 trainings of ~93 min at 30000 steps, 800 episodes of 300 steps at most, ~12 h: one action
 # per query is slow). ABLATION_STEPS=N trains N transformer steps instead, ABLATION_TRAIN_ARGS
-# adds training flags to every cell (e.g. "--world-frame-step 5"): another grid, so start from a
-# fresh ABLATION_OUT.
+# adds training flags to every cell: another grid, so start from a fresh ABLATION_OUT.
 ABLATION_OUT ?= $(EXAMPLES)/ablation_libero_goal
-ABLATION_STEPS ?= 15000
+ABLATION_STEPS ?= $(TINY_STEPS)
 ABLATION_TRAIN_ARGS ?=
 ablation-example:
 	@$(CLEAN_CHECKOUT)
 	$(MAKE) --no-print-directory tiny-data
 	$(BIN)/worldvla-bench ablation --data $(TINY_DIR)/demos/libero_goal \
-		--world-data $(TINY_DIR)/noisy/libero_goal --config tiny --world-model-weight 1 \
-		--image-loss-weight 1 --chunk-size 5 --vq-steps 3000 --steps $(ABLATION_STEPS) \
-		--checkpoint-every 500 --threads 2 --train-seeds 0,1 \
+		--world-data $(TINY_DIR)/noisy/libero_goal $(TINY_RECIPE) --steps $(ABLATION_STEPS) \
+		--train-seeds 0,1 \
 		--suite libero_goal --tasks $(TINY_TASKS) --first-trial 40 --trials 10 --workers 2 \
 		--no-progress --out $(ABLATION_OUT) $(ABLATION_TRAIN_ARGS)
 
