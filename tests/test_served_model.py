@@ -67,3 +67,19 @@ def test_a_run_resumed_against_another_served_model_stops_naming_both(tmp_path):
                                                     r"of .*'chunk_size': 3"):
             run_evaluation(*split_config(trials=2, policy_kwargs={"port": port}, **common))
     assert len(read_episodes(run)) == 1  # nothing of the other model was recorded
+
+
+def test_a_served_worldvla_names_its_checkpoint_file_by_sha256():
+    """`serve-policy worldvla`: the served identity carries what a local run records per episode
+    (`WorldVLAPolicy.served_model`: file, sha256, step), so a server restarted on a changed
+    checkpoint file under the same name is another model to its clients."""
+    from worldvla_bench.integrations.worldvla.checkpoints import file_sha256
+    from worldvla_bench.integrations.worldvla.shipped import shipped_path
+
+    with PolicyServer("worldvla", {"checkpoint": "tiny-libero-goal-early"}, port=0) as server:
+        remote = RemotePolicy(port=server.port)
+        served = remote.served_model()
+        remote.close()
+    path = shipped_path("tiny-libero-goal-early")
+    assert served["checkpoint"]["sha256"] == file_sha256(path)
+    assert served["checkpoint"]["file"] == path.name and served["checkpoint"]["step"] == 500

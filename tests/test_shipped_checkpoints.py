@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.integrations.worldvla.checkpoints import file_sha256
 from worldvla_bench.integrations.worldvla.shipped import (
     DEFAULT_CHECKPOINT,
     MAX_SHIPPED_BYTES,
@@ -114,3 +115,38 @@ def test_world_model_batches_clips_as_it_predicts_them_one_by_one(trained):
         alone = model.predict(*item)
         assert frames.shape == alone.shape == (len(item[1]), *item[0].shape[1:])
         np.testing.assert_array_equal(frames, alone)
+
+
+def test_a_run_resumed_after_its_checkpoint_file_changed_stops(tmp_path, capsys):
+    """`eval --policy worldvla` records the checkpoint's sha256 with every episode: resuming the
+    run after the file at the same path changed (a new shipped default under the same name)
+    stops in one line and adds no episode; the original file back, the run resumes."""
+    import json
+    import shutil
+
+    from worldvla_bench.cli import main
+    from worldvla_bench.records import read_episodes
+
+    checkpoint = tmp_path / "model.pt"
+    shutil.copy(shipped_path("tiny-libero-goal-early"), checkpoint)
+    run = tmp_path / "run"
+
+    def evaluate(trials: int) -> int:
+        return main(["eval", "--suite", "libero_goal", "--policy", "worldvla", "--policy-arg",
+                     f"checkpoint={checkpoint}", "--tasks", "1", "--trials", str(trials),
+                     "--image-size", "64", "--max-steps", "10", "--workers", "1", "--run",
+                     str(run), "--no-progress", "--no-report"])
+
+    assert evaluate(1) == 0
+    served = json.loads((run / "manifest.json").read_text())["served_model"]
+    assert served["sha256"] == file_sha256(checkpoint) and served["file"] == "model.pt"
+    shutil.copy(shipped_path(DEFAULT_CHECKPOINT), checkpoint)  # same name, other model
+    capsys.readouterr()
+    assert evaluate(2) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds episodes of" in err and served["sha256"] in err and len(err.splitlines()) == 1
+    assert len(read_episodes(run)) == 1
+    shutil.copy(shipped_path("tiny-libero-goal-early"), checkpoint)
+    assert evaluate(2) == 0
+    records = read_episodes(run)
+    assert len(records) == 2 and all(r["served_model"] == served for r in records)

@@ -212,8 +212,9 @@ class SlowCalls:
 
 
 def _check_served_model(run_dir: Path, record: dict[str, Any]) -> None:
-    """Stop the run (one line naming both) when a policy server serves another model than the
-    one this run's records came from; the episode that saw the switch is kept as an error."""
+    """Stop the run (one line naming both) when a policy (a server, a checkpoint file) serves
+    another model than the one this run's records came from; the episode that saw the switch is
+    kept as an error."""
     recorded = record_served_model(run_dir, record["served_model"])
     if same_served_model(recorded, record["served_model"]):
         return
@@ -222,8 +223,8 @@ def _check_served_model(run_dir: Path, record: dict[str, Any]) -> None:
 
     served = record["served_model"]
     raise RunDirectoryError(
-        f"the policy server serves {describe_served_model(served, recorded)} but run directory "
-        f"{run_dir} holds episodes of {describe_served_model(recorded, served)}: serve that "
+        f"the policy serves {describe_served_model(served, recorded)} but run directory "
+        f"{run_dir} holds episodes of {describe_served_model(recorded, served)}: use that "
         f"model again, or choose another RUN name"
     )
 

@@ -454,8 +454,8 @@ class PolicyServer:
             "extensions": ["reset", "batch", "healthz"],
             "policy": self.policy_name,
             "policy_kwargs": self.policy_kwargs,
-            **({"checkpoint": policy.checkpoint_fingerprint()}
-               if callable(getattr(policy, "checkpoint_fingerprint", None)) else {}),
+            **({"checkpoint": policy.served_model()}  # what a local run records per episode
+               if callable(getattr(policy, "served_model", None)) else {}),
             "cameras": None if cameras is None else list(cameras),
             "observation_profile": getattr(policy, "observation_profile", None),
             "image_size": getattr(policy, "image_size", None),

@@ -26,7 +26,6 @@ evaluated run, so a long grid shows what it has so far.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,16 +108,6 @@ class CellRun:
 # ------------------------------------------------------------------------------------ tables
 
 
-def _sha256(path: str | None) -> str:
-    if not path or not Path(path).is_file():
-        return ""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def grid_episodes(runs: Sequence[CellRun]) -> pd.DataFrame:
     """Every episode of every run, with `cell` and `train_seed` columns (runs without
     episodes are skipped); the episodes' own seeds stay in `seed`."""
@@ -139,6 +128,7 @@ def grid_episodes(runs: Sequence[CellRun]) -> pd.DataFrame:
 
 def _table_row(cell: AblationCell, seed: str, chunk_size: int, episodes: pd.DataFrame | None,
                runs: list[str], checkpoints: list[str]) -> dict[str, Any]:
+    from worldvla_bench.integrations.worldvla.checkpoints import file_sha256
     from worldvla_bench.report import wilson_interval
 
     ran = None if episodes is None else episodes[~episodes["is_error"]]
@@ -162,7 +152,7 @@ def _table_row(cell: AblationCell, seed: str, chunk_size: int, episodes: pd.Data
         "mean_steps": float(ran["steps"].mean()) if trials else float("nan"),
         "run": ";".join(runs),
         "checkpoint": ";".join(checkpoints),
-        "checkpoint_sha256": ";".join(_sha256(c) for c in checkpoints),
+        "checkpoint_sha256": ";".join(file_sha256(c) for c in checkpoints),
     }
 
 

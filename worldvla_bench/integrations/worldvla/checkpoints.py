@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,17 @@ LAST_CHECKPOINT = "last.pt"
 FINAL_CHECKPOINT = "final.pt"
 #: training-directory folder of the float16 snapshots (`train --snapshot-every`)
 SNAPSHOTS_DIR = "snapshots"
+
+
+def file_sha256(path: str | Path | None) -> str:
+    """Hex sha256 of a file's bytes ('' when there is no such file)."""
+    if not path or not Path(path).is_file():
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

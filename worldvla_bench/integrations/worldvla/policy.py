@@ -45,11 +45,13 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from worldvla_bench.integrations.worldvla.checkpoints import file_sha256
 from worldvla_bench.integrations.worldvla.devices import autocast, resolve_device, use_bf16
 from worldvla_bench.integrations.worldvla.generation import (
     Sampling,
@@ -244,6 +246,8 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         self.bf16 = use_bf16(self.device, bf16)
         self.model, self.meta = load_checkpoint(checkpoint)
         self.model.to(self.device)
+        self._served = {"file": Path(self.meta["path"]).name,
+                        "sha256": file_sha256(self.meta["path"]), "step": self.meta["step"]}
         if self.meta["stage"] != "done" and not self.meta["exported"]:
             warnings.warn(f"{checkpoint}: checkpoint of an unfinished training run "
                           f"(stage {self.meta['stage']}, step {self.meta['step']})", stacklevel=2)
@@ -278,6 +282,13 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         if self.instruction_source == "training":
             return self.meta["instructions"].get(language, language)
         return language
+
+    def served_model(self) -> dict[str, Any]:
+        """The checkpoint this policy runs (file name, sha256 of its bytes, training step). The
+        engine keeps it in every record and in the run's manifest, so a run resumed after the
+        file changed (say, a new shipped default under the same name) stops in one line instead
+        of mixing two models."""
+        return dict(self._served)
 
     def fallback_chunk(self) -> np.ndarray:
         """Zero motion, gripper kept at its last command, for `chunk_size` steps."""
