@@ -420,6 +420,36 @@ def test_wm_rank_refuses_to_resume_under_other_world_model_arguments(tmp_path):
     assert "world_model_args" not in json.loads((plain / IMAGINATION_FILE).read_text())
 
 
+def test_wm_rank_refuses_to_resume_after_the_world_models_checkpoint_changed(tmp_path):
+    """The same arguments, the checkpoint file at the same path replaced (a new shipped default
+    under the same name): the imagined run's settings hold the file's sha256, so it is refused."""
+    import shutil
+
+    from worldvla_bench.integrations.worldvla.checkpoints import file_sha256
+    from worldvla_bench.integrations.worldvla.shipped import shipped_path
+    from worldvla_bench.integrations.worldvla.world_model import WorldVLAWorldModel
+    from worldvla_bench.worldmodel.rank import IMAGINATION_FILE, imagine_run
+
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    (sim / "manifest.json").write_text(json.dumps(
+        {"config": {"suite": "libero_goal", "image_size": 64, "max_steps": 10}}))
+    checkpoint, out = tmp_path / "model.pt", tmp_path / "imagined"
+
+    def imagine(source: str) -> None:
+        shutil.copy(shipped_path(source), checkpoint)
+        args = {"checkpoint": str(checkpoint)}
+        imagine_run(sim, out, "noop", {}, "worldvla", WorldVLAWorldModel(**args), None,
+                    "simulator", progress=False, world_model_args=args)
+
+    imagine("tiny-libero-goal-early")
+    served = json.loads((out / IMAGINATION_FILE).read_text())["world_model_served"]
+    assert served["sha256"] == file_sha256(checkpoint) and served["step"] == 500
+    imagine("tiny-libero-goal-early")  # the same file resumes
+    with pytest.raises(RunDirectoryError, match="world_model_served"):
+        imagine("tiny-libero-goal")
+
+
 def test_eval_records_the_decoding_options_and_refuses_bad_ones_before_any_episode(
         tmp_path, capsys):
     """`eval --policy-arg temperature=...` on real LIBERO (one short episode): the options are in

@@ -78,6 +78,12 @@ def simulate_panel(panel: Panel, setup: RankSetup, out: Path, progress: bool = T
     return runs
 
 
+def _served(key: str, model: Any) -> dict[str, Any]:
+    """{key: what `model` says it runs} (a checkpoint's file, sha256, step), when it says."""
+    served = getattr(model, "served_model", None)
+    return {key: served()} if callable(served) else {}
+
+
 def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[str, Any],
                 world_model: str, model: WorldModel, judge: Any, judge_id: str,
                 threshold: float = 0.5, progress: bool = True, video: bool = False,
@@ -87,7 +93,9 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
     With `video`, each episode also gets a video (`RunDir.video_path`): the simulated episode
     (left, when `sim_run` was recorded with frames) beside the imagined one (right).
     `world_model_args` (the arguments `model` was built with) are recorded in its settings
-    (`RunDir.check_imagination`) when given, so a resume under other arguments is refused.
+    (`RunDir.check_imagination`) when given, and so is what the world model and the policy say
+    they run (`served_model()`: a checkpoint's sha256), so a resume under other arguments or
+    after a checkpoint file changed is refused.
     A policy call longer than `slow_call_s` seconds is warned about once (`rollout.SlowCalls`);
     an unreachable policy server (`ServerUnreachableError`) stops it, the episodes so far kept."""
     from worldvla_bench.rollout import SlowCalls
@@ -99,16 +107,18 @@ def imagine_run(sim_run: Path, out: Path, policy_name: str, policy_args: dict[st
     if manifest is None:
         raise RunDirectoryError(f"simulated run {sim_run} has no manifest: run it again")
     config = manifest["config"]
+    policy = make_policy(policy_name, **policy_args)
     imagined_run.check_imagination({"world_model": world_model, "judge": judge_id,
                              "threshold": threshold, "sim_run": str(sim_run),
                              "policy": policy_name, "policy_kwargs": policy_args,
                              "image_size": config["image_size"],
                              "max_steps": config["max_steps"],
                              **({"world_model_args": world_model_args} if world_model_args
-                                else {})})
+                                else {}),
+                             **_served("world_model_served", model),
+                             **_served("policy_served", policy)})
     pending = imagined_run.pending(records, repair=True)
     suite = load_suite(config["suite"])
-    policy = make_policy(policy_name, **policy_args)
     batched = (judge is not None and imagination_mode(policy) == "open"
                and type(model).predict_many is not WorldModel.predict_many)
     group = 32 if batched else 1

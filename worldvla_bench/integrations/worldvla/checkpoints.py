@@ -44,6 +44,14 @@ def file_sha256(path: str | Path | None) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """What names a loaded checkpoint (`load_checkpoint`'s metadata) in run records: its file
+    name, the sha256 of its bytes and its training step (not its path, which differs between
+    clones)."""
+    return {"file": Path(meta["path"]).name, "sha256": file_sha256(meta["path"]),
+            "step": meta["step"]}
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """torch.save through a temporary sibling and an atomic rename."""
     buffer = io.BytesIO()

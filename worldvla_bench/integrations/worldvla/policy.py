@@ -45,13 +45,12 @@ from __future__ import annotations
 
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from worldvla_bench.integrations.worldvla.checkpoints import file_sha256
+from worldvla_bench.integrations.worldvla.checkpoints import checkpoint_identity
 from worldvla_bench.integrations.worldvla.devices import autocast, resolve_device, use_bf16
 from worldvla_bench.integrations.worldvla.generation import (
     Sampling,
@@ -246,8 +245,7 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         self.bf16 = use_bf16(self.device, bf16)
         self.model, self.meta = load_checkpoint(checkpoint)
         self.model.to(self.device)
-        self._served = {"file": Path(self.meta["path"]).name,
-                        "sha256": file_sha256(self.meta["path"]), "step": self.meta["step"]}
+        self._served = checkpoint_identity(self.meta)
         if self.meta["stage"] != "done" and not self.meta["exported"]:
             warnings.warn(f"{checkpoint}: checkpoint of an unfinished training run "
                           f"(stage {self.meta['stage']}, step {self.meta['step']})", stacklevel=2)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.integrations.worldvla.checkpoints import checkpoint_identity
 from worldvla_bench.integrations.worldvla.devices import autocast, resolve_device, use_bf16
 from worldvla_bench.integrations.worldvla.generation import Sampling, check_sampling, derive_seed
 from worldvla_bench.integrations.worldvla.sequence import world_step_actions
@@ -83,6 +84,12 @@ class WorldVLAWorldModel(WorldModel):
         self.model.to(self.device)
         self.image_size = self.model.config.vq.image_size
         self.frame_step = self.model.config.world_frame_step
+        self._served = checkpoint_identity(self.meta)
+
+    def served_model(self) -> dict[str, Any]:
+        """The checkpoint it runs (file name, sha256, step): `wm-rank` keeps it in each
+        imagined run's settings, so a resume after the file changed is refused."""
+        return dict(self._served)
 
     @classmethod
     def check_arguments(cls, feedback: str = "pixels", temperature: float | None = None,
