@@ -21,9 +21,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED: dict[str, str] = {
     "tiny-libero-goal": "tiny_libero_goal.pt",
     "tiny-libero-goal-early": "tiny_libero_goal_early.pt",
-    # the default made on 2026-12-03 (3 tasks, 18 demos, image codes weighted 0.04), kept under
-    # this name for comparison once the current `make tiny-checkpoints` replaces the default;
-    # that recipe does not regenerate it
+    # earlier defaults, kept for comparison; the current `make tiny-checkpoints` regenerates
+    # neither: v2 (2026-12-04: next-frame world model, 15000 steps, the same data), v1
+    # (2026-12-03: 3 tasks, 18 demos, image codes weighted 0.04)
+    "tiny-libero-goal-v2": "tiny_libero_goal_v2.pt",
     "tiny-libero-goal-v1": "tiny_libero_goal_v1.pt",
 }
 DEFAULT_CHECKPOINT = "tiny-libero-goal"
