@@ -22,7 +22,7 @@ from worldvla_bench.integrations.worldvla.diagnosis import (
     teacher_forced_codes,
 )
 from worldvla_bench.integrations.worldvla.model import WorldVLA
-from worldvla_bench.integrations.worldvla.training import make_synthetic_demos
+from worldvla_bench.integrations.worldvla.training import load_checkpoint, make_synthetic_demos
 from worldvla_bench.libero_hdf5 import Demo, write_demos
 
 torch.set_num_threads(1)
@@ -198,6 +198,7 @@ def test_shipped_checkpoint_on_a_recorded_run(tmp_path):
     check_ranges(result.metrics)
     assert result.episodes == ["libero_goal_task01_trial40", "libero_goal_task01_trial41"]
     assert result.action_episodes == ["libero_goal_task01_trial40", "libero_goal_task02_trial40"]
-    assert result.samples == 16
+    step = load_checkpoint("tiny-libero-goal")[0].config.world_frame_step
+    assert result.samples == 2 * (8 - step + 1)  # pairs (t, t + S) within 8 steps, 2 episodes
     assert result.metrics["vq_psnr_db"] > 18  # the shipped VQ-VAE: about 24 dB
     assert result.metrics["rollout_spread_ratio"] is not None

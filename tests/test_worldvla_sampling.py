@@ -3,8 +3,8 @@ temperature, top-k and a seed, in `generation.generate`, the `worldvla` policy a
 world model (also its `feedback='codes'` rollout); how bad values are refused; and where the
 options are recorded (wm-eval's `wm_eval.json`, wm-rank's `imagination.json`).
 
-Generation is checked on a random `tiny` transformer; the policy and the world model on the
-shipped tiny checkpoint. torch runs on one thread here.
+Generation is checked on a random `tiny` transformer; the policy on the shipped default, the world
+model on a shipped next-frame checkpoint (`NEXT_FRAME`). torch runs on one thread here.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from worldvla_bench.registry import instantiate_check
 VOCAB = Vocab(codebook_size=512)
 TOK = WorldVLATokenizer(VOCAB)
 HOT = Sampling(temperature=1.0, seed=3)
+#: a shipped next-frame world model (S = 1: one predicted frame per action), for the world-model
+#: tests below, which follow a rollout action by action
+NEXT_FRAME = "tiny-libero-goal-v2"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -296,7 +299,7 @@ def test_world_model_default_is_the_greedy_pixel_rollout():
     from worldvla_bench.integrations.worldvla.world_model import WorldVLAWorldModel
     from worldvla_bench.observation_profiles import resize_image
 
-    model = WorldVLAWorldModel()
+    model = WorldVLAWorldModel(NEXT_FRAME)
     assert model.feedback == "pixels" and model.sampling.greedy
     frames, actions, text, context = _clips()[0]
     current = resize_image(frames[-1], model.image_size)
@@ -306,7 +309,7 @@ def test_world_model_default_is_the_greedy_pixel_rollout():
         expected.append(current)
     np.testing.assert_array_equal(model.predict(frames, actions, text, context),
                                   np.stack(expected))
-    zero = WorldVLAWorldModel(temperature=0, top_k=3, seed=5)
+    zero = WorldVLAWorldModel(NEXT_FRAME, temperature=0, top_k=3, seed=5)
     np.testing.assert_array_equal(zero.predict(frames, actions, text, context),
                                   np.stack(expected))
 
@@ -315,8 +318,8 @@ def test_world_model_codes_feedback_skips_the_pixel_round_trip():
     from worldvla_bench.integrations.worldvla.world_model import WorldVLAWorldModel
     from worldvla_bench.observation_profiles import resize_image
 
-    model = WorldVLAWorldModel(feedback="codes")
-    pixels = WorldVLAWorldModel()
+    model = WorldVLAWorldModel(NEXT_FRAME, feedback="codes")
+    pixels = WorldVLAWorldModel(NEXT_FRAME)
     frames, actions, text, context = _clips()[0]
     codes = model.model.encode_images(resize_image(frames[-1], model.image_size)[None])
     expected = []
@@ -329,8 +332,8 @@ def test_world_model_codes_feedback_skips_the_pixel_round_trip():
     np.testing.assert_array_equal(out[0], by_pixels[0])  # the first step reads the real frame
     # batched clips get what each gets alone
     clips = _clips()
-    for item, together in zip(clips, WorldVLAWorldModel(feedback="codes", batch_size=2)
-                              .predict_many(clips), strict=True):
+    batched = WorldVLAWorldModel(NEXT_FRAME, feedback="codes", batch_size=2)
+    for item, together in zip(clips, batched.predict_many(clips), strict=True):
         _same_frames(together, model.predict(*item))
 
 
@@ -339,13 +342,14 @@ def test_world_model_samples_reproducibly_in_any_batch(feedback):
     from worldvla_bench.integrations.worldvla.world_model import WorldVLAWorldModel
 
     clips = _clips()
-    model = WorldVLAWorldModel(feedback=feedback, temperature=1.0, seed=3, batch_size=2)
+    hot = {"feedback": feedback, "temperature": 1.0, "batch_size": 2}
+    model = WorldVLAWorldModel(NEXT_FRAME, seed=3, **hot)
     together = model.predict_many(clips)
     for item, frames in zip(clips, together, strict=True):
         _same_frames(frames, model.predict(*item))
-    same = WorldVLAWorldModel(feedback=feedback, temperature=1.0, seed=3, batch_size=2)
-    other = WorldVLAWorldModel(feedback=feedback, temperature=1.0, seed=4, batch_size=2)
-    greedy = WorldVLAWorldModel(feedback=feedback, batch_size=2)
+    same = WorldVLAWorldModel(NEXT_FRAME, seed=3, **hot)
+    other = WorldVLAWorldModel(NEXT_FRAME, seed=4, **hot)
+    greedy = WorldVLAWorldModel(NEXT_FRAME, feedback=feedback, batch_size=2)
     for a, b, c, d in zip(together, same.predict_many(clips), other.predict_many(clips),
                           greedy.predict_many(clips), strict=True):
         np.testing.assert_array_equal(a, b)  # same seed, same batches: the same frames exactly
