@@ -36,7 +36,7 @@ help:
 	@echo "make test                       run the test suite"
 	@echo "make bench                      throughput benchmarks (writes results/bench/)"
 	@echo "make examples                   regenerate results/examples/ from a clean checkout (~15 min)"
-	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~2 h 45 min on 2 idle cores)"
+	@echo "make tiny-checkpoints           regenerate the shipped tiny WorldVLA checkpoints (~2 h 50 min on 2 idle cores)"
 	@echo "make tiny-targets [TINY_CKPT=..]  issue-25 targets of a tiny checkpoint on held-out init states 40-49"
 	@echo "make tiny-data-aug [TINY_AUG_NOISE=0.1]  noisy-expert successes as more demos (train with TINY_EXTRA_DATA)"
 	@echo "make tiny-curve [TINY_CURVE_STEPS=..]  success and probes of the recipe's snapshots against step"
