@@ -15,8 +15,8 @@ from worldvla_bench.report import load_run, success_rate_table, wilson_interval,
 
 
 def make_run(path: Path, outcomes: dict[int, list[bool]], max_steps: int = 220,
-             mujoco: str = "3.17.0", errors: tuple = ()) -> Path:
-    """A run directory whose task t has trials with the given successes."""
+             mujoco: str = "3.17.0", errors: tuple = (), first_trial: int = 0) -> Path:
+    """A run directory whose task t has trials first_trial, ... with the given successes."""
     path.mkdir(parents=True)
     config = {"suite": "libero_spatial", "policy": "p", "policy_kwargs": {}, "seed": 7,
               "image_size": 256, "max_steps": max_steps}
@@ -28,7 +28,7 @@ def make_run(path: Path, outcomes: dict[int, list[bool]], max_steps: int = 220,
     manifest["invocations"][0]["versions"]["mujoco"] = mujoco
     (path / "manifest.json").write_text(json.dumps(manifest))
     for task, results in outcomes.items():
-        for trial, success in enumerate(results):
+        for trial, success in enumerate(results, start=first_trial):
             append_episode(path, {
                 "suite": "libero_spatial", "task_id": task, "task_name": f"task_{task}",
                 "trial": trial, "success": success, "steps": 10 if success else 20,
@@ -116,12 +116,31 @@ def test_compare_pairs_trials_and_flags_protocol_differences(tmp_path):
         "3.17.0", "3.2.0")
 
 
-def test_compare_unpaired_runs_uses_fisher(tmp_path):
+def test_compare_runs_without_a_shared_trial_uses_fisher(tmp_path):
     a = make_run(tmp_path / "a", {0: [True] * 8 + [False] * 2})
-    b = make_run(tmp_path / "b", {0: [True] * 2 + [False] * 8 + [False] * 2})
+    b = make_run(tmp_path / "b", {0: [True] * 2 + [False] * 8}, first_trial=10)  # none shared
     row = compare_runs(a, b)["table"].set_index("task_id").loc[0]
-    assert row["test"] == "fisher"
-    assert row["p_value"] == pytest.approx(0.0082843, abs=1e-6)  # hypergeometric by hand
+    assert row["test"] == "fisher" and row["pairs"] == 0 and row["unpaired"] == 20
+    assert row["p_value"] == pytest.approx(0.0230141, abs=1e-6)  # hypergeometric by hand
+    assert row["delta"] == pytest.approx(20.0 - 80.0)
+
+
+def test_compare_partly_paired_runs_tests_the_pairs(tmp_path, capsys):
+    """A run over trials 0-19 against one over 0-9 (a subset): McNemar on the 10 pairs, the
+    success rates and delta over them, the 10 episodes without a partner counted, not mixed."""
+    a = make_run(tmp_path / "a", {0: [False] * 10 + [True] * 10})
+    b = make_run(tmp_path / "b", {0: [True] * 6 + [False] * 4})
+    table = compare_runs(a, b)["table"].set_index("task_id")
+    for task in (0, "all"):
+        row = table.loc[task]
+        assert (row["trials_a"], row["trials_b"], row["pairs"], row["unpaired"]) == (20, 10, 10, 10)
+        assert row["test"] == "mcnemar" and (row["only_a"], row["only_b"]) == (0, 6)
+        assert row["success_a"] == 0.0 and row["success_b"] == 60.0 and row["delta"] == 60.0
+        assert row["p_value"] == pytest.approx(2 * 0.5**6)
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "unpaired" in out.splitlines()[1]  # a column of the table's header
+    assert "10 episodes have no partner" in out
 
 
 def test_report_of_a_missing_run_is_a_clear_error(tmp_path):

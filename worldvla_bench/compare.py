@@ -1,9 +1,11 @@
 """Compare two runs: per-task and overall success deltas with a significance test.
 
 Runs that share init states (the official protocol) are paired by (suite, task, trial) and tested
-with an exact McNemar test on the discordant pairs; episodes without a partner fall back to
-Fisher's exact test on the success counts. Next to them: every difference between the two
-manifests, and whether it can move the numbers (`manifest_diff.py`).
+with an exact McNemar test on the discordant pairs. Where only some trials pair (e.g. a run of
+init states 40-49 against one of 40-44), the success rates, the delta and the test are taken over
+the pairs alone, and `unpaired` counts the episodes left out; only where no trial pairs does the
+test fall back to Fisher's exact test on all the success counts. Next to them: every difference
+between the two manifests, and whether it can move the numbers (`manifest_diff.py`).
 """
 
 from __future__ import annotations
@@ -29,26 +31,26 @@ def exact_mcnemar(only_a: int, only_b: int) -> float:
 
 
 def _compare_group(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
+    """One row: the trials of each run, success rates and delta (B - A, points) over the paired
+    trials (all trials where none pairs) and the test that goes with them."""
     paired = a.merge(b, on=KEY, suffixes=("_a", "_b"))
-    complete_pairing = len(paired) == len(a) == len(b)
-    row: dict[str, Any] = {
-        "trials_a": len(a),
-        "trials_b": len(b),
-        "success_a": 100.0 * a["success"].mean(),
-        "success_b": 100.0 * b["success"].mean(),
-    }
-    row["delta"] = row["success_b"] - row["success_a"]
-    if complete_pairing:
-        only_a = int((paired["success_a"] & ~paired["success_b"]).sum())
-        only_b = int((~paired["success_a"] & paired["success_b"]).sum())
-        row.update(test="mcnemar", only_a=only_a, only_b=only_b,
+    row: dict[str, Any] = {"trials_a": len(a), "trials_b": len(b), "pairs": len(paired),
+                           "unpaired": len(a) + len(b) - 2 * len(paired)}
+    if len(paired):
+        success_a, success_b = paired["success_a"], paired["success_b"]
+        only_a = int((success_a & ~success_b).sum())
+        only_b = int((~success_a & success_b).sum())
+        row.update(success_a=100.0 * success_a.mean(), success_b=100.0 * success_b.mean(),
+                   test="mcnemar", only_a=only_a, only_b=only_b,
                    p_value=exact_mcnemar(only_a, only_b))
     else:
         sa, sb = int(a["success"].sum()), int(b["success"].sum())
         table = [[sa, len(a) - sa], [sb, len(b) - sb]]
-        row.update(test="fisher", only_a=None, only_b=None,
-                   p_value=float(fisher_exact(table)[1]))
-    return row
+        row.update(success_a=100.0 * sa / len(a), success_b=100.0 * sb / len(b), test="fisher",
+                   only_a=None, only_b=None, p_value=float(fisher_exact(table)[1]))
+    row["delta"] = row["success_b"] - row["success_a"]
+    order = ["trials_a", "trials_b", "pairs", "unpaired", "success_a", "success_b", "delta"]
+    return {**{k: row[k] for k in order}, **{k: v for k, v in row.items() if k not in order}}
 
 
 def compare_runs(run_a: Path | str, run_b: Path | str, alpha: float = 0.05) -> dict[str, Any]:
@@ -113,4 +115,7 @@ def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
         shown["p_value"] = shown["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     if "significant" in shown:
         shown["significant"] = shown["significant"].map(lambda v: "*" if v is True else "")
-    return shown.drop(columns=[c for c in ("only_a", "only_b") if c in shown])
+    hidden = ["only_a", "only_b"]
+    if "unpaired" in shown and not (shown["unpaired"].fillna(0) > 0).any():
+        hidden.append("unpaired")  # every trial paired: nothing to say
+    return shown.drop(columns=[c for c in hidden if c in shown])

@@ -25,7 +25,13 @@ def run(args: argparse.Namespace) -> int:
     result = compare_runs(run_a, run_b, alpha=args.alpha)
     print(f"A = {run_a}, B = {run_b}; delta = B - A in points; "
           f"* = p < {args.alpha} (exact McNemar on paired trials, else Fisher)")
-    print(format_comparison(result["table"]).to_markdown(index=False, disable_numparse=True))
+    table = result["table"]
+    print(format_comparison(table).to_markdown(index=False, disable_numparse=True))
+    tasks = table[table["task_id"] != "all"]
+    unpaired = int(tasks["unpaired"].fillna(0).sum()) if "unpaired" in tasks else 0
+    if unpaired:
+        print(f"{unpaired} episodes have no partner (same suite, task and trial) in the other "
+              "run: where a task has pairs, its success, delta and test are over the pairs only")
     differences = result["differences"]
     moving = sum(d.moves_numbers is not False for d in differences)
     if differences:
