@@ -107,6 +107,21 @@ def test_copy_last_repeats_the_context_frame():
     assert predicted.shape == (5, 8, 8, 3) and (predicted == frames[-1]).all()
 
 
+def test_copy_last_at_a_model_size_loses_what_that_size_loses():
+    """image_size=4 on 8-px frames: a one-pixel checkerboard (detail finer than 4 px) comes back
+    nearly flat at its mean; a flat frame, or a frame already at that size, comes back as is."""
+    frames = np.zeros((1, 8, 8, 3), np.uint8)
+    frames[0, ::2, ::2] = frames[0, 1::2, 1::2] = 200  # mean 100, std 100
+    predicted = CopyLast(image_size=4).predict(frames, np.zeros((2, 7)), "")
+    assert predicted.shape == (2, 8, 8, 3) and (predicted[0] == predicted[1]).all()
+    assert abs(predicted.mean() - 100) < 5 and predicted.std() < 10
+    flat = np.full((1, 8, 8, 3), 77, np.uint8)
+    assert (CopyLast(image_size=4).predict(flat, np.zeros((1, 7)), "") == 77).all()
+    assert (CopyLast(image_size=8).predict(frames, np.zeros((1, 7)), "") == frames).all()
+    with pytest.raises(ValueError, match="image_size"):
+        CopyLast(image_size=0)
+
+
 def test_wm_eval_sim_oracle_beats_copy_last_on_every_metric(frames_run: Path, tmp_path, capsys):
     summaries = {}
     for model in ("copy-last", "sim-oracle"):

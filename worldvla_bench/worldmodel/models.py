@@ -83,10 +83,29 @@ class WorldModel(abc.ABC):
 
 
 class CopyLast(WorldModel):
-    """Repeats the last context frame: the floor every world model must beat."""
+    """Repeats the last context frame: the floor every world model must beat.
+
+    `image_size` (pixels, square) passes the copied frame through that resolution first:
+    resized down to it and back to the frame's size with the resize every profile and the
+    WorldVLA world model use (`observation_profiles.resize_image`). It is the floor of a model
+    that predicts at that size (`--model-arg image_size=64` beside the tiny WorldVLA): the two
+    lose the same detail to resolution, so what remains between them is prediction."""
+
+    def __init__(self, image_size: int | None = None) -> None:
+        if image_size is not None and int(image_size) < 1:
+            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+        self.image_size = None if image_size is None else int(image_size)
 
     def predict(self, context_frames, actions, instruction, context=None):
-        return np.repeat(context_frames[-1:], len(actions), axis=0)
+        last = np.asarray(context_frames[-1], dtype=np.uint8)
+        if self.image_size is not None:
+            from worldvla_bench.observation_profiles import resize_image
+
+            height, width = last.shape[:2]
+            if height != width:
+                raise BenchError(f"copy-last image_size needs square frames, got {height}x{width}")
+            last = resize_image(resize_image(last, self.image_size), height)
+        return np.repeat(last[None], len(actions), axis=0)
 
 
 #: robosuite's episode length in LIBERO's env (libero/libero/envs/env_wrapper.py, ControlEnv:
