@@ -148,7 +148,8 @@ tiny-checkpoints: tiny-train
 # The issue-25 targets of a tiny checkpoint (TINY_CKPT: a shipped name, a file or a training
 # directory) on libero_goal init states 40-49, which the recipe never trains on: held-out expert and
 # noisy-expert episodes (recorded once), the collapse diagnosis (made once), frame fidelity at
-# horizons 10 and 50 and copy-last's on the same clips (one per episode), the counterfactual
+# horizons 10 and 50 and copy-last's on the same clips (one per episode; also through the tiny
+# model's 64 px, which loses the same detail), the counterfactual
 # probe at horizon 10, and the policy under the official protocol (256 px, its own profile).
 # Every stage resumes or is cheap to redo.
 TINY_CKPT ?= tiny-libero-goal
@@ -174,6 +175,8 @@ tiny-targets:
 		--data $(TINY_HELD)/expert --horizons 10,50 --out $(TINY_OUT)/fidelity
 	$(TINY_WM) --probe fidelity --model copy-last --data $(TINY_HELD)/expert --horizons 10,50 \
 		--out $(TINY_OUT)/fidelity_copy_last
+	$(TINY_WM) --probe fidelity --model copy-last --model-arg image_size=64 \
+		--data $(TINY_HELD)/expert --horizons 10,50 --out $(TINY_OUT)/fidelity_copy_last_64
 	$(TINY_WM) --probe counterfactual --model worldvla --model-arg checkpoint=$(TINY_CKPT) \
 		--horizons 10 --data $(TINY_HELD)/noisy --max-episodes 8 --out $(TINY_OUT)/counterfactual
 	$(TINY_HELD_EVAL) --policy worldvla --policy-arg checkpoint=$(TINY_CKPT) --run $(TINY_OUT)/policy
