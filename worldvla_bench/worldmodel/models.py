@@ -86,10 +86,10 @@ class CopyLast(WorldModel):
     """Repeats the last context frame: the floor every world model must beat.
 
     `image_size` (pixels, square) passes the copied frame through that resolution first:
-    resized down to it and back to the frame's size with the resize every profile and the
-    WorldVLA world model use (`observation_profiles.resize_image`). It is the floor of a model
-    that predicts at that size (`--model-arg image_size=64` beside the tiny WorldVLA): the two
-    lose the same detail to resolution, so what remains between them is prediction."""
+    resized down to it and back to the frame's size with the resize every observation profile
+    uses (`observation_profiles.resize_image`). It is the floor of a model that predicts at that
+    size and is scored on larger frames (`--model-arg image_size=64` beside a 64-px model): the
+    two lose the same detail to resolution, so what remains between them is prediction."""
 
     def __init__(self, image_size: int | None = None) -> None:
         if image_size is not None and int(image_size) < 1:
