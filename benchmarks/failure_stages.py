@@ -35,7 +35,6 @@ the tables. Both runs must hold saved actions (`episodes/`, the default of `eval
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,12 @@ sys.path.insert(0, str(REPO))
 
 from worldvla_bench.policies.replay import ReplayPolicy  # noqa: E402
 from worldvla_bench.policy import EndEpisode  # noqa: E402
-from worldvla_bench.run_dir import episode_stem  # noqa: E402
+from worldvla_bench.run_dir import (  # noqa: E402
+    RunDir,
+    episode_stem,
+    load_episode_arrays,
+    read_episodes,
+)
 
 GAP_CM = 2.0  # reached: within 2 cm of the reference's closest approach
 LIFT_CM = 4.0  # lifted: the object's root 4 cm above its start
@@ -132,7 +136,7 @@ def replay(run: Path, out: Path, workers: int) -> Path:
     manifest = read_manifest(run)
     if manifest is None:
         raise SystemExit(f"{run} has no manifest.json: not a run directory")
-    records = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    records = read_episodes(run)
     logs = out / "logs"
     recorded = {k: v for k, v in protocol_of(manifest).items() if v is not None}
     protocol = Protocol(**{**recorded, "policy": "benchmarks.failure_stages:LoggingReplay",
@@ -142,8 +146,7 @@ def replay(run: Path, out: Path, workers: int) -> Path:
     run_evaluation(protocol, RunOptions(run_dir=out, tasks=tasks, first_trial=trials[0],
                                         trials=trials[-1] - trials[0] + 1, workers=workers,
                                         save_episodes=False, progress=True))
-    replayed = {(r["task_id"], r["trial"]): r
-                for r in map(json.loads, (out / "episodes.jsonl").read_text().splitlines())}
+    replayed = {(r["task_id"], r["trial"]): r for r in read_episodes(out)}
     for r in records:
         again = replayed.get((r["task_id"], r["trial"]))
         if again is None or again["success"] != r["success"] or again["steps"] != r["steps"]:
@@ -189,16 +192,13 @@ def table(run: Path, reference: Path, run_logs: Path, reference_logs: Path):
     """One row per episode of `run` with its reference's figures beside it."""
     import pandas as pd
 
-    from worldvla_bench.run_dir import load_episode_arrays
-
     rows = []
-    for line in (run / "episodes.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        name = Path(record["episode_file"]).stem + ".npz"
-        mine = episode_row(dict(np.load(run_logs / name)),
-                           load_episode_arrays(run / record["episode_file"])["actions"])
+    for record in read_episodes(run):
+        key = (record["suite"], record["task_id"], record["trial"])
+        name = episode_stem(*key) + ".npz"
+        mine = episode_row(dict(np.load(run_logs / name)), RunDir(run).arrays(record)["actions"])
         ref = episode_row(dict(np.load(reference_logs / name)),
-                          load_episode_arrays(reference / record["episode_file"])["actions"])
+                          load_episode_arrays(RunDir(reference).episode_path(*key))["actions"])
         row = {"task": record["task_id"], "trial": record["trial"], "success": record["success"],
                "ended_by_policy": bool((record.get("extra") or {}).get("ended_by_policy")),
                "kind": mine["kind"], "reach_gap": mine["min_dist"] - ref["min_dist"],
