@@ -47,8 +47,9 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_revision(cwd: Path | None = None) -> str | None:
-    """The checkout's commit, with '+dirty' when its code has uncommitted changes (outputs under
-    `results/` are not code: `make examples` rewrites them run after run)."""
+    """The checkout's commit, with '+dirty' when any tracked file of the checkout (the package,
+    `policies/`, `tasks/`, the Makefile...) has uncommitted changes; outputs under `results/` are
+    not code: `make examples` rewrites them run after run."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
@@ -57,7 +58,7 @@ def git_revision(cwd: Path | None = None) -> str | None:
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
              ":(exclude,top)results"],
             cwd=cwd, capture_output=True, text=True, timeout=10,
         )
