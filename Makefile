@@ -151,7 +151,7 @@ tiny-checkpoints: tiny-train
 # horizons 10 and 50 and copy-last's on the same clips (one per episode; also through the tiny
 # model's 64 px, which loses the same detail), the counterfactual
 # probe at horizon 10, and the policy under the official protocol (256 px, its own profile).
-# Every stage resumes or is cheap to redo.
+# Every stage resumes; a probe whose output exists is not redone (delete its directory to redo it).
 TINY_CKPT ?= tiny-libero-goal
 TINY_HELD := $(TINY_DIR)/heldout
 TINY_OUT ?= $(TINY_HELD)/$(notdir $(TINY_CKPT))
@@ -171,14 +171,18 @@ tiny-targets:
 		--policy-arg action_noise=0.3 --run $(TINY_HELD)/noisy
 	mkdir -p $(TINY_OUT)
 	$(call TINY_DIAGNOSE,$(TINY_CKPT),$(TINY_OUT)/diagnosis.json)
-	$(TINY_WM) --probe fidelity --model worldvla --model-arg checkpoint=$(TINY_CKPT) \
-		--data $(TINY_HELD)/expert --horizons 10,50 --out $(TINY_OUT)/fidelity
-	$(TINY_WM) --probe fidelity --model copy-last --data $(TINY_HELD)/expert --horizons 10,50 \
+	test -e $(TINY_OUT)/fidelity/summary.md || $(TINY_WM) --probe fidelity --model worldvla \
+		--model-arg checkpoint=$(TINY_CKPT) --data $(TINY_HELD)/expert --horizons 10,50 \
+		--out $(TINY_OUT)/fidelity
+	test -e $(TINY_OUT)/fidelity_copy_last/summary.md || $(TINY_WM) --probe fidelity \
+		--model copy-last --data $(TINY_HELD)/expert --horizons 10,50 \
 		--out $(TINY_OUT)/fidelity_copy_last
-	$(TINY_WM) --probe fidelity --model copy-last --model-arg image_size=64 \
-		--data $(TINY_HELD)/expert --horizons 10,50 --out $(TINY_OUT)/fidelity_copy_last_64
-	$(TINY_WM) --probe counterfactual --model worldvla --model-arg checkpoint=$(TINY_CKPT) \
-		--horizons 10 --data $(TINY_HELD)/noisy --max-episodes 8 --out $(TINY_OUT)/counterfactual
+	test -e $(TINY_OUT)/fidelity_copy_last_64/summary.md || $(TINY_WM) --probe fidelity \
+		--model copy-last --model-arg image_size=64 --data $(TINY_HELD)/expert --horizons 10,50 \
+		--out $(TINY_OUT)/fidelity_copy_last_64
+	test -e $(TINY_OUT)/counterfactual/counterfactual.md || $(TINY_WM) --probe counterfactual \
+		--model worldvla --model-arg checkpoint=$(TINY_CKPT) --horizons 10 \
+		--data $(TINY_HELD)/noisy --max-episodes 8 --out $(TINY_OUT)/counterfactual
 	$(TINY_HELD_EVAL) --policy worldvla --policy-arg checkpoint=$(TINY_CKPT) --run $(TINY_OUT)/policy
 	$(BIN)/worldvla-bench report $(TINY_OUT)/policy
 
@@ -276,7 +280,8 @@ ablation-example:
 # of six policies in LIBERO and in three world models (wm-rank; its
 # table includes optimism over the panel's episodes), and the optimism and counterfactual probes
 # on the noisy expert's recorded episodes. About 3 hours on 2 cores: the sim-oracle baseline
-# renders every imagined frame. Stages resume where they stopped (the judge is trained once).
+# renders every imagined frame. Stages resume where they stopped (the judge is trained once; a
+# probe whose output exists is not redone: delete its directory to redo it).
 WM_DIR := results/wm_simulators
 WM_JUDGE := $(WM_DIR)/judge_goal146.pt
 WM_TRIALS := --suite libero_goal --tasks 1,4,6 --image-size 64 --no-progress
@@ -295,7 +300,9 @@ wm-simulators:
 	$(BIN)/worldvla-bench wm-rank --panel libero_goal --policies $(WM_POLICIES) $(WM_TRIALS) \
 		$(WM_RANKED) --out $(WM_DIR)/rank --judge $(WM_JUDGE) \
 		--world-model worldvla --world-model sim-oracle --world-model copy-last
-	$(BIN)/worldvla-bench wm-eval --probe optimism --model worldvla --judge $(WM_JUDGE) --no-progress \
-		--baselines copy-last --data $(WM_DIR)/rank/sim/expert_noise_0.3 --out $(WM_DIR)/optimism
-	$(BIN)/worldvla-bench wm-eval --probe counterfactual --model worldvla --horizons 10 --no-progress \
+	test -e $(WM_DIR)/optimism/optimism.md || $(BIN)/worldvla-bench wm-eval --probe optimism \
+		--model worldvla --judge $(WM_JUDGE) --no-progress --baselines copy-last \
+		--data $(WM_DIR)/rank/sim/expert_noise_0.3 --out $(WM_DIR)/optimism
+	test -e $(WM_DIR)/counterfactual/counterfactual.md || $(BIN)/worldvla-bench wm-eval \
+		--probe counterfactual --model worldvla --horizons 10 --no-progress \
 		--data $(WM_DIR)/rank/sim/expert_noise_0.3 --max-episodes 4 --out $(WM_DIR)/counterfactual

@@ -123,7 +123,7 @@ def test_copy_last_at_a_model_size_loses_what_that_size_loses():
 
 
 def test_wm_eval_sim_oracle_beats_copy_last_on_every_metric(frames_run: Path, tmp_path, capsys):
-    summaries = {}
+    summaries, printed = {}, ""
     for model in ("copy-last", "sim-oracle"):
         out = tmp_path / model
         assert main(["wm-eval", "--model", model, "--data", str(frames_run), "--horizons", "10",
@@ -131,7 +131,8 @@ def test_wm_eval_sim_oracle_beats_copy_last_on_every_metric(frames_run: Path, tm
         summaries[model] = pd.read_csv(out / "summary.csv").iloc[0]
         assert len(pd.read_csv(out / "per_clip.csv")) == 4
         assert len(list((out / "videos").glob("*.mp4"))) == 4
-    printed = capsys.readouterr().out
+        printed += capsys.readouterr().out
+        assert (out / "summary.md").read_text().strip() in printed  # written last, when done
     assert "fvd_n" in printed and "standard" in printed
     # the WorldVLA paper's figures were measured under the `worldvla` protocol only
     assert "718.6" not in printed and "718.6" in get_scoring_convention("worldvla").reference

@@ -55,11 +55,11 @@ def run_fidelity_probe(model: ModelSpec, episodes: list, horizons: list[int], ou
     result["per_clip"].to_csv(out / "per_clip.csv", index=False)
     summary = result["summary"]
     summary.to_csv(out / "summary.csv", index=False)
-    text = _format_fidelity(summary, result["convention"], name, data, view, scoring_convention)
-    (out / "summary.md").write_text(text, encoding="utf-8")
     if save_video:
         for clip in result["clips"]:
             write_side_by_side(out / "videos" / f"{clip.episode}_h{clip.horizon}.mp4", clip)
+    text = _format_fidelity(summary, result["convention"], name, data, view, scoring_convention)
+    write_atomic(out / "summary.md", text.encode("utf-8"))  # last: it marks the probe done
     return ProbeOutput(text, f"{out}/summary.md, summary.csv, per_clip.csv")
 
 
