@@ -101,6 +101,24 @@ def test_sim_oracle_reproduces_the_recorded_frames_exactly(frames_run: Path):
     np.testing.assert_array_equal(predicted, episode.frames[1:])
 
 
+def test_sim_oracle_at_a_model_size_is_the_simulator_through_that_size(frames_run: Path):
+    """image_size=24 on 48-px frames: the recorded frames, each resized to 24 px and back (the
+    same as copy-last image_size does to its frame); the rollout's frames too."""
+    episode = next(iter(read_run(frames_run)))
+    oracle = SimOracle(image_size=24)
+    try:
+        context = PredictionContext(episode.meta, episode.states[0], episode.control_states[0])
+        predicted = oracle.predict(episode.frames[:1], episode.actions, "", context)
+        rolled = oracle.start_rollout(episode.frames[0], "", context).step(episode.actions[:3])
+    finally:
+        oracle.close()
+    expected = np.stack([CopyLast(image_size=24).predict(frame[None], np.zeros((1, 7)), "")[0]
+                         for frame in episode.frames[1:]])
+    np.testing.assert_array_equal(predicted, expected)
+    np.testing.assert_array_equal(rolled, expected[:3])
+    assert np.abs(predicted.astype(int) - episode.frames[1:]).mean() > 1  # detail was lost
+
+
 def test_copy_last_repeats_the_context_frame():
     frames = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
     predicted = CopyLast().predict(frames, np.zeros((5, 7)), "")

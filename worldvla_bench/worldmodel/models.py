@@ -82,29 +82,42 @@ class WorldModel(abc.ABC):
         """Release resources."""
 
 
+def _checked_size(image_size: int | None) -> int | None:
+    if image_size is not None and int(image_size) < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+    return None if image_size is None else int(image_size)
+
+
+def through_size(frames: np.ndarray, image_size: int | None, model: str) -> np.ndarray:
+    """Frames (..., H, H, 3) uint8 passed through `image_size` px: resized down to it and back to
+    H with the resize every observation profile uses (`observation_profiles.resize_image`), so
+    they lose the detail a model predicting at that size loses; as they are when None."""
+    frames = np.asarray(frames, dtype=np.uint8)
+    if image_size is None:
+        return frames
+    from worldvla_bench.observation_profiles import resize_image
+
+    height, width = frames.shape[-3:-1]
+    if height != width:
+        raise BenchError(f"{model} image_size needs square frames, got {height}x{width}")
+    flat = frames.reshape(-1, height, width, 3)
+    out = np.stack([resize_image(resize_image(f, image_size), height) for f in flat])
+    return out.reshape(frames.shape)
+
+
 class CopyLast(WorldModel):
     """Repeats the last context frame: the floor every world model must beat.
 
-    `image_size` (pixels, square) passes the copied frame through that resolution first:
-    resized down to it and back to the frame's size with the resize every observation profile
-    uses (`observation_profiles.resize_image`). It is the floor of a model that predicts at that
-    size and is scored on larger frames (`--model-arg image_size=64` beside a 64-px model): the
-    two lose the same detail to resolution, so what remains between them is prediction."""
+    `image_size` (pixels, square) passes the copied frame through that resolution first
+    (`through_size`). It is the floor of a model that predicts at that size and is scored on
+    larger frames (`--model-arg image_size=64` beside a 64-px model): the two lose the same
+    detail to resolution, so what remains between them is prediction."""
 
     def __init__(self, image_size: int | None = None) -> None:
-        if image_size is not None and int(image_size) < 1:
-            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
-        self.image_size = None if image_size is None else int(image_size)
+        self.image_size = _checked_size(image_size)
 
     def predict(self, context_frames, actions, instruction, context=None):
-        last = np.asarray(context_frames[-1], dtype=np.uint8)
-        if self.image_size is not None:
-            from worldvla_bench.observation_profiles import resize_image
-
-            height, width = last.shape[:2]
-            if height != width:
-                raise BenchError(f"copy-last image_size needs square frames, got {height}x{width}")
-            last = resize_image(resize_image(last, self.image_size), height)
+        last = through_size(context_frames[-1], self.image_size, "copy-last")
         return np.repeat(last[None], len(actions), axis=0)
 
 
@@ -126,9 +139,14 @@ class SimOracle(WorldModel):
     seeding, `envs/seeding.scene_of`: the fixtures stand where they stood); each clip then
     restores its state after clearing what a soft reset clears (the same frames: tests replay
     recorded episodes from mid-episode states and compare every pixel).
+
+    `image_size` (pixels, square) passes every simulated frame through that resolution
+    (`through_size`): the ceiling of a model that predicts at that size, as `copy-last
+    image_size` is its floor (what a perfect 64-px model scores on 256-px frames).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, image_size: int | None = None) -> None:
+        self.image_size = _checked_size(image_size)
         self._env = None
         self._key: tuple | None = None
         self._scene: SceneSeed | None = None
@@ -163,13 +181,13 @@ class SimOracle(WorldModel):
 
     def predict(self, context_frames, actions, instruction, context=None):
         env = self._restored(context, int(context_frames.shape[1]), len(actions))
-        return _SimRollout(env).step(actions)
+        return _SimRollout(env, self.image_size).step(actions)
 
     def start_rollout(self, first_frame, instruction, context=None):
         """The simulator itself, continuing from the state of the first frame; it records the
         simulator's success check after every step (`Rollout.simulator_success`)."""
         return _SimRollout(self._restored(context, int(np.shape(first_frame)[0]),
-                                          LONGEST_ROLLOUT))
+                                          LONGEST_ROLLOUT), self.image_size)
 
     def close(self) -> None:
         if self._env is not None:
@@ -182,8 +200,9 @@ class SimOracle(WorldModel):
 class _SimRollout(Rollout):
     """Steps a LIBERO env (set up by `SimOracle`) and keeps its frames and success checks."""
 
-    def __init__(self, env) -> None:
+    def __init__(self, env, image_size: int | None = None) -> None:
         self.env = env
+        self.image_size = image_size
         self.simulator_success = []
 
     def step(self, actions: np.ndarray) -> np.ndarray:
@@ -192,7 +211,7 @@ class _SimRollout(Rollout):
             obs, _, _, _, info = self.env.step(action)
             frames.append(obs["agentview_image"])
             self.simulator_success.append(bool(info["success"]))
-        return np.stack(frames)
+        return through_size(np.stack(frames), self.image_size, "sim-oracle")
 
 
 #: World models by name; installed packages add theirs through the entry-point group
