@@ -150,7 +150,8 @@ tiny-checkpoints: tiny-train
 # noisy-expert episodes (recorded once), the collapse diagnosis (made once), frame fidelity at
 # horizons 10 and 50 and copy-last's on the same clips (one per episode; also through the tiny
 # model's 64 px, which loses the same detail), the counterfactual
-# probe at horizon 10, and the policy under the official protocol (256 px, its own profile).
+# probe at horizon 10 (and the simulator's through 64 px: a perfect 64-px model's score, once for
+# every checkpoint), and the policy under the official protocol (256 px, its own profile).
 # Every stage resumes; a probe whose output exists is not redone (delete its directory to redo it).
 TINY_CKPT ?= tiny-libero-goal
 TINY_HELD := $(TINY_DIR)/heldout
@@ -183,6 +184,9 @@ tiny-targets:
 	test -e $(TINY_OUT)/counterfactual/counterfactual.md || $(TINY_WM) --probe counterfactual \
 		--model worldvla --model-arg checkpoint=$(TINY_CKPT) --horizons 10 \
 		--data $(TINY_HELD)/noisy --max-episodes 8 --out $(TINY_OUT)/counterfactual
+	test -e $(TINY_HELD)/counterfactual_sim_oracle_64/counterfactual.md || $(TINY_WM) \
+		--probe counterfactual --model sim-oracle --model-arg image_size=64 --horizons 10 \
+		--data $(TINY_HELD)/noisy --max-episodes 8 --out $(TINY_HELD)/counterfactual_sim_oracle_64
 	$(TINY_HELD_EVAL) --policy worldvla --policy-arg checkpoint=$(TINY_CKPT) --run $(TINY_OUT)/policy
 	$(BIN)/worldvla-bench report $(TINY_OUT)/policy
 
