@@ -261,11 +261,12 @@ examples:
 # code (manifests record the revision); re-running resumes every training run and every run.
 # The checkpoints (train/ and vq/ under it: final.pt, and last.pt with the optimizer state, for
 # each of 10 runs; too large to commit) are git-ignored; the runs' manifests name them and
-# ablation.csv gives their sha256: this target regenerates them. Estimated from
-# its parts' measured times: ~22 h on 2 idle cores (recording ~1 h unless tiny-data has run, VQ
-# ~13 min, 10 trainings of ~100 min at 30000 steps, 800 episodes ~4 h: 80 take ~15 min with K = 5
-# chunks, ~35 min with one action per query). ABLATION_STEPS=N trains N transformer steps instead, ABLATION_TRAIN_ARGS
-# adds training flags to every cell: another grid, so start from a fresh ABLATION_OUT.
+# ablation.csv gives their sha256: this target regenerates them. Estimated from its parts'
+# measured times: ~22 h on 2 idle cores (recording ~1 h unless tiny-data has run, VQ ~13 min, 10
+# trainings of ~100 min at 30000 steps, 800 episodes ~4 h: 80 take ~15 min with K = 5 chunks,
+# ~35 min with one action per query). ABLATION_STEPS=N trains N transformer steps instead,
+# ABLATION_TRAIN_ARGS adds training flags to every cell: another grid, so start from a fresh
+# ABLATION_OUT.
 ABLATION_OUT ?= $(EXAMPLES)/ablation_libero_goal
 ABLATION_STEPS ?= $(TINY_STEPS)
 ABLATION_TRAIN_ARGS ?=

@@ -193,12 +193,13 @@ def table(run: Path, reference: Path, run_logs: Path, reference_logs: Path):
     import pandas as pd
 
     rows = []
+    run_dir, reference_dir = RunDir(run), RunDir(reference)
     for record in read_episodes(run):
         key = (record["suite"], record["task_id"], record["trial"])
         name = episode_stem(*key) + ".npz"
-        mine = episode_row(dict(np.load(run_logs / name)), RunDir(run).arrays(record)["actions"])
+        mine = episode_row(dict(np.load(run_logs / name)), run_dir.arrays(record)["actions"])
         ref = episode_row(dict(np.load(reference_logs / name)),
-                          load_episode_arrays(RunDir(reference).episode_path(*key))["actions"])
+                          load_episode_arrays(reference_dir.episode_path(*key))["actions"])
         row = {"task": record["task_id"], "trial": record["trial"], "success": record["success"],
                "ended_by_policy": bool((record.get("extra") or {}).get("ended_by_policy")),
                "kind": mine["kind"], "reach_gap": mine["min_dist"] - ref["min_dist"],
