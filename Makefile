@@ -255,24 +255,24 @@ examples:
 # results/examples/ablation_libero_goal: the paper's ablation grid (ablation.py: 5 cells) on the
 # tiny recipe's data (tiny-data: expert demos of TINY_TASKS, init states 0-29; noisy-expert
 # episodes 30-39 as world-model-only data) with its training flags (TINY_RECIPE, TINY_STEPS
-# transformer steps), each cell trained with two
-# seeds (one shared VQ), evaluated on init states 40-49 of TINY_TASKS under the default
-# (official) protocol; ablation.md and one table per claim in claims.md. Refuses uncommitted
-# code (manifests record the revision); re-running resumes every training run and every run.
-# The checkpoints (train/ and vq/ under it: final.pt, and last.pt with the optimizer state, for
-# each of 10 runs; too large to commit) are git-ignored; the runs' manifests name them and
-# ablation.csv gives their sha256: this target regenerates them. Estimated from its parts'
-# measured times: ~22 h on 2 idle cores (recording ~1 h unless tiny-data has run, VQ ~13 min, 10
-# trainings of ~100 min at 30000 steps, 800 episodes ~4 h: 80 take ~15 min with K = 5 chunks,
-# ~35 min with one action per query). ABLATION_STEPS=N trains N transformer steps instead,
-# ABLATION_TRAIN_ARGS adds training flags to every cell: another grid, so start from a fresh
-# ABLATION_OUT.
+# transformer steps), each cell trained with two seeds (one shared VQ), evaluated on init states
+# 40-49 of TINY_TASKS under the default (official) protocol; ablation.md and one table per claim
+# in claims.md. Refuses uncommitted code (manifests record the revision); re-running resumes
+# every training run and every run. The repository keeps what carries the grid on from a fresh
+# clone: data/ (the shared VQ-VAE and the demos as its codes: once there, the demos are not
+# recorded again), each training run's float16 export train/<cell>/seed<k>/model.pt (the file
+# its run evaluates; once there, the cell is not trained again) and the runs; the rest of train/
+# and vq/ (last.pt, final.pt) is git-ignored. Estimated from its parts' measured times: ~22 h on
+# 2 idle cores (recording ~1 h unless tiny-data has run, VQ ~13 min, 10 trainings of ~100 min at
+# 30000 steps, 800 episodes ~4 h: 80 take ~15 min with K = 5 chunks, ~35 min with one action
+# per query). ABLATION_STEPS=N trains N transformer steps instead, ABLATION_TRAIN_ARGS adds
+# training flags to every cell: another grid, so start from a fresh ABLATION_OUT.
 ABLATION_OUT ?= $(EXAMPLES)/ablation_libero_goal
 ABLATION_STEPS ?= $(TINY_STEPS)
 ABLATION_TRAIN_ARGS ?=
 ablation-example:
 	@$(CLEAN_CHECKOUT)
-	$(MAKE) --no-print-directory tiny-data
+	test -e $(ABLATION_OUT)/data/tokens.npz || $(MAKE) --no-print-directory tiny-data
 	$(BIN)/worldvla-bench ablation --data $(TINY_DIR)/demos/libero_goal \
 		--world-data $(TINY_DIR)/noisy/libero_goal $(TINY_RECIPE) --steps $(ABLATION_STEPS) \
 		--train-seeds 0,1 \

@@ -230,7 +230,8 @@ def test_claims_table_on_a_grid_with_known_outcomes(tmp_path):
 # ----------------------------------------------------------------------------- end to end
 
 
-def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monkeypatch):
+def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monkeypatch,
+                                                                 capsys):
     """`worldvla-bench ablation` on the two cells of claim 1 with two training seeds: tiny
     models (2 VQ steps, shared; 2 transformer steps), one 4-step LIBERO episode per run. Each
     (cell, seed) is its own run directory that `compare` reads; the claims table pairs their
@@ -242,6 +243,7 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
     from worldvla_bench.integrations.worldvla.training import (
         load_checkpoint,
         make_synthetic_demos,
+        read_checkpoint,
     )
     from worldvla_bench.manifest import read_manifest
 
@@ -263,14 +265,16 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
     for cell in ("action", "action_plus_world"):
         for seed in (0, 1):
             run = out / "runs" / cell / f"seed{seed}"
-            checkpoint = out / "train" / cell / f"seed{seed}" / "final.pt"
+            checkpoint = out / "train" / cell / f"seed{seed}" / "model.pt"  # the float16 export
             _, meta = load_checkpoint(checkpoint)
             args = meta["train_args"]
             assert args["seed"] == seed and args["image_loss_weight"] == 1.0
-            assert args["vq_from"] == str(out / "vq" / "final.pt")
+            assert args["vq_from"] == str(out / "data" / "vq.pt")
+            assert args["tokens"] == str(out / "data" / "tokens.npz") and args["data"] == []
             world = cell == "action_plus_world"
             assert args["world_model_weight"] == (1.0 if world else 0.0)
-            assert args["world_data"] == (["noisy"] if world else [])
+            assert read_checkpoint(checkpoint)["data"]["world_episodes"] == (1 if world else 0)
+            assert meta["exported"]["half"] and meta["step"] == 2
             manifest = read_manifest(run)
             assert manifest["config"]["policy_kwargs"]["checkpoint"] == str(checkpoint)
             assert manifest["git_revision"]
@@ -294,6 +298,29 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == stamps
     assert (out / "runs" / "action" / "seed1" / "episodes.jsonl").read_text() == episodes
+    # carried on elsewhere: only what the repository keeps (data/, the exports, the runs), no
+    # demos; a lost run is run again from its export, nothing is trained
+    import shutil
+
+    for kept_out in ("demos", "noisy", "abl/vq"):
+        shutil.rmtree(kept_out)
+    for path in out.glob("train/*/*/*"):
+        if path.name != "model.pt":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.rmtree(out / "runs" / "action" / "seed1")
+    exports = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == exports
+    assert len((out / "runs" / "action" / "seed1" / "episodes.jsonl").read_text().splitlines()) == 1
+    # other demos under the same --out are refused, not mixed in
+    make_synthetic_demos(Path("demos/turn_on_the_stove_demo.hdf5"), n_demos=2, length=8,
+                         instruction="turn on the stove")
+    make_synthetic_demos(Path("demos/open_the_drawer_demo.hdf5"), n_demos=1, length=8,
+                         instruction="open the drawer")
+    shutil.rmtree(out / "train" / "action" / "seed1")
+    capsys.readouterr()
+    assert main(argv) != 0
+    assert "made from other demos" in capsys.readouterr().err
 
 
 def test_checkpoints_and_training_seeds_are_parsed_per_seed():

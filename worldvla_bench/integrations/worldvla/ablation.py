@@ -12,10 +12,16 @@ table per claim of the paper (`claims.py`).
 | `action+world_chunk+mask` | yes | K | on |
 
 All cells share one VQ-VAE (trained once, with the first training seed, on the frames of
-`data` and `world_data`; or `--vq-from`), the same data, steps and training seeds, so the cells
-differ only in what the grid names; `world_data` (world-model-only episodes) feeds the
-world-model cells only, as `train --world-data` does. Every stage resumes: re-running the same
-command skips finished training runs and finished episodes. Output under `--out`: `vq/`,
+`data` and `world_data`; or `--vq-from`) and train on the same demos, encoded once by it into a
+token file (`token_data`), with the same steps and training seeds, so the cells differ only in
+what the grid names; `world_data` (world-model-only episodes) feeds the world-model cells only,
+as `train --world-data` does. The grid's data is `data/vq.pt` (the VQ-VAE alone, float32) and
+`data/tokens.npz` under `--out`: once they exist the demos are not read again, so a grid can be
+carried on on another machine (MuJoCo rollouts, hence re-recorded demos, differ between
+machines) from these two files. Each training run is exported as `train/<cell>/seed<k>/
+model.pt` (float16, `export_checkpoint`), the file its run evaluates; once it exists the cell is
+not trained again. Every stage resumes: re-running the same command skips finished training
+runs and finished episodes. Output under `--out`: `data/`, `vq/` (the VQ-VAE's training run),
 `train/<cell>/seed<k>/`, `runs/<cell>/seed<k>/` (ordinary run directories: `worldvla-bench
 report` and `compare` work on any of them; `<cell>` with `+` written `_plus_`), `ablation.md`,
 `ablation.csv` (success % with the 95% Wilson interval per cell and seed, and pooled over
@@ -40,9 +46,16 @@ from worldvla_bench.protocol import Protocol, RunOptions
 POLICY_TARGET = "worldvla_bench.integrations.worldvla.policy:WorldVLAPolicy"
 TABLE_MD = "ablation.md"
 TABLE_CSV = "ablation.csv"
+#: the grid's data under --out: the shared VQ-VAE and the demos as its codes
+DATA_DIR = "data"
+VQ_FILE = "vq.pt"
+TOKENS_FILE = "tokens.npz"
+#: each training run's float16 export, the checkpoint its run evaluates
+CELL_MODEL = "model.pt"
 #: TrainConfig fields each cell sets itself (the rest are shared by every cell)
 PER_CELL_TRAIN_ARGS = frozenset({"data", "out", "chunk_size", "world_model_weight",
-                                 "world_data", "action_mask", "seed", "progress"})
+                                 "world_data", "action_mask", "seed", "progress", "tokens",
+                                 "vq_from"})
 
 
 @dataclass(frozen=True)
@@ -262,33 +275,95 @@ class AblationConfig:
     train: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GridData:
+    """The grid's shared data: the VQ-VAE file and the token file it encoded."""
+
+    vq: Path
+    tokens: Path
+
+
 def _train_cell(config: AblationConfig, cell: AblationCell, seed: int,
-                vq_checkpoint: str | None) -> str:
+                data: GridData | None) -> str:
+    """Train one cell with one seed on the grid's tokens (unless its export exists) and return
+    its float16 export, the file its run evaluates."""
+    from worldvla_bench.integrations.worldvla.shipped import export_checkpoint
     from worldvla_bench.integrations.worldvla.training import TrainConfig, train
 
     out = Path(config.out) / "train" / cell.slug / f"seed{seed}"
-    args = {**config.train, "data": config.data, "out": str(out), "seed": seed,
+    model = out / CELL_MODEL
+    if model.exists():
+        return str(model)
+    if data is None:
+        raise BenchError(f"no grid data to train {cell.name} (seed {seed})")
+    args = {**config.train, "data": [], "out": str(out), "seed": seed,
+            "tokens": str(data.tokens), "vq_from": str(data.vq),
             "chunk_size": config.chunk_size if cell.chunk else 1,
             "world_model_weight": config.world_model_weight if cell.world_model else 0.0,
-            "world_data": config.world_data if cell.world_model else [],
-            "action_mask": cell.action_mask, "progress": config.options.progress}
-    if vq_checkpoint:
-        args["vq_from"] = vq_checkpoint
-    return str(train(TrainConfig(**args)).checkpoint)
+            "world_data": [], "action_mask": cell.action_mask,
+            "progress": config.options.progress}
+    result = train(TrainConfig(**args))
+    if result.stopped_early:
+        raise BenchError(f"training of {cell.name} (seed {seed}) stopped at step "
+                         f"{result.losses[-1]['step'] if result.losses else 0}: re-run to resume")
+    return str(export_checkpoint(result.checkpoint, model))
 
 
-def _shared_vq(config: AblationConfig, seed: int) -> str | None:
+def _grid_data(config: AblationConfig, seed: int) -> GridData:
+    """The grid's VQ-VAE and tokens under `<out>/data`: made once (the VQ-VAE trained with
+    `seed` on the frames of `data` and `world_data`, or taken from `vq_from`), then read back.
+    Demos named again must be the files the tokens were made from."""
+    from worldvla_bench.integrations.worldvla.demo_data import demo_files
+    from worldvla_bench.integrations.worldvla.token_data import (
+        RECIPE_KEYS,
+        make_tokens,
+        read_token_meta,
+    )
+
+    folder = Path(config.out) / DATA_DIR
+    grid = GridData(folder / VQ_FILE, folder / TOKENS_FILE)
+    if grid.vq.exists() and grid.tokens.exists():
+        meta = read_token_meta(grid.tokens)
+        for paths, key in ((config.data, "files"), (config.world_data, "world_files")):
+            if paths and all(Path(p).exists() for p in paths):
+                named = [str(p) for p in demo_files(paths)]
+                if named != meta[key]:
+                    raise BenchError(
+                        f"{grid.tokens} was made from other demos ({len(meta[key])} files, "
+                        f"{len(named)} named now): use another --out, or delete "
+                        f"{folder} to make the grid's data again")
+        return grid
+    if not config.data:
+        raise BenchError(f"no grid data in {folder}: --data is needed to make it")
+    source = config.train.get("vq_from") or _train_vq(config, seed)
+    save_vq_only(source, grid.vq)
+    make_tokens(grid.tokens, grid.vq, config.data, config.world_data,
+                **{key: config.train[key] for key in RECIPE_KEYS if key in config.train})
+    return grid
+
+
+def _train_vq(config: AblationConfig, seed: int) -> str:
     from worldvla_bench.integrations.worldvla.training import TrainConfig, train
 
-    if config.train.get("vq_from"):
-        return str(config.train["vq_from"])
     # the world-model-only frames train the VQ too (as in `train --world-data`); a weight > 0
     # is what TrainConfig asks of world data, the VQ stage itself has no transformer samples
     args = {**config.train, "data": config.data, "out": str(Path(config.out) / "vq"),
             "steps": 0, "seed": seed, "world_data": config.world_data,
             "world_model_weight": config.world_model_weight if config.world_data else 0.0,
-            "progress": config.options.progress}
+            "progress": config.options.progress, "tokens": None, "vq_from": None}
     return str(train(TrainConfig(**args)).checkpoint)
+
+
+def save_vq_only(source: str | Path, target: Path) -> Path:
+    """Write the VQ-VAE of checkpoint `source` alone (config, `vq.*` weights in float32, its
+    VQ step) to `target`: what `vq_from` reads."""
+    from worldvla_bench.integrations.worldvla.training import read_checkpoint, save_checkpoint
+
+    data = read_checkpoint(source)
+    return save_checkpoint(target, {
+        "format": data["format"], "config": data["config"], "vq_step": data.get("vq_step", 0),
+        "state_dict": {k: v for k, v in data["state_dict"].items() if k.startswith("vq.")},
+        "source": str(source)})
 
 
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
@@ -307,14 +382,15 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     needs_training = [(c, s) for s in seeds for c in cells
-                      if (c.name, s) not in config.checkpoints]
-    vq = _shared_vq(config, seeds[0]) if needs_training else None
+                      if (c.name, s) not in config.checkpoints
+                      and not (out / "train" / c.slug / f"seed{s}" / CELL_MODEL).exists()]
+    data = _grid_data(config, seeds[0]) if needs_training else None
     runs: list[CellRun] = []
     written: dict[str, Any] = {}
     for seed in seeds:
         for cell in cells:
             checkpoint = (config.checkpoints.get((cell.name, seed))
-                          or _train_cell(config, cell, seed, vq))
+                          or _train_cell(config, cell, seed, data))
             _, meta = load_checkpoint(checkpoint)
             run_dir = out / "runs" / cell.slug / f"seed{seed}"
             # the checkpoint as written (relative to the working directory when --out is):

@@ -124,3 +124,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         "exported": data.get("exported"),
     }
     return model, meta
+
+
+def vq_state(data: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The VQ-VAE's weights of a checkpoint payload (its `vq.*` entries, prefix removed)."""
+    return {k[len("vq."):]: v for k, v in data["state_dict"].items() if k.startswith("vq.")}
+
+
+def load_vq(path: str | Path) -> WorldVLA:
+    """A model of checkpoint `path`'s config with its VQ-VAE loaded (the transformer as
+    initialised): enough to encode frames, from a full checkpoint or a VQ-only file."""
+    data = read_checkpoint(path)
+    model = WorldVLA(WorldVLAConfig.from_dict(data["config"]))
+    model.vq.load_state_dict(vq_state(data))
+    model.eval()
+    return model

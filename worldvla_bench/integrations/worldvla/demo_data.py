@@ -28,7 +28,7 @@ class DemoSet:
     are the files of the other episodes, `world_files` those of the world-only ones.
     """
 
-    frames: list[np.ndarray]
+    frames: list[np.ndarray]  # empty for a set read from VQ codes (`token_data`)
     actions: list[np.ndarray]
     texts: list[str]  # the instruction each episode is trained with
     languages: list[str]  # the plain language instruction of each episode
@@ -40,7 +40,7 @@ class DemoSet:
     intended_labels: int = 0
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.actions)
 
     def is_world_only(self, episode: int) -> bool:
         return bool(self.world_only[episode]) if self.world_only else False

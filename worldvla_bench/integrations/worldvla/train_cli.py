@@ -96,7 +96,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                     "--standalone --nproc-per-node N -m worldvla_bench train ... --device cuda "
                     "(DDP; --batch-size is the global batch).",
     )
-    add_train_arguments(parser)
+    add_train_arguments(parser, data_required=False)
+    parser.add_argument("--tokens", default=None, metavar="FILE",
+                        help="train the transformer on this token file (demos as VQ codes, "
+                             "made by `ablation`; with --vq-from the VQ-VAE that encoded them) "
+                             "instead of --data: the same samples on any machine")
     parser.add_argument("--out", required=True, help="output directory (checkpoints, losses)")
     parser.add_argument("--world-model-weight", type=float, default=0.0, metavar="W",
                         help="world-model samples per action sample in each batch (0 = action "
@@ -113,14 +117,15 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     values = {
-        "data": args.data, "out": getattr(args, "out", None), "config": args.config,
+        "data": args.data or [], "out": getattr(args, "out", None), "config": args.config,
         "chunk_size": args.chunk_size, "steps": args.steps, "vq_steps": args.vq_steps,
         "batch_size": args.batch_size, "vq_batch_size": args.vq_batch_size, "lr": args.lr,
         "vq_lr": args.vq_lr, "seed": getattr(args, "seed", TrainConfig.seed),
         "view": args.view,
         "instruction_source": args.instruction_source, "max_demos": args.max_demos,
         "action_labels": args.action_labels,
-        "vq_from": args.vq_from, "checkpoint_every": args.checkpoint_every,
+        "vq_from": args.vq_from, "tokens": getattr(args, "tokens", None),
+        "checkpoint_every": args.checkpoint_every,
         "snapshot_every": getattr(args, "snapshot_every", None),
         "threads": args.threads, "progress": not args.no_progress,
         "device": getattr(args, "device", "cpu"), "bf16": getattr(args, "bf16", None),

@@ -21,7 +21,8 @@ RESUMABLE_CHANGES = frozenset(
 #: arguments added after checkpoints were made, with the value those checkpoints were trained
 #: with (a resumed run compares against these when its checkpoint does not record them)
 LEGACY_TRAIN_ARGS: dict[str, Any] = {"world_data": [], "image_loss_weight": 0.04,
-                                     "world_frame_step": 1, "action_labels": "executed"}
+                                     "world_frame_step": 1, "action_labels": "executed",
+                                     "tokens": None}
 
 
 @dataclass
@@ -48,6 +49,11 @@ class TrainConfig:
     (`intended_actions`, in files recorded from an expert with injected noise; the executed ones
     where a file has none), while world-model samples always read the executed actions, which
     made the frames.
+
+    `tokens`: train the transformer on a token file (`token_data`: demos as the VQ codes of
+    `vq_from`, which must be the VQ-VAE that encoded them) instead of `data`; its world-only
+    episodes feed world-model samples when `world_model_weight` > 0 and are left out otherwise.
+    The same samples as training on the demos it was made from, on any machine.
     """
 
     data: list[str]
@@ -75,6 +81,7 @@ class TrainConfig:
     instruction_source: str = "language"
     max_demos: int | None = None
     vq_from: str | None = None
+    tokens: str | None = None
     checkpoint_every: int = 100
     snapshot_every: int | None = None
     stop_at: int | None = None
@@ -100,6 +107,12 @@ class TrainConfig:
             raise BenchError(f"instruction source must be one of {INSTRUCTION_SOURCES}, "
                              f"got {self.instruction_source!r}")
         checks = [
+            (not (self.data and self.tokens), "train on demos (data) or on a token file "
+                                              "(tokens), not both"),
+            (not self.tokens or bool(self.vq_from),
+             "a token file needs vq_from: the VQ-VAE that encoded it"),
+            (not (self.tokens and self.world_data), "a token file holds its world-only episodes: "
+                                                    "no world data beside it"),
             (self.chunk_size >= 1, "chunk size must be >= 1"),
             (self.world_model_weight >= 0, "world-model weight must be >= 0"),
             (self.image_loss_weight >= 0, "image loss weight must be >= 0"),

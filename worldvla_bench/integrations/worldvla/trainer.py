@@ -30,6 +30,7 @@ from worldvla_bench.integrations.worldvla.checkpoints import (
     SNAPSHOTS_DIR,
     read_checkpoint,
     save_checkpoint,
+    vq_state,
 )
 from worldvla_bench.integrations.worldvla.config import WorldVLAConfig, preset
 from worldvla_bench.integrations.worldvla.demo_data import (
@@ -52,6 +53,12 @@ from worldvla_bench.integrations.worldvla.loss_curves import (
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.sequence import collate
 from worldvla_bench.integrations.worldvla.shipped import export_payload
+from worldvla_bench.integrations.worldvla.token_data import (
+    RECIPE_KEYS,
+    encode_frames,
+    load_tokens,
+    read_token_meta,
+)
 from worldvla_bench.integrations.worldvla.train_config import (
     LEGACY_TRAIN_ARGS,
     RESUMABLE_CHANGES,
@@ -102,17 +109,6 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
     if diffs:
         raise BenchError(f"{path} was trained with other arguments ({'; '.join(diffs)}): "
                          "pass the same arguments to resume, or another --out")
-
-
-def _encode_all(model: WorldVLA, demos: DemoSet, batch: int = 256) -> list[np.ndarray]:
-    model.vq.eval()
-    codes = []
-    with torch.no_grad():
-        for frames in demos.frames:
-            parts = [model.vq.encode(images_to_tensor(frames[i : i + batch]).to(model.device))
-                     for i in range(0, len(frames), batch)]
-            codes.append(torch.cat(parts).cpu().numpy().astype(np.int64))
-    return codes
 
 
 def _restart_dead_codes(model: WorldVLA, usage: torch.Tensor, x: torch.Tensor,
@@ -209,9 +205,16 @@ class Trainer:
             _check_resumable(saved.get("train_args") or {}, config, last)
         model_config = preset(config.config, image_loss_weight=float(config.image_loss_weight),
                               world_frame_step=int(config.world_frame_step))
-        self.demos = load_demos(config.data, model_config.vq.image_size, config.view,
-                                config.instruction_source, config.max_demos,
-                                config.action_labels)
+        self.codes: list[np.ndarray] | None = None
+        if not config.data and not config.tokens:
+            raise BenchError("nothing to train on: give demos (--data) or a token file "
+                             "(--tokens)")
+        if config.tokens:
+            self.demos, self.codes = self._read_tokens(model_config.vq.image_size)
+        else:
+            self.demos = load_demos(config.data, model_config.vq.image_size, config.view,
+                                    config.instruction_source, config.max_demos,
+                                    config.action_labels)
         if config.action_labels == "intended" and not self.demos.intended_labels:
             raise BenchError("--action-labels intended: no demo in "
                              f"{', '.join(self.demos.files)} keeps intended_actions (record "
@@ -239,16 +242,26 @@ class Trainer:
                 self.vq_usage = saved["vq_usage"].clone()
         elif config.vq_from:
             source = read_checkpoint(config.vq_from)
-            vq_state = {k[len("vq."):]: v for k, v in source["state_dict"].items()
-                        if k.startswith("vq.")}
             source_vq = WorldVLAConfig.from_dict(source["config"]).vq
             if source_vq != model_config.vq:
                 raise BenchError(f"VQ-VAE of {config.vq_from} has another configuration "
                                  f"({source_vq}) than {config.config!r} ({model_config.vq})")
-            self.model.vq.load_state_dict(vq_state)
+            self.model.vq.load_state_dict(vq_state(source))
             self.stage = "transformer"
             self.vq_step = int(source.get("vq_step", 0))
         return saved
+
+    def _read_tokens(self, image_size: int) -> tuple[DemoSet, list[np.ndarray]]:
+        """The token file's demo set and codes, checked against this run's arguments."""
+        config = self.config
+        meta = read_token_meta(config.tokens)
+        asked = {key: getattr(config, key) for key in RECIPE_KEYS}
+        diffs = [f"{key}: {meta['recipe'].get(key)!r} in the file, {value!r} asked"
+                 for key, value in asked.items() if meta["recipe"].get(key) != value]
+        if diffs:
+            raise BenchError(f"{config.tokens} was read with other arguments ({'; '.join(diffs)})")
+        return load_tokens(config.tokens, world_only=config.world_model_weight > 0,
+                           vq_checkpoint=config.vq_from)
 
     # -- phases
     def _train_vq(self) -> float | None:
@@ -290,8 +303,8 @@ class Trainer:
 
     def _train_transformer(self) -> tuple[float | None, bool]:
         config, model = self.config, self.model
-        builder = SampleBuilder(model, self.demos, _encode_all(model, self.demos),
-                                config.chunk_size)
+        codes = self.codes if self.codes is not None else encode_frames(model, self.demos)
+        builder = SampleBuilder(model, self.demos, codes, config.chunk_size)
         model.transformer.train()
         net: torch.nn.Module = model.transformer
         if self.dist.enabled:
