@@ -15,7 +15,7 @@ All cells share one VQ-VAE (trained once, with the first training seed, on the f
 `data` and `world_data`; or `--vq-from`) and train on the same demos, encoded once by it into a
 token file (`token_data`), with the same steps and training seeds, so the cells differ only in
 what the grid names; `world_data` (world-model-only episodes) feeds the world-model cells only,
-as `train --world-data` does. The grid's data is `data/vq.pt` (the VQ-VAE alone, float32) and
+as `train --world-data` does. The grid's data is `data/vq.pt` (the VQ-VAE alone) and
 `data/tokens.npz` under `--out`: once they exist the demos are not read again, so a grid can be
 carried on on another machine (MuJoCo rollouts, hence re-recorded demos, differ between
 machines) from these two files. Each training run is exported as `train/<cell>/seed<k>/
@@ -355,8 +355,8 @@ def _train_vq(config: AblationConfig, seed: int) -> str:
 
 
 def save_vq_only(source: str | Path, target: Path) -> Path:
-    """Write the VQ-VAE of checkpoint `source` alone (config, `vq.*` weights in float32, its
-    VQ step) to `target`: what `vq_from` reads."""
+    """Write the VQ-VAE of checkpoint `source` alone (config, its `vq.*` weights as they are
+    there, VQ step) to `target`: what `vq_from` reads."""
     from worldvla_bench.integrations.worldvla.training import read_checkpoint, save_checkpoint
 
     data = read_checkpoint(source)
