@@ -118,7 +118,7 @@ def test_a_token_file_is_refused_with_another_vq_or_other_reading_arguments(grid
     with pytest.raises(BenchError, match="instruction_source"):
         train(TrainConfig(out=str(tmp_path / "b"), vq_from=str(grid["vq"]),
                           instruction_source="filename", **common))
-    with pytest.raises(BenchError, match="needs vq_from"):
+    with pytest.raises(BenchError, match="needs the VQ-VAE that encoded it"):
         TrainConfig(out="o", **common)
     with pytest.raises(BenchError, match="not both"):
         TrainConfig(out="o", **{**common, "data": [str(grid["demos"])]}, vq_from="v")

@@ -110,7 +110,7 @@ class TrainConfig:
             (not (self.data and self.tokens), "train on demos (data) or on a token file "
                                               "(tokens), not both"),
             (not self.tokens or bool(self.vq_from),
-             "a token file needs vq_from: the VQ-VAE that encoded it"),
+             "a token file needs the VQ-VAE that encoded it (vq_from, --vq-from)"),
             (not (self.tokens and self.world_data), "a token file holds its world-only episodes: "
                                                     "no world data beside it"),
             (self.chunk_size >= 1, "chunk size must be >= 1"),
