@@ -210,7 +210,7 @@ class Trainer:
             raise BenchError("nothing to train on: give demos (--data) or a token file "
                              "(--tokens)")
         if config.tokens:
-            self.demos, self.codes = self._read_tokens(model_config.vq.image_size)
+            self.demos, self.codes = self._read_tokens()
         else:
             self.demos = load_demos(config.data, model_config.vq.image_size, config.view,
                                     config.instruction_source, config.max_demos,
@@ -251,7 +251,7 @@ class Trainer:
             self.vq_step = int(source.get("vq_step", 0))
         return saved
 
-    def _read_tokens(self, image_size: int) -> tuple[DemoSet, list[np.ndarray]]:
+    def _read_tokens(self) -> tuple[DemoSet, list[np.ndarray]]:
         """The token file's demo set and codes, checked against this run's arguments."""
         config = self.config
         meta = read_token_meta(config.tokens)
