@@ -592,10 +592,18 @@ def test_ablation_table_from_fake_runs(tmp_path):
         CellRun(CELLS["action_chunk+mask"], _fake_run(tmp_path / "b", [True] * 9 + [False]), 5),
         CellRun(CELLS["action+world"], tmp_path / "missing", 1),
     ]
+    from worldvla_bench.records import EpisodeRecord, append_episode
+
+    append_episode(tmp_path / "a", EpisodeRecord(
+        suite="libero_spatial", task_id=1, task_name="t1", instruction="x", trial=0,
+        init_state=0, seed=9, policy="worldvla", success=False, steps=3, max_steps=220,
+        wall_time_s=1.0, policy_time_s=0.5, env_time_s=0.5, reset_time_s=0.1, policy_calls=3,
+        actions_at_bound_frac=0.0, extra={"ended_by_policy": "broken answer: no block"}))
     table = ablation_table(runs)
-    assert list(table["trials"]) == [4, 10, 0]
+    assert list(table["trials"]) == [5, 10, 0]
+    assert list(table["ended_by_policy"]) == [1, 0, 0]
     assert list(table["successes"]) == [1, 9, 0]
-    assert table["success_rate"].iloc[0] == 25.0 and table["success_rate"].iloc[1] == 90.0
+    assert table["success_rate"].iloc[0] == 20.0 and table["success_rate"].iloc[1] == 90.0
     low, high = wilson_interval(9, 10)
     assert table["ci_low"].iloc[1] == pytest.approx(100 * low)
     assert table["ci_high"].iloc[1] == pytest.approx(100 * high)

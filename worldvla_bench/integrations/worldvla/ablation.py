@@ -162,6 +162,7 @@ def _table_row(cell: AblationCell, seed: str, chunk_size: int, episodes: pd.Data
         "ci_low": 100.0 * low,
         "ci_high": 100.0 * high,
         "errors": 0 if episodes is None else int(episodes["is_error"].sum()),
+        "ended_by_policy": 0 if ran is None else _ended_by_policy(ran),
         "mean_steps": float(ran["steps"].mean()) if trials else float("nan"),
         "run": ";".join(runs),
         "checkpoint": ";".join(checkpoints),
@@ -169,11 +170,20 @@ def _table_row(cell: AblationCell, seed: str, chunk_size: int, episodes: pd.Data
     }
 
 
+def _ended_by_policy(episodes: pd.DataFrame) -> int:
+    """Episodes the policy ended (a broken answer, under the official rule: `extra`'s
+    'ended_by_policy'): failures, but not for want of time."""
+    if "extra" not in episodes:
+        return 0
+    return int(sum(isinstance(e, dict) and "ended_by_policy" in e for e in episodes["extra"]))
+
+
 def ablation_table(runs: Sequence[CellRun]) -> pd.DataFrame:
     """One row per run (cell and training seed): flags, trials (episodes that ran), successes,
-    success % with its 95% Wilson interval, errors, mean steps, the run and the checkpoint with
-    its sha256, from each run's records (missing runs: 0 trials). A cell with more than one
-    training seed gets a pooled row after its runs (`train_seed` 'all')."""
+    success % with its 95% Wilson interval, errors, episodes the policy ended, mean steps, the
+    run and the checkpoint with its sha256, from each run's records (missing runs: 0 trials).
+    A cell with more than one training seed gets a pooled row after its runs (`train_seed`
+    'all')."""
     from worldvla_bench.report import load_run
 
     rows: list[dict[str, Any]] = []
@@ -215,6 +225,7 @@ def format_ablation(table: pd.DataFrame) -> str:
         "95% CI": [f"[{pct(lo)}, {pct(hi)}]" for lo, hi in zip(table["ci_low"], table["ci_high"],
                                                               strict=True)],
         "errors": table["errors"].astype(int).astype(str),
+        "ended by policy": table["ended_by_policy"].astype(int).astype(str),
     })
     return shown.to_markdown(index=False, disable_numparse=True)
 
@@ -228,8 +239,9 @@ def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA 
     markdown = (f"{header}\n\n{format_ablation(table)}\n\n"
                 "Success rates in percent with the 95% Wilson interval; trials = episodes that "
                 "ran per cell and training seed (all selected tasks); training seed 'all' pools "
-                "a cell's seeds. Checkpoints and their sha256 are in "
-                f"{TABLE_CSV}.\n")
+                "a cell's seeds; ended by policy: failed episodes the policy ended itself (a "
+                "broken answer: no well-formed action block, the official rule). Checkpoints "
+                f"and their sha256 are in {TABLE_CSV}.\n")
     write_atomic(out / TABLE_MD, markdown.encode())
     write_atomic(out / TABLE_CSV, table.to_csv(index=False).encode())
     return {"markdown": markdown, "md": out / TABLE_MD, "csv": out / TABLE_CSV}
