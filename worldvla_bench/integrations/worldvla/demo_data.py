@@ -130,6 +130,20 @@ def load_demos(paths: Sequence[str | Path], image_size: int, view: str = "agentv
     return demos
 
 
+def load_training_demos(data: Sequence[str | Path], world_data: Sequence[str | Path],
+                        image_size: int, view: str = "agentview",
+                        instruction_source: str = "language", max_demos: int | None = None,
+                        action_labels: str = "executed") -> DemoSet:
+    """The demo set a training run reads: `data`'s episodes (`load_demos`), then those of
+    `world_data` appended as world-only episodes (their executed actions: world samples read
+    no labels)."""
+    demos = load_demos(data, image_size, view, instruction_source, max_demos, action_labels)
+    if world_data:
+        demos.add_world_only(load_demos(world_data, image_size, view, instruction_source,
+                                        max_demos))
+    return demos
+
+
 def make_synthetic_demos(path: str | Path, n_demos: int = 2, length: int = 12,
                          image_size: int = 64, instruction: str = "put the red block on the plate",
                          seed: int = 0, wrist: bool = True) -> Path:

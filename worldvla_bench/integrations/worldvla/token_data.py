@@ -123,18 +123,13 @@ def make_tokens(path: str | Path, vq_checkpoint: str | Path, data: list[str],
     `RECIPE_KEYS` values in `recipe`, encode every frame with the VQ-VAE of `vq_checkpoint`
     and write them as a token file."""
     from worldvla_bench.integrations.worldvla.checkpoints import load_vq
-    from worldvla_bench.integrations.worldvla.demo_data import load_demos
+    from worldvla_bench.integrations.worldvla.demo_data import load_training_demos
+    from worldvla_bench.integrations.worldvla.train_config import TrainConfig
 
     unknown = set(recipe) - set(RECIPE_KEYS)
     if unknown:
         raise BenchError(f"not a demo-reading argument: {sorted(unknown)}")
     model = load_vq(vq_checkpoint)
-    size = model.config.vq.image_size
-    read = {"view": "agentview", "instruction_source": "language", "max_demos": None,
-            "action_labels": "executed", **recipe}
-    demos = load_demos(data, size, read["view"], read["instruction_source"], read["max_demos"],
-                       read["action_labels"])
-    if world_data:
-        demos.add_world_only(load_demos(world_data, size, read["view"],
-                                        read["instruction_source"], read["max_demos"]))
+    read = {**{key: getattr(TrainConfig, key) for key in RECIPE_KEYS}, **recipe}
+    demos = load_training_demos(data, world_data or [], model.config.vq.image_size, **read)
     return save_tokens(path, demos, encode_frames(model, demos), vq_checkpoint, read)

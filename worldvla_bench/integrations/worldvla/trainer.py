@@ -36,7 +36,7 @@ from worldvla_bench.integrations.worldvla.config import WorldVLAConfig, preset
 from worldvla_bench.integrations.worldvla.demo_data import (
     DemoSet,
     SampleBuilder,
-    load_demos,
+    load_training_demos,
 )
 from worldvla_bench.integrations.worldvla.devices import (
     autocast,
@@ -212,17 +212,14 @@ class Trainer:
         if config.tokens:
             self.demos, self.codes = self._read_tokens()
         else:
-            self.demos = load_demos(config.data, model_config.vq.image_size, config.view,
-                                    config.instruction_source, config.max_demos,
-                                    config.action_labels)
+            self.demos = load_training_demos(config.data, config.world_data,
+                                             model_config.vq.image_size, config.view,
+                                             config.instruction_source, config.max_demos,
+                                             config.action_labels)
         if config.action_labels == "intended" and not self.demos.intended_labels:
             raise BenchError("--action-labels intended: no demo in "
                              f"{', '.join(self.demos.files)} keeps intended_actions (record "
                              "them from an expert with action_noise or gripper_delay)")
-        if config.world_data:
-            self.demos.add_world_only(load_demos(config.world_data, model_config.vq.image_size,
-                                                 config.view, config.instruction_source,
-                                                 config.max_demos))
         torch.manual_seed(config.seed)
         self.model = WorldVLA(model_config).to(self.device)
         self.rng = np.random.default_rng(config.seed)
