@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from worldvla_bench.errors import BenchError
-from worldvla_bench.integrations.worldvla.ablation import save_vq_only
-from worldvla_bench.integrations.worldvla.checkpoints import load_vq
+from worldvla_bench.integrations.worldvla.checkpoints import load_vq, save_vq_only
 from worldvla_bench.integrations.worldvla.token_data import (
     encode_frames,
     load_tokens,
@@ -108,13 +107,17 @@ def test_training_on_tokens_equals_training_on_their_demos(grid, tmp_path, world
     assert b["data"]["world_episodes"] == (3 if world else 0)
 
 
-def test_a_token_file_is_refused_with_another_vq_or_other_reading_arguments(grid, tmp_path):
+def test_a_token_file_is_refused_with_another_or_damaged_vq_or_other_reading_args(grid, tmp_path):
     other = save_vq_only(train(TrainConfig(data=[str(grid["demos"])], out=str(tmp_path / "vq"),
                                            steps=0, vq_steps=2, seed=9, **FAST)).checkpoint,
                          tmp_path / "other_vq.pt")
     common = dict(data=[], tokens=str(grid["tokens"]), steps=1, chunk_size=2, **FAST)
     with pytest.raises(BenchError, match="another VQ-VAE"):
         train(TrainConfig(out=str(tmp_path / "a"), vq_from=str(other), **common))
+    damaged = tmp_path / "damaged_vq.pt"
+    damaged.write_bytes(Path(grid["vq"]).read_bytes()[:1000])
+    with pytest.raises(BenchError, match="cannot read checkpoint .*damaged_vq.pt"):
+        train(TrainConfig(out=str(tmp_path / "a"), vq_from=str(damaged), **common))
     with pytest.raises(BenchError, match="instruction_source"):
         train(TrainConfig(out=str(tmp_path / "b"), vq_from=str(grid["vq"]),
                           instruction_source="filename", **common))

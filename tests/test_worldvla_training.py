@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from worldvla_bench.errors import BenchError
+from worldvla_bench.errors import BenchError, RunDirectoryError
 from worldvla_bench.integrations.worldvla.training import (
     FINAL_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -25,6 +25,7 @@ from worldvla_bench.integrations.worldvla.training import (
     make_synthetic_demos,
     train,
 )
+from worldvla_bench.run_lock import run_dir_lock
 
 torch.set_num_threads(1)
 
@@ -116,6 +117,12 @@ def test_resume_reproduces_the_uninterrupted_run(trained, demos, tmp_path):
     stopped = train(TrainConfig(out=str(tmp_path / "b"), stop_at=3, **common))
     assert stopped.stopped_early and load_checkpoint(tmp_path / "b")[1]["step"] == 3
     assert not (tmp_path / "b" / FINAL_CHECKPOINT).exists()
+    # a second training of the same directory stops at once, writing nothing
+    before = (tmp_path / "b" / LAST_CHECKPOINT).read_bytes()
+    with run_dir_lock(tmp_path / "b"), pytest.raises(
+            RunDirectoryError, match="training directory .* in use by another training"):
+        train(TrainConfig(out=str(tmp_path / "b"), **common))
+    assert (tmp_path / "b" / LAST_CHECKPOINT).read_bytes() == before
     resumed = train(TrainConfig(out=str(tmp_path / "b"), **common))
     tail = [r for r in resumed.losses if r["stage"] == "transformer"]
     assert [r["step"] for r in tail] == [1, 2, 3, 4, 5, 6]

@@ -1,4 +1,5 @@
-"""One writer per run directory: an exclusive lock held for as long as a run appends to it.
+"""One writer per run directory: an exclusive lock held for as long as a run appends to it (and
+per training directory, for as long as a training writes its checkpoints).
 
 The lock is `fcntl.flock` on `<run>/.lock`, so the kernel releases it when its holder exits in any
 way (SIGKILL and power loss included): a stale lock from a dead process is never in the way, and
@@ -23,22 +24,24 @@ LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
-def run_dir_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory's lock for the block; `RunDirectoryError` (one line naming the
-    holder) if another process holds it."""
+def run_dir_lock(run_dir: Path, what: str = "run directory", user: str = "run",
+                 other: str = "another RUN name") -> Iterator[None]:
+    """Hold the directory's lock for the block; `RunDirectoryError` (one line naming the holder)
+    if another process holds it. `what`, `user` and `other` word that line: 'WHAT DIR is in use
+    by another USER (holder); wait for it to end, or choose OTHER'."""
     path = Path(run_dir) / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-        raise RunDirectoryError(f"cannot lock run directory {run_dir}: "
+        raise RunDirectoryError(f"cannot lock {what} {run_dir}: "
                                 f"{error.strerror or error}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunDirectoryError(
-                f"run directory {run_dir} is in use by another run ({_holder(fd)}); wait for it "
-                f"to end, or choose another RUN name"
+                f"{what} {run_dir} is in use by another {user} ({_holder(fd)}); wait for it "
+                f"to end, or choose {other}"
             ) from None
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}

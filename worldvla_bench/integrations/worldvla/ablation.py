@@ -325,6 +325,7 @@ def _grid_data(config: AblationConfig, seed: int) -> GridData:
     """The grid's VQ-VAE and tokens under `<out>/data`: made once (the VQ-VAE trained with
     `seed` on the frames of `data` and `world_data`, or taken from `vq_from`), then read back.
     Demos named again must be the files the tokens were made from."""
+    from worldvla_bench.integrations.worldvla.checkpoints import save_vq_only
     from worldvla_bench.integrations.worldvla.demo_data import demo_files
     from worldvla_bench.integrations.worldvla.token_data import (
         RECIPE_KEYS,
@@ -364,18 +365,6 @@ def _train_vq(config: AblationConfig, seed: int) -> str:
             "world_model_weight": config.world_model_weight if config.world_data else 0.0,
             "progress": config.options.progress, "tokens": None, "vq_from": None}
     return str(train(TrainConfig(**args)).checkpoint)
-
-
-def save_vq_only(source: str | Path, target: Path) -> Path:
-    """Write the VQ-VAE of checkpoint `source` alone (config, its `vq.*` weights as they are
-    there, VQ step) to `target`: what `vq_from` reads."""
-    from worldvla_bench.integrations.worldvla.training import read_checkpoint, save_checkpoint
-
-    data = read_checkpoint(source)
-    return save_checkpoint(target, {
-        "format": data["format"], "config": data["config"], "vq_step": data.get("vq_step", 0),
-        "state_dict": {k: v for k, v in data["state_dict"].items() if k.startswith("vq.")},
-        "source": str(source)})
 
 
 def run_ablation(config: AblationConfig) -> dict[str, Any]:

@@ -131,6 +131,16 @@ def vq_state(data: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len("vq."):]: v for k, v in data["state_dict"].items() if k.startswith("vq.")}
 
 
+def save_vq_only(source: str | Path, target: str | Path) -> Path:
+    """Write the VQ-VAE of checkpoint `source` alone (config, its `vq.*` weights, VQ step) to
+    `target`: a file `load_vq` and `train --vq-from` read."""
+    data = read_checkpoint(source)
+    return save_checkpoint(target, {
+        "format": data["format"], "config": data["config"], "vq_step": data.get("vq_step", 0),
+        "state_dict": {f"vq.{k}": v for k, v in vq_state(data).items()},
+        "source": str(source)})
+
+
 def load_vq(path: str | Path) -> WorldVLA:
     """A model of checkpoint `path`'s config with its VQ-VAE loaded (the transformer as
     initialised): enough to encode frames, from a full checkpoint or a VQ-only file."""

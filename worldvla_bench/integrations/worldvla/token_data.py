@@ -27,7 +27,7 @@ import torch
 
 from worldvla_bench.atomic import write_atomic
 from worldvla_bench.errors import BenchError
-from worldvla_bench.integrations.worldvla.checkpoints import file_sha256
+from worldvla_bench.integrations.worldvla.checkpoints import file_sha256, read_checkpoint
 from worldvla_bench.integrations.worldvla.demo_data import DemoSet
 from worldvla_bench.integrations.worldvla.model import WorldVLA
 from worldvla_bench.integrations.worldvla.vq import images_to_tensor
@@ -84,6 +84,7 @@ def load_tokens(path: str | Path, world_only: bool = True,
     encoded with (same sha256)."""
     meta = read_token_meta(path)
     if vq_checkpoint is not None and file_sha256(vq_checkpoint) != meta["vq_sha256"]:
+        read_checkpoint(vq_checkpoint)  # a damaged file is reported as such, not as another VQ
         raise BenchError(f"{path} was encoded by another VQ-VAE than {vq_checkpoint} "
                          f"(its sha256 {meta['vq_sha256'][:12]}...): train with the VQ-VAE it "
                          f"names ({meta['vq_file']})")

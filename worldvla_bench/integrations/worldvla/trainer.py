@@ -12,6 +12,7 @@ the same on every rank. Rank 0 alone writes checkpoints and losses.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -66,6 +67,7 @@ from worldvla_bench.integrations.worldvla.train_config import (
 )
 from worldvla_bench.integrations.worldvla.transformer import lm_loss, lm_loss_sums
 from worldvla_bench.integrations.worldvla.vq import images_to_tensor
+from worldvla_bench.run_lock import run_dir_lock
 
 
 @dataclass
@@ -425,9 +427,17 @@ class Trainer:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train (or resume) a WorldVLA model; see the module docstring."""
+    """Train (or resume) a WorldVLA model; see the module docstring. The writing rank holds the
+    training directory's lock (`run_lock`) throughout: a second training of the same --out
+    stops at once with a line naming the first, instead of both writing last.pt."""
     try:
-        return Trainer(config).run()
+        with contextlib.ExitStack() as stack:
+            if launch_info().main:
+                out = Path(config.out)
+                out.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(run_dir_lock(out, "training directory", "training",
+                                                 "another --out"))
+            return Trainer(config).run()
     finally:
         import torch.distributed as td
 
