@@ -392,11 +392,13 @@ def test_policy_prompt_frames_broken_answers_and_chunking(trained, monkeypatch):
     assert policy.observation_profile == "worldvla" and policy.image_size == 64
     assert policy.on_broken == "end"
     malformed = [Vocab.BOA, *good[1:4], Vocab.EOA]  # 3 values
-    replies[:] = [good, [Vocab.EOT], [*malformed, *good[:9]], malformed, None]
+    replies[:] = [good, [Vocab.EOT], [*malformed, *good[:9]], malformed, None,
+                  [*good[:5]], [Vocab.EOA, *malformed], [*good[:5], Vocab.BOA, *good[5:9]]]
     first = policy.act(obs(10))  # first call: the current frame is also the previous one
     # the gripper as decoded (the bin centre of 0.996)
     assert first.shape == (3, 7) and np.allclose(first[:, 6], 0.996, atol=1 / 255)
-    with pytest.raises(EndEpisode, match="broken answer: no well-formed action block"):
+    with pytest.raises(EndEpisode, match="broken answer: no well-formed action block in the "
+                       "answer: no block begun"):
         policy.act(obs(30, previous=20))  # previous env step's frame (20), current (30)
     assert seen == [(10, 10), (20, 30)]
     # a malformed block is skipped (this model's strict decoding); the well-formed one runs.
@@ -404,11 +406,17 @@ def test_policy_prompt_frames_broken_answers_and_chunking(trained, monkeypatch):
     _, fault = policy.model.tokenizer.actions.decode_chunk([*good[:9], *malformed])
     assert fault == "action block 2 holds 3 tokens, not 7 action values"
     np.testing.assert_allclose(policy.act(obs(40, previous=30)), first[:1])
-    with pytest.raises(EndEpisode, match="no well-formed action block"):
+    with pytest.raises(EndEpisode, match="answer: no block of exactly 7 action values"):
         policy.act(obs(50, previous=40))
     with pytest.raises(EndEpisode, match="fills the model's context"):
         policy.act(obs(60, previous=50))
-    assert policy.stats["broken"] == 3 and policy.stats["fallbacks"] == 0
+    # the cause of the other broken answers: a block the token budget cut short, an end
+    # first, a second begin that restarts the block (its first 4 values lost: 3 are left)
+    for cause in ("a block begun and never ended", "an end-of-action token before any begin",
+                  "no block of exactly 7 action values"):
+        with pytest.raises(EndEpisode, match=f"answer: {cause}$"):
+            policy.act(obs(60, previous=50))
+    assert policy.stats["broken"] == 6 and policy.stats["fallbacks"] == 0
 
     # on_broken=continue: every well-formed block, else a safe chunk (zero motion, gripper
     # kept, K actions); a stateful policy, so not a batched one

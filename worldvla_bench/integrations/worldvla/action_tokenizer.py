@@ -255,6 +255,20 @@ class ActionTokenizer:
             return empty, "no action block in the answer"
         return np.array(actions).reshape(-1, ACTION_DIM), None
 
+    def missing_block_cause(self, tokens: Sequence[int]) -> str:
+        """Why an answer holds no well-formed block, in one of four words-only categories (so
+        that reports can count them): an end before any begin, blocks that are not 7 values, a
+        block begun and never ended (the token budget ran out first), or no block begun."""
+        toks = [int(t) for t in tokens]
+        begin, end = self.layout.begin, self.layout.end
+        if end in toks and (begin not in toks or toks.index(end) < toks.index(begin)):
+            return "an end-of-action token before any begin"
+        if self._spans(toks):
+            return "no block of exactly 7 action values"
+        if begin in toks:
+            return "a block begun and never ended"
+        return "no block begun"
+
     def _spans(self, toks: list[int]) -> list[list[int]]:
         """The ids between each begin and the end that closes it, cut as generate_dis_ma
         does (a second begin restarts the block; an end without an open block is skipped; a

@@ -17,11 +17,11 @@ Reproduces WorldVLA's LIBERO evaluation (profile `worldvla` in
   history frame) and at `reset`;
 - an answer without any well-formed action block (or a prompt that fills the model's context)
   ends the episode as a failure, as the official eval ends it where it has no block to run
-  (`EndEpisode`, reason in the record's `extra['ended_by_policy']`, counted in
-  `stats['broken']`); malformed blocks among well-formed ones are skipped, this model's own
-  decoding rule (`tiny_layout`: 'strict'). ``on_broken='continue'`` gives a safe chunk there
-  instead (zero motion, gripper kept at its last command; open at the start), counted in
-  `stats['fallbacks']`, and goes on;
+  (`EndEpisode`, reason in the record's `extra['ended_by_policy']` with its cause:
+  `ActionTokenizer.missing_block_cause`, counted in `stats['broken']`); malformed blocks
+  among well-formed ones are skipped, this model's own decoding rule (`tiny_layout`:
+  'strict'). ``on_broken='continue'`` gives a safe chunk there instead (zero motion, gripper
+  kept at its last command; open at the start), counted in `stats['fallbacks']`, and goes on;
 - ``constrained=True`` (not WorldVLA's: its eval decodes unconstrained) lets decoding choose
   only tokens that keep the answer well formed (K blocks of 7 value tokens, then end of turn):
   the best allowed token where the model would emit, say, an image code inside a block. So no
@@ -322,7 +322,8 @@ class WorldVLAPolicy(ActsInBatches, Policy):
         if self.on_broken == "end" and (not len(chunk) or not np.all(np.isfinite(chunk))):
             self.stats["broken"] += 1
             fault = ("the prompt fills the model's context" if tokens is None
-                     else "no well-formed action block in the answer")
+                     else "no well-formed action block in the answer: "
+                     + self.model.tokenizer.actions.missing_block_cause(tokens))
             return EndEpisode(f"broken answer: {fault}")
         if not len(chunk) or not np.all(np.isfinite(chunk)):
             self.stats["fallbacks"] += 1
