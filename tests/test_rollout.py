@@ -269,6 +269,8 @@ def test_a_run_keeps_frames_for_all_its_episodes_or_none(tmp_path: Path):
         # nothing added, not even the refused call to the manifest's invocations
         assert {name: (run_dir / name).read_text() for name in before} == before
         run(run_dir, 1, not first)  # finished: nothing to add, nothing refused
+        # nor logged: the manifest's last invocation stays the one whose code ran the episodes
+        assert {name: (run_dir / name).read_text() for name in before} == before
         run(run_dir, 2, first)
         records = read_episodes(run_dir)
         assert len(records) == 2

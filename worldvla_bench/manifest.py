@@ -109,9 +109,12 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
 
 
 def write_or_check_manifest(
-    run_dir: Path, config: dict[str, Any], suite: dict[str, Any], selection: dict[str, Any]
+    run_dir: Path, config: dict[str, Any], suite: dict[str, Any], selection: dict[str, Any],
+    log_call: bool = True,
 ) -> dict[str, Any]:
-    """Create the manifest, or check that a resumed run measures the same thing; log the call."""
+    """Create the manifest, or check that a resumed run measures the same thing; log the call
+    in its invocations unless `log_call` is False (a call that runs no episode leaves the
+    manifest as it was, so its last invocation stays the one whose code made the episodes)."""
     existing = read_manifest(run_dir)
     if existing is None:
         if RunDir(run_dir).records():
@@ -135,6 +138,8 @@ def write_or_check_manifest(
                 f"run directory {run_dir} was made with another definition of suite "
                 f"{config.get('suite')!r}; choose another RUN name"
             )
+        if not log_call:
+            return manifest
     manifest.setdefault("invocations", []).append(
         {
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

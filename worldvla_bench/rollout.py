@@ -107,7 +107,8 @@ def _run_locked(protocol: Protocol, options: RunOptions, suite: SuiteSpec,
     # how the run stores frames is checked before anything is written, the manifest included
     _check_frames(run_dir, read_manifest(run_dir), options.save_frames, stored,
                   len(kept) if pending else 0)
-    write_or_check_manifest(run_dir, {**protocol.to_dict(), **run}, suite.to_dict(), selection)
+    write_or_check_manifest(run_dir, {**protocol.to_dict(), **run}, suite.to_dict(), selection,
+                            log_call=bool(pending))
     if len(kept) < len(records):
         records = kept
         rewrite_episodes(run_dir, records)
