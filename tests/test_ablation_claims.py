@@ -246,6 +246,7 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
         read_checkpoint,
     )
     from worldvla_bench.manifest import read_manifest
+    from worldvla_bench.run_dir import read_episodes
 
     torch.set_num_threads(1)
     monkeypatch.chdir(tmp_path)
@@ -285,6 +286,18 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
         ("action+world", "0"), ("action+world", "1"), ("action+world", "all")]
     assert [r["trials"] for r in rows] == ["1", "1", "2", "1", "1", "2"]
     assert all(len(r["checkpoint_sha256"].split(";")[0]) == 64 for r in rows)
+    # time: each training's own (elapsed_s, kept by its export), the episodes' summed; pooled
+    # rows add their seeds'
+    for row in rows:
+        if row["train_seed"] != "all":
+            exported = read_checkpoint(row["checkpoint"])
+            assert float(row["train_min"]) == pytest.approx(exported["elapsed_s"] / 60)
+            walls = [r["wall_time_s"] for r in read_episodes(Path(row["run"]))]
+            assert float(row["episodes_min"]) == pytest.approx(sum(walls) / 60)
+    for first, second, pooled in (rows[0:3], rows[3:6]):
+        for key in ("train_min", "episodes_min"):
+            assert float(pooled[key]) == pytest.approx(float(first[key]) + float(second[key]))
+    assert "Time so far: " in (out / "ablation.md").read_text()
     with (out / "claims.csv").open() as stream:
         claims = {r["claim"]: r for r in csv.DictReader(stream)}
     assert claims["1"]["pairs"] == "2" and claims["1"]["seeds"] == "0,1"

@@ -618,6 +618,8 @@ def test_ablation_table_from_fake_runs(tmp_path):
     assert list(table["trials"]) == [5, 10, 0]
     assert list(table["ended_by_policy"]) == [1, 0, 0]
     assert list(table["successes"]) == [1, 9, 0]
+    assert list(table["episodes_min"] * 60) == pytest.approx([5.0, 10.0, 0.0])  # 1 s each
+    assert table["train_min"].isna().all()  # no checkpoint to read a training time from
     assert table["success_rate"].iloc[0] == 20.0 and table["success_rate"].iloc[1] == 90.0
     low, high = wilson_interval(9, 10)
     assert table["ci_low"].iloc[1] == pytest.approx(100 * low)
@@ -626,6 +628,7 @@ def test_ablation_table_from_fake_runs(tmp_path):
     md = written["md"].read_text()
     assert "| action_chunk+mask" in md and "K=5" in md and "90.0" in md and "libero_spatial" in md
     assert "[59.6, 98.2]" in md  # Wilson 95% for 9/10
+    assert "Time so far: 0.0 h of training (0 of 3 trainings recorded), 0.0 h of episodes" in md
     with written["csv"].open() as stream:
         rows = list(csv.DictReader(stream))
     assert [r["cell"] for r in rows] == ["action", "action_chunk+mask", "action+world"]

@@ -164,10 +164,26 @@ def _table_row(cell: AblationCell, seed: str, chunk_size: int, episodes: pd.Data
         "errors": 0 if episodes is None else int(episodes["is_error"].sum()),
         "ended_by_policy": 0 if ran is None else _ended_by_policy(ran),
         "mean_steps": float(ran["steps"].mean()) if trials else float("nan"),
+        "train_min": sum(_training_seconds(c) for c in checkpoints) / 60.0,
+        "episodes_min": (0.0 if episodes is None or "wall_time_s" not in episodes
+                         else float(episodes["wall_time_s"].fillna(0).sum()) / 60.0),
         "run": ";".join(runs),
         "checkpoint": ";".join(checkpoints),
         "checkpoint_sha256": ";".join(file_sha256(c) for c in checkpoints),
     }
+
+
+def _training_seconds(checkpoint: str) -> float:
+    """The training time a checkpoint records (`elapsed_s`: every session of a resumed
+    training, kept by the float16 export); NaN when there is none to read."""
+    from worldvla_bench.integrations.worldvla.checkpoints import read_checkpoint
+
+    if not checkpoint:
+        return float("nan")
+    try:
+        return float(read_checkpoint(checkpoint).get("elapsed_s", float("nan")))
+    except BenchError:
+        return float("nan")
 
 
 def _ended_by_policy(episodes: pd.DataFrame) -> int:
@@ -226,6 +242,8 @@ def format_ablation(table: pd.DataFrame) -> str:
                                                               strict=True)],
         "errors": table["errors"].astype(int).astype(str),
         "ended by policy": table["ended_by_policy"].astype(int).astype(str),
+        "training min": table["train_min"].map(lambda v: "-" if v != v else f"{v:.0f}"),
+        "episodes min": table["episodes_min"].map(lambda v: f"{v:.0f}"),
     })
     return shown.to_markdown(index=False, disable_numparse=True)
 
@@ -240,11 +258,25 @@ def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA 
                 "Success rates in percent with the 95% Wilson interval; trials = episodes that "
                 "ran per cell and training seed (all selected tasks); training seed 'all' pools "
                 "a cell's seeds; ended by policy: failed episodes the policy ended itself (a "
-                "broken answer: no well-formed action block, the official rule). Checkpoints "
-                f"and their sha256 are in {TABLE_CSV}.\n")
+                "broken answer: no well-formed action block, the official rule); training "
+                "min: the training's own time (`elapsed_s` in its checkpoint); episodes min: "
+                "the episodes' wall times summed (workers run them side by side). Checkpoints "
+                f"and their sha256 are in {TABLE_CSV}.\n{_time_line(table)}")
     write_atomic(out / TABLE_MD, markdown.encode())
     write_atomic(out / TABLE_CSV, table.to_csv(index=False).encode())
     return {"markdown": markdown, "md": out / TABLE_MD, "csv": out / TABLE_CSV}
+
+
+def _time_line(table: pd.DataFrame) -> str:
+    """'Time so far: ...' over the runs' rows (pooled rows left out), or '' for no rows."""
+    rows = table[table["train_seed"].astype(str) != "all"] if len(table) else table
+    if not len(rows):
+        return ""
+    train = rows["train_min"].sum(skipna=True) / 60.0
+    episodes = rows["episodes_min"].sum() / 60.0
+    return (f"\nTime so far: {train:.1f} h of training ({int(rows['train_min'].notna().sum())} "
+            f"of {len(rows)} trainings recorded), {episodes:.1f} h of episodes (summed over "
+            "the workers).\n")
 
 
 def write_tables(runs: Sequence[CellRun], out: str | Path) -> dict[str, Any]:
