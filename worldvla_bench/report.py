@@ -129,13 +129,19 @@ def run_warnings(episodes: pd.DataFrame) -> list[str]:
     return warnings
 
 
-def policy_endings(episodes: pd.DataFrame) -> str | None:
-    """One line counting the episodes the policy ended (`EndEpisode`: failures, each with its
-    reason in `extra["ended_by_policy"]`), the most frequent reason first; None if none."""
+def policy_ending_reasons(episodes: pd.DataFrame) -> pd.Series:
+    """The reasons of the episodes the policy ended (`EndEpisode`: failures, each with its
+    reason in `extra["ended_by_policy"]`), one entry per such episode."""
     if "extra" not in episodes:
-        return None
-    reasons = pd.Series([e.get("ended_by_policy") if isinstance(e, dict) else None
-                         for e in episodes["extra"]]).dropna()
+        return pd.Series([], dtype=object)
+    return pd.Series([e.get("ended_by_policy") if isinstance(e, dict) else None
+                      for e in episodes["extra"]], dtype=object).dropna()
+
+
+def policy_endings(episodes: pd.DataFrame) -> str | None:
+    """One line counting the episodes the policy ended (`policy_ending_reasons`), the most
+    frequent reason first; None if none."""
+    reasons = policy_ending_reasons(episodes)
     if reasons.empty:
         return None
     counts = reasons.value_counts()

@@ -142,7 +142,7 @@ def grid_episodes(runs: Sequence[CellRun]) -> pd.DataFrame:
 def _table_row(cell: AblationCell, seed: str, chunk_size: int, episodes: pd.DataFrame | None,
                runs: list[str], checkpoints: list[str]) -> dict[str, Any]:
     from worldvla_bench.integrations.worldvla.checkpoints import file_sha256
-    from worldvla_bench.report import wilson_interval
+    from worldvla_bench.report import policy_ending_reasons, wilson_interval
 
     ran = None if episodes is None else episodes[~episodes["is_error"]]
     trials = 0 if ran is None else len(ran)
@@ -162,7 +162,9 @@ def _table_row(cell: AblationCell, seed: str, chunk_size: int, episodes: pd.Data
         "ci_low": 100.0 * low,
         "ci_high": 100.0 * high,
         "errors": 0 if episodes is None else int(episodes["is_error"].sum()),
-        "ended_by_policy": 0 if ran is None else _ended_by_policy(ran),
+        # failed episodes the policy ended (a broken answer, the official rule), not for want
+        # of time
+        "ended_by_policy": 0 if ran is None else len(policy_ending_reasons(ran)),
         "mean_steps": float(ran["steps"].mean()) if trials else float("nan"),
         "train_min": sum(_training_seconds(c) for c in checkpoints) / 60.0,
         "episodes_min": (0.0 if episodes is None or "wall_time_s" not in episodes
@@ -184,14 +186,6 @@ def _training_seconds(checkpoint: str) -> float:
         return float(read_checkpoint(checkpoint).get("elapsed_s", float("nan")))
     except BenchError:
         return float("nan")
-
-
-def _ended_by_policy(episodes: pd.DataFrame) -> int:
-    """Episodes the policy ended (a broken answer, under the official rule: `extra`'s
-    'ended_by_policy'): failures, but not for want of time."""
-    if "extra" not in episodes:
-        return 0
-    return int(sum(isinstance(e, dict) and "ended_by_policy" in e for e in episodes["extra"]))
 
 
 def ablation_table(runs: Sequence[CellRun]) -> pd.DataFrame:
