@@ -26,7 +26,8 @@ EVAL_FLAGS = --suite $(SUITE) --policy $(POLICY) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(RUN),--run $(RUN)) $(ARGS)
 
 .PHONY: help setup system-deps eval report compare test lint bench clean tiny-data tiny-data-aug tiny-checkpoints \
-	tiny-train tiny-targets tiny-curve tiny-data-curve examples ablation-example wm-simulators
+	tiny-train tiny-targets tiny-curve tiny-data-curve examples ablation-example ablation-constrained \
+	wm-simulators
 
 help:
 	@echo "make setup                      install everything (Debian GL libs, venv, torch, package)"
@@ -42,6 +43,7 @@ help:
 	@echo "make tiny-curve [TINY_CURVE_STEPS=..]  success and probes of the recipe's snapshots against step"
 	@echo "make tiny-data-curve [TINY_DATA_DEMOS=..]  the same against demos per task (retrains, ~1 h per point)"
 	@echo "make ablation-example           the paper's claims at small scale: 5 cells x 2 training seeds (~16 h on 2 idle cores, estimated)"
+	@echo "make ablation-constrained       the grid's trained models again, answers constrained to well-formed (~4 h)"
 	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
 
 setup: system-deps $(BIN)/worldvla-bench
@@ -271,14 +273,24 @@ examples:
 ABLATION_OUT ?= $(EXAMPLES)/ablation_libero_goal
 ABLATION_STEPS ?= $(TINY_STEPS)
 ABLATION_TRAIN_ARGS ?=
+ABLATION_EVAL = --train-seeds 0,1 --suite libero_goal --tasks $(TINY_TASKS) --first-trial 40 \
+	--trials 10 --workers 2 --no-progress
 ablation-example:
 	@$(CLEAN_CHECKOUT)
 	test -e $(ABLATION_OUT)/data/tokens.npz || $(MAKE) --no-print-directory tiny-data
 	$(BIN)/worldvla-bench ablation --data $(TINY_DIR)/demos/libero_goal \
 		--world-data $(TINY_DIR)/noisy/libero_goal $(TINY_RECIPE) --steps $(ABLATION_STEPS) \
-		--train-seeds 0,1 \
-		--suite libero_goal --tasks $(TINY_TASKS) --first-trial 40 --trials 10 --workers 2 \
-		--no-progress --out $(ABLATION_OUT) $(ABLATION_TRAIN_ARGS)
+		$(ABLATION_EVAL) --out $(ABLATION_OUT) $(ABLATION_TRAIN_ARGS)
+
+# The same grid's exports (ABLATION_OUT/train) evaluated again with constrained decoding (the
+# policy's constrained=true: only well-formed answers), into ABLATION_CONSTRAINED_OUT: what the
+# cells' actions are worth when no episode can end on a broken answer. Nothing is trained; cells
+# the grid has not trained yet are named and left out (re-run when it has). ~15-25 min per run.
+ABLATION_CONSTRAINED_OUT ?= $(EXAMPLES)/ablation_libero_goal_constrained
+ablation-constrained:
+	@$(CLEAN_CHECKOUT)
+	$(BIN)/worldvla-bench ablation --models-from $(ABLATION_OUT) --policy-arg constrained=true \
+		$(ABLATION_EVAL) --out $(ABLATION_CONSTRAINED_OUT)
 
 # World models as simulators on libero_goal tasks 1, 4, 6 (three of the shipped tiny checkpoints'
 # tasks): a success judge trained on trials 4-9 (expert and noisy expert), then on trials 40-43,

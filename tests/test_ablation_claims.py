@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +312,22 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == stamps
     assert (out / "runs" / "action" / "seed1" / "episodes.jsonl").read_text() == episodes
+    # the same exports evaluated again under another policy argument, into another --out:
+    # nothing trained, every run's policy the grid's export with the argument added
+    again = ["ablation", "--models-from", "abl", "--policy-arg", "constrained=true",
+             "--train-seeds", "0", "--cells", "action,action+world", "--suite", "libero_goal",
+             "--tasks", "0", "--first-trial", "40", "--trials", "1", "--image-size", "64",
+             "--max-steps", "4", "--workers", "1", "--no-progress", "--out", "abl_constrained"]
+    assert main(again) == 0
+    assert not Path("abl_constrained/train").exists()
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == stamps
+    for cell, mask in (("action", False), ("action_plus_world", False)):
+        manifest = read_manifest(Path("abl_constrained/runs") / cell / "seed0")
+        assert manifest["config"]["policy_kwargs"] == {
+            "constrained": True, "action_mask": mask,
+            "checkpoint": str(out / "train" / cell / "seed0" / "model.pt")}
+    with Path("abl_constrained/claims.csv").open() as stream:
+        assert next(csv.DictReader(stream))["pairs"] == "1"
     # carried on elsewhere: only what the repository keeps (data/, the exports, the runs), no
     # demos; a lost run is run again from its export, nothing is trained
     import shutil
@@ -334,6 +351,44 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
     capsys.readouterr()
     assert main(argv) != 0
     assert "made from other demos" in capsys.readouterr().err
+
+
+def test_models_from_takes_another_grids_exports_and_names_what_it_lacks(tmp_path, capsys):
+    """--models-from: each (cell, seed) takes GRID/train/<cell>/seed<k>/model.pt, --checkpoint
+    first; what GRID has not trained is listed, not trained; a directory that is no grid's, a
+    grid with none of the selected exports, and a policy argument a cell sets are refused
+    before anything runs."""
+    from worldvla_bench.integrations.worldvla.ablation import (
+        CELLS,
+        AblationConfig,
+        _checkpoints,
+        run_ablation,
+    )
+    from worldvla_bench.protocol import Protocol
+
+    grid = tmp_path / "grid"
+    for slug, seed in (("action", 0), ("action", 1), ("action_plus_world", 1)):
+        (grid / "train" / slug / f"seed{seed}").mkdir(parents=True)
+        (grid / "train" / slug / f"seed{seed}" / "model.pt").write_bytes(b"")
+    protocol = Protocol(suite="libero_goal")
+    config = AblationConfig(data=[], protocol=protocol, out=str(tmp_path / "out"),
+                            models_from=str(grid), checkpoints={("action", 1): "mine.pt"})
+    cells = [CELLS["action"], CELLS["action+world"]]
+    taken, missing = _checkpoints(config, cells, [0, 1])
+    assert taken == {("action", 0): str(grid / "train/action/seed0/model.pt"),
+                     ("action", 1): "mine.pt",
+                     ("action+world", 1): str(grid / "train/action_plus_world/seed1/model.pt")}
+    assert missing == ["action+world seed 0"]
+    with pytest.raises(BenchError, match="no train/ directory"):
+        run_ablation(replace(config, models_from=str(tmp_path)))
+    with pytest.raises(BenchError, match="nothing to evaluate"):
+        run_ablation(replace(config, cells=["action_chunk"], checkpoints={}))
+    assert "has no export yet of: action_chunk seed 0, action_chunk seed 1" in (
+        capsys.readouterr().err)
+    with pytest.raises(BenchError, match="'checkpoint' is set by each cell"):
+        run_ablation(replace(config, protocol=replace(
+            protocol, policy_kwargs={"checkpoint": "x.pt"})))
+    assert not (tmp_path / "out").exists()
 
 
 def test_checkpoints_and_training_seeds_are_parsed_per_seed():

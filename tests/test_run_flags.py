@@ -50,8 +50,8 @@ COMMANDS = {
     # the panel names the policies
     "wm-rank": (PROTOCOL_FLAGS + SELECTION, {}, ["--panel", "p.yaml"]),
     # --train-seeds are the training seeds: the run seed is --eval-seed; each cell is a
-    # checkpoint
-    "ablation": ([f for f in PROTOCOL_FLAGS if f != "--seed"] + SELECTION,
+    # checkpoint (--policy-arg: more arguments for every cell's policy)
+    "ablation": ([f for f in PROTOCOL_FLAGS if f != "--seed"] + ["--policy-arg"] + SELECTION,
                  {"--tasks": "0"}, []),
 }
 

@@ -27,11 +27,17 @@ report` and `compare` work on any of them; `<cell>` with `+` written `_plus_`), 
 `ablation.csv` (success % with the 95% Wilson interval per cell and seed, and pooled over
 seeds) and `claims.md`, `claims.csv` (`claims.py`). The tables are rewritten after every
 evaluated run, so a long grid shows what it has so far.
+
+`--models-from GRID` evaluates another grid's exports (`GRID/train/<cell>/seed<k>/model.pt`)
+instead of training, e.g. under other policy arguments (`--policy-arg constrained=true`: the
+same models, answers always well formed) into another `--out`; cells the other grid has not
+trained yet are named and left out of the tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +58,8 @@ VQ_FILE = "vq.pt"
 TOKENS_FILE = "tokens.npz"
 #: each training run's float16 export, the checkpoint its run evaluates
 CELL_MODEL = "model.pt"
+#: policy arguments each cell sets itself (`--policy-arg` may not)
+PER_CELL_POLICY_ARGS = frozenset({"checkpoint", "action_mask"})
 #: TrainConfig fields each cell sets itself (the rest are shared by every cell)
 PER_CELL_TRAIN_ARGS = frozenset({"data", "out", "chunk_size", "world_model_weight",
                                  "world_data", "action_mask", "seed", "progress", "tokens",
@@ -293,12 +301,14 @@ def write_tables(runs: Sequence[CellRun], out: str | Path) -> dict[str, Any]:
 class AblationConfig:
     """What to train and evaluate. `protocol`: the evaluations' suite, run seed, seeding, image
     size, step limit and render settings (its policy is each cell's checkpoint, whatever it
-    names); `options`: which episodes (default: task 0) and the workers (its run directory is
-    `<out>/runs/<cell>/seed<k>`); `options.progress` also shows training progress.
+    names; its policy arguments go to every cell's policy, beside the checkpoint and action
+    mask the cell sets); `options`: which episodes (default: task 0) and the workers (its run
+    directory is `<out>/runs/<cell>/seed<k>`); `options.progress` also shows training progress.
     `train_seeds`: one training run per cell and seed; `world_data`: world-model-only episodes
     (world-model cells only); `train` holds the other `TrainConfig` fields, shared by every
     cell (e.g. steps, vq_steps, image_loss_weight). `checkpoints` maps (cell, seed) to a
-    checkpoint taken instead of training."""
+    checkpoint taken instead of training; `models_from`: another grid's --out whose exports
+    every other cell takes (nothing is trained; a cell it lacks is skipped, and named)."""
 
     data: list[str]
     protocol: Protocol
@@ -307,6 +317,7 @@ class AblationConfig:
     cells: list[str] | None = None
     train_seeds: list[int] = field(default_factory=lambda: [0, 1])
     checkpoints: dict[tuple[str, int], str] = field(default_factory=dict)
+    models_from: str | None = None
     chunk_size: int = 5
     world_model_weight: float = 1.0
     world_data: list[str] = field(default_factory=list)
@@ -393,11 +404,38 @@ def _train_vq(config: AblationConfig, seed: int) -> str:
     return str(train(TrainConfig(**args)).checkpoint)
 
 
+def _cell_export(grid: str | Path, cell: AblationCell, seed: int) -> Path:
+    """Where the grid under `grid` keeps the float16 export of `cell` trained with `seed`."""
+    return Path(grid) / "train" / cell.slug / f"seed{seed}" / CELL_MODEL
+
+
+def _checkpoints(config: AblationConfig, cells: Sequence[AblationCell], seeds: Sequence[int]
+                 ) -> tuple[dict[tuple[str, int], str], list[str]]:
+    """The checkpoints taken instead of training ({(cell, seed): path}: --checkpoint, then
+    --models-from) and, with --models-from, the cells and seeds it has no export of."""
+    taken = dict(config.checkpoints)
+    missing: list[str] = []
+    if config.models_from:
+        if not (Path(config.models_from) / "train").is_dir():
+            raise BenchError(f"--models-from {config.models_from}: no train/ directory there "
+                             f"(the --out of an ablation grid)")
+        for seed in seeds:
+            for cell in cells:
+                export = _cell_export(config.models_from, cell, seed)
+                if (cell.name, seed) in taken:
+                    continue
+                if export.exists():
+                    taken[(cell.name, seed)] = str(export)
+                else:
+                    missing.append(f"{cell.name} seed {seed}")
+    return taken, missing
+
+
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
     """Train (or take) every selected cell for every training seed, evaluate each, write the
     tables (after every run); seed by seed, so the first seed's grid is complete first.
     Returns {'table', 'markdown', 'md', 'csv', 'claims', 'claims_markdown', 'claims_md',
-    'claims_csv', 'runs'}."""
+    'claims_csv', 'runs', 'missing'} ('missing': the cells and seeds --models-from lacks)."""
     from worldvla_bench.integrations.worldvla.training import load_checkpoint
     from worldvla_bench.rollout import run_evaluation
 
@@ -406,17 +444,29 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     unknown = sorted({name for name, _ in config.checkpoints} - set(CELLS))
     if unknown:
         raise UnknownChoiceError("ablation cell", unknown[0], list(CELLS))
+    fixed = sorted(PER_CELL_POLICY_ARGS & set(config.protocol.policy_kwargs))
+    if fixed:
+        raise BenchError(f"policy argument {fixed[0]!r} is set by each cell of the grid")
+    checkpoints, missing = _checkpoints(config, cells, seeds)
+    if missing:
+        print(f"{config.models_from} has no export yet of: {', '.join(missing)}; "
+              f"evaluating the rest (re-run when it has)", file=sys.stderr)
+        if len(missing) == len(cells) * len(seeds):
+            raise BenchError(f"nothing to evaluate: {config.models_from} has no export of the "
+                             f"selected cells and seeds")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    needs_training = [(c, s) for s in seeds for c in cells
-                      if (c.name, s) not in config.checkpoints
-                      and not (out / "train" / c.slug / f"seed{s}" / CELL_MODEL).exists()]
+    needs_training = [] if config.models_from else [
+        (c, s) for s in seeds for c in cells
+        if (c.name, s) not in checkpoints and not _cell_export(out, c, s).exists()]
     data = _grid_data(config, seeds[0]) if needs_training else None
     runs: list[CellRun] = []
     written: dict[str, Any] = {}
     for seed in seeds:
         for cell in cells:
-            checkpoint = (config.checkpoints.get((cell.name, seed))
+            if config.models_from and (cell.name, seed) not in checkpoints:
+                continue
+            checkpoint = (checkpoints.get((cell.name, seed))
                           or _train_cell(config, cell, seed, data))
             _, meta = load_checkpoint(checkpoint)
             run_dir = out / "runs" / cell.slug / f"seed{seed}"
@@ -424,12 +474,13 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
             # the manifest then names the file under --out on any machine
             run_evaluation(
                 replace(config.protocol, policy=POLICY_TARGET,
-                        policy_kwargs={"checkpoint": str(checkpoint),
+                        policy_kwargs={**config.protocol.policy_kwargs,
+                                       "checkpoint": str(checkpoint),
                                        "action_mask": cell.action_mask}),
                 replace(config.options, run_dir=run_dir))
             runs.append(CellRun(cell, run_dir, int(meta["chunk_size"]), str(checkpoint), seed))
             written = write_tables(runs, out)
-    return {**written, "runs": runs}
+    return {**written, "runs": runs, "missing": missing}
 
 
 # --------------------------------------------------------------------------------------- CLI
@@ -479,6 +530,14 @@ def add_ablation_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", action="append", metavar="CELL@SEED=PATH",
                         help="take this checkpoint for a cell and training seed instead of "
                              "training it (repeatable; CELL=PATH with one training seed)")
+    parser.add_argument("--models-from", default=None, metavar="GRID",
+                        help="evaluate the exports of another grid (its --out: "
+                             "GRID/train/<cell>/seed<k>/model.pt) instead of training; cells it "
+                             "has not trained yet are named and left out")
+    parser.add_argument("--policy-arg", action="append", metavar="KEY=VALUE",
+                        help="policy constructor argument for every cell (repeatable; e.g. "
+                             "constrained=true), beside the checkpoint and action mask each "
+                             "cell sets")
     parser.add_argument("--world-model-weight", type=float, default=1.0, metavar="W",
                         help="world samples per action sample in the world-model cells")
     parser.add_argument("--out", default=None, help="output directory (default "
@@ -490,21 +549,26 @@ def add_ablation_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_ablation(args: argparse.Namespace) -> int:
     from worldvla_bench.commands import run_flags
     from worldvla_bench.integrations.worldvla.training import config_from_args
+    from worldvla_bench.policy import parse_key_values
 
     seeds = parse_seeds(args.train_seeds)
     checkpoints = parse_checkpoints(args.checkpoint, seeds)
     cells = select_cells(args.cells)
-    if not args.data and any((c.name, s) not in checkpoints for c in cells for s in seeds):
-        raise BenchError("--data is needed to train the cells without a --checkpoint")
+    if (not args.data and not args.models_from
+            and any((c.name, s) not in checkpoints for c in cells for s in seeds)):
+        raise BenchError("--data is needed to train the cells without a --checkpoint "
+                         "(or --models-from)")
     shared = config_from_args(args, data=list(args.data or []), out="", seed=seeds[0]).to_dict()
     result = run_ablation(AblationConfig(
         data=list(args.data or []),
-        protocol=run_flags.protocol_from_args(args, policy=POLICY_TARGET),
+        protocol=run_flags.protocol_from_args(args, policy=POLICY_TARGET,
+                                              policy_kwargs=parse_key_values(args.policy_arg)),
         out=args.out or str(Path("results") / f"ablation_{args.suite}"),
         options=run_flags.options_from_args(args),
         cells=[c.name for c in cells],
         train_seeds=seeds,
         checkpoints=checkpoints,
+        models_from=args.models_from,
         chunk_size=args.chunk_size,
         world_model_weight=args.world_model_weight,
         world_data=list(args.world_data or []),
