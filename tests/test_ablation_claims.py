@@ -328,6 +328,10 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
             "checkpoint": str(out / "train" / cell / "seed0" / "model.pt")}
     with Path("abl_constrained/claims.csv").open() as stream:
         assert next(csv.DictReader(stream))["pairs"] == "1"
+    for table in ("ablation.md", "claims.md"):  # the tables say what their policies shared
+        title = Path("abl_constrained", table).read_text().splitlines()[0]
+        assert "(every cell's policy with constrained=True)" in title
+    assert "constrained" not in (out / "ablation.md").read_text().splitlines()[0]
     # carried on elsewhere: only what the repository keeps (data/, the exports, the runs), no
     # demos; a lost run is run again from its export, nothing is trained
     import shutil

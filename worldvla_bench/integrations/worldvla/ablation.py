@@ -281,14 +281,18 @@ def _time_line(table: pd.DataFrame) -> str:
             "the workers).\n")
 
 
-def write_tables(runs: Sequence[CellRun], out: str | Path) -> dict[str, Any]:
-    """The grid's table and the claims tables of `runs`, written into `out`."""
+def write_tables(runs: Sequence[CellRun], out: str | Path,
+                 policy_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The grid's table and the claims tables of `runs`, written into `out`; the titles name
+    `policy_kwargs`, the policy arguments every cell's runs share beyond the grid's own."""
     from worldvla_bench.integrations.worldvla.claims import claims_table, write_claims
 
+    shared = ", ".join(f"{key}={value}" for key, value in sorted((policy_kwargs or {}).items()))
+    suffix = f" (every cell's policy with {shared})" if shared else ""
     table = ablation_table(runs)
-    written = write_ablation(table, out)
+    written = write_ablation(table, out, title=f"WorldVLA ablation{suffix}")
     claims = claims_table(grid_episodes(runs))
-    claims_written = write_claims(claims, out)
+    claims_written = write_claims(claims, out, title=f"WorldVLA's claims{suffix}")
     return {"table": table, **written, "claims": claims,
             "claims_markdown": claims_written["markdown"], "claims_md": claims_written["md"],
             "claims_csv": claims_written["csv"]}
@@ -479,7 +483,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
                                        "action_mask": cell.action_mask}),
                 replace(config.options, run_dir=run_dir))
             runs.append(CellRun(cell, run_dir, int(meta["chunk_size"]), str(checkpoint), seed))
-            written = write_tables(runs, out)
+            written = write_tables(runs, out, config.protocol.policy_kwargs)
     return {**written, "runs": runs, "missing": missing}
 
 
