@@ -359,9 +359,9 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
 
 def test_models_from_takes_another_grids_exports_and_names_what_it_lacks(tmp_path, capsys):
     """--models-from: each (cell, seed) takes GRID/train/<cell>/seed<k>/model.pt, --checkpoint
-    first; what GRID has not trained is listed, not trained; a directory that is no grid's, a
-    grid with none of the selected exports, and a policy argument a cell sets are refused
-    before anything runs."""
+    first; what GRID has not trained is listed, not trained; GRID as --out, a directory that is
+    no grid's, a grid with none of the selected exports, and a policy argument a cell sets are
+    refused before anything runs."""
     from worldvla_bench.integrations.worldvla.ablation import (
         CELLS,
         AblationConfig,
@@ -383,6 +383,8 @@ def test_models_from_takes_another_grids_exports_and_names_what_it_lacks(tmp_pat
                      ("action", 1): "mine.pt",
                      ("action+world", 1): str(grid / "train/action_plus_world/seed1/model.pt")}
     assert missing == ["action+world seed 0"]
+    with pytest.raises(BenchError, match="is the grid --models-from reads"):
+        run_ablation(replace(config, out=str(grid)))
     with pytest.raises(BenchError, match="no train/ directory"):
         run_ablation(replace(config, models_from=str(tmp_path)))
     with pytest.raises(BenchError, match="nothing to evaluate"):

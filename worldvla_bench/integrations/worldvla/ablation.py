@@ -420,6 +420,9 @@ def _checkpoints(config: AblationConfig, cells: Sequence[AblationCell], seeds: S
     taken = dict(config.checkpoints)
     missing: list[str] = []
     if config.models_from:
+        if Path(config.models_from).resolve() == Path(config.out).resolve():
+            raise BenchError(f"--out {config.out} is the grid --models-from reads: its "
+                             f"evaluations go to another directory")
         if not (Path(config.models_from) / "train").is_dir():
             raise BenchError(f"--models-from {config.models_from}: no train/ directory there "
                              f"(the --out of an ablation grid)")
