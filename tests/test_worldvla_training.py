@@ -617,6 +617,7 @@ def test_ablation_table_from_fake_runs(tmp_path):
     table = ablation_table(runs)
     assert list(table["trials"]) == [5, 10, 0]
     assert list(table["ended_by_policy"]) == [1, 0, 0]
+    assert list(table["policy_calls"]) == [4 * 2 + 3, 10 * 2, 0]  # the records' summed
     assert list(table["successes"]) == [1, 9, 0]
     assert list(table["episodes_min"] * 60) == pytest.approx([5.0, 10.0, 0.0])  # 1 s each
     assert table["train_min"].isna().all()  # no checkpoint to read a training time from

@@ -173,6 +173,9 @@ def _table_row(cell: AblationCell, seed: str, chunk_size: int, episodes: pd.Data
         # failed episodes the policy ended (a broken answer, the official rule), not for want
         # of time
         "ended_by_policy": 0 if ran is None else len(policy_ending_reasons(ran)),
+        # the answers asked of the policy: a K=1 cell asks K times as often per step as a
+        # K-chunk cell, so it has K times the chances to break an answer
+        "policy_calls": int(ran["policy_calls"].fillna(0).sum()) if trials else 0,
         "mean_steps": float(ran["steps"].mean()) if trials else float("nan"),
         "train_min": sum(_training_seconds(c) for c in checkpoints) / 60.0,
         "episodes_min": (0.0 if episodes is None or "wall_time_s" not in episodes
@@ -244,6 +247,7 @@ def format_ablation(table: pd.DataFrame) -> str:
                                                               strict=True)],
         "errors": table["errors"].astype(int).astype(str),
         "ended by policy": table["ended_by_policy"].astype(int).astype(str),
+        "policy calls": table["policy_calls"].astype(int).astype(str),
         "training min": table["train_min"].map(lambda v: "-" if v != v else f"{v:.0f}"),
         "episodes min": table["episodes_min"].map(lambda v: f"{v:.0f}"),
     })
@@ -260,7 +264,9 @@ def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA 
                 "Success rates in percent with the 95% Wilson interval; trials = episodes that "
                 "ran per cell and training seed (all selected tasks); training seed 'all' pools "
                 "a cell's seeds; ended by policy: failed episodes the policy ended itself (a "
-                "broken answer: no well-formed action block, the official rule); training "
+                "broken answer: no well-formed action block, the official rule), out of "
+                "the policy calls (answers asked: one per action at K=1, one per K actions "
+                "with chunks); training "
                 "min: the training's own time (`elapsed_s` in its checkpoint); episodes min: "
                 "the episodes' wall times summed (workers run them side by side). Checkpoints "
                 f"and their sha256 are in {TABLE_CSV}.\n{_time_line(table)}")
