@@ -342,6 +342,11 @@ class GridData:
     tokens: Path
 
 
+def _cell_export(grid: str | Path, cell: AblationCell, seed: int) -> Path:
+    """Where the grid under `grid` keeps the float16 export of `cell` trained with `seed`."""
+    return Path(grid) / "train" / cell.slug / f"seed{seed}" / CELL_MODEL
+
+
 def _train_cell(config: AblationConfig, cell: AblationCell, seed: int,
                 data: GridData | None) -> str:
     """Train one cell with one seed on the grid's tokens (unless its export exists) and return
@@ -349,8 +354,8 @@ def _train_cell(config: AblationConfig, cell: AblationCell, seed: int,
     from worldvla_bench.integrations.worldvla.shipped import export_checkpoint
     from worldvla_bench.integrations.worldvla.training import TrainConfig, train
 
-    out = Path(config.out) / "train" / cell.slug / f"seed{seed}"
-    model = out / CELL_MODEL
+    model = _cell_export(config.out, cell, seed)
+    out = model.parent
     if model.exists():
         return str(model)
     if data is None:
@@ -414,11 +419,6 @@ def _train_vq(config: AblationConfig, seed: int) -> str:
     return str(train(TrainConfig(**args)).checkpoint)
 
 
-def _cell_export(grid: str | Path, cell: AblationCell, seed: int) -> Path:
-    """Where the grid under `grid` keeps the float16 export of `cell` trained with `seed`."""
-    return Path(grid) / "train" / cell.slug / f"seed{seed}" / CELL_MODEL
-
-
 def _checkpoints(config: AblationConfig, cells: Sequence[AblationCell], seeds: Sequence[int]
                  ) -> tuple[dict[tuple[str, int], str], list[str]]:
     """The checkpoints taken instead of training ({(cell, seed): path}: --checkpoint, then
@@ -434,9 +434,9 @@ def _checkpoints(config: AblationConfig, cells: Sequence[AblationCell], seeds: S
                              f"(the --out of an ablation grid)")
         for seed in seeds:
             for cell in cells:
-                export = _cell_export(config.models_from, cell, seed)
                 if (cell.name, seed) in taken:
                     continue
+                export = _cell_export(config.models_from, cell, seed)
                 if export.exists():
                     taken[(cell.name, seed)] = str(export)
                 else:
