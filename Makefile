@@ -42,7 +42,7 @@ help:
 	@echo "make tiny-data-aug [TINY_AUG_NOISE=0.1]  noisy-expert successes as more demos (train with TINY_EXTRA_DATA)"
 	@echo "make tiny-curve [TINY_CURVE_STEPS=..]  success and probes of the recipe's snapshots against step"
 	@echo "make tiny-data-curve [TINY_DATA_DEMOS=..]  the same against demos per task (retrains, ~1 h per point)"
-	@echo "make ablation-example           the paper's claims at small scale: 5 cells x 2 training seeds (~16 h on 2 idle cores, estimated)"
+	@echo "make ablation-example           the paper's claims at small scale: 5 cells x 2 training seeds (~14 h on 2 idle cores)"
 	@echo "make ablation-constrained       the grid's trained models again, answers constrained to well-formed (~4 h)"
 	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
 
@@ -264,10 +264,10 @@ examples:
 # clone: data/ (the shared VQ-VAE and the demos as its codes: once there, the demos are not
 # recorded again), each training run's float16 export train/<cell>/seed<k>/model.pt (the file
 # its run evaluates; once there, the cell is not trained again) and the runs; the rest of train/
-# and vq/ (last.pt, final.pt) is git-ignored. Estimated from its parts' measured times: ~16 h on
-# 2 idle cores (recording ~1 h unless tiny-data has run, VQ ~6 min; at 30000 steps the 6
-# trainings without world samples take ~59 min each, the 4 with them ~95; 800 episodes ~3 h: 80
-# take ~15 min with K = 5 chunks, ~20 with one action per query). ABLATION_STEPS=N trains N
+# and vq/ (last.pt, final.pt) is git-ignored. ~14 h on 2 idle cores, from seed 0's measured
+# parts (recording ~1 h unless tiny-data has run, VQ ~6 min; at 30000 steps a training takes
+# 59-68 min; 800 episodes ~2 h: 80 take ~10 min with K = 5 chunks, ~20 with one action per
+# query, less when answers break early). ABLATION_STEPS=N trains N
 # transformer steps instead, ABLATION_TRAIN_ARGS adds training flags to every cell: another
 # grid, so start from a fresh ABLATION_OUT.
 ABLATION_OUT ?= $(EXAMPLES)/ablation_libero_goal

@@ -15,6 +15,7 @@ import pytest
 from scipy.stats import binom
 
 from worldvla_bench.errors import BenchError
+from worldvla_bench.integrations.worldvla.ablation import recorded_episodes
 from worldvla_bench.integrations.worldvla.claims import (
     CLAIMS,
     CONTRADICTED,
@@ -23,6 +24,7 @@ from worldvla_bench.integrations.worldvla.claims import (
     SUPPORTED,
     UNRESOLVED,
     claims_table,
+    format_summary,
     verdict,
     write_claims,
 )
@@ -222,10 +224,42 @@ def test_claims_table_on_a_grid_with_known_outcomes(tmp_path):
     assert "## Claim 2a: action chunks without the attention mask hurt" in md
     assert "| contradicted" in md and "| supported" in md and "not resolved at this n" in md
     assert "2000 resamples" in md and "Connor 1987" in md and "62.8" in md
+    # the summary: one row per claim, before the claims' own tables
+    header, *rows_md = _table_rows(md[:md.index("## Claim 1")])
+    assert [r[0] for r in rows_md] == ["1", "2a", "2b", "3"]
+    assert dict(zip(header, rows_md[0], strict=True)) == {
+        "claim": "1", "A -> B": "action -> action+world", "training seeds": "0,1",
+        "paired episodes": "79", "success A / B %": "20.3 / 79.7",
+        "B - A (points) [95%]": f"+59.5 [{one['diff_low']:.1f}, {one['diff_high']:.1f}]",
+        "McNemar p": f"{2 * 0.5**47:.3g}", "paper's difference": "+4.4", "verdict": SUPPORTED,
+        "pairs to resolve": str(int(one["pairs_needed"]))}
+    assert rows_md[2][-1] == "no difference measured"
+    assert rows_md[3][2:6] == ["-", "0", "- / -", "-"] and rows_md[3][-2] == NOT_RUN
     with written["csv"].open() as stream:
         rows = list(csv.DictReader(stream))
     assert [r["claim"] for r in rows] == ["1", "2a", "2b", "3"]
     assert rows[0]["verdict"] == SUPPORTED and rows[0]["pairs"] == "79"
+
+
+def _table_rows(markdown: str) -> list[list[str]]:
+    """The rows of the markdown tables in `markdown` as lists of stripped cells (no rulers)."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in markdown.splitlines() if line.lstrip().startswith("|")]
+    return [row for row in rows if not all(set(cell) <= set(":-") for cell in row)]
+
+
+def test_readme_claims_table_is_what_the_committed_grid_gives():
+    """README's claims table is the summary of the example grid's committed runs, recomputed
+    here from their episodes (so it cannot drift from them)."""
+    root = Path(__file__).resolve().parents[1]
+    grid = root / "results" / "examples" / "ablation_libero_goal"
+    expected = _table_rows(format_summary(claims_table(recorded_episodes(grid))))
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## The paper's claims"):]
+    section = section[:section.index("\n## ", 1)]
+    shown = _table_rows(section)
+    assert len(expected) == 1 + len(CLAIMS) and expected[1][1] == "action -> action+world"
+    assert shown[:len(expected)] == expected
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -450,3 +484,16 @@ def test_grid_table_pools_a_cells_seeds_and_tags_episodes_with_the_training_seed
     # seed 0 only: the other seed of action+world has no episodes; trials 1-3 only B succeeded
     assert (claim["pairs"], claim["only_a"], claim["only_b"], claim["seeds"]) == (4, 0, 3, "0")
     assert written["claims_md"].exists() and written["md"].exists()
+
+
+def test_claims_summary_command_prints_the_readme_table_and_refuses_a_non_grid(tmp_path,
+                                                                               capsys):
+    from worldvla_bench.integrations.worldvla.claims import main
+
+    grid = Path(__file__).resolve().parents[1] / "results" / "examples" / "ablation_libero_goal"
+    assert main([str(grid)]) == 0
+    printed = _table_rows(capsys.readouterr().out)
+    assert printed == _table_rows(format_summary(claims_table(recorded_episodes(grid))))
+    with pytest.raises(SystemExit) as refused:
+        main([str(tmp_path)])
+    assert refused.value.code == 2 and "no runs/ directory" in capsys.readouterr().err

@@ -132,15 +132,31 @@ class CellRun:
 def grid_episodes(runs: Sequence[CellRun]) -> pd.DataFrame:
     """Every episode of every run, with `cell` and `train_seed` columns (runs without
     episodes are skipped); the episodes' own seeds stay in `seed`."""
+    return _tagged_episodes([(entry.cell.name, entry.seed, entry.run_dir) for entry in runs])
+
+
+def recorded_episodes(grid: str | Path) -> pd.DataFrame:
+    """`grid_episodes` of the runs a grid's --out holds (`runs/<cell>/seed<k>`), whatever
+    made them: what its claims are computed from."""
+    runs = []
+    for cell in GRID:
+        for run_dir in sorted((Path(grid) / "runs" / cell.slug).glob("seed*")):
+            if run_dir.name[len("seed"):].isdigit():
+                runs.append((cell.name, int(run_dir.name[len("seed"):]), run_dir))
+    return _tagged_episodes(runs)
+
+
+def _tagged_episodes(runs: Sequence[tuple[str, int, Path]]) -> pd.DataFrame:
+    """The episodes of each (cell name, training seed, run directory), tagged with both."""
     from worldvla_bench.report import load_run
 
     frames = []
-    for entry in runs:
+    for name, seed, run_dir in runs:
         try:
-            episodes = load_run(entry.run_dir)
+            episodes = load_run(run_dir)
         except BenchError:
             continue
-        frames.append(episodes.assign(cell=entry.cell.name, train_seed=entry.seed))
+        frames.append(episodes.assign(cell=name, train_seed=seed))
     if not frames:
         return pd.DataFrame(columns=["cell", "train_seed", "suite", "task_id", "trial",
                                      "success", "is_error"])

@@ -1,5 +1,5 @@
-"""The WorldVLA paper's three ablation claims, tested on the episodes of the ablation grid: one
-table per claim (`claims.md`, `claims.csv` beside `ablation.md`).
+"""The WorldVLA paper's three ablation claims, tested on the episodes of the ablation grid: a
+summary row and a table per claim (`claims.md`, `claims.csv` beside `ablation.md`).
 
 The paper (arXiv 2506.21539, ablation table, LIBERO average success %): action model 62.8,
 action + world model 67.2, action chunks 54.0, chunks + attention mask 76.6, chunks + mask +
@@ -171,6 +171,24 @@ def format_claim(row: pd.Series) -> str:
             f"{comparison.to_markdown(index=False, disable_numparse=True)}\n")
 
 
+def format_summary(table: pd.DataFrame) -> str:
+    """Every claim in one markdown table (one row each): what README shows of `claims.md`."""
+    rows = [{
+        "claim": row["claim"],
+        "A -> B": f"{row['a']} -> {row['b']}",
+        "training seeds": row["seeds"] or "-",
+        "paired episodes": str(row["pairs"]),
+        "success A / B %": f"{_pct(row['success_a'])} / {_pct(row['success_b'])}",
+        "B - A (points) [95%]": "-" if row["difference"] != row["difference"]
+        else f"{row['difference']:+.1f} [{_pct(row['diff_low'])}, {_pct(row['diff_high'])}]",
+        "McNemar p": "-" if row["p_pooled"] != row["p_pooled"] else f"{row['p_pooled']:.3g}",
+        "paper's difference": f"{row['paper_difference']:+.1f}",
+        "verdict": row["verdict"],
+        "pairs to resolve": _needed(row["pairs_needed"]),
+    } for _, row in table.iterrows()]
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
+
+
 def claims_footnote(n_resamples: int = 10_000, bootstrap_seed: int = 0) -> str:
     return (
         "Episodes are paired by (suite, task, trial, training seed); success % is over the "
@@ -193,7 +211,29 @@ def write_claims(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA's 
     """Write `claims.md` and `claims.csv` into `out` (atomically); returns paths and text."""
     out = Path(out)
     sections = "\n".join(format_claim(row) for _, row in table.iterrows())
-    markdown = f"# {title}\n\n{sections}\n{claims_footnote(n_resamples, bootstrap_seed)}"
+    markdown = (f"# {title}\n\n{format_summary(table)}\n{sections}\n"
+                f"{claims_footnote(n_resamples, bootstrap_seed)}")
     write_atomic(out / CLAIMS_MD, markdown.encode())
     write_atomic(out / CLAIMS_CSV, table.to_csv(index=False).encode())
     return {"markdown": markdown, "md": out / CLAIMS_MD, "csv": out / CLAIMS_CSV}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the claims summary of a grid's recorded runs (what README shows)."""
+    import argparse
+
+    from worldvla_bench.integrations.worldvla.ablation import recorded_episodes
+
+    parser = argparse.ArgumentParser(
+        prog="python -m worldvla_bench.integrations.worldvla.claims",
+        description="print the one-table summary of the claims, from the runs of a grid's --out")
+    parser.add_argument("grid", help="an ablation grid's --out (its runs/<cell>/seed<k>)")
+    args = parser.parse_args(argv)
+    if not (Path(args.grid) / "runs").is_dir():
+        parser.error(f"{args.grid}: no runs/ directory there (the --out of an ablation grid)")
+    print(format_summary(claims_table(recorded_episodes(args.grid))), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
