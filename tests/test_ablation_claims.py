@@ -248,18 +248,23 @@ def _table_rows(markdown: str) -> list[list[str]]:
     return [row for row in rows if not all(set(cell) <= set(":-") for cell in row)]
 
 
-def test_readme_claims_table_is_what_the_committed_grid_gives():
-    """README's claims table is the summary of the example grid's committed runs, recomputed
-    here from their episodes (so it cannot drift from them)."""
+@pytest.mark.parametrize("grid_name", ["ablation_libero_goal",
+                                       "ablation_libero_goal_constrained"])
+def test_readme_claims_table_is_what_the_committed_grid_gives(grid_name):
+    """README's claims tables are the summaries of the example grids' committed runs (the
+    primary grid's, and the constrained one's once it has runs), recomputed here from their
+    episodes, so they cannot drift from them."""
     root = Path(__file__).resolve().parents[1]
-    grid = root / "results" / "examples" / "ablation_libero_goal"
+    grid = root / "results" / "examples" / grid_name
+    if grid_name != "ablation_libero_goal" and not (grid / "runs").is_dir():
+        pytest.skip(f"{grid_name} has no committed runs yet")
     expected = _table_rows(format_summary(claims_table(recorded_episodes(grid))))
     readme = (root / "README.md").read_text()
     section = readme[readme.index("## The paper's claims"):]
-    section = section[:section.index("\n## ", 1)]
-    shown = _table_rows(section)
+    shown = _table_rows(section[:section.index("\n## ", 1)])
     assert len(expected) == 1 + len(CLAIMS) and expected[1][1] == "action -> action+world"
-    assert shown[:len(expected)] == expected
+    starts = [i for i in range(len(shown)) if shown[i:i + len(expected)] == expected]
+    assert starts, f"README's claims section has no table equal to {grid_name}'s summary"
 
 
 # ----------------------------------------------------------------------------- end to end
