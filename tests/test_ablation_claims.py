@@ -493,7 +493,7 @@ def test_grid_table_pools_a_cells_seeds_and_tags_episodes_with_the_training_seed
 
 def test_claims_summary_command_prints_the_readme_table_and_refuses_a_non_grid(tmp_path,
                                                                                capsys):
-    from worldvla_bench.integrations.worldvla.claims import main
+    from worldvla_bench.integrations.worldvla.ablation import summary_main as main
 
     grid = Path(__file__).resolve().parents[1] / "results" / "examples" / "ablation_libero_goal"
     assert main([str(grid)]) == 0

@@ -608,3 +608,22 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     print(f"written: {result['md']}, {result['csv']}, {result['claims_md']}, "
           f"{result['claims_csv']}")
     return 0
+
+
+def summary_main(argv: list[str] | None = None) -> int:
+    """Print the claims summary of a grid's recorded runs (what README shows)."""
+    from worldvla_bench.integrations.worldvla.claims import claims_table, format_summary
+
+    parser = argparse.ArgumentParser(
+        prog="python -m worldvla_bench.integrations.worldvla.ablation",
+        description="print the one-table summary of the claims, from the runs of a grid's --out")
+    parser.add_argument("grid", help="an ablation grid's --out (its runs/<cell>/seed<k>)")
+    args = parser.parse_args(argv)
+    if not (Path(args.grid) / "runs").is_dir():
+        parser.error(f"{args.grid}: no runs/ directory there (the --out of an ablation grid)")
+    print(format_summary(claims_table(recorded_episodes(args.grid))), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(summary_main())

@@ -217,23 +217,3 @@ def write_claims(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA's 
     write_atomic(out / CLAIMS_CSV, table.to_csv(index=False).encode())
     return {"markdown": markdown, "md": out / CLAIMS_MD, "csv": out / CLAIMS_CSV}
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the claims summary of a grid's recorded runs (what README shows)."""
-    import argparse
-
-    from worldvla_bench.integrations.worldvla.ablation import recorded_episodes
-
-    parser = argparse.ArgumentParser(
-        prog="python -m worldvla_bench.integrations.worldvla.claims",
-        description="print the one-table summary of the claims, from the runs of a grid's --out")
-    parser.add_argument("grid", help="an ablation grid's --out (its runs/<cell>/seed<k>)")
-    args = parser.parse_args(argv)
-    if not (Path(args.grid) / "runs").is_dir():
-        parser.error(f"{args.grid}: no runs/ directory there (the --out of an ablation grid)")
-    print(format_summary(claims_table(recorded_episodes(args.grid))), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
