@@ -141,8 +141,9 @@ def recorded_episodes(grid: str | Path) -> pd.DataFrame:
     runs = []
     for cell in GRID:
         for run_dir in sorted((Path(grid) / "runs" / cell.slug).glob("seed*")):
-            if run_dir.name[len("seed"):].isdigit():
-                runs.append((cell.name, int(run_dir.name[len("seed"):]), run_dir))
+            seed = run_dir.name.removeprefix("seed")
+            if seed.isdigit():
+                runs.append((cell.name, int(seed), run_dir))
     return _tagged_episodes(runs)
 
 

@@ -138,6 +138,14 @@ def _pct(value: float) -> str:
     return "-" if value != value else f"{value:.1f}"
 
 
+def _signed(value: float) -> str:
+    return "-" if value != value else f"{value:+.1f}"
+
+
+def _p_value(value: float) -> str:
+    return "-" if value != value else f"{value:.3g}"
+
+
 def _needed(value: float) -> str:
     if value != value:
         return "-"
@@ -154,15 +162,13 @@ def format_claim(row: pd.Series) -> str:
                        f"[{_pct(row['ci_b_low'])}, {_pct(row['ci_b_high'])}]"],
         "paper (LIBERO avg %)": [f"{row['paper_a']:.1f}", f"{row['paper_b']:.1f}"],
     })
-    p = row["p_pooled"]
     comparison = pd.DataFrame([{
-        "difference B - A (points)": "-" if row["difference"] != row["difference"]
-        else f"{row['difference']:+.1f}",
+        "difference B - A (points)": _signed(row["difference"]),
         "95% interval": f"[{_pct(row['diff_low'])}, {_pct(row['diff_high'])}]",
         "only A / only B": f"{row['only_a']} / {row['only_b']}",
-        "McNemar p (pooled)": "-" if p != p else f"{p:.3g}",
+        "McNemar p (pooled)": _p_value(row["p_pooled"]),
         "McNemar p per seed": row["p_per_seed"] or "-",
-        "paper's difference": f"{row['paper_difference']:+.1f}",
+        "paper's difference": _signed(row["paper_difference"]),
         "verdict": row["verdict"],
         "pairs to resolve": _needed(row["pairs_needed"]),
     }])
@@ -180,9 +186,9 @@ def format_summary(table: pd.DataFrame) -> str:
         "paired episodes": str(row["pairs"]),
         "success A / B %": f"{_pct(row['success_a'])} / {_pct(row['success_b'])}",
         "B - A (points) [95%]": "-" if row["difference"] != row["difference"]
-        else f"{row['difference']:+.1f} [{_pct(row['diff_low'])}, {_pct(row['diff_high'])}]",
-        "McNemar p": "-" if row["p_pooled"] != row["p_pooled"] else f"{row['p_pooled']:.3g}",
-        "paper's difference": f"{row['paper_difference']:+.1f}",
+        else f"{_signed(row['difference'])} [{_pct(row['diff_low'])}, {_pct(row['diff_high'])}]",
+        "McNemar p": _p_value(row["p_pooled"]),
+        "paper's difference": _signed(row["paper_difference"]),
         "verdict": row["verdict"],
         "pairs to resolve": _needed(row["pairs_needed"]),
     } for _, row in table.iterrows()]
@@ -216,4 +222,3 @@ def write_claims(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA's 
     write_atomic(out / CLAIMS_MD, markdown.encode())
     write_atomic(out / CLAIMS_CSV, table.to_csv(index=False).encode())
     return {"markdown": markdown, "md": out / CLAIMS_MD, "csv": out / CLAIMS_CSV}
-
