@@ -248,8 +248,7 @@ def ablation_table(runs: Sequence[CellRun]) -> pd.DataFrame:
 
 def format_ablation(table: pd.DataFrame) -> str:
     """The table as markdown: success % and its 95% Wilson interval, trials per cell."""
-    def pct(v: float) -> str:
-        return "-" if v != v else f"{v:.1f}"
+    from worldvla_bench.integrations.worldvla.claims import interval, percent
 
     shown = pd.DataFrame({
         "cell": table["cell"],
@@ -259,9 +258,9 @@ def format_ablation(table: pd.DataFrame) -> str:
         "action mask": [("on" if m else "off") if k > 1 else "-"
                         for m, k in zip(table["action_mask"], table["chunk_size"], strict=True)],
         "trials": table["trials"].astype(int).astype(str),
-        "success %": table["success_rate"].map(pct),
-        "95% CI": [f"[{pct(lo)}, {pct(hi)}]" for lo, hi in zip(table["ci_low"], table["ci_high"],
-                                                              strict=True)],
+        "success %": table["success_rate"].map(percent),
+        "95% CI": [interval(lo, hi) for lo, hi in zip(table["ci_low"], table["ci_high"],
+                                                      strict=True)],
         "errors": table["errors"].astype(int).astype(str),
         "ended by policy": table["ended_by_policy"].astype(int).astype(str),
         "policy calls": table["policy_calls"].astype(int).astype(str),

@@ -134,8 +134,14 @@ def claims_table(episodes: pd.DataFrame, claims: tuple[Claim, ...] = CLAIMS,
     return pd.DataFrame([claim_row(c, episodes, n_resamples, bootstrap_seed) for c in claims])
 
 
-def _pct(value: float) -> str:
+def percent(value: float) -> str:
+    """A percentage to one decimal, '-' for NaN (no episodes)."""
     return "-" if value != value else f"{value:.1f}"
+
+
+def interval(low: float, high: float) -> str:
+    """An interval in percent or points as '[low, high]' (`percent` of each end)."""
+    return f"[{percent(low)}, {percent(high)}]"
 
 
 def _signed(value: float) -> str:
@@ -157,14 +163,14 @@ def format_claim(row: pd.Series) -> str:
     cells = pd.DataFrame({
         "cell": [row["a"], row["b"]],
         "paired episodes": [str(row["pairs"])] * 2,
-        "success %": [_pct(row["success_a"]), _pct(row["success_b"])],
-        "95% Wilson": [f"[{_pct(row['ci_a_low'])}, {_pct(row['ci_a_high'])}]",
-                       f"[{_pct(row['ci_b_low'])}, {_pct(row['ci_b_high'])}]"],
+        "success %": [percent(row["success_a"]), percent(row["success_b"])],
+        "95% Wilson": [interval(row["ci_a_low"], row["ci_a_high"]),
+                       interval(row["ci_b_low"], row["ci_b_high"])],
         "paper (LIBERO avg %)": [f"{row['paper_a']:.1f}", f"{row['paper_b']:.1f}"],
     })
     comparison = pd.DataFrame([{
         "difference B - A (points)": _signed(row["difference"]),
-        "95% interval": f"[{_pct(row['diff_low'])}, {_pct(row['diff_high'])}]",
+        "95% interval": interval(row["diff_low"], row["diff_high"]),
         "only A / only B": f"{row['only_a']} / {row['only_b']}",
         "McNemar p (pooled)": _p_value(row["p_pooled"]),
         "McNemar p per seed": row["p_per_seed"] or "-",
@@ -184,9 +190,9 @@ def format_summary(table: pd.DataFrame) -> str:
         "A -> B": f"{row['a']} -> {row['b']}",
         "training seeds": row["seeds"] or "-",
         "paired episodes": str(row["pairs"]),
-        "success A / B %": f"{_pct(row['success_a'])} / {_pct(row['success_b'])}",
+        "success A / B %": f"{percent(row['success_a'])} / {percent(row['success_b'])}",
         "B - A (points) [95%]": "-" if row["difference"] != row["difference"]
-        else f"{_signed(row['difference'])} [{_pct(row['diff_low'])}, {_pct(row['diff_high'])}]",
+        else f"{_signed(row['difference'])} {interval(row['diff_low'], row['diff_high'])}",
         "McNemar p": _p_value(row["p_pooled"]),
         "paper's difference": _signed(row["paper_difference"]),
         "verdict": row["verdict"],
