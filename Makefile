@@ -43,7 +43,7 @@ help:
 	@echo "make tiny-curve [TINY_CURVE_STEPS=..]  success and probes of the recipe's snapshots against step"
 	@echo "make tiny-data-curve [TINY_DATA_DEMOS=..]  the same against demos per task (retrains, ~1 h per point)"
 	@echo "make ablation-example           the paper's claims at small scale: 5 cells x 2 training seeds (~14 h on 2 idle cores)"
-	@echo "make ablation-constrained       the grid's trained models again, answers constrained to well-formed (~4 h)"
+	@echo "make ablation-constrained       the grid's trained models again, answers constrained to well-formed (~2.5 h)"
 	@echo "make wm-simulators            judge, wm-rank and probes on libero_goal 1,4,6 (hours on 2 cores)"
 
 setup: system-deps $(BIN)/worldvla-bench
@@ -285,7 +285,8 @@ ablation-example:
 # The same grid's exports (ABLATION_OUT/train) evaluated again with constrained decoding (the
 # policy's constrained=true: only well-formed answers), into ABLATION_CONSTRAINED_OUT: what the
 # cells' actions are worth when no episode can end on a broken answer. Nothing is trained; cells
-# the grid has not trained yet are named and left out (re-run when it has). ~15-25 min per run.
+# the grid has not trained yet are named and left out (re-run when it has). ~2.5 h: 23 min of
+# wall time per K=1 run, 10 min per chunked one (measured on training seed 0).
 ABLATION_CONSTRAINED_OUT ?= $(EXAMPLES)/ablation_libero_goal_constrained
 ablation-constrained:
 	@$(CLEAN_CHECKOUT)
