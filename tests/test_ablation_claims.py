@@ -371,6 +371,10 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
         title = Path("abl_constrained", table).read_text().splitlines()[0]
         assert "(every cell's policy with constrained=True)" in title
     assert "constrained" not in (out / "ablation.md").read_text().splitlines()[0]
+    # its time line names the grid that did the training, which this one did not
+    assert "nothing trained here: the models are abl's" in Path(
+        "abl_constrained", "ablation.md").read_text()
+    assert "nothing trained here" not in (out / "ablation.md").read_text()
     # carried on elsewhere: only what the repository keeps (data/, the exports, the runs), no
     # demos; a lost run is run again from its export, nothing is trained
     import shutil

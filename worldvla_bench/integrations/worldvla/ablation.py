@@ -270,9 +270,10 @@ def format_ablation(table: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, disable_numparse=True)
 
 
-def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA ablation"
-                   ) -> dict[str, Any]:
-    """Write `ablation.md` and `ablation.csv` into `out` (atomically); returns paths and text."""
+def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA ablation",
+                   models_from: str | None = None) -> dict[str, Any]:
+    """Write `ablation.md` and `ablation.csv` into `out` (atomically); returns paths and text.
+    `models_from`: the grid whose models these runs took (their training was not done here)."""
     out = Path(out)
     suites = sorted({s for s in table.get("suite", []) if s})
     header = f"# {title}" + (f" on `{', '.join(suites)}`" if suites else "")
@@ -285,34 +286,41 @@ def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA 
                 "with chunks); training "
                 "min: the training's own time (`elapsed_s` in its checkpoint); episodes min: "
                 "the episodes' wall times summed (workers run them side by side). Checkpoints "
-                f"and their sha256 are in {TABLE_CSV}.\n{_time_line(table)}")
+                f"and their sha256 are in {TABLE_CSV}.\n{_time_line(table, models_from)}")
     write_atomic(out / TABLE_MD, markdown.encode())
     write_atomic(out / TABLE_CSV, table.to_csv(index=False).encode())
     return {"markdown": markdown, "md": out / TABLE_MD, "csv": out / TABLE_CSV}
 
 
-def _time_line(table: pd.DataFrame) -> str:
-    """'Time so far: ...' over the runs' rows (pooled rows left out), or '' for no rows."""
+def _time_line(table: pd.DataFrame, models_from: str | None = None) -> str:
+    """'Time so far: ...' over the runs' rows (pooled rows left out), or '' for no rows; with
+    `models_from`, the training time is that grid's, not this one's."""
     rows = table[table["train_seed"].astype(str) != "all"] if len(table) else table
     if not len(rows):
         return ""
     train = rows["train_min"].sum(skipna=True) / 60.0
     episodes = rows["episodes_min"].sum() / 60.0
-    return (f"\nTime so far: {train:.1f} h of training ({int(rows['train_min'].notna().sum())} "
-            f"of {len(rows)} trainings recorded), {episodes:.1f} h of episodes (summed over "
-            "the workers).\n")
+    trainings = (f"{train:.1f} h of training ({int(rows['train_min'].notna().sum())} of "
+                 f"{len(rows)} trainings recorded)")
+    if models_from:
+        return (f"\nTime so far: {episodes:.1f} h of episodes (summed over the workers); "
+                f"nothing trained here: the models are {models_from}'s, {trainings}.\n")
+    return f"\nTime so far: {trainings}, {episodes:.1f} h of episodes (summed over the workers).\n"
 
 
 def write_tables(runs: Sequence[CellRun], out: str | Path,
-                 policy_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+                 policy_kwargs: dict[str, Any] | None = None,
+                 models_from: str | None = None) -> dict[str, Any]:
     """The grid's table and the claims tables of `runs`, written into `out`; the titles name
-    `policy_kwargs`, the policy arguments every cell's runs share beyond the grid's own."""
+    `policy_kwargs`, the policy arguments every cell's runs share beyond the grid's own;
+    `models_from`: the grid whose exports the runs took (its training, not this grid's)."""
     from worldvla_bench.integrations.worldvla.claims import claims_table, write_claims
 
     shared = ", ".join(f"{key}={value}" for key, value in sorted((policy_kwargs or {}).items()))
     suffix = f" (every cell's policy with {shared})" if shared else ""
     table = ablation_table(runs)
-    written = write_ablation(table, out, title=f"WorldVLA ablation{suffix}")
+    written = write_ablation(table, out, title=f"WorldVLA ablation{suffix}",
+                             models_from=models_from)
     claims = claims_table(grid_episodes(runs))
     claims_written = write_claims(claims, out, title=f"WorldVLA's claims{suffix}")
     return {"table": table, **written, "claims": claims,
@@ -508,7 +516,8 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
                                        "action_mask": cell.action_mask}),
                 replace(config.options, run_dir=run_dir))
             runs.append(CellRun(cell, run_dir, int(meta["chunk_size"]), str(checkpoint), seed))
-            written = write_tables(runs, out, config.protocol.policy_kwargs)
+            written = write_tables(runs, out, config.protocol.policy_kwargs,
+                                   config.models_from)
     return {**written, "runs": runs, "missing": missing}
 
 
