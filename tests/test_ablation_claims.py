@@ -400,6 +400,41 @@ def test_ablation_command_trains_two_seeds_and_writes_the_claims(tmp_path, monke
     assert "made from other demos" in capsys.readouterr().err
 
 
+def test_time_line_counts_only_the_training_of_the_grids_own_models(tmp_path, monkeypatch):
+    """ablation.md's time line: the training of the models under <out>/train/ is the grid's
+    time; another grid's exports (--models-from) and --checkpoint files are named with their
+    training time, not counted; pooled rows are left out; paths compare as files (the grid's
+    --out relative, its checkpoint absolute)."""
+    import pandas as pd
+
+    from worldvla_bench.integrations.worldvla.ablation import _time_line
+
+    monkeypatch.chdir(tmp_path)
+    own = str(tmp_path / "grid" / "train" / "action" / "seed0" / "model.pt")
+    other = str(Path("other") / "train" / "action" / "seed1" / "model.pt")
+    table = pd.DataFrame({
+        "train_seed": ["0", "1", "0", "all"],
+        "checkpoint": [own, other, "mine.pt", f"{own};{other}"],
+        "train_min": [60.0, 120.0, float("nan"), 180.0],
+        "episodes_min": [30.0, 30.0, 60.0, 60.0],
+    })
+    assert _time_line(table, "grid") == (
+        "\nTime so far: 1.0 h of training (1 of 1 trainings recorded), 2.0 h of episodes "
+        "(summed over the workers); not counted: 2 of the 3 models are from other, mine.pt, "
+        "2.0 h of training (1 of 2 trainings recorded).\n")
+    assert _time_line(table.iloc[[0]], "grid") == (
+        "\nTime so far: 1.0 h of training (1 of 1 trainings recorded), 0.5 h of episodes "
+        "(summed over the workers).\n")
+    assert _time_line(table.iloc[[1]], "grid") == (
+        "\nTime so far: 0.5 h of episodes (summed over the workers); nothing trained here: "
+        "the models are other's, 2.0 h of training (1 of 1 trainings recorded).\n")
+    assert "the models are from mine.pt, 0.0 h of training (0 of 1" in _time_line(
+        table.iloc[[2]], "grid")
+    assert _time_line(table.iloc[[1]], "other") == _time_line(
+        table.iloc[[1]].assign(checkpoint=own), "grid")  # the grid's own under any --out
+    assert _time_line(table.iloc[[]], "grid") == ""
+
+
 def test_models_from_takes_another_grids_exports_and_names_what_it_lacks(tmp_path, capsys):
     """--models-from: each (cell, seed) takes GRID/train/<cell>/seed<k>/model.pt, --checkpoint
     first; what GRID has not trained is listed, not trained; GRID as --out, a directory that is

@@ -270,10 +270,9 @@ def format_ablation(table: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, disable_numparse=True)
 
 
-def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA ablation",
-                   models_from: str | None = None) -> dict[str, Any]:
-    """Write `ablation.md` and `ablation.csv` into `out` (atomically); returns paths and text.
-    `models_from`: the grid whose models these runs took (their training was not done here)."""
+def write_ablation(table: pd.DataFrame, out: str | Path,
+                   title: str = "WorldVLA ablation") -> dict[str, Any]:
+    """Write `ablation.md` and `ablation.csv` into `out` (atomically); returns paths and text."""
     out = Path(out)
     suites = sorted({s for s in table.get("suite", []) if s})
     header = f"# {title}" + (f" on `{', '.join(suites)}`" if suites else "")
@@ -286,41 +285,64 @@ def write_ablation(table: pd.DataFrame, out: str | Path, title: str = "WorldVLA 
                 "with chunks); training "
                 "min: the training's own time (`elapsed_s` in its checkpoint); episodes min: "
                 "the episodes' wall times summed (workers run them side by side). Checkpoints "
-                f"and their sha256 are in {TABLE_CSV}.\n{_time_line(table, models_from)}")
+                f"and their sha256 are in {TABLE_CSV}.\n{_time_line(table, out)}")
     write_atomic(out / TABLE_MD, markdown.encode())
     write_atomic(out / TABLE_CSV, table.to_csv(index=False).encode())
     return {"markdown": markdown, "md": out / TABLE_MD, "csv": out / TABLE_CSV}
 
 
-def _time_line(table: pd.DataFrame, models_from: str | None = None) -> str:
-    """'Time so far: ...' over the runs' rows (pooled rows left out), or '' for no rows; with
-    `models_from`, the training time is that grid's, not this one's."""
+def _trained_elsewhere(checkpoint: str, out: str | Path) -> str | None:
+    """Where a run's checkpoint was trained when not by the grid under `out` (its exports are
+    `<out>/train/...`): another grid's --out for one of its exports, else the file; None for
+    this grid's own (or no checkpoint)."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint)
+    if path.resolve().is_relative_to((Path(out) / "train").resolve()):
+        return None
+    parents = path.parents
+    return str(parents[3]) if len(parents) > 3 and parents[2].name == "train" else checkpoint
+
+
+def _time_line(table: pd.DataFrame, out: str | Path) -> str:
+    """'Time so far: ...' over the runs' rows (pooled rows left out), or '' for no rows. Only
+    the training of this grid's own models counts as its time; models it took (another grid's
+    exports, --checkpoint files) are named with their training time."""
     rows = table[table["train_seed"].astype(str) != "all"] if len(table) else table
     if not len(rows):
         return ""
-    train = rows["train_min"].sum(skipna=True) / 60.0
-    episodes = rows["episodes_min"].sum() / 60.0
-    trainings = (f"{train:.1f} h of training ({int(rows['train_min'].notna().sum())} of "
-                 f"{len(rows)} trainings recorded)")
-    if models_from:
-        return (f"\nTime so far: {episodes:.1f} h of episodes (summed over the workers); "
-                f"nothing trained here: the models are {models_from}'s, {trainings}.\n")
-    return f"\nTime so far: {trainings}, {episodes:.1f} h of episodes (summed over the workers).\n"
+    origins = [_trained_elsewhere(c, out) for c in rows["checkpoint"].fillna("").astype(str)]
+    taken = pd.Series([o is not None for o in origins], index=rows.index)
+    sources = list(dict.fromkeys(o for o in origins if o is not None))
+
+    def trainings(part: pd.DataFrame) -> str:
+        return (f"{part['train_min'].sum(skipna=True) / 60.0:.1f} h of training "
+                f"({int(part['train_min'].notna().sum())} of {len(part)} trainings recorded)")
+
+    episodes = f"{rows['episodes_min'].sum() / 60.0:.1f} h of episodes (summed over the workers)"
+    if not taken.any():
+        return f"\nTime so far: {trainings(rows)}, {episodes}.\n"
+    files = set(rows["checkpoint"][taken])  # a --checkpoint file is its own source
+    owner = (f"{sources[0]}'s" if len(sources) == 1 and sources[0] not in files
+             else f"from {', '.join(sources)}")
+    if taken.all():
+        return (f"\nTime so far: {episodes}; nothing trained here: the models are {owner}, "
+                f"{trainings(rows)}.\n")
+    return (f"\nTime so far: {trainings(rows[~taken])}, {episodes}; not counted: "
+            f"{int(taken.sum())} of the {len(rows)} models are {owner}, "
+            f"{trainings(rows[taken])}.\n")
 
 
 def write_tables(runs: Sequence[CellRun], out: str | Path,
-                 policy_kwargs: dict[str, Any] | None = None,
-                 models_from: str | None = None) -> dict[str, Any]:
+                 policy_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The grid's table and the claims tables of `runs`, written into `out`; the titles name
-    `policy_kwargs`, the policy arguments every cell's runs share beyond the grid's own;
-    `models_from`: the grid whose exports the runs took (its training, not this grid's)."""
+    `policy_kwargs`, the policy arguments every cell's runs share beyond the grid's own."""
     from worldvla_bench.integrations.worldvla.claims import claims_table, write_claims
 
     shared = ", ".join(f"{key}={value}" for key, value in sorted((policy_kwargs or {}).items()))
     suffix = f" (every cell's policy with {shared})" if shared else ""
     table = ablation_table(runs)
-    written = write_ablation(table, out, title=f"WorldVLA ablation{suffix}",
-                             models_from=models_from)
+    written = write_ablation(table, out, title=f"WorldVLA ablation{suffix}")
     claims = claims_table(grid_episodes(runs))
     claims_written = write_claims(claims, out, title=f"WorldVLA's claims{suffix}")
     return {"table": table, **written, "claims": claims,
@@ -516,8 +538,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
                                        "action_mask": cell.action_mask}),
                 replace(config.options, run_dir=run_dir))
             runs.append(CellRun(cell, run_dir, int(meta["chunk_size"]), str(checkpoint), seed))
-            written = write_tables(runs, out, config.protocol.policy_kwargs,
-                                   config.models_from)
+            written = write_tables(runs, out, config.protocol.policy_kwargs)
     return {**written, "runs": runs, "missing": missing}
 
 
