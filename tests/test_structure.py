@@ -193,16 +193,28 @@ def test_a_third_party_policy_and_command_through_entry_points(tmp_path):
 
 def test_a_wheel_installs_every_suite_and_builtin_policy_inside_the_package(tmp_path):
     """`pip install .` (not editable): the wheel carries tasks/ and policies/ inside
-    worldvla_bench, and no top-level `policies` package; installed alone on the path, it lists
-    every suite and every built-in policy."""
+    worldvla_bench, and no top-level `policies` package, and every data file (panels, html
+    templates, the results schema, the shipped weights), built without setuptools' warning that
+    a data directory "would be ignored"; installed alone on the path, it lists every suite and
+    every built-in policy."""
     source = tmp_path / "source"  # a copy: building in the checkout would leave build/ behind
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
         ".venv", ".git", "results", "build", "*.egg-info", "__pycache__", ".*_cache"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                            "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+                           check=True, capture_output=True, text=True)
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr
     wheel = next((tmp_path / "dist").glob("worldvla_bench-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith("policies/")]
+    package = REPO / "worldvla_bench"
+    data = {f"worldvla_bench/suite_files/{p.relative_to(REPO / 'tasks').as_posix()}"
+            for p in (REPO / "tasks").rglob("*.yaml")}
+    data |= {p.relative_to(REPO).as_posix() for folder in (
+        package / "html", package / "schemas", package / "integrations/worldvla/weights")
+        for p in folder.iterdir() if p.is_file()}
+    assert any("/panels/" in n for n in data) and any(n.endswith(".pt") for n in data)
+    assert data <= set(names), sorted(data - set(names))
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"worldvla_bench"}
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
