@@ -21,3 +21,13 @@ def test_success_rates_notebook_executes_on_runs(recorded_run: Path, tmp_path, m
     assert plot.exists() and plot.stat().st_size > 5000
     table_html = "".join(str(o.get("data", {}).get("text/html", "")) for o in outputs)
     assert "random_small" in table_html and "95% CI" in table_html
+
+
+def test_the_notebook_is_valid_as_saved():
+    """Valid nbformat as committed, every cell with its id (nbformat 4.5: a cell without one is
+    a warning now and an error in future nbformat versions)."""
+    import json
+
+    saved = json.loads(NOTEBOOK.read_text())
+    assert [c for c in saved["cells"] if "id" not in c] == []
+    nbformat.validate(nbformat.from_dict(saved))
