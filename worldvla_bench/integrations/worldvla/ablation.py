@@ -56,7 +56,9 @@ TABLE_CSV = "ablation.csv"
 DATA_DIR = "data"
 VQ_FILE = "vq.pt"
 TOKENS_FILE = "tokens.npz"
-#: each training run's float16 export, the checkpoint its run evaluates
+#: the grid's trainings under --out (`<out>/train/<cell>/seed<k>/`) and each one's float16
+#: export, the checkpoint its run evaluates
+TRAIN_DIR = "train"
 CELL_MODEL = "model.pt"
 #: policy arguments each cell sets itself (`--policy-arg` may not)
 PER_CELL_POLICY_ARGS = frozenset({"checkpoint", "action_mask"})
@@ -298,10 +300,10 @@ def _trained_elsewhere(checkpoint: str, out: str | Path) -> str | None:
     if not checkpoint:
         return None
     path = Path(checkpoint)
-    if path.resolve().is_relative_to((Path(out) / "train").resolve()):
+    if path.resolve().is_relative_to((Path(out) / TRAIN_DIR).resolve()):
         return None
-    parents = path.parents
-    return str(parents[3]) if len(parents) > 3 and parents[2].name == "train" else checkpoint
+    parents = path.parents  # an export is <grid>/train/<cell>/seed<k>/model.pt (_cell_export)
+    return str(parents[3]) if len(parents) > 3 and parents[2].name == TRAIN_DIR else checkpoint
 
 
 def _time_line(table: pd.DataFrame, out: str | Path) -> str:
@@ -390,7 +392,7 @@ class GridData:
 
 def _cell_export(grid: str | Path, cell: AblationCell, seed: int) -> Path:
     """Where the grid under `grid` keeps the float16 export of `cell` trained with `seed`."""
-    return Path(grid) / "train" / cell.slug / f"seed{seed}" / CELL_MODEL
+    return Path(grid) / TRAIN_DIR / cell.slug / f"seed{seed}" / CELL_MODEL
 
 
 def _train_cell(config: AblationConfig, cell: AblationCell, seed: int,
@@ -475,7 +477,7 @@ def _checkpoints(config: AblationConfig, cells: Sequence[AblationCell], seeds: S
         if Path(config.models_from).resolve() == Path(config.out).resolve():
             raise BenchError(f"--out {config.out} is the grid --models-from reads: its "
                              f"evaluations go to another directory")
-        if not (Path(config.models_from) / "train").is_dir():
+        if not (Path(config.models_from) / TRAIN_DIR).is_dir():
             raise BenchError(f"--models-from {config.models_from}: no train/ directory there "
                              f"(the --out of an ablation grid)")
         for seed in seeds:
